@@ -1,0 +1,1 @@
+"""The ``pds`` command line: a thin client of the public ``pds`` API."""

@@ -1,0 +1,56 @@
+"""What a store hands to the vaults it opens: the backend, the host key, time and randomness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pds import _crypto
+from pds._store.base import Backend
+from pds.errors import FormatError, KeyProviderError, PDSError
+from pds.keys import KeyProvider
+
+Clock = Callable[[], float]
+"""Seconds since the Unix epoch, like ``time.time``; tests inject a fixed clock."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    backend: Backend
+    host_key: KeyProvider
+    clock: Clock
+    rng: _crypto.Rng
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def host_wrap(self, secret: bytes, context: bytes) -> bytes:
+        return call_provider(lambda: self.host_key.wrap(secret, context=context))
+
+    def host_unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        return call_provider(lambda: self.host_key.unwrap(wrapped, context=context))
+
+
+def call_provider(operation: Callable[[], bytes]) -> bytes:
+    """Run a key provider call; anything it raises that is not a pds error is reported as
+    ``KeyProviderError`` without its message, which could hold key material."""
+    try:
+        result = operation()
+    except PDSError:
+        raise
+    except Exception as exc:
+        raise KeyProviderError(f"key provider failed ({type(exc).__name__})") from None
+    if not isinstance(result, bytes):
+        raise KeyProviderError("key provider returned a non-bytes value")
+    return result
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise FormatError("datetimes must be timezone-aware")
+    return int(value.timestamp() * 1000)

@@ -1,0 +1,231 @@
+"""Thin, typed wrappers over libsodium (through PyNaCl) and the standard library's hashes.
+
+This is the only module that touches cryptographic bindings. Everything here composes
+standard primitives; nothing is invented:
+
+* AEAD: XChaCha20-Poly1305 (IETF), 24-byte random nonces.
+* Signatures: Ed25519, always over ``label || 0x00 || message`` so that no signature made
+  for one purpose verifies for another.
+* Sealing to a public key: libsodium's sealed box construction (X25519 + XSalsa20-Poly1305),
+  built from ``crypto_box`` with a caller-supplied ephemeral key so that test vectors are
+  reproducible; the output opens with libsodium's ``crypto_box_seal_open``.
+* Key derivation: keyed BLAKE2b-256 with a 16-byte personalisation label (as libsodium's
+  ``crypto_kdf`` does).
+* Password hashing: Argon2id (libsodium ``crypto_pwhash``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import base58
+import nacl.bindings as sodium
+import nacl.exceptions
+from nacl.pwhash import argon2id
+
+from pds.errors import FormatError
+
+Rng = Callable[[int], bytes]
+"""A source of random bytes; ``os.urandom`` unless a test injects a deterministic one."""
+
+KEY_SIZE = 32
+NONCE_SIZE = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
+TAG_SIZE = sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES  # 16
+SIGNATURE_SIZE = 64
+PUBLIC_KEY_SIZE = 32
+SALT_SIZE = argon2id.SALTBYTES  # 16
+
+_SEAL_NONCE_SIZE = sodium.crypto_box_NONCEBYTES
+
+
+class AuthenticationFailed(Exception):
+    """A MAC, tag or signature did not verify. Callers translate it into a pds error."""
+
+
+def system_rng(size: int) -> bytes:
+    return os.urandom(size)
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def sha256_hasher() -> hashlib._Hash:
+    return hashlib.sha256()
+
+
+# -- key derivation -------------------------------------------------------------------
+
+
+def derive(key: bytes, label: bytes, message: bytes = b"") -> bytes:
+    """Derive 32 bytes from ``key`` for the purpose named by ``label`` (at most 16 bytes)."""
+    return hashlib.blake2b(message, key=key, digest_size=32, person=label).digest()
+
+
+# -- AEAD -----------------------------------------------------------------------------
+
+
+def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, associated_data, nonce, key)
+
+
+def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
+    if len(nonce) != NONCE_SIZE or len(ciphertext) < TAG_SIZE:
+        raise AuthenticationFailed()
+    try:
+        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ciphertext, associated_data, nonce, key
+        )
+    except nacl.exceptions.CryptoError:
+        raise AuthenticationFailed() from None
+
+
+def wrap(key: bytes, secret: bytes, context: bytes, rng: Rng) -> bytes:
+    """Encrypt a small secret under ``key``: ``nonce || ciphertext``, bound to ``context``."""
+    nonce = rng(NONCE_SIZE)
+    return nonce + aead_encrypt(key, nonce, secret, context)
+
+
+def unwrap(key: bytes, wrapped: bytes, context: bytes) -> bytes:
+    """Reverse ``wrap``. Raises ``AuthenticationFailed`` on any change or wrong key."""
+    return aead_decrypt(key, wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], context)
+
+
+# -- X25519 and sealing ---------------------------------------------------------------
+
+
+def x25519_keypair(rng: Rng) -> tuple[bytes, bytes]:
+    """Return ``(public, secret)``."""
+    secret = rng(KEY_SIZE)
+    return sodium.crypto_scalarmult_base(secret), secret
+
+
+def x25519_public(secret: bytes) -> bytes:
+    return sodium.crypto_scalarmult_base(secret)
+
+
+def seal(message: bytes, recipient: bytes, rng: Rng) -> bytes:
+    """libsodium sealed box to ``recipient`` (an X25519 public key)."""
+    ephemeral_public, ephemeral_secret = x25519_keypair(rng)
+    nonce = hashlib.blake2b(ephemeral_public + recipient, digest_size=_SEAL_NONCE_SIZE).digest()
+    return ephemeral_public + sodium.crypto_box(message, nonce, recipient, ephemeral_secret)
+
+
+def unseal(sealed: bytes, secret: bytes) -> bytes:
+    """Open a sealed box with the recipient's X25519 secret key."""
+    try:
+        return sodium.crypto_box_seal_open(sealed, x25519_public(secret), secret)
+    except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, ValueError):
+        raise AuthenticationFailed() from None
+
+
+# -- Ed25519 --------------------------------------------------------------------------
+
+
+def _signing_input(label: bytes, message: bytes) -> bytes:
+    return label + b"\x00" + message
+
+
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class SigningKey:
+    """An Ed25519 private key. Its repr never shows the secret."""
+
+    seed: bytes
+    public: bytes
+    _expanded: bytes
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        if len(seed) != KEY_SIZE:
+            raise FormatError("an Ed25519 seed is 32 bytes")
+        public, expanded = sodium.crypto_sign_seed_keypair(seed)
+        return cls(seed, public, expanded)
+
+    @classmethod
+    def generate(cls, rng: Rng) -> SigningKey:
+        return cls.from_seed(rng(KEY_SIZE))
+
+    def sign(self, label: bytes, message: bytes) -> bytes:
+        """Sign ``message`` for the purpose ``label``; the public key is this key's own."""
+        signed = sodium.crypto_sign(_signing_input(label, message), self._expanded)
+        return signed[:SIGNATURE_SIZE]
+
+    def x25519_secret(self) -> bytes:
+        """The X25519 secret key converted from this key (for opening sealed boxes)."""
+        return sodium.crypto_sign_ed25519_sk_to_curve25519(self._expanded)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(public={self.public.hex()[:16]}…, secret=<redacted>)"
+
+
+def verify(public: bytes, label: bytes, message: bytes, signature: bytes) -> None:
+    """Verify an Ed25519 signature made by ``SigningKey.sign``. Raises on failure."""
+    if len(signature) != SIGNATURE_SIZE or len(public) != PUBLIC_KEY_SIZE:
+        raise AuthenticationFailed()
+    try:
+        sodium.crypto_sign_open(signature + _signing_input(label, message), public)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
+        raise AuthenticationFailed() from None
+
+
+def check_ed25519_public(public: bytes) -> None:
+    """Reject keys that are not 32 bytes or are not a valid point of prime order."""
+    if len(public) != PUBLIC_KEY_SIZE or not sodium.crypto_core_ed25519_is_valid_point(public):
+        raise FormatError("not a valid Ed25519 public key")
+
+
+def ed25519_to_x25519(public: bytes) -> bytes:
+    """Convert a (checked) Ed25519 public key to the X25519 key used to seal to it."""
+    check_ed25519_public(public)
+    try:
+        return sodium.crypto_sign_ed25519_pk_to_curve25519(public)
+    except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError, ValueError) as exc:
+        raise FormatError("not a valid Ed25519 public key") from exc
+
+
+# -- did:key --------------------------------------------------------------------------
+
+_ED25519_MULTICODEC = b"\xed\x01"
+_DID_KEY_PREFIX = "did:key:z"
+
+
+def did_key(public: bytes) -> str:
+    """Render an Ed25519 public key as ``did:key:z6Mk…`` (multicodec ed25519-pub, base58btc)."""
+    return _DID_KEY_PREFIX + base58.b58encode(_ED25519_MULTICODEC + public).decode("ascii")
+
+
+def parse_did_key(did: str) -> bytes:
+    """Return the Ed25519 public key named by a ``did:key``. Raises ``FormatError``."""
+    if not isinstance(did, str) or not did.startswith(_DID_KEY_PREFIX) or len(did) > 128:
+        raise FormatError("not an Ed25519 did:key")
+    try:
+        raw = base58.b58decode(did[len(_DID_KEY_PREFIX) :])
+    except ValueError as exc:
+        raise FormatError("not an Ed25519 did:key") from exc
+    if not raw.startswith(_ED25519_MULTICODEC) or len(raw) != 2 + PUBLIC_KEY_SIZE:
+        raise FormatError("not an Ed25519 did:key")
+    public = raw[2:]
+    if did_key(public) != did:
+        raise FormatError("not a canonical did:key")
+    check_ed25519_public(public)
+    return public
+
+
+# -- Argon2id -------------------------------------------------------------------------
+
+
+def argon2id_key(passphrase: bytes, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    return argon2id.kdf(KEY_SIZE, passphrase, salt, opslimit=opslimit, memlimit=memlimit)
+
+
+ARGON2ID_MODERATE = (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE)
+ARGON2ID_INTERACTIVE = (argon2id.OPSLIMIT_INTERACTIVE, argon2id.MEMLIMIT_INTERACTIVE)
+ARGON2ID_SENSITIVE = (argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE)

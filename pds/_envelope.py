@@ -1,0 +1,282 @@
+"""Record envelopes, write-batch manifests and epoch certificates (``docs/spec/records.md``).
+
+A *batch* is up to ``BATCH_MAX`` record versions of one collection written together. It has
+two fresh 32-byte shares:
+
+* the reader share ``R``, sealed to the collection epoch's X25519 public key, so whoever
+  holds the epoch secret (the owner, a grantee) can recover it;
+* the host share ``H``, wrapped by the host key, which the host releases per record, as
+  ``h = KDF(H, binding)``, only after the access is logged.
+
+Each record version's key is ``KDF(R, h || binding)`` and its ciphertext is
+XChaCha20-Poly1305 with the binding as associated data. The writer signs one manifest per
+batch listing ``(record id, version, deleted, SHA-256(binding || nonce || ciphertext))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pds import _codec, _crypto
+from pds.errors import FormatError, IntegrityError
+
+BATCH_MAX = 128
+"""Records per batch: one seal, one host wrap and one signature are amortised over these."""
+
+RECORD_LABEL = "pds/record/v1"
+BATCH_SIGNATURE_LABEL = b"pds/batch/v1"
+EPOCH_SIGNATURE_LABEL = b"pds/epoch/v1"
+_HOST_SHARE_KDF = b"pds-host-share1"
+_RECORD_KEY_KDF = b"pds-record-key1"
+_HOST_WRAP_CONTEXT = b"pds/host-share/v1\x00"
+
+
+def binding(
+    vault_id: str,
+    collection: str,
+    record_id: str,
+    version: int,
+    epoch: int,
+    batch_id: bytes,
+    deleted: bool,
+) -> bytes:
+    """The associated data that ties a ciphertext to its place: vault, collection, record,
+    version, key epoch and batch."""
+    return _codec.encode(
+        [RECORD_LABEL, vault_id, collection, record_id, version, epoch, batch_id, deleted]
+    )
+
+
+def host_share(batch_host_share: bytes, record_binding: bytes) -> bytes:
+    """The per-record share the host releases after logging the access."""
+    return _crypto.derive(batch_host_share, _HOST_SHARE_KDF, record_binding)
+
+
+def record_key(reader_share: bytes, record_host_share: bytes, record_binding: bytes) -> bytes:
+    return _crypto.derive(reader_share, _RECORD_KEY_KDF, record_host_share + record_binding)
+
+
+def entry_hash(record_binding: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
+    return _crypto.sha256(record_binding + nonce + ciphertext)
+
+
+def host_wrap_context(vault_id: str, batch_id: bytes) -> bytes:
+    return _HOST_WRAP_CONTEXT + vault_id.encode("utf-8") + b"\x00" + batch_id
+
+
+def seal_record(key: bytes, nonce: bytes, plaintext: bytes, record_binding: bytes) -> bytes:
+    return _crypto.aead_encrypt(key, nonce, plaintext, record_binding)
+
+
+def open_record(key: bytes, nonce: bytes, ciphertext: bytes, record_binding: bytes) -> Any:
+    """Decrypt and decode a record's content. Raises ``IntegrityError`` on any change."""
+    try:
+        plaintext = _crypto.aead_decrypt(key, nonce, ciphertext, record_binding)
+    except _crypto.AuthenticationFailed:
+        raise IntegrityError("aead", "record ciphertext failed authentication") from None
+    try:
+        return _codec.decode(plaintext)
+    except FormatError:
+        raise IntegrityError("content", "record content is not canonical msgpack") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    vault_id: str
+    batch_id: bytes
+    collection: str
+    epoch: int
+    writer: bytes
+    created_at: int
+    reader_hash: bytes
+    entries: dict[tuple[str, int], tuple[bool, bytes]]
+
+
+def build_manifest(
+    *,
+    vault_id: str,
+    batch_id: bytes,
+    collection: str,
+    epoch: int,
+    writer: bytes,
+    created_at: int,
+    sealed_reader: bytes,
+    entries: list[tuple[str, int, bool, bytes]],
+) -> bytes:
+    return _codec.encode(
+        {
+            "v": 1,
+            "vault": vault_id,
+            "batch": batch_id,
+            "collection": collection,
+            "epoch": epoch,
+            "writer": writer,
+            "created_at": created_at,
+            "reader": _crypto.sha256(sealed_reader),
+            "entries": [list(entry) for entry in entries],
+        }
+    )
+
+
+_MANIFEST_KEYS = {
+    "v",
+    "vault",
+    "batch",
+    "collection",
+    "epoch",
+    "writer",
+    "created_at",
+    "reader",
+    "entries",
+}
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse signed manifest bytes strictly. Raises ``IntegrityError`` if malformed."""
+    try:
+        doc = _codec.decode(data)
+        if not isinstance(doc, dict) or set(doc) != _MANIFEST_KEYS or doc["v"] != 1:
+            raise FormatError("manifest shape")
+        entries: dict[tuple[str, int], tuple[bool, bytes]] = {}
+        for entry in doc["entries"]:
+            record_id, version, deleted, digest = entry
+            if not (
+                isinstance(record_id, str)
+                and isinstance(version, int)
+                and isinstance(deleted, bool)
+                and isinstance(digest, bytes)
+            ):
+                raise FormatError("manifest entry")
+            if (record_id, version) in entries:
+                raise FormatError("duplicate manifest entry")
+            entries[(record_id, version)] = (deleted, digest)
+        manifest = Manifest(
+            doc["vault"],
+            doc["batch"],
+            doc["collection"],
+            doc["epoch"],
+            doc["writer"],
+            doc["created_at"],
+            doc["reader"],
+            entries,
+        )
+        if not (
+            isinstance(manifest.vault_id, str)
+            and isinstance(manifest.batch_id, bytes)
+            and isinstance(manifest.collection, str)
+            and isinstance(manifest.epoch, int)
+            and isinstance(manifest.writer, bytes)
+            and isinstance(manifest.created_at, int)
+            and isinstance(manifest.reader_hash, bytes)
+        ):
+            raise FormatError("manifest field types")
+        return manifest
+    except (FormatError, TypeError, ValueError, KeyError):
+        raise IntegrityError("manifest", "batch manifest is malformed") from None
+
+
+def verify_manifest(
+    *,
+    manifest_bytes: bytes,
+    signature: bytes,
+    vault_id: str,
+    batch_id: bytes,
+    collection: str,
+    epoch: int,
+    writer: bytes,
+    created_at: int,
+    sealed_reader: bytes | None,
+    authorized_writers: frozenset[bytes],
+) -> Manifest:
+    """Check a batch's signature and that its stored columns match what was signed."""
+    if writer not in authorized_writers:
+        raise IntegrityError("writer", "batch written by a key this vault does not trust")
+    try:
+        _crypto.verify(writer, BATCH_SIGNATURE_LABEL, manifest_bytes, signature)
+    except _crypto.AuthenticationFailed:
+        raise IntegrityError("batch-signature", "batch manifest signature is invalid") from None
+    manifest = parse_manifest(manifest_bytes)
+    if (
+        manifest.vault_id != vault_id
+        or manifest.batch_id != batch_id
+        or manifest.collection != collection
+        or manifest.epoch != epoch
+        or manifest.writer != writer
+        or manifest.created_at != created_at
+    ):
+        raise IntegrityError("batch-binding", "batch does not match its signed manifest")
+    if sealed_reader is not None and not _crypto.constant_time_equal(
+        _crypto.sha256(sealed_reader), manifest.reader_hash
+    ):
+        raise IntegrityError("batch-binding", "batch reader share does not match its manifest")
+    return manifest
+
+
+def check_entry(
+    manifest: Manifest,
+    *,
+    record_id: str,
+    version: int,
+    deleted: bool,
+    collection: str,
+    epoch: int,
+    created_at: int,
+    record_binding: bytes,
+    nonce: bytes | None,
+    ciphertext: bytes | None,
+) -> None:
+    """Check one stored record version against its batch's verified manifest.
+
+    Erased content (``nonce is None``) cannot be hashed; its metadata is still checked.
+    """
+    entry = manifest.entries.get((record_id, version))
+    if entry is None:
+        raise IntegrityError("not-in-batch", "record version is not in its batch manifest")
+    if (
+        entry[0] != deleted
+        or manifest.collection != collection
+        or manifest.epoch != epoch
+        or manifest.created_at != created_at
+    ):
+        raise IntegrityError("record-binding", "record metadata does not match its batch")
+    if nonce is None or ciphertext is None:
+        if nonce is not None or ciphertext is not None:
+            raise IntegrityError("record-binding", "record content is half erased")
+        return
+    if not _crypto.constant_time_equal(entry_hash(record_binding, nonce, ciphertext), entry[1]):
+        raise IntegrityError("record-hash", "record ciphertext does not match its manifest")
+
+
+def epoch_certificate(
+    vault_id: str, collection: str, epoch: int, public_key: bytes, created_at: int
+) -> bytes:
+    return _codec.encode(
+        {
+            "v": 1,
+            "vault": vault_id,
+            "collection": collection,
+            "epoch": epoch,
+            "public_key": public_key,
+            "created_at": created_at,
+        }
+    )
+
+
+def verify_epoch(
+    identity: bytes,
+    *,
+    vault_id: str,
+    collection: str,
+    epoch: int,
+    public_key: bytes,
+    created_at: int,
+    signature: bytes,
+) -> None:
+    certificate = epoch_certificate(vault_id, collection, epoch, public_key, created_at)
+    try:
+        _crypto.verify(identity, EPOCH_SIGNATURE_LABEL, certificate, signature)
+    except _crypto.AuthenticationFailed:
+        raise IntegrityError(
+            "epoch-signature", "collection key epoch is not signed by the vault"
+        ) from None

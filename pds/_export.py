@@ -1,0 +1,443 @@
+"""The portable export file of one vault (``docs/spec/export.md``).
+
+Layout: the magic line ``pds-export/v1\\n``, then frames, each a 4-byte big-endian length
+and one canonical msgpack map: ``vault``, every ``epoch``, then each ``batch`` followed by
+its ``record`` frames, then ``end``, whose signature (by the vault identity key) covers
+the SHA-256 of every byte before it. Export and import stream: memory use does not grow
+with the vault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from pds import _codec, _crypto, _envelope, _owner
+from pds._context import Context
+from pds._ids import check_collection, check_record_id
+from pds._store.base import BatchRow, EpochRow, RecordRow, VaultRow
+from pds.errors import FormatError, IntegrityError, VaultExists
+
+if TYPE_CHECKING:
+    from pds.vault import Vault
+
+MAGIC = b"pds-export/v1\n"
+END_SIGNATURE_LABEL = b"pds/export/v1"
+MAX_FRAME = 32 * 1024 * 1024
+_LENGTH = struct.Struct(">I")
+
+Progress = Callable[[int], None] | None
+
+
+class _HashingWriter:
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._hash = _crypto.sha256_hasher()
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._stream.write(data)
+
+    def frame(self, document: dict[str, Any]) -> None:
+        body = _codec.encode(document)
+        self.write(_LENGTH.pack(len(body)) + body)
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+
+def _end_statement(vault_id: str, digest: bytes, counts: dict[str, int]) -> bytes:
+    return _codec.encode({"vault": vault_id, "digest": digest, "counts": counts})
+
+
+@contextmanager
+def _open_destination(destination: Any) -> Iterator[IO[bytes]]:
+    if hasattr(destination, "write"):
+        yield destination
+        return
+    path = Path(destination)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -> None:
+    keys = vault._keys()
+    ctx = vault._ctx
+    backend = ctx.backend
+    owner_public = _crypto.x25519_public(keys.x25519_secret)
+    counts = {"epochs": 0, "batches": 0, "records": 0}
+    with backend.snapshot(), _open_destination(destination) as stream:
+        row = vault._refresh()
+        out = _HashingWriter(stream)
+        out.write(MAGIC)
+        out.frame(
+            {
+                "t": "vault",
+                "vault": row.vault_id,
+                "created_at": row.created_at,
+                "identity": row.identity_public,
+                "unlock": row.unlock,
+                "wrapped_master": row.wrapped_master,
+                "wrapped_identity": row.wrapped_identity,
+                "exported_at": ctx.now_ms(),
+            }
+        )
+        for epoch in backend.iter_epochs(row.vault_id):
+            out.frame(
+                {
+                    "t": "epoch",
+                    "collection": epoch.collection,
+                    "epoch": epoch.epoch,
+                    "public_key": epoch.public_key,
+                    "created_at": epoch.created_at,
+                    "signature": epoch.signature,
+                    "sealed_owner": epoch.sealed_owner,
+                }
+            )
+            counts["epochs"] += 1
+        for batch in backend.iter_batches(row.vault_id):
+            # Verify before export: an export must never launder tampered rows.
+            vault._manifest(batch)
+            host_share = vault._host_share(batch)
+            out.frame(
+                {
+                    "t": "batch",
+                    "batch": batch.batch_id,
+                    "collection": batch.collection,
+                    "epoch": batch.epoch,
+                    "writer": batch.writer,
+                    "created_at": batch.created_at,
+                    "manifest": batch.manifest,
+                    "signature": batch.signature,
+                    "sealed_reader": batch.sealed_reader,
+                    "host_share": _crypto.seal(host_share, owner_public, ctx.rng),
+                }
+            )
+            counts["batches"] += 1
+            for record in backend.iter_batch_records(row.vault_id, batch.batch_id):
+                out.frame(
+                    {
+                        "t": "record",
+                        "batch": record.batch_id,
+                        "record": record.record_id,
+                        "version": record.version,
+                        "collection": record.collection,
+                        "created_at": record.created_at,
+                        "epoch": record.epoch,
+                        "deleted": record.deleted,
+                        "nonce": record.nonce,
+                        "ciphertext": record.ciphertext,
+                    }
+                )
+                counts["records"] += 1
+                if progress is not None:
+                    progress(counts["records"])
+        digest = out.digest()
+        signature = keys.identity.sign(
+            END_SIGNATURE_LABEL, _end_statement(row.vault_id, digest, counts)
+        )
+        out.frame({"t": "end", "counts": counts, "digest": digest, "signature": signature})
+
+
+# -- import ----------------------------------------------------------------------------
+
+
+class _FrameReader:
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._hash = _crypto.sha256_hasher()
+
+    def _read_exact(self, size: int) -> bytes:
+        chunks = []
+        remaining = size
+        while remaining:
+            chunk = self._stream.read(remaining)
+            if not chunk:
+                raise FormatError("the export file is truncated")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        self._hash.update(data)
+        return data
+
+    def magic(self) -> None:
+        if self._stream.read(len(MAGIC)) != MAGIC:
+            raise FormatError("not a pds export file (or an unsupported version)")
+        self._hash.update(MAGIC)
+
+    def digest_before_last_frame(self) -> bytes:
+        """SHA-256 of every byte before the frame ``next`` returned last."""
+        return self._before.digest()
+
+    def next(self) -> dict[str, Any]:
+        self._before = self._hash.copy()
+        (length,) = _LENGTH.unpack(self._read_exact(_LENGTH.size))
+        if length > MAX_FRAME:
+            raise FormatError("export frame too large")
+        document = _codec.decode(self._read_exact(length), max_size=MAX_FRAME)
+        if not isinstance(document, dict) or not isinstance(document.get("t"), str):
+            raise FormatError("export frame is not a typed map")
+        return document
+
+    def at_eof(self) -> bool:
+        return self._stream.read(1) == b""
+
+
+_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "vault": {
+        "t": (str,),
+        "vault": (str,),
+        "created_at": (int,),
+        "identity": (bytes,),
+        "unlock": (bytes,),
+        "wrapped_master": (bytes,),
+        "wrapped_identity": (bytes,),
+        "exported_at": (int,),
+    },
+    "epoch": {
+        "t": (str,),
+        "collection": (str,),
+        "epoch": (int,),
+        "public_key": (bytes,),
+        "created_at": (int,),
+        "signature": (bytes,),
+        "sealed_owner": (bytes,),
+    },
+    "batch": {
+        "t": (str,),
+        "batch": (bytes,),
+        "collection": (str,),
+        "epoch": (int,),
+        "writer": (bytes,),
+        "created_at": (int,),
+        "manifest": (bytes,),
+        "signature": (bytes,),
+        "sealed_reader": (bytes,),
+        "host_share": (bytes,),
+    },
+    "record": {
+        "t": (str,),
+        "batch": (bytes,),
+        "record": (str,),
+        "version": (int,),
+        "collection": (str,),
+        "created_at": (int,),
+        "epoch": (int,),
+        "deleted": (bool,),
+        "nonce": (bytes, type(None)),
+        "ciphertext": (bytes, type(None)),
+    },
+    "end": {"t": (str,), "counts": (dict,), "digest": (bytes,), "signature": (bytes,)},
+}
+
+
+def _check_shape(document: dict[str, Any], kind: str) -> dict[str, Any]:
+    if document["t"] != kind:
+        raise FormatError(f"expected a {kind} frame, found {document['t']!r:.20}")
+    fields = _FIELDS[kind]
+    if set(document) != set(fields):
+        raise FormatError(f"{kind} frame has missing or unknown fields")
+    for name, types in fields.items():
+        value = document[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise FormatError(f"{kind} frame field {name!r} has the wrong type")
+    return document
+
+
+@contextmanager
+def _open_source(source: Any) -> Iterator[IO[bytes]]:
+    if hasattr(source, "read"):
+        yield source
+        return
+    try:
+        stream = open(Path(source), "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise FormatError(f"cannot read export file: {exc.strerror}") from None
+    with stream:
+        yield stream
+
+
+def import_vault(
+    ctx: Context, source: Any, secret: _owner.OwnerSecret, *, progress: Progress = None
+) -> str:
+    backend = ctx.backend
+    with _open_source(source) as stream:
+        reader = _FrameReader(stream)
+        reader.magic()
+        header = _check_shape(reader.next(), "vault")
+        vault_id: str = header["vault"]
+        check_record_id(vault_id)
+        if backend.get_vault(vault_id) is not None:
+            raise VaultExists("a vault with this id already exists in the store")
+        row = VaultRow(
+            vault_id=vault_id,
+            created_at=header["created_at"],
+            identity_public=header["identity"],
+            unlock=header["unlock"],
+            wrapped_master=header["wrapped_master"],
+            wrapped_identity=header["wrapped_identity"],
+        )
+        master = _owner.unwrap_master(row.unlock, header["wrapped_master"], secret, vault_id)
+        keys = _owner.open_owner_keys(master, row)
+        counts = {"epochs": 0, "batches": 0, "records": 0}
+        epochs: set[tuple[str, int]] = set()
+        pending: set[tuple[str, int]] = set()
+        manifest: _envelope.Manifest | None = None
+        with backend.transaction():
+            backend.insert_vault(row)
+            document = reader.next()
+            while document["t"] == "epoch":
+                epoch = _check_shape(document, "epoch")
+                check_collection(epoch["collection"])
+                epoch_row = EpochRow(
+                    vault_id,
+                    epoch["collection"],
+                    epoch["epoch"],
+                    epoch["public_key"],
+                    epoch["created_at"],
+                    epoch["signature"],
+                    epoch["sealed_owner"],
+                )
+                _envelope.verify_epoch(
+                    row.identity_public,
+                    vault_id=vault_id,
+                    collection=epoch_row.collection,
+                    epoch=epoch_row.epoch,
+                    public_key=epoch_row.public_key,
+                    created_at=epoch_row.created_at,
+                    signature=epoch_row.signature,
+                )
+                backend.insert_epoch(epoch_row)
+                epochs.add((epoch_row.collection, epoch_row.epoch))
+                counts["epochs"] += 1
+                document = reader.next()
+            while document["t"] in ("batch", "record"):
+                if document["t"] == "batch":
+                    if pending:
+                        raise IntegrityError("export-incomplete", "a batch's records are missing")
+                    batch = _check_shape(document, "batch")
+                    if (batch["collection"], batch["epoch"]) not in epochs:
+                        raise IntegrityError("epoch-missing", "a batch's key epoch is missing")
+                    manifest = _envelope.verify_manifest(
+                        manifest_bytes=batch["manifest"],
+                        signature=batch["signature"],
+                        vault_id=vault_id,
+                        batch_id=batch["batch"],
+                        collection=batch["collection"],
+                        epoch=batch["epoch"],
+                        writer=batch["writer"],
+                        created_at=batch["created_at"],
+                        sealed_reader=batch["sealed_reader"],
+                        authorized_writers=frozenset({row.identity_public}),
+                    )
+                    try:
+                        host_share = _crypto.unseal(batch["host_share"], keys.x25519_secret)
+                    except _crypto.AuthenticationFailed:
+                        raise IntegrityError(
+                            "host-share", "a batch host share failed authentication"
+                        ) from None
+                    wrapped_host = ctx.host_wrap(
+                        host_share, _envelope.host_wrap_context(vault_id, batch["batch"])
+                    )
+                    backend.insert_batch(
+                        BatchRow(
+                            vault_id,
+                            batch["batch"],
+                            batch["collection"],
+                            batch["epoch"],
+                            batch["writer"],
+                            batch["created_at"],
+                            batch["manifest"],
+                            batch["signature"],
+                            batch["sealed_reader"],
+                            wrapped_host,
+                        )
+                    )
+                    pending = set(manifest.entries)
+                    counts["batches"] += 1
+                else:
+                    record = _check_shape(document, "record")
+                    if manifest is None or record["batch"] != manifest.batch_id:
+                        raise IntegrityError("export-order", "a record is outside its batch")
+                    key = (record["record"], record["version"])
+                    if key not in pending:
+                        raise IntegrityError("not-in-batch", "a record is not pending in its batch")
+                    pending.discard(key)
+                    record_binding = _envelope.binding(
+                        vault_id,
+                        record["collection"],
+                        record["record"],
+                        record["version"],
+                        record["epoch"],
+                        record["batch"],
+                        record["deleted"],
+                    )
+                    _envelope.check_entry(
+                        manifest,
+                        record_id=record["record"],
+                        version=record["version"],
+                        deleted=record["deleted"],
+                        collection=record["collection"],
+                        epoch=record["epoch"],
+                        created_at=record["created_at"],
+                        record_binding=record_binding,
+                        nonce=record["nonce"],
+                        ciphertext=record["ciphertext"],
+                    )
+                    backend.insert_records(
+                        [
+                            RecordRow(
+                                vault_id,
+                                record["record"],
+                                record["version"],
+                                record["collection"],
+                                record["created_at"],
+                                record["epoch"],
+                                record["batch"],
+                                record["deleted"],
+                                record["nonce"],
+                                record["ciphertext"],
+                            )
+                        ]
+                    )
+                    counts["records"] += 1
+                    if progress is not None:
+                        progress(counts["records"])
+                document = reader.next()
+            if pending:
+                raise IntegrityError("export-incomplete", "a batch's records are missing")
+            end = _check_shape(document, "end")
+            if not _crypto.constant_time_equal(end["digest"], reader.digest_before_last_frame()):
+                raise IntegrityError("export-digest", "the export file was changed")
+            if end["counts"] != counts:
+                raise IntegrityError("export-incomplete", "the export file is incomplete")
+            try:
+                _crypto.verify(
+                    row.identity_public,
+                    END_SIGNATURE_LABEL,
+                    _end_statement(vault_id, end["digest"], counts),
+                    end["signature"],
+                )
+            except _crypto.AuthenticationFailed:
+                raise IntegrityError(
+                    "export-signature", "the export signature is invalid"
+                ) from None
+            if not reader.at_eof():
+                raise FormatError("trailing bytes after the end of the export")
+            backend.finish_import(vault_id)
+    return vault_id

@@ -1,0 +1,158 @@
+"""The storage interface: what vault logic needs from a backend, and nothing more.
+
+Rows are plain data. A backend stores and returns them exactly; it never interprets
+ciphertext or keys. Every multi-row change happens inside ``transaction()``, which is
+all-or-nothing and durable when it returns. Backends raise only ``pds.errors.StoreError``
+subclasses (or ``NotAStore``), never their driver's exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class VaultRow:
+    vault_id: str
+    created_at: int
+    identity_public: bytes
+    unlock: bytes
+    """Canonical msgpack describing how the owner unlocks (method and KDF parameters)."""
+    wrapped_master: bytes | None
+    wrapped_identity: bytes | None
+    destroyed_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRow:
+    vault_id: str
+    collection: str
+    epoch: int
+    public_key: bytes
+    created_at: int
+    signature: bytes
+    """The vault identity key's signature over the epoch certificate."""
+    sealed_owner: bytes | None
+    """The epoch secret sealed to the owner's X25519 key; ``None`` once crypto-erased."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    vault_id: str
+    batch_id: bytes
+    collection: str
+    epoch: int
+    writer: bytes
+    created_at: int
+    manifest: bytes
+    signature: bytes
+    sealed_reader: bytes | None
+    wrapped_host: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMeta:
+    seq: int
+    vault_id: str
+    record_id: str
+    version: int
+    collection: str
+    created_at: int
+    epoch: int
+    batch_id: bytes
+    deleted: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    vault_id: str
+    record_id: str
+    version: int
+    collection: str
+    created_at: int
+    epoch: int
+    batch_id: bytes
+    deleted: bool
+    nonce: bytes | None
+    """``None`` when the content was erased (an earlier version of a deleted record)."""
+    ciphertext: bytes | None
+    seq: int = 0
+
+
+class Backend(Protocol):
+    """A store of vaults. Implementations: ``SQLiteBackend`` (default)."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Run the enclosed calls atomically (nested calls join the outer transaction)."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Read from one consistent snapshot without blocking writers (for export)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def checkpoint(self) -> None:
+        """Make committed changes reach the main file and drop old page images (best effort)."""
+        ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    # -- vaults
+    def insert_vault(self, row: VaultRow) -> None: ...
+    def get_vault(self, vault_id: str) -> VaultRow | None: ...
+    def list_vaults(self) -> list[VaultRow]: ...
+    def update_vault_unlock(self, vault_id: str, unlock: bytes, wrapped_master: bytes) -> None: ...
+    def erase_vault_keys(self, vault_id: str, destroyed_at: int) -> None:
+        """Remove every wrapped or sealed key of the vault (crypto-erase)."""
+        ...
+
+    def delete_vault_content(self, vault_id: str) -> None:
+        """Delete the vault's records, batches and epochs (after ``erase_vault_keys``)."""
+        ...
+
+    # -- key epochs
+    def insert_epoch(self, row: EpochRow) -> None: ...
+    def current_epoch(self, vault_id: str, collection: str) -> EpochRow | None: ...
+    def get_epoch(self, vault_id: str, collection: str, epoch: int) -> EpochRow | None: ...
+    def iter_epochs(self, vault_id: str) -> Iterator[EpochRow]: ...
+    def list_collections(self, vault_id: str) -> list[str]: ...
+
+    # -- write batches
+    def insert_batch(self, row: BatchRow) -> None: ...
+    def get_batch(self, vault_id: str, batch_id: bytes) -> BatchRow | None: ...
+    def iter_batches(self, vault_id: str) -> Iterator[BatchRow]: ...
+
+    # -- records
+    def insert_records(self, rows: Sequence[RecordRow]) -> None:
+        """Insert record versions; each becomes its record's current version."""
+        ...
+
+    def latest_versions(self, vault_id: str, record_ids: Sequence[str]) -> dict[str, int]:
+        """The highest stored version of each record id that exists."""
+        ...
+
+    def latest_record(self, vault_id: str, record_id: str) -> RecordRow | None: ...
+    def record_history(self, vault_id: str, record_id: str) -> list[RecordRow]: ...
+    def erase_record_content(self, vault_id: str, record_id: str, below_version: int) -> None: ...
+    def iter_batch_records(self, vault_id: str, batch_id: bytes) -> Iterator[RecordRow]: ...
+    def list_records(
+        self,
+        vault_id: str,
+        *,
+        collection: str | None,
+        since: int | None,
+        until: int | None,
+        after: tuple[int, int] | None,
+        limit: int,
+    ) -> list[RecordMeta]:
+        """Current versions, ordered by ``(created_at, seq)``, strictly after ``after``."""
+        ...
+
+    def finish_import(self, vault_id: str) -> None:
+        """Mark each imported record's highest version as current."""
+        ...

@@ -1,0 +1,587 @@
+"""The SQLite backend: sqlite-utils for the schema and migrations, raw ``sqlite3`` on hot paths.
+
+Durability: WAL journal, ``synchronous=FULL`` by default (every acknowledged commit
+survives power loss), ``secure_delete`` so erased content is overwritten in the file.
+Transactions start with ``BEGIN IMMEDIATE`` so two processes never interleave a
+read-then-write; a second writer waits up to the busy timeout, then gets ``StoreBusy``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import sqlite_utils
+
+from pds.errors import (
+    NotAStore,
+    SchemaTooNew,
+    StoreBusy,
+    StoreCorrupt,
+    StoreError,
+    StoreReadOnly,
+)
+
+from .base import BatchRow, EpochRow, RecordMeta, RecordRow, VaultRow
+
+SCHEMA_VERSION = 1
+STORE_FORMAT = "pds-store"
+
+Synchronous = Literal["full", "normal"]
+T = TypeVar("T")
+
+
+def _translate(exc: sqlite3.Error) -> StoreError | NotAStore:
+    """Map a driver error to a pds error whose message holds no SQL values."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
+        return StoreBusy("the store is busy: another writer held the lock too long")
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return StoreReadOnly("the store is read-only")
+    if name.startswith("SQLITE_FULL") or "full" in text:
+        return StoreReadOnly("the store's disk or size limit is full")
+    if name.startswith("SQLITE_NOTADB") or "not a database" in text:
+        return NotAStore("not a pds store (not an SQLite database)")
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return StoreCorrupt("the store's database file is corrupt or truncated")
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return StoreError("cannot open the store's database file")
+    if name.startswith("SQLITE_IOERR") or "disk i/o" in text:
+        return StoreError("input/output error in the store")
+    return StoreError(f"storage failure ({name or type(exc).__name__})")
+
+
+def _migrate_to_1(db: sqlite_utils.Database) -> None:
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("vaults").create(
+        {
+            "vault_id": str,
+            "created_at": int,
+            "identity_public": bytes,
+            "unlock": bytes,
+            "wrapped_master": bytes,
+            "wrapped_identity": bytes,
+            "destroyed_at": int,
+        },
+        pk="vault_id",
+        not_null={"created_at", "identity_public", "unlock"},
+    )
+    db.table("epochs").create(
+        {
+            "vault_id": str,
+            "collection": str,
+            "epoch": int,
+            "public_key": bytes,
+            "created_at": int,
+            "signature": bytes,
+            "sealed_owner": bytes,
+        },
+        pk=("vault_id", "collection", "epoch"),
+        not_null={"public_key", "created_at", "signature"},
+    )
+    db.table("batches").create(
+        {
+            "bseq": int,
+            "vault_id": str,
+            "batch_id": bytes,
+            "collection": str,
+            "epoch": int,
+            "writer": bytes,
+            "created_at": int,
+            "manifest": bytes,
+            "signature": bytes,
+            "sealed_reader": bytes,
+            "wrapped_host": bytes,
+        },
+        pk="bseq",
+        not_null={"vault_id", "batch_id", "collection", "epoch", "writer", "created_at"},
+    )
+    db.table("batches").create_index(["batch_id"], unique=True)
+    db.table("batches").create_index(["vault_id", "bseq"])
+    # AUTOINCREMENT keeps ``seq`` monotonic, so list cursors stay valid across deletions.
+    db.execute(
+        """
+        CREATE TABLE records (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            vault_id TEXT NOT NULL,
+            record_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            collection TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            epoch INTEGER NOT NULL,
+            batch_id BLOB NOT NULL,
+            deleted INTEGER NOT NULL,
+            current INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            nonce BLOB,
+            ciphertext BLOB
+        )
+        """
+    )
+    db.table("records").create_index(["vault_id", "record_id", "version"], unique=True)
+    db.table("records").create_index(["batch_id"])
+    db.execute(
+        "CREATE INDEX records_current_by_time ON records (vault_id, created_at, seq) "
+        "WHERE current = 1"
+    )
+    db.execute(
+        "CREATE INDEX records_current_by_collection "
+        "ON records (vault_id, collection, created_at, seq) WHERE current = 1"
+    )
+
+
+# Migration k takes a store from schema version k - 1 to k. Append, never edit.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1]
+
+_RECORD_COLUMNS = (
+    "vault_id, record_id, version, collection, created_at, epoch, batch_id, deleted, "
+    "nonce, ciphertext, seq"
+)
+_META_COLUMNS = (
+    "seq, vault_id, record_id, version, collection, created_at, epoch, batch_id, deleted, size"
+)
+
+
+def _record(row: tuple[Any, ...]) -> RecordRow:
+    return RecordRow(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        bool(row[7]),
+        row[8],
+        row[9],
+        row[10],
+    )
+
+
+class SQLiteBackend:
+    """A pds store in one SQLite file. Not shareable between threads; open one per thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Synchronous = "full",
+        busy_timeout: float = 10.0,
+        create: bool = True,
+    ) -> None:
+        self.path = path
+        if not create and not path.exists():
+            raise StoreError(f"no store at {path}")
+        self.is_new = False
+        self._depth = 0
+        try:
+            self._conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+        try:
+            self._configure(synchronous)
+            self._check_schema(create)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- plumbing
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+
+    def _configure(self, synchronous: Synchronous) -> None:
+        mode = self._execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StoreError("the store could not switch to WAL mode")
+        self._execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        self._execute("PRAGMA secure_delete=ON")
+        self._execute("PRAGMA foreign_keys=ON")
+
+    def _check_schema(self, create: bool) -> None:
+        tables = {
+            row[0] for row in self._execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            if not create:
+                raise NotAStore("not a pds store (empty database)")
+            self._migrate(0)
+            self.is_new = True
+            return
+        if "meta" not in tables:
+            raise NotAStore("not a pds store (an SQLite database of another kind)")
+        if self.get_meta("format") != STORE_FORMAT:
+            raise NotAStore("not a pds store (unknown format marker)")
+        version_text = self.get_meta("schema_version")
+        if version_text is None or not version_text.isdigit():
+            raise NotAStore("not a pds store (no schema version)")
+        version = int(version_text)
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the store has schema version {version}; this pds reads up to {SCHEMA_VERSION}"
+            )
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, current: int) -> None:
+        db = sqlite_utils.Database(self._conn, recursive_triggers=False, execute_plugins=False)
+        with self.transaction():
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            tables = {
+                r[0] for r in self._execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if "meta" in tables:
+                text = self.get_meta("schema_version")
+                current = int(text) if text and text.isdigit() else current
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                self._run(lambda v=version: MIGRATIONS[v - 1](db))  # type: ignore[misc]
+            self.set_meta("format", STORE_FORMAT)
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            # The transaction may already be gone (SQLite rolls back on some errors itself).
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise _translate(exc) from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        if self._depth:
+            yield
+            return
+        self._execute("BEGIN DEFERRED")
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            # Nothing was written; the snapshot is released either way.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (best effort if readers hold it)."""
+        # Another connection may hold the WAL; SQLite then checkpoints it later.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def integrity_check(self) -> list[str]:
+        return [row[0] for row in self._execute("PRAGMA integrity_check")]
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- vaults
+
+    def insert_vault(self, row: VaultRow) -> None:
+        self._execute(
+            "INSERT INTO vaults (vault_id, created_at, identity_public, unlock, wrapped_master, "
+            "wrapped_identity, destroyed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.vault_id,
+                row.created_at,
+                row.identity_public,
+                row.unlock,
+                row.wrapped_master,
+                row.wrapped_identity,
+                row.destroyed_at,
+            ),
+        )
+
+    def get_vault(self, vault_id: str) -> VaultRow | None:
+        row = self._execute(
+            "SELECT vault_id, created_at, identity_public, unlock, wrapped_master, "
+            "wrapped_identity, destroyed_at FROM vaults WHERE vault_id = ?",
+            (vault_id,),
+        ).fetchone()
+        return None if row is None else VaultRow(*row)
+
+    def list_vaults(self) -> list[VaultRow]:
+        rows = self._execute(
+            "SELECT vault_id, created_at, identity_public, unlock, wrapped_master, "
+            "wrapped_identity, destroyed_at FROM vaults ORDER BY created_at, vault_id"
+        ).fetchall()
+        return [VaultRow(*row) for row in rows]
+
+    def update_vault_unlock(self, vault_id: str, unlock: bytes, wrapped_master: bytes) -> None:
+        self._execute(
+            "UPDATE vaults SET unlock = ?, wrapped_master = ? WHERE vault_id = ?",
+            (unlock, wrapped_master, vault_id),
+        )
+
+    def erase_vault_keys(self, vault_id: str, destroyed_at: int) -> None:
+        self._execute(
+            "UPDATE vaults SET wrapped_master = NULL, wrapped_identity = NULL, destroyed_at = ? "
+            "WHERE vault_id = ?",
+            (destroyed_at, vault_id),
+        )
+        self._execute("UPDATE epochs SET sealed_owner = NULL WHERE vault_id = ?", (vault_id,))
+        self._execute(
+            "UPDATE batches SET sealed_reader = NULL, wrapped_host = NULL WHERE vault_id = ?",
+            (vault_id,),
+        )
+
+    def delete_vault_content(self, vault_id: str) -> None:
+        self._execute("DELETE FROM records WHERE vault_id = ?", (vault_id,))
+        self._execute("DELETE FROM batches WHERE vault_id = ?", (vault_id,))
+        self._execute("DELETE FROM epochs WHERE vault_id = ?", (vault_id,))
+
+    # -- epochs
+
+    _EPOCH_COLUMNS = "vault_id, collection, epoch, public_key, created_at, signature, sealed_owner"
+
+    def insert_epoch(self, row: EpochRow) -> None:
+        self._execute(
+            f"INSERT INTO epochs ({self._EPOCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.vault_id,
+                row.collection,
+                row.epoch,
+                row.public_key,
+                row.created_at,
+                row.signature,
+                row.sealed_owner,
+            ),
+        )
+
+    def current_epoch(self, vault_id: str, collection: str) -> EpochRow | None:
+        row = self._execute(
+            f"SELECT {self._EPOCH_COLUMNS} FROM epochs WHERE vault_id = ? AND collection = ? "
+            "ORDER BY epoch DESC LIMIT 1",
+            (vault_id, collection),
+        ).fetchone()
+        return None if row is None else EpochRow(*row)
+
+    def get_epoch(self, vault_id: str, collection: str, epoch: int) -> EpochRow | None:
+        row = self._execute(
+            f"SELECT {self._EPOCH_COLUMNS} FROM epochs "
+            "WHERE vault_id = ? AND collection = ? AND epoch = ?",
+            (vault_id, collection, epoch),
+        ).fetchone()
+        return None if row is None else EpochRow(*row)
+
+    def iter_epochs(self, vault_id: str) -> Iterator[EpochRow]:
+        cursor = self._execute(
+            f"SELECT {self._EPOCH_COLUMNS} FROM epochs WHERE vault_id = ? "
+            "ORDER BY collection, epoch",
+            (vault_id,),
+        )
+        yield from (EpochRow(*row) for row in self._iterate(cursor))
+
+    def list_collections(self, vault_id: str) -> list[str]:
+        rows = self._execute(
+            "SELECT DISTINCT collection FROM epochs WHERE vault_id = ? ORDER BY collection",
+            (vault_id,),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- batches
+
+    _BATCH_COLUMNS = (
+        "vault_id, batch_id, collection, epoch, writer, created_at, manifest, signature, "
+        "sealed_reader, wrapped_host"
+    )
+
+    def insert_batch(self, row: BatchRow) -> None:
+        self._execute(
+            f"INSERT INTO batches ({self._BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.vault_id,
+                row.batch_id,
+                row.collection,
+                row.epoch,
+                row.writer,
+                row.created_at,
+                row.manifest,
+                row.signature,
+                row.sealed_reader,
+                row.wrapped_host,
+            ),
+        )
+
+    def get_batch(self, vault_id: str, batch_id: bytes) -> BatchRow | None:
+        row = self._execute(
+            f"SELECT {self._BATCH_COLUMNS} FROM batches WHERE batch_id = ? AND vault_id = ?",
+            (batch_id, vault_id),
+        ).fetchone()
+        return None if row is None else BatchRow(*row)
+
+    def iter_batches(self, vault_id: str) -> Iterator[BatchRow]:
+        cursor = self._execute(
+            f"SELECT {self._BATCH_COLUMNS} FROM batches WHERE vault_id = ? ORDER BY bseq",
+            (vault_id,),
+        )
+        yield from (BatchRow(*row) for row in self._iterate(cursor))
+
+    # -- records
+
+    def insert_records(self, rows: Sequence[RecordRow]) -> None:
+        updates = [(row.vault_id, row.record_id) for row in rows if row.version > 1]
+        try:
+            if updates:
+                self._conn.executemany(
+                    "UPDATE records SET current = 0 "
+                    "WHERE vault_id = ? AND record_id = ? AND current = 1",
+                    updates,
+                )
+            self._conn.executemany(
+                "INSERT INTO records (vault_id, record_id, version, collection, created_at, "
+                "epoch, batch_id, deleted, current, size, nonce, ciphertext) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                [
+                    (
+                        row.vault_id,
+                        row.record_id,
+                        row.version,
+                        row.collection,
+                        row.created_at,
+                        row.epoch,
+                        row.batch_id,
+                        int(row.deleted),
+                        len(row.ciphertext or b""),
+                        row.nonce,
+                        row.ciphertext,
+                    )
+                    for row in rows
+                ],
+            )
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+
+    def latest_versions(self, vault_id: str, record_ids: Sequence[str]) -> dict[str, int]:
+        result: dict[str, int] = {}
+        for record_id in record_ids:
+            row = self._execute(
+                "SELECT MAX(version) FROM records WHERE vault_id = ? AND record_id = ?",
+                (vault_id, record_id),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                result[record_id] = int(row[0])
+        return result
+
+    def latest_record(self, vault_id: str, record_id: str) -> RecordRow | None:
+        row = self._execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE vault_id = ? AND record_id = ? "
+            "ORDER BY version DESC LIMIT 1",
+            (vault_id, record_id),
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def record_history(self, vault_id: str, record_id: str) -> list[RecordRow]:
+        rows = self._execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE vault_id = ? AND record_id = ? "
+            "ORDER BY version",
+            (vault_id, record_id),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def erase_record_content(self, vault_id: str, record_id: str, below_version: int) -> None:
+        self._execute(
+            "UPDATE records SET nonce = NULL, ciphertext = NULL "
+            "WHERE vault_id = ? AND record_id = ? AND version < ?",
+            (vault_id, record_id, below_version),
+        )
+
+    def iter_batch_records(self, vault_id: str, batch_id: bytes) -> Iterator[RecordRow]:
+        cursor = self._execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE batch_id = ? AND vault_id = ? "
+            "ORDER BY seq",
+            (batch_id, vault_id),
+        )
+        yield from (_record(row) for row in self._iterate(cursor))
+
+    def list_records(
+        self,
+        vault_id: str,
+        *,
+        collection: str | None,
+        since: int | None,
+        until: int | None,
+        after: tuple[int, int] | None,
+        limit: int,
+    ) -> list[RecordMeta]:
+        clauses = ["vault_id = ?", "current = 1"]
+        params: list[Any] = [vault_id]
+        if collection is not None:
+            clauses.append("collection = ?")
+            params.append(collection)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("created_at < ?")
+            params.append(until)
+        if after is not None:
+            clauses.append("(created_at, seq) > (?, ?)")
+            params.extend(after)
+        params.append(limit)
+        rows = self._execute(
+            f"SELECT {_META_COLUMNS} FROM records WHERE {' AND '.join(clauses)} "
+            "ORDER BY created_at, seq LIMIT ?",
+            params,
+        ).fetchall()
+        return [
+            RecordMeta(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), r[9])
+            for r in rows
+        ]
+
+    def finish_import(self, vault_id: str) -> None:
+        self._execute("UPDATE records SET current = 0 WHERE vault_id = ?", (vault_id,))
+        self._execute(
+            "UPDATE records SET current = 1 WHERE vault_id = ? AND version = "
+            "(SELECT MAX(r.version) FROM records r "
+            "WHERE r.vault_id = records.vault_id AND r.record_id = records.record_id)",
+            (vault_id,),
+        )
+
+    def _iterate(self, cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
+        while True:
+            try:
+                rows = cursor.fetchmany(256)
+            except sqlite3.Error as exc:
+                raise _translate(exc) from None
+            if not rows:
+                return
+            yield from rows

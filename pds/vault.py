@@ -1,0 +1,668 @@
+"""A person's vault: records, collections, versions, key epochs, deletion.
+
+A ``Vault`` comes from ``Store.open_vault`` locked. Locked, it lists metadata (what the host
+can see anyway). Unlocked with the owner's secret, it reads and writes content. See
+``docs/keys.md`` for the key hierarchy and ``docs/threat-model.md`` for what the host sees.
+
+A ``Vault`` object is not thread-safe: use one per thread (each thread opens its own store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pds import _codec, _crypto, _envelope, _export, _owner
+from pds._context import Context, call_provider, datetime_to_ms, ms_to_datetime
+from pds._ids import check_collection, check_record_id, new_id
+from pds._store.base import BatchRow, EpochRow, RecordRow, VaultRow
+from pds.errors import (
+    FormatError,
+    IntegrityError,
+    InvalidRecordData,
+    RecordDeleted,
+    RecordNotFound,
+    VaultDestroyed,
+    VaultLocked,
+    VaultNotFound,
+)
+from pds.keys import KdfParams, KeyProvider
+
+__all__ = ["Record", "RecordInfo", "RecordPage", "Vault"]
+
+MAX_RECORD_SIZE = 16 * 1024 * 1024
+MAX_LIST_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    """A record's current version as the host sees it: metadata, no content."""
+
+    record_id: str
+    collection: str
+    version: int
+    created_at: datetime
+    epoch: int
+    deleted: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One verified, decrypted record version. Its repr never shows ``data``."""
+
+    record_id: str
+    collection: str
+    version: int
+    created_at: datetime
+    epoch: int
+    writer: str
+    """The ``did:key`` of the key that signed this version's batch."""
+    deleted: bool
+    erased: bool
+    """True for earlier versions of a deleted record: their content is gone."""
+    data: dict[str, Any] | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPage:
+    records: list[RecordInfo]
+    cursor: str | None
+    """Pass to ``list(cursor=...)`` for the next page; ``None`` on the last page."""
+
+
+class Vault:
+    """One person's vault in a store. Obtain with ``Store.open_vault(vault_id)``."""
+
+    def __init__(self, context: Context, row: VaultRow) -> None:
+        self._ctx = context
+        self._row = row
+        self._owner: _owner.OwnerKeys | None = None
+        self._host_shares = _owner.LRU()
+        self._manifests = _owner.LRU()
+        self._verified_epochs: set[tuple[str, int, bytes]] = set()
+
+    def __repr__(self) -> str:
+        state = "locked" if self._owner is None else "unlocked"
+        return f"Vault(id={self.vault_id!r}, {state})"
+
+    # -- identity and state
+
+    @property
+    def vault_id(self) -> str:
+        return self._row.vault_id
+
+    @property
+    def did(self) -> str:
+        """The vault identity key as a ``did:key``: it signs root grants and tree heads."""
+        return _crypto.did_key(self._row.identity_public)
+
+    @property
+    def created_at(self) -> datetime:
+        return ms_to_datetime(self._row.created_at)
+
+    @property
+    def is_locked(self) -> bool:
+        return self._owner is None
+
+    def _refresh(self) -> VaultRow:
+        row = self._ctx.backend.get_vault(self.vault_id)
+        if row is None:
+            raise VaultNotFound("no such vault")
+        if row.destroyed_at is not None:
+            raise VaultDestroyed("the vault was destroyed")
+        self._row = row
+        return row
+
+    def unlock(
+        self,
+        *,
+        passphrase: str | bytes | None = None,
+        key_file: _owner.KeyFile | None = None,
+        key_provider: KeyProvider | None = None,
+    ) -> None:
+        """Unlock with the owner's secret.
+
+        Raises ``WrongPassphrase`` or ``WrongKey`` if it is not this vault's secret,
+        ``WeakKdfParameters`` if the stored Argon2id parameters are below the floor, and
+        ``IntegrityError`` if the stored identity key was replaced.
+        """
+        secret = _owner.OwnerSecret(passphrase, key_file, key_provider)
+        row = self._refresh()
+        if row.wrapped_master is None or row.wrapped_identity is None:
+            raise VaultDestroyed("the vault's keys were erased")
+        master = _owner.unwrap_master(row.unlock, row.wrapped_master, secret, self.vault_id)
+        self._owner = _owner.open_owner_keys(master, row)
+
+    def lock(self) -> None:
+        """Forget every secret this object holds (best effort: Python cannot zero memory)."""
+        self._owner = None
+        self._host_shares.clear()
+
+    def _keys(self) -> _owner.OwnerKeys:
+        if self._owner is None:
+            raise VaultLocked("the vault is locked: unlock it with the owner's secret")
+        return self._owner
+
+    def rekey(
+        self,
+        *,
+        passphrase: str | bytes | None = None,
+        key_file: _owner.KeyFile | None = None,
+        key_provider: KeyProvider | None = None,
+        kdf: KdfParams | None = None,
+    ) -> None:
+        """Change the owner's secret (a new passphrase, key file or provider).
+
+        Only the vault master key is re-wrapped; records are not re-encrypted. The vault
+        must be unlocked.
+        """
+        keys = self._keys()
+        secret = _owner.OwnerSecret(passphrase, key_file, key_provider)
+        unlock, provider = _owner.new_unlock(secret, kdf, self._ctx.rng)
+        context = _owner.master_context(self.vault_id)
+        wrapped = call_provider(lambda: provider.wrap(keys.master, context=context))
+        with self._ctx.backend.transaction():
+            self._refresh()
+            self._ctx.backend.update_vault_unlock(self.vault_id, unlock, wrapped)
+        self._refresh()
+
+    # -- key epochs
+
+    def collections(self) -> list[str]:
+        """Names of the collections that have a key epoch (visible to the host)."""
+        return self._ctx.backend.list_collections(self.vault_id)
+
+    def _new_epoch(self, collection: str, epoch: int, now: int) -> EpochRow:
+        keys = self._keys()
+        public, secret = _crypto.x25519_keypair(self._ctx.rng)
+        certificate = _envelope.epoch_certificate(self.vault_id, collection, epoch, public, now)
+        row = EpochRow(
+            vault_id=self.vault_id,
+            collection=collection,
+            epoch=epoch,
+            public_key=public,
+            created_at=now,
+            signature=keys.identity.sign(_envelope.EPOCH_SIGNATURE_LABEL, certificate),
+            sealed_owner=_crypto.seal(
+                secret, _crypto.x25519_public(keys.x25519_secret), self._ctx.rng
+            ),
+        )
+        self._ctx.backend.insert_epoch(row)
+        keys.epoch_secrets[(collection, epoch)] = secret
+        self._verified_epochs.add((collection, epoch, public))
+        return row
+
+    def _check_epoch(self, row: EpochRow) -> None:
+        marker = (row.collection, row.epoch, row.public_key)
+        if marker in self._verified_epochs:
+            return
+        _envelope.verify_epoch(
+            self._row.identity_public,
+            vault_id=self.vault_id,
+            collection=row.collection,
+            epoch=row.epoch,
+            public_key=row.public_key,
+            created_at=row.created_at,
+            signature=row.signature,
+        )
+        self._verified_epochs.add(marker)
+
+    def _epoch_secret(self, collection: str, epoch: int) -> bytes:
+        keys = self._keys()
+        cached = keys.epoch_secrets.get((collection, epoch))
+        if cached is not None:
+            return cached
+        row = self._ctx.backend.get_epoch(self.vault_id, collection, epoch)
+        if row is None:
+            raise IntegrityError("epoch-missing", "the record's key epoch is missing")
+        self._check_epoch(row)
+        if row.sealed_owner is None:
+            raise VaultDestroyed("the collection's keys were erased")
+        try:
+            secret = _crypto.unseal(row.sealed_owner, keys.x25519_secret)
+        except _crypto.AuthenticationFailed:
+            raise IntegrityError("epoch-secret", "the epoch secret failed authentication") from None
+        if not _crypto.constant_time_equal(_crypto.x25519_public(secret), row.public_key):
+            raise IntegrityError("epoch-secret", "the epoch secret does not match its public key")
+        keys.epoch_secrets[(collection, epoch)] = secret
+        return secret
+
+    def rotate(self, collection: str | None = None) -> dict[str, int]:
+        """Start a new key epoch for one collection (or all) and return the new epochs.
+
+        New writes use the new epoch's public key; older records stay readable with the
+        older epochs' secrets and are not re-encrypted. The vault must be unlocked.
+        """
+        self._keys()
+        targets = [check_collection(collection)] if collection is not None else None
+        result: dict[str, int] = {}
+        with self._ctx.backend.transaction():
+            self._refresh()
+            now = self._ctx.now_ms()
+            for name in targets if targets is not None else self.collections():
+                current = self._ctx.backend.current_epoch(self.vault_id, name)
+                epoch = 1 if current is None else current.epoch + 1
+                self._new_epoch(name, epoch, now)
+                result[name] = epoch
+        return result
+
+    # -- writing
+
+    def put(
+        self, collection: str, data: Mapping[str, Any], *, record_id: str | None = None
+    ) -> RecordInfo:
+        """Store ``data`` (a JSON object) as a new record, or a new version of ``record_id``.
+
+        Raises ``InvalidRecordData`` if ``data`` is not a JSON-compatible object,
+        ``VaultLocked`` if the vault is locked.
+        """
+        return self.put_many(collection, [data], record_ids=[record_id])[0]
+
+    def put_many(
+        self,
+        collection: str,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        record_ids: Iterable[str | None] | None = None,
+    ) -> list[RecordInfo]:
+        """Store many records in one collection, all or nothing, in one transaction."""
+        check_collection(collection)
+        documents = list(items)
+        ids = list(record_ids) if record_ids is not None else [None] * len(documents)
+        if len(ids) != len(documents):
+            raise FormatError("record_ids and items differ in length")
+        plaintexts = [_encode_data(document) for document in documents]
+        return self._write(collection, list(zip(ids, plaintexts, strict=True)))
+
+    def delete(self, record_id: str) -> RecordInfo:
+        """Append a tombstone version and erase the content of every earlier version."""
+        check_record_id(record_id)
+        self._keys()
+        with self._ctx.backend.transaction():
+            latest = self._ctx.backend.latest_record(self.vault_id, record_id)
+            if latest is None:
+                raise RecordNotFound("no such record")
+            if latest.deleted:
+                raise RecordDeleted("the record is already deleted")
+            info = self._write(latest.collection, [(record_id, None)])[0]
+            self._ctx.backend.erase_record_content(self.vault_id, record_id, info.version)
+        return info
+
+    def _write(
+        self, collection: str, items: list[tuple[str | None, bytes | None]]
+    ) -> list[RecordInfo]:
+        keys = self._keys()
+        ctx = self._ctx
+        backend = ctx.backend
+        for record_id, _ in items:
+            if record_id is not None:
+                check_record_id(record_id)
+        with backend.transaction():
+            self._refresh()
+            now = ctx.now_ms()
+            epoch_row = backend.current_epoch(self.vault_id, collection)
+            if epoch_row is None:
+                epoch_row = self._new_epoch(collection, 1, now)
+            else:
+                self._check_epoch(epoch_row)
+            explicit = sorted({rid for rid, _ in items if rid is not None})
+            versions = backend.latest_versions(self.vault_id, explicit) if explicit else {}
+            infos: list[RecordInfo] = []
+            for start in range(0, len(items), _envelope.BATCH_MAX):
+                chunk = items[start : start + _envelope.BATCH_MAX]
+                infos.extend(self._write_batch(keys.identity, epoch_row, chunk, versions, now))
+        return infos
+
+    def _write_batch(
+        self,
+        writer: _crypto.SigningKey,
+        epoch_row: EpochRow,
+        chunk: list[tuple[str | None, bytes | None]],
+        versions: dict[str, int],
+        now: int,
+    ) -> list[RecordInfo]:
+        ctx = self._ctx
+        rng = ctx.rng
+        collection, epoch = epoch_row.collection, epoch_row.epoch
+        batch_id = rng(16)
+        reader_share = rng(_crypto.KEY_SIZE)
+        batch_host_share = rng(_crypto.KEY_SIZE)
+        sealed_reader = _crypto.seal(reader_share, epoch_row.public_key, rng)
+        wrapped_host = ctx.host_wrap(
+            batch_host_share, _envelope.host_wrap_context(self.vault_id, batch_id)
+        )
+        rows: list[RecordRow] = []
+        entries: list[tuple[str, int, bool, bytes]] = []
+        seen: set[str] = set()
+        for given_id, plaintext in chunk:
+            if given_id is None:
+                record_id = new_id(rng)
+                version = 1
+            else:
+                record_id = given_id
+                if record_id in seen:
+                    raise FormatError("a record id appears twice in one batch")
+                version = versions.get(record_id, 0) + 1
+                versions[record_id] = version
+            seen.add(record_id)
+            deleted = plaintext is None
+            record_binding = _envelope.binding(
+                self.vault_id, collection, record_id, version, epoch, batch_id, deleted
+            )
+            if plaintext is None:
+                nonce, ciphertext = b"", b""
+            else:
+                key = _envelope.record_key(
+                    reader_share,
+                    _envelope.host_share(batch_host_share, record_binding),
+                    record_binding,
+                )
+                nonce = rng(_crypto.NONCE_SIZE)
+                ciphertext = _envelope.seal_record(key, nonce, plaintext, record_binding)
+            entries.append(
+                (
+                    record_id,
+                    version,
+                    deleted,
+                    _envelope.entry_hash(record_binding, nonce, ciphertext),
+                )
+            )
+            rows.append(
+                RecordRow(
+                    self.vault_id,
+                    record_id,
+                    version,
+                    collection,
+                    now,
+                    epoch,
+                    batch_id,
+                    deleted,
+                    nonce,
+                    ciphertext,
+                )
+            )
+        manifest = _envelope.build_manifest(
+            vault_id=self.vault_id,
+            batch_id=batch_id,
+            collection=collection,
+            epoch=epoch,
+            writer=writer.public,
+            created_at=now,
+            sealed_reader=sealed_reader,
+            entries=entries,
+        )
+        signature = writer.sign(_envelope.BATCH_SIGNATURE_LABEL, manifest)
+        ctx.backend.insert_batch(
+            BatchRow(
+                self.vault_id,
+                batch_id,
+                collection,
+                epoch,
+                writer.public,
+                now,
+                manifest,
+                signature,
+                sealed_reader,
+                wrapped_host,
+            )
+        )
+        ctx.backend.insert_records(rows)
+        created = ms_to_datetime(now)
+        return [
+            RecordInfo(
+                row.record_id,
+                collection,
+                row.version,
+                created,
+                epoch,
+                row.deleted,
+                len(row.ciphertext or b""),
+            )
+            for row in rows
+        ]
+
+    # -- reading
+
+    def get(self, record_id: str) -> Record:
+        """The current version of a record, verified and decrypted.
+
+        Raises ``RecordNotFound`` (``RecordDeleted`` for a tombstone), ``VaultLocked``, or
+        ``IntegrityError`` if any stored byte of it, or of its batch or epoch, was changed.
+        """
+        check_record_id(record_id)
+        self._keys()
+        row = self._ctx.backend.latest_record(self.vault_id, record_id)
+        if row is None:
+            raise RecordNotFound("no such record")
+        record = self._open(row)
+        if record.deleted:
+            raise RecordDeleted("the record was deleted")
+        return record
+
+    def history(self, record_id: str) -> list[Record]:
+        """Every version of a record, oldest first, each verified (erased content is None)."""
+        check_record_id(record_id)
+        self._keys()
+        rows = self._ctx.backend.record_history(self.vault_id, record_id)
+        if not rows:
+            raise RecordNotFound("no such record")
+        return [self._open(row) for row in rows]
+
+    def _authorized_writers(self) -> frozenset[bytes]:
+        return frozenset({self._row.identity_public})
+
+    def _manifest(self, batch: BatchRow) -> _envelope.Manifest:
+        cached = self._manifests.get(batch.batch_id)
+        if cached is not None and cached[0] == (
+            batch.manifest,
+            batch.signature,
+            batch.sealed_reader,
+        ):
+            manifest: _envelope.Manifest = cached[1]
+            if (batch.collection, batch.epoch, batch.writer, batch.created_at) == (
+                manifest.collection,
+                manifest.epoch,
+                manifest.writer,
+                manifest.created_at,
+            ):
+                return manifest
+        manifest = _envelope.verify_manifest(
+            manifest_bytes=batch.manifest,
+            signature=batch.signature,
+            vault_id=self.vault_id,
+            batch_id=batch.batch_id,
+            collection=batch.collection,
+            epoch=batch.epoch,
+            writer=batch.writer,
+            created_at=batch.created_at,
+            sealed_reader=batch.sealed_reader,
+            authorized_writers=self._authorized_writers(),
+        )
+        self._manifests.remember(
+            batch.batch_id, ((batch.manifest, batch.signature, batch.sealed_reader), manifest)
+        )
+        return manifest
+
+    def _open(self, row: RecordRow) -> Record:
+        """Verify one stored record version against its batch and decrypt it."""
+        keys = self._keys()
+        batch = self._ctx.backend.get_batch(self.vault_id, row.batch_id)
+        if batch is None:
+            raise IntegrityError("batch-missing", "the record's batch is missing")
+        manifest = self._manifest(batch)
+        record_binding = _envelope.binding(
+            self.vault_id,
+            row.collection,
+            row.record_id,
+            row.version,
+            row.epoch,
+            row.batch_id,
+            row.deleted,
+        )
+        _envelope.check_entry(
+            manifest,
+            record_id=row.record_id,
+            version=row.version,
+            deleted=row.deleted,
+            collection=row.collection,
+            epoch=row.epoch,
+            created_at=row.created_at,
+            record_binding=record_binding,
+            nonce=row.nonce,
+            ciphertext=row.ciphertext,
+        )
+        erased = row.nonce is None and not row.deleted
+        data: dict[str, Any] | None = None
+        if not row.deleted and row.nonce is not None and row.ciphertext is not None:
+            reader_share = self._reader_share(keys, batch)
+            host_share = _envelope.host_share(self._host_share(batch), record_binding)
+            key = _envelope.record_key(reader_share, host_share, record_binding)
+            content = _envelope.open_record(key, row.nonce, row.ciphertext, record_binding)
+            if not isinstance(content, dict):
+                raise IntegrityError("content", "record content is not an object")
+            data = content
+        return Record(
+            record_id=row.record_id,
+            collection=row.collection,
+            version=row.version,
+            created_at=ms_to_datetime(row.created_at),
+            epoch=row.epoch,
+            writer=_crypto.did_key(batch.writer),
+            deleted=row.deleted,
+            erased=erased,
+            data=data,
+        )
+
+    def _reader_share(self, keys: _owner.OwnerKeys, batch: BatchRow) -> bytes:
+        cached: bytes | None = keys.reader_shares.get(batch.batch_id)
+        if cached is not None:
+            return cached
+        if batch.sealed_reader is None:
+            raise VaultDestroyed("the record's keys were erased")
+        secret = self._epoch_secret(batch.collection, batch.epoch)
+        try:
+            share = _crypto.unseal(batch.sealed_reader, secret)
+        except _crypto.AuthenticationFailed:
+            raise IntegrityError(
+                "reader-share", "the batch reader share failed authentication"
+            ) from None
+        keys.reader_shares.remember(batch.batch_id, share)
+        return share
+
+    def _host_share(self, batch: BatchRow) -> bytes:
+        cached: bytes | None = self._host_shares.get(batch.batch_id)
+        if cached is not None:
+            return cached
+        if batch.wrapped_host is None:
+            raise VaultDestroyed("the record's keys were erased")
+        share = self._ctx.host_unwrap(
+            batch.wrapped_host, _envelope.host_wrap_context(self.vault_id, batch.batch_id)
+        )
+        self._host_shares.remember(batch.batch_id, share)
+        return share
+
+    def list(
+        self,
+        collection: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> RecordPage:
+        """Current versions of live records (metadata only), oldest first, one page.
+
+        Works while locked: it reads only what the host can see. ``since`` is inclusive,
+        ``until`` exclusive, both on the current version's ``created_at``.
+        """
+        if collection is not None:
+            check_collection(collection)
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise FormatError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        after = _parse_cursor(cursor) if cursor is not None else None
+        self._refresh()
+        metas = self._ctx.backend.list_records(
+            self.vault_id,
+            collection=collection,
+            since=datetime_to_ms(since) if since is not None else None,
+            until=datetime_to_ms(until) if until is not None else None,
+            after=after,
+            limit=limit + 1,
+        )
+        # Tombstones stay in the index so the cursor order is stable; they are not shown.
+        page = metas[:limit]
+        next_cursor = f"{page[-1].created_at}.{page[-1].seq}" if len(metas) > limit else None
+        return RecordPage(
+            [
+                RecordInfo(
+                    m.record_id,
+                    m.collection,
+                    m.version,
+                    ms_to_datetime(m.created_at),
+                    m.epoch,
+                    m.deleted,
+                    m.size,
+                )
+                for m in page
+                if not m.deleted
+            ],
+            next_cursor,
+        )
+
+    def iter_records(self, collection: str | None = None) -> Iterable[RecordInfo]:
+        """Every live record's current version (metadata), page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.list(collection, limit=MAX_LIST_LIMIT, cursor=cursor)
+            yield from page.records
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    # -- lifecycle
+
+    def destroy(self) -> None:
+        """Crypto-erase the vault: its keys are deleted and committed first, so the
+        remaining ciphertext is unrecoverable even if the second step (deleting rows) is
+        interrupted. The vault id stays reserved. The vault must be unlocked."""
+        self._keys()
+        backend = self._ctx.backend
+        with backend.transaction():
+            self._refresh()
+            backend.erase_vault_keys(self.vault_id, self._ctx.now_ms())
+        backend.checkpoint()
+        with backend.transaction():
+            backend.delete_vault_content(self.vault_id)
+        backend.checkpoint()
+        self.lock()
+
+    def export(self, destination: Any, *, progress: Callable[[int], None] | None = None) -> None:
+        """Write the vault to one portable file (``docs/spec/export.md``), in constant memory.
+
+        ``destination`` is a path or a binary file object. The vault must be unlocked: the
+        export is signed by the vault identity key and carries the host shares sealed to
+        the owner, so the file is useless to a grantee and to the host alone.
+        """
+        _export.export_vault(self, destination, progress=progress)
+
+
+def _encode_data(data: Any) -> bytes:
+    if not isinstance(data, Mapping):
+        raise InvalidRecordData("record data must be a JSON object")
+    try:
+        plaintext = _codec.encode(data, json_only=True)
+    except FormatError as exc:
+        raise InvalidRecordData(f"record data is not JSON-compatible: {exc}") from None
+    if len(plaintext) > MAX_RECORD_SIZE:
+        raise InvalidRecordData("record data is larger than 16 MiB")
+    return plaintext
+
+
+def _parse_cursor(cursor: str) -> tuple[int, int]:
+    parts = cursor.split(".") if isinstance(cursor, str) else []
+    if len(parts) != 2 or not all(part.isdigit() and len(part) < 20 for part in parts):
+        raise FormatError("malformed list cursor")
+    return int(parts[0]), int(parts[1])

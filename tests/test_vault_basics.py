@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import pds
+from pds import errors
+
+
+def test_put_get_update_history(vault: pds.Vault) -> None:
+    first = vault.put("health/visits", {"clinic": "north", "cost": 12.5})
+    assert first.version == 1
+    second = vault.put("health/visits", {"clinic": "south"}, record_id=first.record_id)
+    assert second.version == 2
+    current = vault.get(first.record_id)
+    assert current.data == {"clinic": "south"}
+    assert current.writer == vault.did
+    assert [r.data for r in vault.history(first.record_id)] == [
+        {"clinic": "north", "cost": 12.5},
+        {"clinic": "south"},
+    ]
+
+
+def test_passphrase_unlock_and_rekey(store: pds.Store) -> None:
+    vault_id = store.create_vault(passphrase="correct horse", kdf=pds.KdfParams.interactive())
+    vault = store.open_vault(vault_id)
+    with pytest.raises(errors.WrongPassphrase):
+        vault.unlock(passphrase="wrong horse")
+    vault.unlock(passphrase="correct horse")
+    record = vault.put("notes", {"text": "hello"})
+    vault.rekey(passphrase="battery staple", kdf=pds.KdfParams.interactive())
+    reopened = store.open_vault(vault_id)
+    with pytest.raises(errors.WrongPassphrase):
+        reopened.unlock(passphrase="correct horse")
+    reopened.unlock(passphrase="battery staple")
+    assert reopened.get(record.record_id).data == {"text": "hello"}
+
+
+def test_export_import_round_trip(vault: pds.Vault, owner_key_file: Path, tmp_path: Path) -> None:
+    kept = vault.put("a", {"n": 1})
+    gone = vault.put("a", {"n": 2})
+    vault.delete(gone.record_id)
+    vault.rotate()
+    later = vault.put("a", {"n": 3})
+    vault.export(tmp_path / "v.pdsx")
+    with pds.open_store(tmp_path / "other.db") as other:
+        vault_id = other.import_vault(tmp_path / "v.pdsx", key_file=owner_key_file)
+        copy = other.open_vault(vault_id)
+        copy.unlock(key_file=owner_key_file)
+        assert copy.get(kept.record_id).data == {"n": 1}
+        assert copy.get(later.record_id).data == {"n": 3}
+        with pytest.raises(errors.RecordDeleted):
+            copy.get(gone.record_id)
