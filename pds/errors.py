@@ -20,6 +20,20 @@ Every exception pds raises on purpose derives from ``PDSError``. The tree::
     ├── IntegrityError                   stored or imported bytes were changed (``reason``)
     ├── HostKeyError                     the host key is missing or is not this store's
     ├── KeyProviderError                 a caller-supplied key provider failed
+    ├── AccessDenied                     a token or invocation was refused (``reason``)
+    │   ├── MalformedToken (FormatError) not a well-formed token/invocation; unknown caveat
+    │   ├── InvalidSignature             a link or invocation signature fails
+    │   ├── BrokenChain                  issuer is not the parent's audience / parent id
+    │   ├── UntrustedIssuer              root not signed by the vault identity key
+    │   ├── WrongVault                   token or invocation for another vault
+    │   ├── CaveatWidened                a link grants more than its parent
+    │   ├── NotYetValid, Expired         outside the validity window
+    │   ├── LifetimeExceeded             longer than the vault policy allows
+    │   ├── BudgetExhausted              use budget spent
+    │   ├── Revoked                      a link of the chain is revoked
+    │   ├── WrongHolder                  invocation not signed by the final audience
+    │   ├── StaleInvocation, Replayed    freshness window, nonce seen before
+    │   └── NotPermitted                 request outside the granted scope or purpose
     └── StoreError                       the storage layer failed
         ├── StoreBusy                    another writer held the lock for too long
         ├── StoreReadOnly                the database cannot be written
@@ -158,4 +172,127 @@ __all__ = [
     "WeakKdfParameters",
     "WrongKey",
     "WrongPassphrase",
+]
+
+
+class AccessDenied(PDSError):
+    """A token or invocation was refused. ``reason`` names the rule that failed.
+
+    Every refusal of a request raises a subclass; callers that must not leak which check
+    failed catch ``AccessDenied`` and report only that.
+    """
+
+    reason = "denied"
+
+    def __init__(self, message: str | None = None, *, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        super().__init__(message or f"access denied ({self.reason})")
+
+
+class MalformedToken(AccessDenied, FormatError):
+    """The token or invocation bytes are not a well-formed, canonical, known-version document
+    (including an unknown caveat: deny by default)."""
+
+    reason = "malformed"
+
+
+class InvalidSignature(AccessDenied):
+    """A link or invocation signature does not verify."""
+
+    reason = "signature"
+
+
+class BrokenChain(AccessDenied):
+    """A link's issuer is not its parent's audience, or its parent id does not match."""
+
+    reason = "chain"
+
+
+class UntrustedIssuer(AccessDenied):
+    """The root link is not issued by the vault's identity key."""
+
+    reason = "issuer"
+
+
+class WrongVault(AccessDenied):
+    """The token or invocation names another vault."""
+
+    reason = "vault"
+
+
+class CaveatWidened(AccessDenied):
+    """A link grants more than its parent (``reason`` is ``widened:<caveat>``)."""
+
+    reason = "widened"
+
+
+class NotYetValid(AccessDenied):
+    reason = "not-yet-valid"
+
+
+class Expired(AccessDenied):
+    reason = "expired"
+
+
+class LifetimeExceeded(AccessDenied):
+    """The token's validity is longer than the vault's policy allows."""
+
+    reason = "lifetime"
+
+
+class BudgetExhausted(AccessDenied):
+    """A link's use budget is spent."""
+
+    reason = "budget"
+
+
+class Revoked(AccessDenied):
+    """A link of the chain (the token itself or an ancestor) was revoked."""
+
+    reason = "revoked"
+
+
+class WrongHolder(AccessDenied):
+    """The invocation is not signed by the token's final audience."""
+
+    reason = "holder"
+
+
+class StaleInvocation(AccessDenied):
+    """The invocation's timestamp is outside the freshness window."""
+
+    reason = "stale"
+
+
+class Replayed(AccessDenied):
+    """The invocation's nonce was seen before."""
+
+    reason = "replay"
+
+
+class NotPermitted(AccessDenied):
+    """The request asks for an ability, collection, record, field, time or purpose the
+    token does not grant."""
+
+    reason = "scope"
+
+
+__all__ += [
+    "AccessDenied",
+    "BrokenChain",
+    "BudgetExhausted",
+    "CaveatWidened",
+    "Expired",
+    "InvalidSignature",
+    "LifetimeExceeded",
+    "MalformedToken",
+    "NotPermitted",
+    "NotYetValid",
+    "Replayed",
+    "Revoked",
+    "StaleInvocation",
+    "UntrustedIssuer",
+    "WrongHolder",
+    "WrongVault",
 ]

@@ -19,9 +19,11 @@ from pds import _codec, _crypto, _export, _owner
 from pds._context import Clock, Context, call_provider, ms_to_datetime
 from pds._ids import new_id
 from pds._owner import wrap_identity
+from pds._serve import Host
 from pds._store.base import Backend, VaultRow
 from pds._store.sqlite import SQLiteBackend
 from pds.errors import FormatError, HostKeyError, VaultNotFound
+from pds.invocation import Response
 from pds.keys import KdfParams, KeyProvider, SymmetricKey
 from pds.vault import Vault
 
@@ -128,6 +130,7 @@ class Store:
     def __init__(self, context: Context, path: Path) -> None:
         self._ctx = context
         self.path = path
+        self._host = Host(context)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -196,6 +199,16 @@ class Store:
 
     def list_vaults(self) -> list[VaultInfo]:
         return [_info(row) for row in self._ctx.backend.list_vaults()]
+
+    def serve(self, invocation: bytes | str) -> Response:
+        """Serve a grantee's invocation, as the host, without any owner secret.
+
+        Verifies the token chain, times, holder signature, freshness, scope and purpose,
+        revocation, use budget and nonce; then writes the access entry and commits; only
+        then derives and releases the per-record host shares. Raises an ``AccessDenied``
+        subclass (after logging the refusal) or ``MalformedToken``.
+        """
+        return self._host.serve(invocation)
 
     def import_vault(
         self,

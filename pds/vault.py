@@ -9,19 +9,22 @@ A ``Vault`` object is not thread-safe: use one per thread (each thread opens its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import builtins
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from pds import _codec, _crypto, _envelope, _export, _owner
+from pds import _codec, _crypto, _envelope, _export, _owner, _serve, capability
 from pds._context import Context, call_provider, datetime_to_ms, ms_to_datetime
 from pds._ids import check_collection, check_record_id, new_id
-from pds._store.base import BatchRow, EpochRow, RecordRow, VaultRow
+from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
+from pds.capability import Token
 from pds.errors import (
     FormatError,
     IntegrityError,
     InvalidRecordData,
+    LifetimeExceeded,
     RecordDeleted,
     RecordNotFound,
     VaultDestroyed,
@@ -30,7 +33,10 @@ from pds.errors import (
 )
 from pds.keys import KdfParams, KeyProvider
 
-__all__ = ["Record", "RecordInfo", "RecordPage", "Vault"]
+__all__ = ["AccessEntry", "GrantInfo", "Record", "RecordInfo", "RecordPage", "Vault"]
+
+REVOCATION_LABEL = b"pds/revocation/v1"
+REVOCATION_LIST_LABEL = b"pds/revocation-list/v1"
 
 MAX_RECORD_SIZE = 16 * 1024 * 1024
 MAX_LIST_LIMIT = 1000
@@ -64,6 +70,41 @@ class Record:
     erased: bool
     """True for earlier versions of a deleted record: their content is gone."""
     data: dict[str, Any] | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantInfo:
+    """A link the host knows (a grant or a delegation seen) and its status."""
+
+    link_id: str
+    parent: str | None
+    audience: str
+    created_at: datetime
+    not_before: datetime
+    expires: datetime
+    uses: int | None
+    used: int
+    status: str
+    """``active``, ``revoked`` (it or an ancestor), ``expired``, ``not-yet-valid`` or
+    ``exhausted``."""
+    purposes: list[str] | None
+    collections: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEntry:
+    """One access by token: who, what, when, why, and the result."""
+
+    seq: int
+    time: datetime
+    actor: str
+    action: str
+    purpose: str
+    collections: list[str]
+    records: list[tuple[str, int]]
+    link_ids: list[str]
+    result: str
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +234,7 @@ class Vault:
         self._ctx.backend.insert_epoch(row)
         keys.epoch_secrets[(collection, epoch)] = secret
         self._verified_epochs.add((collection, epoch, public))
+        _serve.share_epoch(self._ctx, self._row, keys.x25519_secret, collection, epoch, secret, now)
         return row
 
     def _check_epoch(self, row: EpochRow) -> None:
@@ -622,6 +664,259 @@ class Vault:
                 return
             cursor = page.cursor
 
+    # -- grants and revocation
+
+    def grant(
+        self,
+        audience: str,
+        *,
+        collections: Sequence[str],
+        purpose: str | Sequence[str],
+        expires: datetime | timedelta,
+        not_before: datetime | None = None,
+        abilities: Sequence[str] = ("read", "list"),
+        fields: Sequence[str] | None = None,
+        window: tuple[datetime | None, datetime | None] | None = None,
+        uses: int | None = None,
+        delegable: int = 0,
+        basis: str | None = None,
+    ) -> Token:
+        """Issue a root token to ``audience`` (a principal's ``did:key``).
+
+        ``collections`` are exact names, ``prefix/*`` or ``*``. The epoch secrets of every
+        matching collection are sealed to the audience inside the token; epochs created
+        later (rotation, new collections) are sealed to it by the store while the grant is
+        live. ``delegable`` is the delegation depth (0: the holder may not delegate).
+        Raises ``LifetimeExceeded`` if longer than the vault's policy, ``FormatError`` for
+        malformed caveats.
+        """
+        keys = self._keys()
+        audience_key = _crypto.parse_did_key(audience)
+        recipient = _crypto.ed25519_to_x25519(audience_key)
+        now = self._ctx.now_ms()
+        start = datetime_to_ms(not_before) if not_before is not None else now
+        end = (
+            start + int(expires.total_seconds() * 1000)
+            if isinstance(expires, timedelta)
+            else datetime_to_ms(expires)
+        )
+        purposes = [purpose] if isinstance(purpose, str) else list(purpose)
+        ability_set = set(abilities) | ({"delegate"} if delegable > 0 else set())
+        caveats = capability.Caveats(
+            abilities=frozenset(ability_set),
+            collections=tuple(sorted(set(collections))),
+            fields=frozenset(fields) if fields is not None else None,
+            window=(
+                (None, None)
+                if window is None
+                else tuple(None if w is None else datetime_to_ms(w) for w in window)  # type: ignore[arg-type]
+            ),
+            purposes=frozenset(purposes),
+            basis=basis,
+            not_before=start,
+            expires=end,
+            uses=uses,
+            depth=delegable,
+        )
+        with self._ctx.backend.transaction():
+            row = self._refresh()
+            if end - start > _serve.max_lifetime_ms(row):
+                raise LifetimeExceeded("the grant is longer than the vault's policy allows")
+            sealed = [
+                capability.SealedKey(
+                    epoch.collection,
+                    epoch.epoch,
+                    _crypto.seal(
+                        self._epoch_secret(epoch.collection, epoch.epoch), recipient, self._ctx.rng
+                    ),
+                )
+                for epoch in self._ctx.backend.iter_epochs(self.vault_id)
+                if capability.collection_allowed(caveats.collections, epoch.collection)
+            ]
+            link = capability.make_link(
+                signer=keys.identity,
+                vault_id=self.vault_id,
+                audience=audience_key,
+                parent=None,
+                caveats=caveats,
+                keys=sealed,
+                salt=self._ctx.rng(16),
+            )
+            token = capability.Token((link,))
+            self._ctx.backend.insert_link(
+                LinkRow(
+                    link_id=link.link_id,
+                    vault_id=self.vault_id,
+                    parent_id=None,
+                    audience=audience_key,
+                    not_before=start,
+                    expires=end,
+                    uses=uses,
+                    created_at=now,
+                    sealed_token=_crypto.seal(
+                        token.to_bytes(), _crypto.x25519_public(keys.x25519_secret), self._ctx.rng
+                    ),
+                )
+            )
+        return token
+
+    def revoke(self, link: Token | str | bytes, *, reason: str = "") -> bytes:
+        """Revoke a link (a token, its hex link id, or the raw id) and every descendant.
+
+        Takes effect on the next request. The revocation is signed by the vault identity
+        key, so an auditor can tell when it happened. Returns the link id. Revoking twice
+        keeps the first revocation.
+        """
+        keys = self._keys()
+        link_id = _link_id(link)
+        if not isinstance(reason, str) or len(reason) > 1024:
+            raise FormatError("a revocation reason is text of at most 1024 characters")
+        with self._ctx.backend.transaction():
+            self._refresh()
+            if self._ctx.backend.revoked_among([link_id]):
+                return link_id
+            now = self._ctx.now_ms()
+            statement = _codec.encode(
+                {
+                    "v": 1,
+                    "vault": self.vault_id,
+                    "link": link_id,
+                    "revoked_at": now,
+                    "reason": reason,
+                }
+            )
+            self._ctx.backend.insert_revocation(
+                RevocationRow(
+                    self.vault_id,
+                    link_id,
+                    now,
+                    statement,
+                    keys.identity.sign(REVOCATION_LABEL, statement),
+                )
+            )
+        return link_id
+
+    def revoke_all(self, *, audience: str, reason: str = "") -> builtins.list[bytes]:
+        """Revoke every known link (grants and delegations seen) issued to ``audience``."""
+        target = _crypto.parse_did_key(audience)
+        ids = [
+            link.link_id
+            for link in self._ctx.backend.iter_links(self.vault_id)
+            if link.audience == target
+        ]
+        return [self.revoke(link_id, reason=reason) for link_id in ids]
+
+    def grants(self) -> builtins.list[GrantInfo]:
+        """Every known link (root grants and delegations seen) with its status.
+
+        Purposes and collections are shown only while unlocked (they are sealed to the owner).
+        """
+        backend = self._ctx.backend
+        now = self._ctx.now_ms()
+        links = list(backend.iter_links(self.vault_id))
+        parents = {link.link_id: link.parent_id for link in links}
+        revoked = set(backend.revoked_among([link.link_id for link in links]))
+        spent = backend.use_counts([link.link_id for link in links if link.uses is not None])
+        result = []
+        for link in links:
+            chain: builtins.list[bytes] = []
+            cursor: bytes | None = link.link_id
+            while cursor is not None and cursor not in chain:
+                chain.append(cursor)
+                cursor = parents.get(cursor)
+            if any(link_id in revoked for link_id in chain):
+                status = "revoked"
+            elif now >= link.expires:
+                status = "expired"
+            elif now < link.not_before:
+                status = "not-yet-valid"
+            elif link.uses is not None and spent.get(link.link_id, 0) >= link.uses:
+                status = "exhausted"
+            else:
+                status = "active"
+            caveats = None
+            if self._owner is not None:
+                try:
+                    token = capability.Token.from_bytes(
+                        _crypto.unseal(link.sealed_token, self._owner.x25519_secret)
+                    )
+                    caveats = token.leaf.caveats
+                except (_crypto.AuthenticationFailed, FormatError):
+                    caveats = None
+            result.append(
+                GrantInfo(
+                    link_id=link.link_id.hex(),
+                    parent=None if link.parent_id is None else link.parent_id.hex(),
+                    audience=_crypto.did_key(link.audience),
+                    created_at=ms_to_datetime(link.created_at),
+                    not_before=ms_to_datetime(link.not_before),
+                    expires=ms_to_datetime(link.expires),
+                    uses=link.uses,
+                    used=spent.get(link.link_id, 0),
+                    status=status,
+                    purposes=None if caveats is None else sorted(caveats.purposes),
+                    collections=None if caveats is None else list(caveats.collections),
+                )
+            )
+        return result
+
+    def revocation_list(self) -> bytes:
+        """The signed, timestamped list of every revocation, for auditors (docs/spec/token.md)."""
+        keys = self._keys()
+        entries = [
+            [row.statement, row.signature]
+            for row in self._ctx.backend.iter_revocations(self.vault_id)
+        ]
+        body = _codec.encode(
+            {
+                "v": 1,
+                "vault": self.vault_id,
+                "issued_at": self._ctx.now_ms(),
+                "revocations": entries,
+            }
+        )
+        return _codec.encode({"body": body, "sig": keys.identity.sign(REVOCATION_LIST_LABEL, body)})
+
+    def set_policy(self, *, max_token_lifetime: timedelta) -> None:
+        """Cap the lifetime (expiry minus not-before) of tokens this vault honours."""
+        self._keys()
+        lifetime = int(max_token_lifetime.total_seconds() * 1000)
+        if lifetime <= 0:
+            raise FormatError("the maximum token lifetime must be positive")
+        with self._ctx.backend.transaction():
+            self._refresh()
+            self._ctx.backend.set_policy(
+                self.vault_id, _codec.encode({"max_token_lifetime_ms": lifetime})
+            )
+        self._refresh()
+
+    def access_log(self) -> builtins.list[AccessEntry]:
+        """Every access served or refused by token, oldest first, decrypted for the owner."""
+        keys = self._keys()
+        entries = []
+        for seq, row in self._ctx.backend.iter_access(self.vault_id):
+            try:
+                details = _codec.decode(_crypto.unseal(row.sealed_details, keys.x25519_secret))
+            except (_crypto.AuthenticationFailed, FormatError):
+                raise IntegrityError(
+                    "access-entry", "an access entry failed authentication"
+                ) from None
+            entries.append(
+                AccessEntry(
+                    seq=seq,
+                    time=ms_to_datetime(row.time),
+                    actor=details["actor"],
+                    action=row.action,
+                    purpose=details["purpose"],
+                    collections=list(details["collections"]),
+                    records=[(r[0], r[1]) for r in details["records"]],
+                    link_ids=list(details["chain"]),
+                    result=row.result,
+                    reason=row.reason,
+                )
+            )
+        return entries
+
     # -- lifecycle
 
     def destroy(self) -> None:
@@ -647,6 +942,22 @@ class Vault:
         the owner, so the file is useless to a grantee and to the host alone.
         """
         _export.export_vault(self, destination, progress=progress)
+
+
+def _link_id(link: capability.Token | str | bytes) -> bytes:
+    if isinstance(link, capability.Token):
+        return link.link_id
+    if isinstance(link, str):
+        if link.startswith(capability.TOKEN_PREFIX):
+            return capability.Token.from_text(link).link_id
+        try:
+            raw = bytes.fromhex(link)
+        except ValueError:
+            raise FormatError("a link id is 64 hex characters or a token") from None
+        link = raw
+    if not isinstance(link, bytes) or len(link) != 32:
+        raise FormatError("a link id is 32 bytes")
+    return link
 
 
 def _encode_data(data: Any) -> bytes:

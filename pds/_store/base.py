@@ -24,6 +24,8 @@ class VaultRow:
     wrapped_master: bytes | None
     wrapped_identity: bytes | None
     destroyed_at: int | None = None
+    policy: bytes | None = None
+    """Canonical msgpack of the vault's policy (e.g. the longest token lifetime)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,52 @@ class RecordRow:
     """``None`` when the content was erased (an earlier version of a deleted record)."""
     ciphertext: bytes | None
     seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    """A token link the host knows: a grant it issued, or a delegation it has seen."""
+
+    link_id: bytes
+    vault_id: str
+    parent_id: bytes | None
+    audience: bytes
+    not_before: int
+    expires: int
+    uses: int | None
+    created_at: int
+    sealed_token: bytes
+    """The token up to this link, sealed to the owner (it names purposes and scope)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkKeyRow:
+    link_id: bytes
+    collection: str
+    epoch: int
+    sealed: bytes
+    """The epoch secret sealed to the link's audience."""
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRow:
+    vault_id: str
+    link_id: bytes
+    revoked_at: int
+    statement: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRow:
+    vault_id: str
+    time: int
+    link_id: bytes | None
+    action: str
+    result: str
+    reason: str | None
+    sealed_details: bytes
+    """Who, what and why, sealed to the owner."""
 
 
 class Backend(Protocol):
@@ -156,3 +204,31 @@ class Backend(Protocol):
     def finish_import(self, vault_id: str) -> None:
         """Mark each imported record's highest version as current."""
         ...
+
+    def get_records(self, vault_id: str, record_ids: Sequence[str]) -> list[RecordRow]:
+        """The latest version of each existing id, in the order given."""
+        ...
+
+    def set_policy(self, vault_id: str, policy: bytes) -> None: ...
+
+    # -- tokens
+    def insert_link(self, row: LinkRow) -> None: ...
+    def get_link(self, link_id: bytes) -> LinkRow | None: ...
+    def iter_links(self, vault_id: str) -> Iterator[LinkRow]: ...
+    def insert_link_keys(self, rows: Sequence[LinkKeyRow]) -> None: ...
+    def link_keys(self, link_id: bytes) -> list[LinkKeyRow]: ...
+    def insert_revocation(self, row: RevocationRow) -> None: ...
+    def revoked_among(self, link_ids: Sequence[bytes]) -> list[bytes]:
+        """Which of ``link_ids`` are revoked: one indexed lookup."""
+        ...
+
+    def iter_revocations(self, vault_id: str) -> Iterator[RevocationRow]: ...
+    def use_counts(self, link_ids: Sequence[bytes]) -> dict[bytes, int]: ...
+    def add_uses(self, link_ids: Sequence[bytes]) -> None: ...
+    def remember_nonce(self, vault_id: str, nonce: bytes, time: int) -> bool:
+        """Record an invocation nonce; ``False`` if it was seen before."""
+        ...
+
+    def prune_nonces(self, older_than: int) -> None: ...
+    def append_access(self, row: AccessRow) -> int: ...
+    def iter_access(self, vault_id: str) -> Iterator[tuple[int, AccessRow]]: ...

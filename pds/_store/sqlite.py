@@ -26,9 +26,19 @@ from pds.errors import (
     StoreReadOnly,
 )
 
-from .base import BatchRow, EpochRow, RecordMeta, RecordRow, VaultRow
+from .base import (
+    AccessRow,
+    BatchRow,
+    EpochRow,
+    LinkKeyRow,
+    LinkRow,
+    RecordMeta,
+    RecordRow,
+    RevocationRow,
+    VaultRow,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORE_FORMAT = "pds-store"
 
 Synchronous = Literal["full", "normal"]
@@ -135,8 +145,67 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_to_2(db: sqlite_utils.Database) -> None:
+    """Capability tokens: known links, their sealed keys, revocations, budgets, nonces, and
+    the access table written before any release."""
+    db.execute("ALTER TABLE vaults ADD COLUMN policy BLOB")
+    db.table("links").create(
+        {
+            "link_id": bytes,
+            "vault_id": str,
+            "parent_id": bytes,
+            "audience": bytes,
+            "not_before": int,
+            "expires": int,
+            "uses": int,
+            "created_at": int,
+            "sealed_token": bytes,
+        },
+        pk="link_id",
+        not_null={"vault_id", "audience", "not_before", "expires", "created_at", "sealed_token"},
+    )
+    db.table("links").create_index(["vault_id", "audience"])
+    db.table("link_keys").create(
+        {"link_id": bytes, "collection": str, "epoch": int, "sealed": bytes},
+        pk=("link_id", "collection", "epoch"),
+        not_null={"sealed"},
+    )
+    db.table("revocations").create(
+        {
+            "link_id": bytes,
+            "vault_id": str,
+            "revoked_at": int,
+            "statement": bytes,
+            "signature": bytes,
+        },
+        pk="link_id",
+        not_null={"vault_id", "revoked_at", "statement", "signature"},
+    )
+    db.table("revocations").create_index(["vault_id", "revoked_at"])
+    db.table("link_uses").create({"link_id": bytes, "count": int}, pk="link_id")
+    db.table("nonces").create(
+        {"nonce": bytes, "vault_id": str, "time": int}, pk="nonce", not_null={"vault_id", "time"}
+    )
+    db.table("nonces").create_index(["time"])
+    db.execute(
+        """
+        CREATE TABLE access (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            vault_id TEXT NOT NULL,
+            time INTEGER NOT NULL,
+            link_id BLOB,
+            action TEXT NOT NULL,
+            result TEXT NOT NULL,
+            reason TEXT,
+            sealed_details BLOB NOT NULL
+        )
+        """
+    )
+    db.table("access").create_index(["vault_id", "seq"])
+
+
 # Migration k takes a store from schema version k - 1 to k. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1, _migrate_to_2]
 
 _RECORD_COLUMNS = (
     "vault_id, record_id, version, collection, created_at, epoch, batch_id, deleted, "
@@ -333,7 +402,7 @@ class SQLiteBackend:
     def get_vault(self, vault_id: str) -> VaultRow | None:
         row = self._execute(
             "SELECT vault_id, created_at, identity_public, unlock, wrapped_master, "
-            "wrapped_identity, destroyed_at FROM vaults WHERE vault_id = ?",
+            "wrapped_identity, destroyed_at, policy FROM vaults WHERE vault_id = ?",
             (vault_id,),
         ).fetchone()
         return None if row is None else VaultRow(*row)
@@ -341,7 +410,7 @@ class SQLiteBackend:
     def list_vaults(self) -> list[VaultRow]:
         rows = self._execute(
             "SELECT vault_id, created_at, identity_public, unlock, wrapped_master, "
-            "wrapped_identity, destroyed_at FROM vaults ORDER BY created_at, vault_id"
+            "wrapped_identity, destroyed_at, policy FROM vaults ORDER BY created_at, vault_id"
         ).fetchall()
         return [VaultRow(*row) for row in rows]
 
@@ -362,11 +431,21 @@ class SQLiteBackend:
             "UPDATE batches SET sealed_reader = NULL, wrapped_host = NULL WHERE vault_id = ?",
             (vault_id,),
         )
+        self._execute(
+            "DELETE FROM link_keys WHERE link_id IN (SELECT link_id FROM links WHERE vault_id = ?)",
+            (vault_id,),
+        )
 
     def delete_vault_content(self, vault_id: str) -> None:
         self._execute("DELETE FROM records WHERE vault_id = ?", (vault_id,))
         self._execute("DELETE FROM batches WHERE vault_id = ?", (vault_id,))
         self._execute("DELETE FROM epochs WHERE vault_id = ?", (vault_id,))
+        self._execute(
+            "DELETE FROM link_uses WHERE link_id IN (SELECT link_id FROM links WHERE vault_id = ?)",
+            (vault_id,),
+        )
+        self._execute("DELETE FROM links WHERE vault_id = ?", (vault_id,))
+        self._execute("DELETE FROM nonces WHERE vault_id = ?", (vault_id,))
 
     # -- epochs
 
@@ -575,6 +654,150 @@ class SQLiteBackend:
             "WHERE r.vault_id = records.vault_id AND r.record_id = records.record_id)",
             (vault_id,),
         )
+
+    def get_records(self, vault_id: str, record_ids: Sequence[str]) -> list[RecordRow]:
+        rows = []
+        for record_id in record_ids:
+            row = self.latest_record(vault_id, record_id)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    def set_policy(self, vault_id: str, policy: bytes) -> None:
+        self._execute("UPDATE vaults SET policy = ? WHERE vault_id = ?", (policy, vault_id))
+
+    # -- tokens
+
+    _LINK_COLUMNS = (
+        "link_id, vault_id, parent_id, audience, not_before, expires, uses, created_at, "
+        "sealed_token"
+    )
+
+    def insert_link(self, row: LinkRow) -> None:
+        self._execute(
+            f"INSERT OR IGNORE INTO links ({self._LINK_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.link_id,
+                row.vault_id,
+                row.parent_id,
+                row.audience,
+                row.not_before,
+                row.expires,
+                row.uses,
+                row.created_at,
+                row.sealed_token,
+            ),
+        )
+
+    def get_link(self, link_id: bytes) -> LinkRow | None:
+        row = self._execute(
+            f"SELECT {self._LINK_COLUMNS} FROM links WHERE link_id = ?", (link_id,)
+        ).fetchone()
+        return None if row is None else LinkRow(*row)
+
+    def iter_links(self, vault_id: str) -> Iterator[LinkRow]:
+        cursor = self._execute(
+            f"SELECT {self._LINK_COLUMNS} FROM links WHERE vault_id = ? "
+            "ORDER BY created_at, link_id",
+            (vault_id,),
+        )
+        yield from (LinkRow(*row) for row in self._iterate(cursor))
+
+    def insert_link_keys(self, rows: Sequence[LinkKeyRow]) -> None:
+        try:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO link_keys (link_id, collection, epoch, sealed) "
+                "VALUES (?, ?, ?, ?)",
+                [(r.link_id, r.collection, r.epoch, r.sealed) for r in rows],
+            )
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+
+    def link_keys(self, link_id: bytes) -> list[LinkKeyRow]:
+        rows = self._execute(
+            "SELECT link_id, collection, epoch, sealed FROM link_keys WHERE link_id = ? "
+            "ORDER BY collection, epoch",
+            (link_id,),
+        ).fetchall()
+        return [LinkKeyRow(*row) for row in rows]
+
+    def insert_revocation(self, row: RevocationRow) -> None:
+        self._execute(
+            "INSERT INTO revocations (link_id, vault_id, revoked_at, statement, signature) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (row.link_id, row.vault_id, row.revoked_at, row.statement, row.signature),
+        )
+
+    def revoked_among(self, link_ids: Sequence[bytes]) -> list[bytes]:
+        if not link_ids:
+            return []
+        marks = ", ".join("?" * len(link_ids))
+        rows = self._execute(
+            f"SELECT link_id FROM revocations WHERE link_id IN ({marks})", list(link_ids)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def iter_revocations(self, vault_id: str) -> Iterator[RevocationRow]:
+        cursor = self._execute(
+            "SELECT vault_id, link_id, revoked_at, statement, signature FROM revocations "
+            "WHERE vault_id = ? ORDER BY revoked_at, link_id",
+            (vault_id,),
+        )
+        yield from (RevocationRow(*row) for row in self._iterate(cursor))
+
+    def use_counts(self, link_ids: Sequence[bytes]) -> dict[bytes, int]:
+        if not link_ids:
+            return {}
+        marks = ", ".join("?" * len(link_ids))
+        rows = self._execute(
+            f"SELECT link_id, count FROM link_uses WHERE link_id IN ({marks})", list(link_ids)
+        ).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
+    def add_uses(self, link_ids: Sequence[bytes]) -> None:
+        try:
+            self._conn.executemany(
+                "INSERT INTO link_uses (link_id, count) VALUES (?, 1) "
+                "ON CONFLICT (link_id) DO UPDATE SET count = count + 1",
+                [(link_id,) for link_id in link_ids],
+            )
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+
+    def remember_nonce(self, vault_id: str, nonce: bytes, time: int) -> bool:
+        cursor = self._execute(
+            "INSERT OR IGNORE INTO nonces (nonce, vault_id, time) VALUES (?, ?, ?)",
+            (nonce, vault_id, time),
+        )
+        return cursor.rowcount == 1
+
+    def prune_nonces(self, older_than: int) -> None:
+        self._execute("DELETE FROM nonces WHERE time < ?", (older_than,))
+
+    def append_access(self, row: AccessRow) -> int:
+        cursor = self._execute(
+            "INSERT INTO access (vault_id, time, link_id, action, result, reason, sealed_details) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.vault_id,
+                row.time,
+                row.link_id,
+                row.action,
+                row.result,
+                row.reason,
+                row.sealed_details,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def iter_access(self, vault_id: str) -> Iterator[tuple[int, AccessRow]]:
+        cursor = self._execute(
+            "SELECT seq, vault_id, time, link_id, action, result, reason, sealed_details "
+            "FROM access WHERE vault_id = ? ORDER BY seq",
+            (vault_id,),
+        )
+        yield from ((row[0], AccessRow(*row[1:])) for row in self._iterate(cursor))
 
     def _iterate(self, cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
         while True:

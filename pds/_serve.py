@@ -1,0 +1,365 @@
+"""The host side of a token read: verify, log, then release (design.md promises 5, 6, 7).
+
+Every check runs before anything is released. The access entry, the nonce, the use counts
+and any newly seen delegation commit in one transaction; only after that commit does the
+host derive the per-record host shares and build the response. A refusal is logged in its
+own transaction and raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from pds import _codec, _crypto, _envelope, capability
+from pds._context import Context
+from pds._owner import LRU
+from pds._store.base import AccessRow, BatchRow, LinkKeyRow, LinkRow, RecordRow, VaultRow
+from pds.errors import (
+    AccessDenied,
+    BudgetExhausted,
+    NotPermitted,
+    Replayed,
+    Revoked,
+    StaleInvocation,
+    VaultDestroyed,
+    VaultNotFound,
+    WrongHolder,
+)
+from pds.invocation import FRESHNESS_MS, INVOCATION_SIGNATURE_LABEL, Invocation, Response
+
+DEFAULT_MAX_LIFETIME_MS = 366 * 24 * 3600 * 1000
+
+
+def max_lifetime_ms(row: VaultRow) -> int:
+    if row.policy is None:
+        return DEFAULT_MAX_LIFETIME_MS
+    policy = _codec.decode(row.policy)
+    return int(policy["max_token_lifetime_ms"])
+
+
+def owner_public_x25519(row: VaultRow) -> bytes:
+    return _crypto.ed25519_to_x25519(row.identity_public)
+
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    rows: list[RecordRow]
+    cursor: str | None
+
+
+class Host:
+    """Serves invocations for every vault in a store. Holds a cache of verified chains."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._chains = LRU()
+
+    def serve(self, data: bytes | str) -> Response:
+        invocation = Invocation.parse(data)
+        backend = self._ctx.backend
+        row = backend.get_vault(invocation.vault_id)
+        if row is None:
+            raise VaultNotFound("no such vault")
+        if row.destroyed_at is not None:
+            raise VaultDestroyed("the vault was destroyed")
+        now = self._ctx.now_ms()
+        try:
+            caveats = self._check(invocation, row, now)
+            with backend.transaction():
+                selection = self._admit(invocation, row, caveats, now)
+                access = self._log(invocation, row, now, selection.rows, "released", None)
+        except AccessDenied as denied:
+            self._log_refusal(invocation, row, now, denied)
+            raise
+        # The access is committed: only now are host shares derived and released.
+        return self._release(invocation, row, selection, access)
+
+    def _check(self, invocation: Invocation, row: VaultRow, now: int) -> capability.Caveats:
+        token = invocation.token
+        cache_key = hashlib.sha256(token.to_bytes()).digest()
+        caveats: capability.Caveats | None = self._chains.get(cache_key)
+        if caveats is None:
+            caveats = capability.verify_chain(
+                token,
+                vault_id=invocation.vault_id,
+                identity=row.identity_public,
+                max_lifetime_ms=max_lifetime_ms(row),
+            )
+            self._chains.remember(cache_key, caveats)
+        capability.check_times(token, now)
+        try:
+            _crypto.verify(
+                token.leaf.audience,
+                INVOCATION_SIGNATURE_LABEL,
+                invocation.body,
+                invocation.signature,
+            )
+        except _crypto.AuthenticationFailed:
+            raise WrongHolder("the invocation is not signed by the token's holder") from None
+        if abs(now - invocation.time) > FRESHNESS_MS:
+            raise StaleInvocation("the invocation is outside the freshness window")
+        capability.check_request(
+            caveats,
+            ability=invocation.action,
+            purpose=invocation.purpose,
+            collection=invocation.collection,
+        )
+        return caveats
+
+    def _admit(
+        self, invocation: Invocation, row: VaultRow, caveats: capability.Caveats, now: int
+    ) -> _Selection:
+        backend = self._ctx.backend
+        token = invocation.token
+        if backend.revoked_among(list(token.link_ids)):
+            raise Revoked("a link of this token was revoked")
+        budgeted = [link.link_id for link in token.links if link.caveats.uses is not None]
+        if budgeted:
+            spent = backend.use_counts(budgeted)
+            for link in token.links:
+                budget = link.caveats.uses
+                if budget is not None and spent.get(link.link_id, 0) >= budget:
+                    raise BudgetExhausted("the token's use budget is spent")
+        if not backend.remember_nonce(row.vault_id, invocation.nonce, invocation.time):
+            raise Replayed("this invocation was seen before")
+        backend.prune_nonces(now - 2 * FRESHNESS_MS)
+        if budgeted:
+            backend.add_uses(budgeted)
+        self._register_links(token, row, now)
+        return self._select(invocation, row, caveats)
+
+    def _register_links(self, token: capability.Token, row: VaultRow, now: int) -> None:
+        """Remember delegations the first time they are seen, with the keys they carry, so
+        revocation by audience and key rotation can reach them."""
+        backend = self._ctx.backend
+        owner = owner_public_x25519(row)
+        for index, link in enumerate(token.links):
+            if backend.get_link(link.link_id) is not None:
+                continue
+            prefix = capability.Token(token.links[: index + 1])
+            backend.insert_link(
+                LinkRow(
+                    link_id=link.link_id,
+                    vault_id=row.vault_id,
+                    parent_id=link.parent,
+                    audience=link.audience,
+                    not_before=link.caveats.not_before,
+                    expires=link.caveats.expires,
+                    uses=link.caveats.uses,
+                    created_at=now,
+                    sealed_token=_crypto.seal(prefix.to_bytes(), owner, self._ctx.rng),
+                )
+            )
+
+    def _select(
+        self, invocation: Invocation, row: VaultRow, caveats: capability.Caveats
+    ) -> _Selection:
+        backend = self._ctx.backend
+        start, end = caveats.window
+        since = _max_opt(invocation.since, start)
+        until = _min_opt(invocation.until, end)
+
+        def visible(record: RecordRow) -> bool:
+            return (
+                not record.deleted
+                and capability.collection_allowed(caveats.collections, record.collection)
+                and (since is None or record.created_at >= since)
+                and (until is None or record.created_at < until)
+                and (invocation.collection is None or record.collection == invocation.collection)
+            )
+
+        if invocation.records is not None:
+            rows = [r for r in backend.get_records(row.vault_id, invocation.records) if visible(r)]
+            return _Selection(rows, None)
+        after = None
+        if invocation.cursor is not None:
+            parts = invocation.cursor.split(".")
+            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+                raise NotPermitted("malformed cursor", reason="scope:cursor")
+            after = (int(parts[0]), int(parts[1]))
+        metas = backend.list_records(
+            row.vault_id,
+            collection=invocation.collection,
+            since=since,
+            until=until,
+            after=after,
+            limit=invocation.limit + 1,
+        )
+        page = metas[: invocation.limit]
+        cursor = f"{page[-1].created_at}.{page[-1].seq}" if len(metas) > invocation.limit else None
+        wanted = [
+            m.record_id
+            for m in page
+            if not m.deleted and capability.collection_allowed(caveats.collections, m.collection)
+        ]
+        rows = [r for r in backend.get_records(row.vault_id, wanted) if visible(r)]
+        return _Selection(rows, cursor)
+
+    def _details(
+        self,
+        invocation: Invocation,
+        records: list[RecordRow],
+        result: str,
+        reason: str | None,
+    ) -> dict[str, Any]:
+        token = invocation.token
+        return {
+            "actor": token.leaf.audience_did,
+            "chain": [link_id.hex() for link_id in token.link_ids],
+            "action": invocation.action,
+            "purpose": invocation.purpose,
+            "basis": token.leaf.caveats.basis,
+            "collections": sorted({r.collection for r in records}),
+            "records": [[r.record_id, r.version] for r in records],
+            "request": invocation.request_id.hex(),
+            "result": result,
+            "reason": reason,
+        }
+
+    def _log(
+        self,
+        invocation: Invocation,
+        row: VaultRow,
+        now: int,
+        records: list[RecordRow],
+        result: str,
+        reason: str | None,
+    ) -> int:
+        details = self._details(invocation, records, result, reason)
+        return self._ctx.backend.append_access(
+            AccessRow(
+                vault_id=row.vault_id,
+                time=now,
+                link_id=invocation.token.link_id,
+                action=invocation.action,
+                result=result,
+                reason=reason,
+                sealed_details=_crypto.seal(
+                    _codec.encode(details), owner_public_x25519(row), self._ctx.rng
+                ),
+            )
+        )
+
+    def _log_refusal(
+        self, invocation: Invocation, row: VaultRow, now: int, denied: AccessDenied
+    ) -> None:
+        with self._ctx.backend.transaction():
+            self._log(invocation, row, now, [], "refused", denied.reason)
+
+    def _release(
+        self, invocation: Invocation, row: VaultRow, selection: _Selection, access: int
+    ) -> Response:
+        backend = self._ctx.backend
+        batches: dict[bytes, BatchRow] = {}
+        records: list[dict[str, Any]] = []
+        for record in selection.rows:
+            batch = batches.get(record.batch_id)
+            if batch is None:
+                found = backend.get_batch(row.vault_id, record.batch_id)
+                if found is None:
+                    continue
+                batch = batches[record.batch_id] = found
+            item: dict[str, Any] = {
+                "record": record.record_id,
+                "version": record.version,
+                "collection": record.collection,
+                "created_at": record.created_at,
+                "epoch": record.epoch,
+                "batch": record.batch_id,
+                "size": len(record.ciphertext or b""),
+            }
+            if invocation.action == "read" and record.nonce is not None and batch.wrapped_host:
+                batch_share = self._ctx.host_unwrap(
+                    batch.wrapped_host, _envelope.host_wrap_context(row.vault_id, batch.batch_id)
+                )
+                binding = _envelope.binding(
+                    row.vault_id,
+                    record.collection,
+                    record.record_id,
+                    record.version,
+                    record.epoch,
+                    record.batch_id,
+                    record.deleted,
+                )
+                item["nonce"] = record.nonce
+                item["ciphertext"] = record.ciphertext
+                item["host_share"] = _envelope.host_share(batch_share, binding)
+            records.append(item)
+        batch_docs = []
+        if invocation.action == "read":
+            batch_docs = [
+                {
+                    "batch": b.batch_id,
+                    "collection": b.collection,
+                    "epoch": b.epoch,
+                    "writer": b.writer,
+                    "created_at": b.created_at,
+                    "manifest": b.manifest,
+                    "signature": b.signature,
+                    "sealed_reader": b.sealed_reader,
+                }
+                for b in batches.values()
+            ]
+        keys = [
+            [k.collection, k.epoch, k.sealed] for k in backend.link_keys(invocation.token.link_id)
+        ]
+        return Response(
+            vault_id=row.vault_id,
+            request_id=invocation.request_id,
+            action=invocation.action,
+            batches=batch_docs,
+            records=records,
+            keys=keys,
+            cursor=selection.cursor,
+            access=access,
+        )
+
+
+def share_epoch(
+    ctx: Context,
+    row: VaultRow,
+    owner_x25519_secret: bytes,
+    collection: str,
+    epoch: int,
+    secret: bytes,
+    now: int,
+) -> None:
+    """Seal a new epoch secret to every known, live link whose scope covers the collection."""
+    backend = ctx.backend
+    for link in list(backend.iter_links(row.vault_id)):
+        if link.expires <= now:
+            continue
+        try:
+            token = capability.Token.from_bytes(
+                _crypto.unseal(link.sealed_token, owner_x25519_secret)
+            )
+        except (_crypto.AuthenticationFailed, AccessDenied):
+            continue  # A link we cannot read back is not trusted with new keys.
+        if backend.revoked_among(list(token.link_ids)):
+            continue
+        if not capability.collection_allowed(token.leaf.caveats.collections, collection):
+            continue
+        backend.insert_link_keys(
+            [
+                LinkKeyRow(
+                    link.link_id,
+                    collection,
+                    epoch,
+                    _crypto.seal(secret, _crypto.ed25519_to_x25519(link.audience), ctx.rng),
+                )
+            ]
+        )
+
+
+def _max_opt(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+def _min_opt(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)

@@ -1,0 +1,596 @@
+"""Capability tokens: chains of signed links, each narrowing its parent (``docs/spec/token.md``).
+
+A root link is issued by the vault identity key to an audience (a principal's Ed25519 key).
+Each later link is signed by the previous link's audience. Every link carries caveats:
+abilities, scope (collections, fields, record time window), purposes (and an optional legal
+basis), validity (not-before, expiry), an optional use budget and the delegation depth
+left, plus the collection epoch secrets of its scope sealed to its audience.
+
+Parsing here is strict and verification raises a specific ``AccessDenied`` subclass for
+the first rule that fails. Nothing in a token chooses an algorithm: Ed25519, SHA-256 and
+canonical msgpack are fixed by the version marker.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pds import _codec, _crypto
+from pds._ids import check_collection
+from pds.errors import (
+    BrokenChain,
+    CaveatWidened,
+    Expired,
+    FormatError,
+    InvalidSignature,
+    LifetimeExceeded,
+    MalformedToken,
+    NotPermitted,
+    NotYetValid,
+    UntrustedIssuer,
+    WrongVault,
+)
+
+__all__ = [
+    "ABILITIES",
+    "Caveats",
+    "Link",
+    "Token",
+    "collection_allowed",
+]
+
+TOKEN_PREFIX = "pdst1_"  # noqa: S105 - a format marker, not a secret
+TOKEN_VERSION = 1
+LINK_SIGNATURE_LABEL = b"pds/link/v1"
+LINK_ID_LABEL = b"pds/link-id/v1\x00"
+MAX_CHAIN = 16
+MAX_TOKEN_BYTES = 64 * 1024
+CLOCK_SKEW_MS = 5 * 60 * 1000
+"""Validity times are checked with this allowance either way (documented in the spec)."""
+
+ABILITIES = frozenset({"read", "list", "delegate"})
+"""Abilities this version understands. ``deposit`` and ``subscribe`` are reserved names:
+a token carrying them is refused until the version that implements them."""
+RESERVED_ABILITIES = frozenset({"deposit", "subscribe"})
+
+_LINK_KEYS = frozenset(
+    {
+        "v",
+        "vault",
+        "iss",
+        "aud",
+        "parent",
+        "ability",
+        "collections",
+        "fields",
+        "window",
+        "purpose",
+        "basis",
+        "nbf",
+        "exp",
+        "uses",
+        "depth",
+        "keys",
+        "salt",
+    }
+)
+_MAX_ITEMS = 64
+_MAX_TEXT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Caveats:
+    """What a link allows. A child link's caveats must each be within its parent's."""
+
+    abilities: frozenset[str]
+    collections: tuple[str, ...]
+    """Exact names, prefixes ``"tax/*"`` (anything below ``tax/``), or ``"*"`` (all)."""
+    fields: frozenset[str] | None
+    """Top-level fields a reader may see; ``None`` means all fields."""
+    window: tuple[int | None, int | None]
+    """Records whose ``created_at`` (ms) is in ``[start, end)``; ``None`` is unbounded."""
+    purposes: frozenset[str]
+    basis: str | None
+    not_before: int
+    expires: int
+    uses: int | None
+    depth: int
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "abilities": sorted(self.abilities),
+            "collections": list(self.collections),
+            "fields": None if self.fields is None else sorted(self.fields),
+            "window": list(self.window),
+            "purposes": sorted(self.purposes),
+            "basis": self.basis,
+            "not_before": self.not_before,
+            "expires": self.expires,
+            "uses": self.uses,
+            "depth": self.depth,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SealedKey:
+    """A collection epoch secret sealed to a link's audience."""
+
+    collection: str
+    epoch: int
+    sealed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One signed link. ``payload`` is exactly the signed bytes."""
+
+    payload: bytes
+    signature: bytes
+    vault_id: str
+    issuer: bytes
+    audience: bytes
+    parent: bytes | None
+    caveats: Caveats
+    keys: tuple[SealedKey, ...]
+    link_id: bytes
+
+    @property
+    def audience_did(self) -> str:
+        return _crypto.did_key(self.audience)
+
+    @property
+    def issuer_did(self) -> str:
+        return _crypto.did_key(self.issuer)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A parsed, *unverified* chain of links. Verify with ``verify_chain`` (the host does)."""
+
+    links: tuple[Link, ...]
+
+    @property
+    def root(self) -> Link:
+        return self.links[0]
+
+    @property
+    def leaf(self) -> Link:
+        return self.links[-1]
+
+    @property
+    def link_id(self) -> bytes:
+        """The final link's id: it commits to the whole chain (each link names its parent)."""
+        return self.leaf.link_id
+
+    @property
+    def link_ids(self) -> tuple[bytes, ...]:
+        return tuple(link.link_id for link in self.links)
+
+    @property
+    def vault_id(self) -> str:
+        return self.root.vault_id
+
+    def to_bytes(self) -> bytes:
+        return _codec.encode(
+            {"v": TOKEN_VERSION, "links": [[link.payload, link.signature] for link in self.links]}
+        )
+
+    def to_text(self) -> str:
+        return TOKEN_PREFIX + _b64encode(self.to_bytes())
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return f"Token(link={self.link_id.hex()[:16]}…, links={len(self.links)})"
+
+    @classmethod
+    def from_text(cls, text: str) -> Token:
+        """Parse the text form (``pdst1_…``). Raises ``MalformedToken``. Does not verify."""
+        if not isinstance(text, str) or not text.startswith(TOKEN_PREFIX):
+            raise MalformedToken("not a pds token (expected the pdst1_ prefix)")
+        return cls.from_bytes(_b64decode(text[len(TOKEN_PREFIX) :].strip()))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Token:
+        """Parse token bytes strictly. Raises ``MalformedToken``. Does not verify."""
+        return _parse_unverified_token(data)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly view of every link, without any key material."""
+        return {
+            "link": self.link_id.hex(),
+            "vault": self.vault_id,
+            "links": [
+                {
+                    "link": link.link_id.hex(),
+                    "parent": None if link.parent is None else link.parent.hex(),
+                    "issuer": link.issuer_did,
+                    "audience": link.audience_did,
+                    **link.caveats.describe(),
+                    "keys": [[key.collection, key.epoch] for key in link.keys],
+                }
+                for link in self.links
+            ],
+        }
+
+
+def parse(token: Token | str | bytes) -> Token:
+    if isinstance(token, Token):
+        return token
+    if isinstance(token, str):
+        return Token.from_text(token)
+    if isinstance(token, bytes):
+        return Token.from_bytes(token)
+    raise MalformedToken("a token is a Token, its text form or its bytes")
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    if len(text) > MAX_TOKEN_BYTES * 2 or not text.isascii() or "=" in text:
+        raise MalformedToken("malformed base64url")
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise MalformedToken("malformed base64url") from None
+    if _b64encode(data) != text:
+        raise MalformedToken("non-canonical base64url")
+    return data
+
+
+def link_id(payload: bytes) -> bytes:
+    return _crypto.sha256(LINK_ID_LABEL + payload)
+
+
+# -- strict parsing ----------------------------------------------------------------------
+
+
+def _fail(message: str, reason: str = "malformed") -> MalformedToken:
+    return MalformedToken(message, reason=reason)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_TEXT:
+        raise _fail(f"{what} must be non-empty text")
+    return value
+
+
+def _int(value: Any, what: str, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise _fail(f"{what} must be an integer >= {minimum}")
+    return value
+
+
+def _opt_int(value: Any, what: str, minimum: int = 0) -> int | None:
+    return None if value is None else _int(value, what, minimum)
+
+
+def _text_list(value: Any, what: str, *, allow_empty: bool = False) -> list[str]:
+    if not isinstance(value, list) or len(value) > _MAX_ITEMS or (not value and not allow_empty):
+        raise _fail(f"{what} must be a non-empty list")
+    items = [_text(item, what) for item in value]
+    if items != sorted(set(items)):
+        raise _fail(f"{what} must be sorted and unique")
+    return items
+
+
+def _public_key(value: Any, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise _fail(f"{what} must be an Ed25519 public key")
+    try:
+        _crypto.check_ed25519_public(value)
+    except FormatError:
+        raise _fail(f"{what} is not a valid Ed25519 public key", "key") from None
+    return value
+
+
+def check_pattern(pattern: str) -> str:
+    """Validate a collection pattern: an exact name, ``prefix/*`` or ``*``."""
+    if pattern == "*":
+        return pattern
+    name = pattern[:-2] if pattern.endswith("/*") else pattern
+    try:
+        check_collection(name)
+    except FormatError:
+        raise _fail("invalid collection pattern") from None
+    return pattern
+
+
+def _parse_caveats(doc: Mapping[str, Any]) -> Caveats:
+    abilities = _text_list(doc["ability"], "ability")
+    for ability in abilities:
+        if ability in RESERVED_ABILITIES:
+            raise _fail(f"ability {ability!r} is not supported by this version", "unknown-caveat")
+        if ability not in ABILITIES:
+            raise _fail("unknown ability", "unknown-caveat")
+    collections = _text_list(doc["collections"], "collections")
+    for pattern in collections:
+        check_pattern(pattern)
+    fields_value = doc["fields"]
+    fields = None if fields_value is None else frozenset(_text_list(fields_value, "fields"))
+    window = doc["window"]
+    if not isinstance(window, list) or len(window) != 2:
+        raise _fail("window must be [start, end]")
+    start, end = _opt_int(window[0], "window start"), _opt_int(window[1], "window end")
+    if start is not None and end is not None and start >= end:
+        raise _fail("window start must be before its end")
+    purposes = frozenset(_text_list(doc["purpose"], "purpose"))
+    basis = None if doc["basis"] is None else _text(doc["basis"], "basis")
+    not_before, expires = _int(doc["nbf"], "nbf"), _int(doc["exp"], "exp")
+    if not_before >= expires:
+        raise _fail("nbf must be before exp")
+    return Caveats(
+        abilities=frozenset(abilities),
+        collections=tuple(collections),
+        fields=fields,
+        window=(start, end),
+        purposes=purposes,
+        basis=basis,
+        not_before=not_before,
+        expires=expires,
+        uses=_opt_int(doc["uses"], "uses", 1),
+        depth=_int(doc["depth"], "depth"),
+    )
+
+
+def _parse_link(payload: Any, signature: Any) -> Link:
+    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
+        raise _fail("a link is [payload bytes, signature bytes]")
+    if len(signature) != _crypto.SIGNATURE_SIZE:
+        raise _fail("a signature is 64 bytes")
+    try:
+        doc = _codec.decode(payload, max_size=MAX_TOKEN_BYTES)
+    except FormatError:
+        raise _fail("a link payload is not canonical msgpack") from None
+    if not isinstance(doc, dict):
+        raise _fail("a link payload is a map")
+    if set(doc) - _LINK_KEYS:
+        raise _fail("unknown caveat", "unknown-caveat")
+    if set(doc) != _LINK_KEYS:
+        raise _fail("a link is missing a field")
+    if doc["v"] != TOKEN_VERSION:
+        raise _fail("unsupported link version", "version")
+    vault_id = _text(doc["vault"], "vault")
+    parent = doc["parent"]
+    if parent is not None and (not isinstance(parent, bytes) or len(parent) != 32):
+        raise _fail("parent must be a 32-byte link id")
+    salt = doc["salt"]
+    if not isinstance(salt, bytes) or len(salt) != 16:
+        raise _fail("salt must be 16 bytes")
+    keys_value = doc["keys"]
+    if not isinstance(keys_value, list) or len(keys_value) > 4 * _MAX_ITEMS:
+        raise _fail("keys must be a list")
+    keys: list[SealedKey] = []
+    for entry in keys_value:
+        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[2], bytes):
+            raise _fail("a key entry is [collection, epoch, sealed]")
+        keys.append(
+            SealedKey(_text(entry[0], "key collection"), _int(entry[1], "epoch", 1), entry[2])
+        )
+    if [(k.collection, k.epoch) for k in keys] != sorted({(k.collection, k.epoch) for k in keys}):
+        raise _fail("keys must be sorted and unique")
+    return Link(
+        payload=payload,
+        signature=signature,
+        vault_id=vault_id,
+        issuer=_public_key(doc["iss"], "iss"),
+        audience=_public_key(doc["aud"], "aud"),
+        parent=parent,
+        caveats=_parse_caveats(doc),
+        keys=tuple(keys),
+        link_id=link_id(payload),
+    )
+
+
+def _parse_unverified_token(data: bytes) -> Token:
+    """Parse token bytes: shape and encodings only. No signature or narrowing is checked."""
+    if not isinstance(data, bytes) or len(data) > MAX_TOKEN_BYTES:
+        raise _fail("a token is at most 64 KiB of bytes")
+    try:
+        doc = _codec.decode(data, max_size=MAX_TOKEN_BYTES)
+    except FormatError:
+        raise _fail("a token is not canonical msgpack") from None
+    if not isinstance(doc, dict) or set(doc) != {"v", "links"}:
+        raise _fail("a token is a map of v and links")
+    if doc["v"] != TOKEN_VERSION:
+        raise _fail("unsupported token version", "version")
+    links = doc["links"]
+    if not isinstance(links, list) or not 1 <= len(links) <= MAX_CHAIN:
+        raise _fail(f"a token has 1 to {MAX_CHAIN} links")
+    parsed = []
+    for entry in links:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise _fail("a link is [payload, signature]")
+        parsed.append(_parse_link(entry[0], entry[1]))
+    return Token(tuple(parsed))
+
+
+# -- narrowing ---------------------------------------------------------------------------
+
+
+def collection_allowed(patterns: Iterable[str], collection: str) -> bool:
+    """Whether ``collection`` is inside any of ``patterns``."""
+    for pattern in patterns:
+        if pattern in ("*", collection):
+            return True
+        if pattern.endswith("/*") and collection.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def _pattern_within(child: str, parents: Sequence[str]) -> bool:
+    if child == "*":
+        return "*" in parents
+    if child.endswith("/*"):
+        prefix = child[:-1]
+        return any(
+            parent == "*" or (parent.endswith("/*") and prefix.startswith(parent[:-1]))
+            for parent in parents
+        )
+    return collection_allowed(parents, child)
+
+
+def _within_window(
+    child: tuple[int | None, int | None], parent: tuple[int | None, int | None]
+) -> bool:
+    (child_start, child_end), (parent_start, parent_end) = child, parent
+    if parent_start is not None and (child_start is None or child_start < parent_start):
+        return False
+    return not (parent_end is not None and (child_end is None or child_end > parent_end))
+
+
+def check_narrowing(child: Caveats, parent: Caveats) -> None:
+    """Raise ``CaveatWidened`` (reason ``widened:<caveat>``) unless ``child`` ⊆ ``parent``."""
+
+    def widened(caveat: str) -> CaveatWidened:
+        return CaveatWidened(f"the link widens its parent's {caveat}", reason=f"widened:{caveat}")
+
+    if "delegate" not in parent.abilities or parent.depth < 1:
+        raise widened("depth")
+    if child.depth > parent.depth - 1:
+        raise widened("depth")
+    if not child.abilities <= parent.abilities:
+        raise widened("ability")
+    if not all(_pattern_within(pattern, parent.collections) for pattern in child.collections):
+        raise widened("collections")
+    if parent.fields is not None and (child.fields is None or not child.fields <= parent.fields):
+        raise widened("fields")
+    if not _within_window(child.window, parent.window):
+        raise widened("window")
+    if not child.purposes <= parent.purposes:
+        raise widened("purpose")
+    if parent.basis is not None and child.basis != parent.basis:
+        raise widened("basis")
+    if child.not_before < parent.not_before:
+        raise widened("nbf")
+    if child.expires > parent.expires:
+        raise widened("exp")
+    if parent.uses is not None and (child.uses is None or child.uses > parent.uses):
+        raise widened("uses")
+
+
+# -- verification ------------------------------------------------------------------------
+
+
+def verify_chain(
+    token: Token,
+    *,
+    vault_id: str,
+    identity: bytes,
+    max_lifetime_ms: int | None = None,
+) -> Caveats:
+    """Verify everything in a chain that does not depend on time or host state.
+
+    Checks, in order, for each link: vault id; root issuer is ``identity`` (else
+    ``UntrustedIssuer``), or parent id and issuer match the previous link (``BrokenChain``);
+    the signature (``InvalidSignature``); narrowing against the parent (``CaveatWidened``);
+    that sealed keys stay inside the link's scope. Then the root's lifetime against the vault
+    policy (``LifetimeExceeded``). Returns the final link's caveats (the effective ones).
+    Time (``check_times``), revocation and budgets are the caller's next steps.
+    """
+    previous: Link | None = None
+    for link in token.links:
+        if link.vault_id != vault_id:
+            raise WrongVault("the token is for another vault")
+        if previous is None:
+            if link.parent is not None:
+                raise BrokenChain("the root link names a parent")
+            if not _crypto.constant_time_equal(link.issuer, identity):
+                raise UntrustedIssuer("the root link is not issued by the vault's identity key")
+        else:
+            if link.parent != previous.link_id:
+                raise BrokenChain("a link's parent id does not match the previous link")
+            if link.issuer != previous.audience:
+                raise BrokenChain("a link's issuer is not its parent's audience")
+        try:
+            _crypto.verify(link.issuer, LINK_SIGNATURE_LABEL, link.payload, link.signature)
+        except _crypto.AuthenticationFailed:
+            raise InvalidSignature("a link signature does not verify") from None
+        if previous is not None:
+            check_narrowing(link.caveats, previous.caveats)
+        if not all(collection_allowed(link.caveats.collections, k.collection) for k in link.keys):
+            raise CaveatWidened("a link carries keys outside its scope", reason="widened:keys")
+        previous = link
+    root = token.root.caveats
+    if max_lifetime_ms is not None and root.expires - root.not_before > max_lifetime_ms:
+        raise LifetimeExceeded("the token's lifetime exceeds the vault's policy")
+    return token.leaf.caveats
+
+
+def check_times(token: Token, now_ms: int, skew_ms: int = CLOCK_SKEW_MS) -> None:
+    """Raise ``NotYetValid`` or ``Expired`` if ``now`` is outside any link's validity."""
+    for link in token.links:
+        if now_ms + skew_ms < link.caveats.not_before:
+            raise NotYetValid("the token is not yet valid")
+        if now_ms - skew_ms >= link.caveats.expires:
+            raise Expired("the token has expired")
+
+
+def check_request(
+    caveats: Caveats,
+    *,
+    ability: str,
+    purpose: str,
+    collection: str | None,
+) -> None:
+    """Raise ``NotPermitted`` unless the request is inside the effective caveats."""
+    if ability not in caveats.abilities:
+        raise NotPermitted(f"the token does not grant {ability!r}", reason="scope:ability")
+    if purpose not in caveats.purposes:
+        raise NotPermitted("the token does not grant this purpose", reason="scope:purpose")
+    if collection is not None and not collection_allowed(caveats.collections, collection):
+        raise NotPermitted("the collection is outside the token's scope", reason="scope:collection")
+
+
+# -- creating links ----------------------------------------------------------------------
+
+
+def make_link(
+    *,
+    signer: _crypto.SigningKey,
+    vault_id: str,
+    audience: bytes,
+    parent: Link | None,
+    caveats: Caveats,
+    keys: Sequence[SealedKey],
+    salt: bytes,
+) -> Link:
+    """Sign a new link. The signer's public key is its own; it is never a parameter."""
+    ordered = sorted(keys, key=lambda k: (k.collection, k.epoch))
+    payload = _codec.encode(
+        {
+            "v": TOKEN_VERSION,
+            "vault": vault_id,
+            "iss": signer.public,
+            "aud": audience,
+            "parent": None if parent is None else parent.link_id,
+            "ability": sorted(caveats.abilities),
+            "collections": sorted(set(caveats.collections)),
+            "fields": None if caveats.fields is None else sorted(caveats.fields),
+            "window": list(caveats.window),
+            "purpose": sorted(caveats.purposes),
+            "basis": caveats.basis,
+            "nbf": caveats.not_before,
+            "exp": caveats.expires,
+            "uses": caveats.uses,
+            "depth": caveats.depth,
+            "keys": [[k.collection, k.epoch, k.sealed] for k in ordered],
+            "salt": salt,
+        }
+    )
+    signature = signer.sign(LINK_SIGNATURE_LABEL, payload)
+    # Round-trip through the strict parser so a bad caveat fails here, not at the verifier.
+    return _parse_link(payload, signature)
+
+
+def narrowed(parent: Caveats, **changes: Any) -> Caveats:
+    """``parent`` with ``changes`` applied and depth reduced by one unless given."""
+    changes.setdefault("depth", max(parent.depth - 1, 0))
+    return replace(parent, **changes)

@@ -1,0 +1,320 @@
+"""The grantee's side: build invocations, open responses, delegate.
+
+A ``Grantee`` holds a principal's private key. It signs invocations for tokens whose final
+audience is that key, opens the host's responses (unsealing the collection epoch secrets
+sealed to it, combining them with the per-record host shares released after logging), and
+verifies every record's manifest signature, binding and hash before returning data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pds import _crypto, _envelope
+from pds._context import Clock, datetime_to_ms, ms_to_datetime
+from pds.capability import (
+    Caveats,
+    SealedKey,
+    Token,
+    check_narrowing,
+    collection_allowed,
+    make_link,
+    parse,
+)
+from pds.errors import FormatError, IntegrityError, WrongHolder
+from pds.invocation import INVOCATION_SIGNATURE_LABEL, Invocation, Response, build_body, wire
+from pds.keys import PrincipalKey
+from pds.vault import Record
+
+if TYPE_CHECKING:
+    from pds.store import Store
+
+__all__ = ["GrantedRead", "Grantee"]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantedRead:
+    """Records a grantee read (verified and decrypted), and the cursor for the next page."""
+
+    records: list[Record]
+    cursor: str | None
+    access: int
+
+
+def _to_ms(value: datetime | None) -> int | None:
+    return None if value is None else datetime_to_ms(value)
+
+
+class Grantee:
+    """A principal acting with tokens granted to it. Its repr shows only its did."""
+
+    def __init__(
+        self,
+        key: PrincipalKey,
+        *,
+        clock: Clock = time.time,
+        rng: _crypto.Rng = _crypto.system_rng,
+    ) -> None:
+        self._key = key._key
+        self._x25519 = self._key.x25519_secret()
+        self._clock = clock
+        self._rng = rng
+
+    def __repr__(self) -> str:
+        return f"Grantee(did={self.did!r})"
+
+    @property
+    def did(self) -> str:
+        return _crypto.did_key(self._key.public)
+
+    def _own(self, token: Token | str | bytes) -> Token:
+        parsed = parse(token)
+        if not _crypto.constant_time_equal(parsed.leaf.audience, self._key.public):
+            raise WrongHolder("this token was not granted to this key")
+        return parsed
+
+    def invoke(
+        self,
+        token: Token | str | bytes,
+        *,
+        action: str = "read",
+        purpose: str | None = None,
+        collection: str | None = None,
+        records: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Invocation:
+        """Sign a request. ``purpose`` defaults to the token's only purpose."""
+        parsed = self._own(token)
+        purposes = parsed.leaf.caveats.purposes
+        if purpose is None:
+            if len(purposes) != 1:
+                raise FormatError("the token grants several purposes: name one")
+            (purpose,) = purposes
+        body = build_body(
+            vault_id=parsed.vault_id,
+            token=parsed,
+            action=action,
+            purpose=purpose,
+            time=int(self._clock() * 1000),
+            nonce=self._rng(16),
+            collection=collection,
+            records=list(records) if records is not None else None,
+            since=_to_ms(since),
+            until=_to_ms(until),
+            limit=limit,
+            cursor=cursor,
+        )
+        signature = self._key.sign(INVOCATION_SIGNATURE_LABEL, body)
+        return Invocation.parse(wire(body, signature))
+
+    def epoch_secrets(
+        self, token: Token, extra: Sequence[Sequence[Any]] = ()
+    ) -> dict[tuple[str, int], bytes]:
+        """Unseal the epoch secrets addressed to this key: from its own link and from a
+        response (epochs created after the link was issued)."""
+        secrets: dict[tuple[str, int], bytes] = {}
+        entries: list[tuple[str, int, bytes]] = [
+            (k.collection, k.epoch, k.sealed) for k in token.leaf.keys
+        ]
+        for entry in extra:
+            if len(entry) != 3:
+                raise FormatError("malformed key entry in the response")
+            entries.append((str(entry[0]), int(entry[1]), bytes(entry[2])))
+        for collection, epoch, sealed in entries:
+            try:
+                secrets[(collection, epoch)] = _crypto.unseal(sealed, self._x25519)
+            except _crypto.AuthenticationFailed:
+                raise IntegrityError(
+                    "link-key", "a sealed epoch secret failed authentication"
+                ) from None
+        return secrets
+
+    def open(
+        self,
+        token: Token | str | bytes,
+        response: Response | bytes,
+        *,
+        invocation: Invocation | None = None,
+    ) -> GrantedRead:
+        """Verify and decrypt a response. Raises ``IntegrityError`` on any mismatch."""
+        parsed = self._own(token)
+        resp = response if isinstance(response, Response) else Response.from_bytes(response)
+        if invocation is not None and resp.request_id != invocation.request_id:
+            raise IntegrityError("response-binding", "the response answers another request")
+        if resp.vault_id != parsed.vault_id:
+            raise IntegrityError("response-binding", "the response is for another vault")
+        identity = parsed.root.issuer
+        fields = parsed.leaf.caveats.fields
+        if resp.action == "list":
+            return GrantedRead(
+                [
+                    Record(
+                        record_id=item["record"],
+                        collection=item["collection"],
+                        version=item["version"],
+                        created_at=ms_to_datetime(item["created_at"]),
+                        epoch=item["epoch"],
+                        writer="",
+                        deleted=False,
+                        erased=False,
+                        data=None,
+                    )
+                    for item in resp.records
+                ],
+                resp.cursor,
+                resp.access,
+            )
+        secrets = self.epoch_secrets(parsed, resp.keys)
+        batches: dict[bytes, tuple[_envelope.Manifest, bytes, bytes]] = {}
+        for doc in resp.batches:
+            try:
+                manifest = _envelope.verify_manifest(
+                    manifest_bytes=doc["manifest"],
+                    signature=doc["signature"],
+                    vault_id=parsed.vault_id,
+                    batch_id=doc["batch"],
+                    collection=doc["collection"],
+                    epoch=doc["epoch"],
+                    writer=doc["writer"],
+                    created_at=doc["created_at"],
+                    sealed_reader=doc["sealed_reader"],
+                    authorized_writers=frozenset({identity}),
+                )
+            except (KeyError, TypeError):
+                raise IntegrityError("response", "malformed batch in the response") from None
+            secret = secrets.get((manifest.collection, manifest.epoch))
+            if secret is None:
+                raise IntegrityError("link-key", "no epoch secret for a served batch")
+            try:
+                reader_share = _crypto.unseal(doc["sealed_reader"], secret)
+            except _crypto.AuthenticationFailed:
+                raise IntegrityError(
+                    "reader-share", "a reader share failed authentication"
+                ) from None
+            batches[manifest.batch_id] = (manifest, reader_share, doc["writer"])
+        records = []
+        for item in resp.records:
+            try:
+                manifest, reader_share, writer = batches[item["batch"]]
+                binding = _envelope.binding(
+                    parsed.vault_id,
+                    item["collection"],
+                    item["record"],
+                    item["version"],
+                    item["epoch"],
+                    item["batch"],
+                    False,
+                )
+                _envelope.check_entry(
+                    manifest,
+                    record_id=item["record"],
+                    version=item["version"],
+                    deleted=False,
+                    collection=item["collection"],
+                    epoch=item["epoch"],
+                    created_at=item["created_at"],
+                    record_binding=binding,
+                    nonce=item["nonce"],
+                    ciphertext=item["ciphertext"],
+                )
+                key = _envelope.record_key(reader_share, item["host_share"], binding)
+                data = _envelope.open_record(key, item["nonce"], item["ciphertext"], binding)
+            except (KeyError, TypeError):
+                raise IntegrityError("response", "malformed record in the response") from None
+            if not isinstance(data, dict):
+                raise IntegrityError("content", "record content is not an object")
+            if fields is not None:
+                data = {name: value for name, value in data.items() if name in fields}
+            records.append(
+                Record(
+                    record_id=item["record"],
+                    collection=item["collection"],
+                    version=item["version"],
+                    created_at=ms_to_datetime(item["created_at"]),
+                    epoch=item["epoch"],
+                    writer=_crypto.did_key(writer),
+                    deleted=False,
+                    erased=False,
+                    data=data,
+                )
+            )
+        return GrantedRead(records, resp.cursor, resp.access)
+
+    def read(self, store: Store, token: Token | str | bytes, **request: Any) -> GrantedRead:
+        """Invoke, have ``store`` serve it, and open the response (one process, for tests,
+        the CLI and embedded use)."""
+        invocation = self.invoke(token, **request)
+        return self.open(token, store.serve(invocation.to_bytes()), invocation=invocation)
+
+    def delegate(
+        self,
+        token: Token | str | bytes,
+        *,
+        to: str,
+        collections: Sequence[str] | None = None,
+        purposes: Sequence[str] | None = None,
+        abilities: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+        window: tuple[datetime | None, datetime | None] | None = None,
+        not_before: datetime | None = None,
+        expires: datetime | timedelta | None = None,
+        uses: int | None = None,
+        depth: int | None = None,
+    ) -> Token:
+        """Extend the chain to ``to`` (a did:key), narrowing any caveat given.
+
+        Raises ``CaveatWidened`` if anything would widen; the epoch secrets this key holds
+        for the narrowed scope are re-sealed to the new audience.
+        """
+        parsed = self._own(token)
+        parent = parsed.leaf
+        audience = _crypto.parse_did_key(to)
+        base = parent.caveats
+        now = int(self._clock() * 1000)
+        if isinstance(expires, timedelta):
+            expires_ms: int = now + int(expires.total_seconds() * 1000)
+        elif expires is not None:
+            expires_ms = datetime_to_ms(expires)
+        else:
+            expires_ms = base.expires
+        caveats = Caveats(
+            abilities=frozenset(abilities) if abilities is not None else base.abilities,
+            collections=tuple(sorted(set(collections)))
+            if collections is not None
+            else base.collections,
+            fields=frozenset(fields) if fields is not None else base.fields,
+            window=((_to_ms(window[0]), _to_ms(window[1])) if window is not None else base.window),
+            purposes=frozenset(purposes) if purposes is not None else base.purposes,
+            basis=base.basis,
+            not_before=datetime_to_ms(not_before) if not_before is not None else base.not_before,
+            expires=expires_ms,
+            uses=uses if uses is not None else base.uses,
+            depth=depth if depth is not None else max(base.depth - 1, 0),
+        )
+        if caveats.depth == 0 and abilities is None:
+            # A link that may not delegate further does not carry the ability to.
+            caveats = replace(caveats, abilities=caveats.abilities - {"delegate"})
+        check_narrowing(caveats, base)
+        recipient = _crypto.ed25519_to_x25519(audience)
+        keys = [
+            SealedKey(collection, epoch, _crypto.seal(secret, recipient, self._rng))
+            for (collection, epoch), secret in sorted(self.epoch_secrets(parsed).items())
+            if collection_allowed(caveats.collections, collection)
+        ]
+        link = make_link(
+            signer=self._key,
+            vault_id=parsed.vault_id,
+            audience=audience,
+            parent=parent,
+            caveats=caveats,
+            keys=keys,
+            salt=self._rng(16),
+        )
+        return Token((*parsed.links, link))

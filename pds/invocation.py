@@ -1,0 +1,251 @@
+"""Invocations (signed requests by a token's holder) and the host's responses.
+
+An invocation binds the token, the action and its arguments, the vault id, a timestamp and
+a random nonce, signed by the token's final audience (``docs/spec/token.md``). A response
+carries ciphertext as stored, the batch manifests that authenticate it, the per-record host
+shares released after the access was logged, and any epoch secrets sealed to the holder
+since its link was issued.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+from pds import _codec, _crypto
+from pds.capability import Token
+from pds.errors import FormatError, MalformedToken
+
+__all__ = ["ACTIONS", "Invocation", "Response"]
+
+INVOCATION_PREFIX = "pdsi1_"
+INVOCATION_VERSION = 1
+INVOCATION_SIGNATURE_LABEL = b"pds/invocation/v1"
+RESPONSE_VERSION = 1
+ACTIONS = frozenset({"read", "list"})
+FRESHNESS_MS = 5 * 60 * 1000
+"""An invocation is fresh if its time is within this window of the host's clock."""
+MAX_INVOCATION_BYTES = 128 * 1024
+MAX_REQUEST_RECORDS = 1000
+
+_BODY_KEYS = frozenset({"v", "vault", "token", "action", "args", "purpose", "time", "nonce"})
+_ARG_KEYS = frozenset({"collection", "records", "since", "until", "limit", "cursor"})
+
+
+def _fail(message: str, reason: str = "malformed") -> MalformedToken:
+    return MalformedToken(message, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """A parsed invocation. ``body`` is exactly the signed bytes."""
+
+    body: bytes
+    signature: bytes
+    vault_id: str
+    token: Token
+    action: str
+    purpose: str
+    time: int
+    nonce: bytes
+    collection: str | None
+    records: tuple[str, ...] | None
+    since: int | None
+    until: int | None
+    limit: int
+    cursor: str | None
+
+    @property
+    def request_id(self) -> bytes:
+        """SHA-256 of the signed body: names this request in the log and the response."""
+        return _crypto.sha256(self.body)
+
+    def to_bytes(self) -> bytes:
+        return wire(self.body, self.signature)
+
+    def to_text(self) -> str:
+        return INVOCATION_PREFIX + base64.urlsafe_b64encode(self.to_bytes()).rstrip(b"=").decode()
+
+    def __repr__(self) -> str:
+        return f"Invocation(action={self.action!r}, request={self.request_id.hex()[:16]}…)"
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> Invocation:
+        """Parse an invocation (bytes or ``pdsi1_`` text) strictly. Does not verify it."""
+        if isinstance(data, str):
+            if not data.startswith(INVOCATION_PREFIX):
+                raise _fail("not a pds invocation (expected the pdsi1_ prefix)")
+            text = data[len(INVOCATION_PREFIX) :]
+            if len(text) > MAX_INVOCATION_BYTES * 2 or not text.isascii() or "=" in text:
+                raise _fail("malformed base64url")
+            try:
+                data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            except (binascii.Error, ValueError):
+                raise _fail("malformed base64url") from None
+        if not isinstance(data, bytes) or len(data) > MAX_INVOCATION_BYTES:
+            raise _fail("an invocation is at most 128 KiB")
+        try:
+            outer = _codec.decode(data, max_size=MAX_INVOCATION_BYTES)
+            if not isinstance(outer, dict) or set(outer) != {"v", "body", "sig"}:
+                raise _fail("an invocation is a map of v, body and sig")
+            if outer["v"] != INVOCATION_VERSION:
+                raise _fail("unsupported invocation version", "version")
+            body, signature = outer["body"], outer["sig"]
+            if not isinstance(body, bytes) or not isinstance(signature, bytes):
+                raise _fail("body and sig are bytes")
+            if len(signature) != _crypto.SIGNATURE_SIZE:
+                raise _fail("a signature is 64 bytes")
+            doc = _codec.decode(body, max_size=MAX_INVOCATION_BYTES)
+        except MalformedToken:
+            raise
+        except FormatError:
+            raise _fail("an invocation is not canonical msgpack") from None
+        return _parse_body(body, signature, doc)
+
+
+def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
+    if not isinstance(doc, dict):
+        raise _fail("an invocation body is a map")
+    if set(doc) - _BODY_KEYS:
+        raise _fail("unknown invocation field", "unknown-caveat")
+    if set(doc) != _BODY_KEYS or doc["v"] != INVOCATION_VERSION:
+        raise _fail("an invocation body is missing a field or has the wrong version")
+    args = doc["args"]
+    if not isinstance(args, dict) or set(args) != _ARG_KEYS:
+        raise _fail("invocation arguments are collection, records, since, until, limit, cursor")
+    if not isinstance(doc["token"], bytes):
+        raise _fail("the token is bytes")
+    token = Token.from_bytes(doc["token"])
+    action = doc["action"]
+    if action not in ACTIONS:
+        raise _fail("unknown action", "unknown-caveat")
+    checks = (
+        isinstance(doc["vault"], str),
+        isinstance(doc["purpose"], str) and 0 < len(doc["purpose"]) <= 256,
+        isinstance(doc["time"], int) and doc["time"] >= 0,
+        isinstance(doc["nonce"], bytes) and len(doc["nonce"]) == 16,
+        args["collection"] is None or isinstance(args["collection"], str),
+        args["since"] is None or (isinstance(args["since"], int) and args["since"] >= 0),
+        args["until"] is None or (isinstance(args["until"], int) and args["until"] >= 0),
+        isinstance(args["limit"], int) and 1 <= args["limit"] <= MAX_REQUEST_RECORDS,
+        args["cursor"] is None or (isinstance(args["cursor"], str) and len(args["cursor"]) < 64),
+    )
+    if not all(checks):
+        raise _fail("an invocation field has the wrong type or range")
+    records = args["records"]
+    if records is not None:
+        if (
+            not isinstance(records, list)
+            or not 0 < len(records) <= MAX_REQUEST_RECORDS
+            or not all(isinstance(r, str) and 0 < len(r) <= 128 for r in records)
+        ):
+            raise _fail("records is a list of record ids")
+        records = tuple(records)
+    return Invocation(
+        body=body,
+        signature=signature,
+        vault_id=doc["vault"],
+        token=token,
+        action=action,
+        purpose=doc["purpose"],
+        time=doc["time"],
+        nonce=doc["nonce"],
+        collection=args["collection"],
+        records=records,
+        since=args["since"],
+        until=args["until"],
+        limit=args["limit"],
+        cursor=args["cursor"],
+    )
+
+
+def wire(body: bytes, signature: bytes) -> bytes:
+    """The transmitted form of a signed invocation body."""
+    return _codec.encode({"v": INVOCATION_VERSION, "body": body, "sig": signature})
+
+
+def build_body(
+    *,
+    vault_id: str,
+    token: Token,
+    action: str,
+    purpose: str,
+    time: int,
+    nonce: bytes,
+    collection: str | None,
+    records: list[str] | None,
+    since: int | None,
+    until: int | None,
+    limit: int,
+    cursor: str | None,
+) -> bytes:
+    return _codec.encode(
+        {
+            "v": INVOCATION_VERSION,
+            "vault": vault_id,
+            "token": token.to_bytes(),
+            "action": action,
+            "purpose": purpose,
+            "time": time,
+            "nonce": nonce,
+            "args": {
+                "collection": collection,
+                "records": records,
+                "since": since,
+                "until": until,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What the host returns for a served invocation. Contains no plaintext."""
+
+    vault_id: str
+    request_id: bytes
+    action: str
+    batches: list[dict[str, Any]] = field(repr=False)
+    records: list[dict[str, Any]] = field(repr=False)
+    keys: list[list[Any]] = field(repr=False)
+    cursor: str | None
+    access: int
+    """The sequence number of the access-log entry written before this response."""
+
+    def to_bytes(self) -> bytes:
+        return _codec.encode(
+            {
+                "v": RESPONSE_VERSION,
+                "vault": self.vault_id,
+                "request": self.request_id,
+                "action": self.action,
+                "batches": self.batches,
+                "records": self.records,
+                "keys": self.keys,
+                "cursor": self.cursor,
+                "access": self.access,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Response:
+        try:
+            doc = _codec.decode(data)
+            if not isinstance(doc, dict) or doc.get("v") != RESPONSE_VERSION:
+                raise FormatError("response version")
+            return cls(
+                vault_id=doc["vault"],
+                request_id=doc["request"],
+                action=doc["action"],
+                batches=list(doc["batches"]),
+                records=list(doc["records"]),
+                keys=list(doc["keys"]),
+                cursor=doc["cursor"],
+                access=doc["access"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise FormatError("malformed response") from exc
