@@ -9,21 +9,32 @@ owner unlocks with a passphrase, a key file or a key provider.
 """
 
 from pds import errors
+from pds.capability import Caveats, Token
+from pds.grantee import GrantedRead, Grantee
+from pds.invocation import Invocation, Response
 from pds.keys import KdfParams, KeyProvider, PrincipalKey, SymmetricKey
 from pds.store import Store, VaultInfo, open_store
-from pds.vault import Record, RecordInfo, RecordPage, Vault
+from pds.vault import AccessEntry, GrantInfo, Record, RecordInfo, RecordPage, Vault
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessEntry",
+    "Caveats",
+    "GrantInfo",
+    "GrantedRead",
+    "Grantee",
+    "Invocation",
     "KdfParams",
     "KeyProvider",
     "PrincipalKey",
     "Record",
     "RecordInfo",
     "RecordPage",
+    "Response",
     "Store",
     "SymmetricKey",
+    "Token",
     "Vault",
     "VaultInfo",
     "__version__",
