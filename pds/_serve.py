@@ -106,6 +106,10 @@ class Host:
             purpose=invocation.purpose,
             collection=invocation.collection,
         )
+        if invocation.defer is not None and (
+            caveats.defer is None or invocation.defer[0] - now > caveats.defer
+        ):
+            raise NotPermitted("the token does not allow this deferral", reason="scope:defer")
         return caveats
 
     def _admit(
@@ -214,6 +218,9 @@ class Host:
             "collections": sorted({r.collection for r in records}),
             "records": [[r.record_id, r.version] for r in records],
             "request": invocation.request_id.hex(),
+            "agent": invocation.agent,
+            "correlation": invocation.correlation,
+            "defer": None if invocation.defer is None else list(invocation.defer),
             "result": result,
             "reason": reason,
         }

@@ -74,6 +74,7 @@ _LINK_KEYS = frozenset(
         "exp",
         "uses",
         "depth",
+        "defer",
         "keys",
         "salt",
     }
@@ -99,6 +100,9 @@ class Caveats:
     expires: int
     uses: int | None
     depth: int
+    defer: int | None = None
+    """The longest a holder may defer disclosure of an access to the person (ms), or
+    ``None``: accesses with this token are shown to the person at once."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -112,6 +116,7 @@ class Caveats:
             "expires": self.expires,
             "uses": self.uses,
             "depth": self.depth,
+            "defer": self.defer,
         }
 
 
@@ -337,6 +342,7 @@ def _parse_caveats(doc: Mapping[str, Any]) -> Caveats:
         expires=expires,
         uses=_opt_int(doc["uses"], "uses", 1),
         depth=_int(doc["depth"], "depth"),
+        defer=_opt_int(doc["defer"], "defer", 1),
     )
 
 
@@ -474,6 +480,8 @@ def check_narrowing(child: Caveats, parent: Caveats) -> None:
         raise widened("exp")
     if parent.uses is not None and (child.uses is None or child.uses > parent.uses):
         raise widened("uses")
+    if child.defer is not None and (parent.defer is None or child.defer > parent.defer):
+        raise widened("defer")
 
 
 # -- verification ------------------------------------------------------------------------
@@ -581,6 +589,7 @@ def make_link(
             "exp": caveats.expires,
             "uses": caveats.uses,
             "depth": caveats.depth,
+            "defer": caveats.defer,
             "keys": [[k.collection, k.epoch, k.sealed] for k in ordered],
             "salt": salt,
         }

@@ -49,6 +49,14 @@ def _to_ms(value: datetime | None) -> int | None:
     return None if value is None else datetime_to_ms(value)
 
 
+def _defer(until: datetime | None, reason: str | None) -> tuple[int, str] | None:
+    if until is None and reason is None:
+        return None
+    if until is None or not reason:
+        raise FormatError("deferred disclosure needs both a time and a reason")
+    return datetime_to_ms(until), reason
+
+
 class Grantee:
     """A principal acting with tokens granted to it. Its repr shows only its did."""
 
@@ -89,8 +97,18 @@ class Grantee:
         until: datetime | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        agent: str | None = None,
+        correlation: str | None = None,
+        defer_until: datetime | None = None,
+        defer_reason: str | None = None,
     ) -> Invocation:
-        """Sign a request. ``purpose`` defaults to the token's only purpose."""
+        """Sign a request. ``purpose`` defaults to the token's only purpose.
+
+        ``agent`` names the person acting in the holder's organisation and ``correlation``
+        the holder's reference; both appear in the person's log. ``defer_until`` (with a
+        ``defer_reason``) asks that the person be shown this access only after that time;
+        the token must allow deferral that long.
+        """
         parsed = self._own(token)
         purposes = parsed.leaf.caveats.purposes
         if purpose is None:
@@ -110,6 +128,9 @@ class Grantee:
             until=_to_ms(until),
             limit=limit,
             cursor=cursor,
+            agent=agent,
+            correlation=correlation,
+            defer=_defer(defer_until, defer_reason),
         )
         signature = self._key.sign(INVOCATION_SIGNATURE_LABEL, body)
         return Invocation.parse(wire(body, signature))
@@ -267,6 +288,7 @@ class Grantee:
         expires: datetime | timedelta | None = None,
         uses: int | None = None,
         depth: int | None = None,
+        defer: timedelta | None = None,
     ) -> Token:
         """Extend the chain to ``to`` (a did:key), narrowing any caveat given.
 
@@ -297,6 +319,7 @@ class Grantee:
             expires=expires_ms,
             uses=uses if uses is not None else base.uses,
             depth=depth if depth is not None else max(base.depth - 1, 0),
+            defer=int(defer.total_seconds() * 1000) if defer is not None else base.defer,
         )
         if caveats.depth == 0 and abilities is None:
             # A link that may not delegate further does not carry the ability to.

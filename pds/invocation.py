@@ -30,7 +30,21 @@ FRESHNESS_MS = 5 * 60 * 1000
 MAX_INVOCATION_BYTES = 128 * 1024
 MAX_REQUEST_RECORDS = 1000
 
-_BODY_KEYS = frozenset({"v", "vault", "token", "action", "args", "purpose", "time", "nonce"})
+_BODY_KEYS = frozenset(
+    {
+        "v",
+        "vault",
+        "token",
+        "action",
+        "args",
+        "purpose",
+        "time",
+        "nonce",
+        "agent",
+        "correlation",
+        "defer",
+    }
+)
 _ARG_KEYS = frozenset({"collection", "records", "since", "until", "limit", "cursor"})
 
 
@@ -56,6 +70,12 @@ class Invocation:
     until: int | None
     limit: int
     cursor: str | None
+    agent: str | None = None
+    """The person acting inside the holder's organisation (a case worker id, say)."""
+    correlation: str | None = None
+    """The holder's own reference for the request (a case number, say)."""
+    defer: tuple[int, str] | None = None
+    """``(disclose_after_ms, reason)``: show the access to the person only after that time."""
 
     @property
     def request_id(self) -> bytes:
@@ -134,6 +154,23 @@ def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
     )
     if not all(checks):
         raise _fail("an invocation field has the wrong type or range")
+    for name in ("agent", "correlation"):
+        value = doc[name]
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 256):
+            raise _fail(f"{name} is text of 1 to 256 characters")
+    defer = doc["defer"]
+    if defer is not None:
+        if (
+            not isinstance(defer, list)
+            or len(defer) != 2
+            or not isinstance(defer[0], int)
+            or isinstance(defer[0], bool)
+            or defer[0] < 0
+            or not isinstance(defer[1], str)
+            or not 0 < len(defer[1]) <= 256
+        ):
+            raise _fail("defer is [disclose_after, reason]")
+        defer = (defer[0], defer[1])
     records = args["records"]
     if records is not None:
         if (
@@ -158,6 +195,9 @@ def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
         until=args["until"],
         limit=args["limit"],
         cursor=args["cursor"],
+        agent=doc["agent"],
+        correlation=doc["correlation"],
+        defer=defer,
     )
 
 
@@ -180,10 +220,16 @@ def build_body(
     until: int | None,
     limit: int,
     cursor: str | None,
+    agent: str | None = None,
+    correlation: str | None = None,
+    defer: tuple[int, str] | None = None,
 ) -> bytes:
     return _codec.encode(
         {
             "v": INVOCATION_VERSION,
+            "agent": agent,
+            "correlation": correlation,
+            "defer": None if defer is None else list(defer),
             "vault": vault_id,
             "token": token.to_bytes(),
             "action": action,

@@ -680,6 +680,7 @@ class Vault:
         uses: int | None = None,
         delegable: int = 0,
         basis: str | None = None,
+        defer: timedelta | None = None,
     ) -> Token:
         """Issue a root token to ``audience`` (a principal's ``did:key``).
 
@@ -687,6 +688,8 @@ class Vault:
         matching collection are sealed to the audience inside the token; epochs created
         later (rotation, new collections) are sealed to it by the store while the grant is
         live. ``delegable`` is the delegation depth (0: the holder may not delegate).
+        ``defer`` lets the holder postpone showing an access to the person by up to that
+        long (deferred disclosure, e.g. for an investigation with a legal basis).
         Raises ``LifetimeExceeded`` if longer than the vault's policy, ``FormatError`` for
         malformed caveats.
         """
@@ -717,6 +720,7 @@ class Vault:
             expires=end,
             uses=uses,
             depth=delegable,
+            defer=None if defer is None else int(defer.total_seconds() * 1000),
         )
         with self._ctx.backend.transaction():
             row = self._refresh()
