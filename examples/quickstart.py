@@ -39,8 +39,9 @@ def main() -> None:
             agency.read(store, token)
         except pds.errors.Revoked:
             print("after revocation the agency is refused")
-        for entry in vault.access_log():
-            print(entry.time.isoformat(), entry.actor[:24], entry.action, entry.purpose, entry.result)
+        # The person's view: who read what, when and why, newest first.
+        for entry in vault.log().entries:
+            print(entry.time.isoformat(), entry.kind, entry.actor[:24], entry.purpose, entry.result)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,12 @@ class SigningKey:
         signed = sodium.crypto_sign(_signing_input(label, message), self._expanded)
         return signed[:SIGNATURE_SIZE]
 
+    def sign_raw(self, message: bytes) -> bytes:
+        """Sign ``message`` as is, with no label. Only for formats that carry their own
+        domain separation: C2SP signed notes (tree-head checkpoints), whose verifiers in
+        other transparency tools expect a plain Ed25519 signature over the note text."""
+        return sodium.crypto_sign(message, self._expanded)[:SIGNATURE_SIZE]
+
     def x25519_secret(self) -> bytes:
         """The X25519 secret key converted from this key (for opening sealed boxes)."""
         return sodium.crypto_sign_ed25519_sk_to_curve25519(self._expanded)
@@ -172,6 +178,16 @@ def verify(public: bytes, label: bytes, message: bytes, signature: bytes) -> Non
         raise AuthenticationFailed()
     try:
         sodium.crypto_sign_open(signature + _signing_input(label, message), public)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
+        raise AuthenticationFailed() from None
+
+
+def verify_raw(public: bytes, message: bytes, signature: bytes) -> None:
+    """Verify a ``SigningKey.sign_raw`` signature. Raises ``AuthenticationFailed``."""
+    if len(signature) != SIGNATURE_SIZE or len(public) != PUBLIC_KEY_SIZE:
+        raise AuthenticationFailed()
+    try:
+        sodium.crypto_sign_open(signature + message, public)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
         raise AuthenticationFailed() from None
 

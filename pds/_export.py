@@ -18,10 +18,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from pds import _codec, _crypto, _envelope, _owner
+from pds import _codec, _crypto, _envelope, _owner, capability
 from pds._context import Context
 from pds._ids import check_collection, check_record_id
-from pds._store.base import BatchRow, EpochRow, RecordRow, VaultRow
+from pds._store.base import (
+    BatchRow,
+    EpochRow,
+    LinkKeyRow,
+    LinkRow,
+    RecordRow,
+    RevocationRow,
+    VaultRow,
+)
+from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
+from pds.capability import Token, verify_chain
 from pds.errors import FormatError, IntegrityError, VaultExists
 
 if TYPE_CHECKING:
@@ -80,7 +90,7 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
     ctx = vault._ctx
     backend = ctx.backend
     owner_public = _crypto.x25519_public(keys.x25519_secret)
-    counts = {"epochs": 0, "batches": 0, "records": 0}
+    counts = dict.fromkeys(_COUNTED, 0)
     with backend.snapshot(), _open_destination(destination) as stream:
         row = vault._refresh()
         out = _HashingWriter(stream)
@@ -94,6 +104,7 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                 "unlock": row.unlock,
                 "wrapped_master": row.wrapped_master,
                 "wrapped_identity": row.wrapped_identity,
+                "policy": row.policy,
                 "exported_at": ctx.now_ms(),
             }
         )
@@ -147,6 +158,51 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                 counts["records"] += 1
                 if progress is not None:
                     progress(counts["records"])
+        for link in backend.iter_links(row.vault_id):
+            out.frame(
+                {
+                    "t": "link",
+                    "link": link.link_id,
+                    "parent": link.parent_id,
+                    "audience": link.audience,
+                    "not_before": link.not_before,
+                    "expires": link.expires,
+                    "uses": link.uses,
+                    "created_at": link.created_at,
+                    "sealed_token": link.sealed_token,
+                }
+            )
+            counts["links"] += 1
+            for key in backend.link_keys(link.link_id):
+                out.frame(
+                    {
+                        "t": "link_key",
+                        "link": key.link_id,
+                        "collection": key.collection,
+                        "epoch": key.epoch,
+                        "sealed": key.sealed,
+                    }
+                )
+                counts["link_keys"] += 1
+        for revocation in backend.iter_revocations(row.vault_id):
+            out.frame(
+                {
+                    "t": "revocation",
+                    "link": revocation.link_id,
+                    "revoked_at": revocation.revoked_at,
+                    "statement": revocation.statement,
+                    "signature": revocation.signature,
+                }
+            )
+            counts["revocations"] += 1
+        size = backend.log_size(row.vault_id)
+        for index, entry in backend.iter_log(row.vault_id, 0, size):
+            out.frame({"t": "log", "index": index, "entry": entry})
+            counts["log"] += 1
+        checkpoint = backend.latest_checkpoint(row.vault_id)
+        if checkpoint is not None:
+            out.frame({"t": "checkpoint", "note": checkpoint})
+            counts["checkpoints"] += 1
         digest = out.digest()
         signature = keys.identity.sign(
             END_SIGNATURE_LABEL, _end_statement(row.vault_id, digest, counts)
@@ -207,6 +263,7 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "unlock": (bytes,),
         "wrapped_master": (bytes,),
         "wrapped_identity": (bytes,),
+        "policy": (bytes, type(None)),
         "exported_at": (int,),
     },
     "epoch": {
@@ -242,8 +299,45 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "nonce": (bytes, type(None)),
         "ciphertext": (bytes, type(None)),
     },
+    "link": {
+        "t": (str,),
+        "link": (bytes,),
+        "parent": (bytes, type(None)),
+        "audience": (bytes,),
+        "not_before": (int,),
+        "expires": (int,),
+        "uses": (int, type(None)),
+        "created_at": (int,),
+        "sealed_token": (bytes,),
+    },
+    "link_key": {
+        "t": (str,),
+        "link": (bytes,),
+        "collection": (str,),
+        "epoch": (int,),
+        "sealed": (bytes,),
+    },
+    "revocation": {
+        "t": (str,),
+        "link": (bytes,),
+        "revoked_at": (int,),
+        "statement": (bytes,),
+        "signature": (bytes,),
+    },
+    "log": {"t": (str,), "index": (int,), "entry": (bytes,)},
+    "checkpoint": {"t": (str,), "note": (str,)},
     "end": {"t": (str,), "counts": (dict,), "digest": (bytes,), "signature": (bytes,)},
 }
+_COUNTED = (
+    "epochs",
+    "batches",
+    "records",
+    "links",
+    "link_keys",
+    "revocations",
+    "log",
+    "checkpoints",
+)
 
 
 def _check_shape(document: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -291,10 +385,11 @@ def import_vault(
             unlock=header["unlock"],
             wrapped_master=header["wrapped_master"],
             wrapped_identity=header["wrapped_identity"],
+            policy=header["policy"],
         )
         master = _owner.unwrap_master(row.unlock, header["wrapped_master"], secret, vault_id)
         keys = _owner.open_owner_keys(master, row)
-        counts = {"epochs": 0, "batches": 0, "records": 0}
+        counts = dict.fromkeys(_COUNTED, 0)
         epochs: set[tuple[str, int]] = set()
         pending: set[tuple[str, int]] = set()
         manifest: _envelope.Manifest | None = None
@@ -421,6 +516,7 @@ def import_vault(
                 document = reader.next()
             if pending:
                 raise IntegrityError("export-incomplete", "a batch's records are missing")
+            document = _import_tail(ctx, reader, document, row, keys, counts)
             end = _check_shape(document, "end")
             if not _crypto.constant_time_equal(end["digest"], reader.digest_before_last_frame()):
                 raise IntegrityError("export-digest", "the export file was changed")
@@ -440,4 +536,128 @@ def import_vault(
             if not reader.at_eof():
                 raise FormatError("trailing bytes after the end of the export")
             backend.finish_import(vault_id)
+            log = MerkleLog(backend, vault_id)
+            now = ctx.now_ms()
+            size = 1 + log.append(
+                time=now,
+                kind="import",
+                result="ok",
+                link_id=None,
+                details={"actor": _crypto.did_key(row.identity_public), "owner": True},
+                owner_x25519_public=_crypto.x25519_public(keys.x25519_secret),
+                rng=ctx.rng,
+            )
+            head = Checkpoint.sign(keys.identity, vault_id, size, log.root(size), now)
+            backend.put_checkpoint(vault_id, size, now, head.to_text())
     return vault_id
+
+
+def _import_tail(
+    ctx: Context,
+    reader: _FrameReader,
+    document: dict[str, Any],
+    row: VaultRow,
+    keys: _owner.OwnerKeys,
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """Import links, their keys, revocations, the log and its checkpoint; return the next
+    frame (which must be ``end``)."""
+    backend = ctx.backend
+    vault_id = row.vault_id
+    links: set[bytes] = set()
+    while document["t"] in ("link", "link_key"):
+        if document["t"] == "link":
+            link = _check_shape(document, "link")
+            try:
+                token = Token.from_bytes(_crypto.unseal(link["sealed_token"], keys.x25519_secret))
+            except _crypto.AuthenticationFailed:
+                raise IntegrityError("link", "a known link failed authentication") from None
+            verify_chain(token, vault_id=vault_id, identity=row.identity_public)
+            leaf = token.leaf
+            if (
+                leaf.link_id != link["link"]
+                or leaf.parent != link["parent"]
+                or leaf.audience != link["audience"]
+                or leaf.caveats.not_before != link["not_before"]
+                or leaf.caveats.expires != link["expires"]
+                or leaf.caveats.uses != link["uses"]
+            ):
+                raise IntegrityError("link", "a known link does not match its token")
+            backend.insert_link(
+                LinkRow(
+                    link["link"],
+                    vault_id,
+                    link["parent"],
+                    link["audience"],
+                    link["not_before"],
+                    link["expires"],
+                    link["uses"],
+                    link["created_at"],
+                    link["sealed_token"],
+                )
+            )
+            links.add(link["link"])
+            counts["links"] += 1
+        else:
+            key = _check_shape(document, "link_key")
+            if key["link"] not in links:
+                raise IntegrityError("export-order", "a link key precedes its link")
+            check_collection(key["collection"])
+            backend.insert_link_keys(
+                [LinkKeyRow(key["link"], key["collection"], key["epoch"], key["sealed"])]
+            )
+            counts["link_keys"] += 1
+        document = reader.next()
+    while document["t"] == "revocation":
+        revocation = _check_shape(document, "revocation")
+        try:
+            _crypto.verify(
+                row.identity_public,
+                capability.REVOCATION_LABEL,
+                revocation["statement"],
+                revocation["signature"],
+            )
+            statement = _codec.decode(revocation["statement"])
+        except (_crypto.AuthenticationFailed, FormatError):
+            raise IntegrityError("revocation", "a revocation failed authentication") from None
+        if (
+            not isinstance(statement, dict)
+            or statement.get("vault") != vault_id
+            or statement.get("link") != revocation["link"]
+            or statement.get("revoked_at") != revocation["revoked_at"]
+        ):
+            raise IntegrityError("revocation", "a revocation does not match its statement")
+        backend.insert_revocation(
+            RevocationRow(
+                vault_id,
+                revocation["link"],
+                revocation["revoked_at"],
+                revocation["statement"],
+                revocation["signature"],
+            )
+        )
+        counts["revocations"] += 1
+        document = reader.next()
+    log = MerkleLog(backend, vault_id)
+    while document["t"] == "log":
+        item = _check_shape(document, "log")
+        entry = LogEntry.parse(item["entry"])
+        if entry.vault_id != vault_id:
+            raise IntegrityError("log-order", "a log entry belongs to another vault")
+        if not entry.index == item["index"] == counts["log"]:
+            raise IntegrityError("log-order", "log entries are out of order")
+        log.append_raw(entry.index, entry.time, item["entry"])
+        counts["log"] += 1
+        document = reader.next()
+    if document["t"] == "checkpoint":
+        note = _check_shape(document, "checkpoint")["note"]
+        head = Checkpoint.parse(note)
+        head.verify(row.identity_public)
+        if head.origin != origin(vault_id) or head.size > counts["log"]:
+            raise IntegrityError("checkpoint", "the checkpoint is not for this log")
+        if head.size and log.root(head.size) != head.root:
+            raise IntegrityError("checkpoint", "the log does not match its signed checkpoint")
+        backend.put_checkpoint(vault_id, head.size, head.time, note)
+        counts["checkpoints"] += 1
+        document = reader.next()
+    return document

@@ -15,7 +15,8 @@ from typing import Any
 from pds import _codec, _crypto, _envelope, capability
 from pds._context import Context
 from pds._owner import LRU
-from pds._store.base import AccessRow, BatchRow, LinkKeyRow, LinkRow, RecordRow, VaultRow
+from pds._store.base import BatchRow, LinkKeyRow, LinkRow, RecordRow, VaultRow
+from pds.accesslog import MerkleLog
 from pds.errors import (
     AccessDenied,
     BudgetExhausted,
@@ -143,6 +144,26 @@ class Host:
             if backend.get_link(link.link_id) is not None:
                 continue
             prefix = capability.Token(token.links[: index + 1])
+            if link.parent is not None:
+                MerkleLog(backend, row.vault_id).append(
+                    time=now,
+                    kind="delegation",
+                    result="ok",
+                    link_id=link.link_id,
+                    details={
+                        "actor": link.issuer_did,
+                        "audience": link.audience_did,
+                        "parent": link.parent.hex(),
+                        "purposes": sorted(link.caveats.purposes),
+                        "collections": list(link.caveats.collections),
+                        "fields": None
+                        if link.caveats.fields is None
+                        else sorted(link.caveats.fields),
+                        "expires": link.caveats.expires,
+                    },
+                    owner_x25519_public=owner,
+                    rng=self._ctx.rng,
+                )
             backend.insert_link(
                 LinkRow(
                     link_id=link.link_id,
@@ -234,19 +255,15 @@ class Host:
         result: str,
         reason: str | None,
     ) -> int:
-        details = self._details(invocation, records, result, reason)
-        return self._ctx.backend.append_access(
-            AccessRow(
-                vault_id=row.vault_id,
-                time=now,
-                link_id=invocation.token.link_id,
-                action=invocation.action,
-                result=result,
-                reason=reason,
-                sealed_details=_crypto.seal(
-                    _codec.encode(details), owner_public_x25519(row), self._ctx.rng
-                ),
-            )
+        return MerkleLog(self._ctx.backend, row.vault_id).append(
+            time=now,
+            kind=invocation.action,
+            result=result,
+            link_id=invocation.token.link_id,
+            details=self._details(invocation, records, result, reason),
+            owner_x25519_public=owner_public_x25519(row),
+            rng=self._ctx.rng,
+            disclose_after=None if invocation.defer is None else invocation.defer[0],
         )
 
     def _log_refusal(

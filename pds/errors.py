@@ -18,6 +18,7 @@ Every exception pds raises on purpose derives from ``PDSError``. The tree::
     ├── VaultLocked                      content access needs the owner's secret
     ├── VaultDestroyed                   the vault was crypto-erased
     ├── IntegrityError                   stored or imported bytes were changed (``reason``)
+    │   └── InvalidProof                 a Merkle proof or checkpoint does not verify
     ├── HostKeyError                     the host key is missing or is not this store's
     ├── KeyProviderError                 a caller-supplied key provider failed
     ├── AccessDenied                     a token or invocation was refused (``reason``)
@@ -120,6 +121,13 @@ class IntegrityError(PDSError):
         super().__init__(message or f"integrity check failed ({reason})")
 
 
+class InvalidProof(IntegrityError):
+    """A Merkle inclusion or consistency proof, or a checkpoint, does not verify."""
+
+    def __init__(self, message: str = "the proof does not verify", reason: str = "proof") -> None:
+        super().__init__(reason, message)
+
+
 class HostKeyError(PDSError):
     """The host key is missing, unreadable, or does not belong to this store."""
 
@@ -152,6 +160,7 @@ __all__ = [
     "FormatError",
     "HostKeyError",
     "IntegrityError",
+    "InvalidProof",
     "InvalidRecordData",
     "KeyProviderError",
     "NotAStore",

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pds import _codec, _crypto, _envelope, _export, _owner, _serve, capability
+from pds import _codec, _crypto, _envelope, _export, _owner, _serve, capability, merkle
 from pds._context import Context, call_provider, datetime_to_ms, ms_to_datetime
 from pds._ids import check_collection, check_record_id, new_id
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
+from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
 from pds.capability import Token
 from pds.errors import (
     FormatError,
     IntegrityError,
+    InvalidProof,
     InvalidRecordData,
     LifetimeExceeded,
     RecordDeleted,
@@ -33,10 +35,8 @@ from pds.errors import (
 )
 from pds.keys import KdfParams, KeyProvider
 
-__all__ = ["AccessEntry", "GrantInfo", "Record", "RecordInfo", "RecordPage", "Vault"]
+__all__ = ["AccessEntry", "GrantInfo", "LogPage", "Record", "RecordInfo", "RecordPage", "Vault"]
 
-REVOCATION_LABEL = b"pds/revocation/v1"
-REVOCATION_LIST_LABEL = b"pds/revocation-list/v1"
 
 MAX_RECORD_SIZE = 16 * 1024 * 1024
 MAX_LIST_LIMIT = 1000
@@ -93,18 +93,37 @@ class GrantInfo:
 
 @dataclass(frozen=True, slots=True)
 class AccessEntry:
-    """One access by token: who, what, when, why, and the result."""
+    """One access-log entry in the person's terms: who, what, when, why, and the result."""
 
-    seq: int
+    index: int
     time: datetime
+    kind: str
+    """``read``, ``list`` (by token), ``owner-read``, ``grant``, ``delegation``, ``revoke``,
+    ``rotate``, ``export``, ``import``, ``rekey`` or ``destroy``."""
     actor: str
-    action: str
-    purpose: str
+    """The organisation's (or the owner's) ``did:key``."""
+    agent: str | None
+    """The person acting inside the organisation, if the request named one."""
+    purpose: str | None
+    basis: str | None
     collections: list[str]
     records: list[tuple[str, int]]
     link_ids: list[str]
     result: str
     reason: str | None
+    correlation: str | None
+    disclose_after: datetime | None
+    defer_reason: str | None
+    details: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    entries: list[AccessEntry]
+    withheld: int
+    """Entries in this range whose disclosure is deferred past now (not shown)."""
+    cursor: int | None
+    """Pass as ``before=`` for the next (older) page; ``None`` at the start of the log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +227,7 @@ class Vault:
         with self._ctx.backend.transaction():
             self._refresh()
             self._ctx.backend.update_vault_unlock(self.vault_id, unlock, wrapped)
+            self._log("rekey", {"method": secret.method})
         self._refresh()
 
     # -- key epochs
@@ -289,6 +309,7 @@ class Vault:
                 epoch = 1 if current is None else current.epoch + 1
                 self._new_epoch(name, epoch, now)
                 result[name] = epoch
+            self._log("rotate", {"epochs": result})
         return result
 
     # -- writing
@@ -479,6 +500,7 @@ class Vault:
         row = self._ctx.backend.latest_record(self.vault_id, record_id)
         if row is None:
             raise RecordNotFound("no such record")
+        self._log_owner_read([row])
         record = self._open(row)
         if record.deleted:
             raise RecordDeleted("the record was deleted")
@@ -491,7 +513,20 @@ class Vault:
         rows = self._ctx.backend.record_history(self.vault_id, record_id)
         if not rows:
             raise RecordNotFound("no such record")
+        self._log_owner_read(rows)
         return [self._open(row) for row in rows]
+
+    def _log_owner_read(self, rows: builtins.list[RecordRow]) -> None:
+        """Log the owner's read, committed before the host share is used (promise 7)."""
+        with self._ctx.backend.transaction():
+            self._log(
+                "owner-read",
+                {
+                    "action": "read",
+                    "collections": sorted({row.collection for row in rows}),
+                    "records": [[row.record_id, row.version] for row in rows],
+                },
+            )
 
     def _authorized_writers(self) -> frozenset[bytes]:
         return frozenset({self._row.identity_public})
@@ -762,6 +797,22 @@ class Vault:
                     ),
                 )
             )
+            self._log(
+                "grant",
+                {
+                    "audience": audience,
+                    "purposes": sorted(caveats.purposes),
+                    "basis": basis,
+                    "collections": list(caveats.collections),
+                    "fields": None if caveats.fields is None else sorted(caveats.fields),
+                    "abilities": sorted(caveats.abilities),
+                    "not_before": start,
+                    "expires": end,
+                    "uses": uses,
+                    "delegable": delegable,
+                },
+                link_id=link.link_id,
+            )
         return token
 
     def revoke(self, link: Token | str | bytes, *, reason: str = "") -> bytes:
@@ -795,9 +846,10 @@ class Vault:
                     link_id,
                     now,
                     statement,
-                    keys.identity.sign(REVOCATION_LABEL, statement),
+                    keys.identity.sign(capability.REVOCATION_LABEL, statement),
                 )
             )
+            self._log("revoke", {"link": link_id.hex(), "reason": reason}, link_id=link_id)
         return link_id
 
     def revoke_all(self, *, audience: str, reason: str = "") -> builtins.list[bytes]:
@@ -879,7 +931,9 @@ class Vault:
                 "revocations": entries,
             }
         )
-        return _codec.encode({"body": body, "sig": keys.identity.sign(REVOCATION_LIST_LABEL, body)})
+        return _codec.encode(
+            {"body": body, "sig": keys.identity.sign(capability.REVOCATION_LIST_LABEL, body)}
+        )
 
     def set_policy(self, *, max_token_lifetime: timedelta) -> None:
         """Cap the lifetime (expiry minus not-before) of tokens this vault honours."""
@@ -894,32 +948,168 @@ class Vault:
             )
         self._refresh()
 
-    def access_log(self) -> builtins.list[AccessEntry]:
-        """Every access served or refused by token, oldest first, decrypted for the owner."""
-        keys = self._keys()
-        entries = []
-        for seq, row in self._ctx.backend.iter_access(self.vault_id):
-            try:
-                details = _codec.decode(_crypto.unseal(row.sealed_details, keys.x25519_secret))
-            except (_crypto.AuthenticationFailed, FormatError):
-                raise IntegrityError(
-                    "access-entry", "an access entry failed authentication"
-                ) from None
-            entries.append(
-                AccessEntry(
-                    seq=seq,
-                    time=ms_to_datetime(row.time),
-                    actor=details["actor"],
-                    action=row.action,
-                    purpose=details["purpose"],
-                    collections=list(details["collections"]),
-                    records=[(r[0], r[1]) for r in details["records"]],
-                    link_ids=list(details["chain"]),
-                    result=row.result,
-                    reason=row.reason,
-                )
+    # -- the access log
+
+    def _log(
+        self,
+        kind: str,
+        details: Mapping[str, Any],
+        *,
+        link_id: bytes | None = None,
+        result: str = "ok",
+    ) -> int:
+        """Append an owner-side entry (inside the caller's transaction) and, while unlocked,
+        sign and store the new tree head."""
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        now = self._ctx.now_ms()
+        index = log.append(
+            time=now,
+            kind=kind,
+            result=result,
+            link_id=link_id,
+            details={"actor": self.did, "owner": True, **details},
+            owner_x25519_public=_serve.owner_public_x25519(self._row),
+            rng=self._ctx.rng,
+        )
+        if self._owner is not None:
+            size = index + 1
+            checkpoint = Checkpoint.sign(
+                self._owner.identity, self.vault_id, size, log.root(size), now
             )
-        return entries
+            self._ctx.backend.put_checkpoint(self.vault_id, size, now, checkpoint.to_text())
+        return index
+
+    def log(
+        self,
+        *,
+        since: datetime | None = None,
+        actor: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        include_deferred: bool = False,
+    ) -> LogPage:
+        """The access log in the person's terms, newest first, one page.
+
+        Entries whose disclosure is deferred past now are withheld (counted, not shown)
+        unless ``include_deferred``. Needs the owner's secret (entries are encrypted).
+        """
+        keys = self._keys()
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise FormatError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        end = log.size() if before is None else min(before, log.size())
+        if end < 0:
+            raise FormatError("before must not be negative")
+        now = self._ctx.now_ms()
+        since_ms = datetime_to_ms(since) if since is not None else None
+        entries: builtins.list[AccessEntry] = []
+        withheld = 0
+        cursor: int | None = None
+        for entry in log.entries(0, end, newest_first=True):
+            if since_ms is not None and entry.time < since_ms:
+                break
+            if len(entries) == limit:
+                cursor = entry.index + 1
+                break
+            if (
+                entry.disclose_after is not None
+                and entry.disclose_after > now
+                and not include_deferred
+            ):
+                withheld += 1
+                continue
+            item = _access_entry(entry, entry.open(keys.x25519_secret))
+            if actor is not None and item.actor != actor:
+                continue
+            entries.append(item)
+        return LogPage(entries, withheld, cursor)
+
+    def access_log(self) -> builtins.list[AccessEntry]:
+        """Every disclosed entry, oldest first (a convenience over ``log``)."""
+        keys = self._keys()
+        now = self._ctx.now_ms()
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        return [
+            _access_entry(entry, entry.open(keys.x25519_secret))
+            for entry in log.entries(0, log.size())
+            if entry.disclose_after is None or entry.disclose_after <= now
+        ]
+
+    def log_size(self) -> int:
+        return MerkleLog(self._ctx.backend, self.vault_id).size()
+
+    def log_root(self, size: int | None = None) -> bytes:
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        current = log.size()
+        size = current if size is None else size
+        if not 0 <= size <= current:
+            raise FormatError("size is beyond the log")
+        return log.root(size)
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign (as the owner) and store a checkpoint of the log's current head."""
+        keys = self._keys()
+        with self._ctx.backend.transaction():
+            log = MerkleLog(self._ctx.backend, self.vault_id)
+            size = log.size()
+            now = self._ctx.now_ms()
+            head = Checkpoint.sign(keys.identity, self.vault_id, size, log.root(size), now)
+            self._ctx.backend.put_checkpoint(self.vault_id, size, now, head.to_text())
+        return head
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint the owner signed (verified), without any secret."""
+        text = self._ctx.backend.latest_checkpoint(self.vault_id)
+        if text is None:
+            return None
+        head = Checkpoint.parse(text)
+        head.verify(self._row.identity_public)
+        return head
+
+    def prove_inclusion(
+        self, index: int, size: int | None = None
+    ) -> tuple[LogEntry, builtins.list[bytes]]:
+        """Entry ``index`` and its inclusion proof in the tree of ``size`` (default: now)."""
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        current = log.size()
+        size = current if size is None else size
+        if not 0 <= index < size <= current:
+            raise FormatError("need 0 <= index < size <= the log's size")
+        return log.entry(index), log.inclusion(index, size)
+
+    def prove_consistency(self, old_size: int, size: int | None = None) -> builtins.list[bytes]:
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        current = log.size()
+        size = current if size is None else size
+        if not 0 < old_size <= size <= current:
+            raise FormatError("need 0 < old size <= size <= the log's size")
+        return log.consistency(old_size, size)
+
+    def verify_log(self, pinned: Checkpoint | str) -> None:
+        """Check that the stored log extends a checkpoint seen earlier.
+
+        Verifies the pinned checkpoint's signature, recomputes the root at its size from
+        the stored entries' hashes, and checks consistency up to the current size. Raises
+        ``InvalidProof`` on a rewrite, truncation, rollback or fork.
+        """
+        head = Checkpoint.parse(pinned) if isinstance(pinned, str) else pinned
+        head.verify(self._row.identity_public)
+        if head.origin != origin(self.vault_id):
+            raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        size = log.size()
+        if size < head.size:
+            raise InvalidProof("the log is shorter than the pinned checkpoint", "log-truncated")
+        if head.size and log.root(head.size) != head.root:
+            raise InvalidProof("the log does not extend the pinned checkpoint", "log-fork")
+        if head.size:
+            merkle.verify_consistency(
+                head.size, size, head.root, log.root(size), log.consistency(head.size, size)
+            )
+        # Every stored leaf must hash its stored entry (nobody edited an entry in place).
+        for entry in log.entries(0, size):
+            if log.subtree(entry.index, entry.index + 1) != entry.leaf_hash:
+                raise InvalidProof("a log entry does not match its leaf hash", "log-entry")
 
     # -- lifecycle
 
@@ -931,6 +1121,7 @@ class Vault:
         backend = self._ctx.backend
         with backend.transaction():
             self._refresh()
+            self._log("destroy", {})
             backend.erase_vault_keys(self.vault_id, self._ctx.now_ms())
         backend.checkpoint()
         with backend.transaction():
@@ -945,7 +1136,36 @@ class Vault:
         export is signed by the vault identity key and carries the host shares sealed to
         the owner, so the file is useless to a grantee and to the host alone.
         """
+        self._keys()
+        with self._ctx.backend.transaction():
+            self._refresh()
+            self._log("export", {})
         _export.export_vault(self, destination, progress=progress)
+
+
+def _access_entry(entry: LogEntry, details: dict[str, Any]) -> AccessEntry:
+    defer = details.get("defer")
+    records = details.get("records") or []
+    return AccessEntry(
+        index=entry.index,
+        time=entry.when,
+        kind=entry.kind,
+        actor=str(details.get("actor", "")),
+        agent=details.get("agent"),
+        purpose=details.get("purpose") or ", ".join(details.get("purposes") or []) or None,
+        basis=details.get("basis"),
+        collections=list(details.get("collections") or []),
+        records=[(str(r[0]), int(r[1])) for r in records],
+        link_ids=list(details.get("chain") or ([entry.link_id.hex()] if entry.link_id else [])),
+        result=entry.result,
+        reason=details.get("reason"),
+        correlation=details.get("correlation"),
+        disclose_after=None
+        if entry.disclose_after is None
+        else ms_to_datetime(entry.disclose_after),
+        defer_reason=None if not defer else str(defer[1]),
+        details=details,
+    )
 
 
 def _link_id(link: capability.Token | str | bytes) -> bytes:

@@ -22,8 +22,9 @@ def test_quickstart_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "the agency read [{'employer': 'ACME', 'net': 2450.0}]" in result.stdout
     assert "after revocation the agency is refused" in result.stdout
-    assert re.search(r"read child allowance check released", result.stdout)
-    assert re.search(r"read child allowance check refused", result.stdout)
+    assert re.search(r" read did:key:\S+ child allowance check released", result.stdout)
+    assert re.search(r" read did:key:\S+ child allowance check refused", result.stdout)
+    assert re.search(r" grant did:key:\S+ child allowance check ok", result.stdout)
 
 
 def test_portal_backend_serves_over_http(tmp_path: Path) -> None:

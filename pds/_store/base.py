@@ -119,18 +119,6 @@ class RevocationRow:
     signature: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class AccessRow:
-    vault_id: str
-    time: int
-    link_id: bytes | None
-    action: str
-    result: str
-    reason: str | None
-    sealed_details: bytes
-    """Who, what and why, sealed to the owner."""
-
-
 class Backend(Protocol):
     """A store of vaults. Implementations: ``SQLiteBackend`` (default)."""
 
@@ -230,5 +218,26 @@ class Backend(Protocol):
         ...
 
     def prune_nonces(self, older_than: int) -> None: ...
-    def append_access(self, row: AccessRow) -> int: ...
-    def iter_access(self, vault_id: str) -> Iterator[tuple[int, AccessRow]]: ...
+
+    # -- the access log (one Merkle log per vault)
+    def log_size(self, vault_id: str) -> int: ...
+    def append_log(
+        self,
+        vault_id: str,
+        index: int,
+        time: int,
+        entry: bytes,
+        nodes: Sequence[tuple[int, int, bytes]],
+    ) -> None:
+        """Store entry ``index`` and the new complete-subtree hashes ``(level, index, hash)``."""
+        ...
+
+    def log_node(self, vault_id: str, level: int, index: int) -> bytes | None: ...
+    def iter_log(
+        self, vault_id: str, start: int, end: int, *, newest_first: bool = False
+    ) -> Iterator[tuple[int, bytes]]:
+        """Entries ``start <= index < end`` as ``(index, entry bytes)``."""
+        ...
+
+    def put_checkpoint(self, vault_id: str, size: int, time: int, note: str) -> None: ...
+    def latest_checkpoint(self, vault_id: str) -> str | None: ...

@@ -27,7 +27,6 @@ from pds.errors import (
 )
 
 from .base import (
-    AccessRow,
     BatchRow,
     EpochRow,
     LinkKeyRow,
@@ -187,21 +186,24 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
         {"nonce": bytes, "vault_id": str, "time": int}, pk="nonce", not_null={"vault_id", "time"}
     )
     db.table("nonces").create_index(["time"])
-    db.execute(
-        """
-        CREATE TABLE access (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            vault_id TEXT NOT NULL,
-            time INTEGER NOT NULL,
-            link_id BLOB,
-            action TEXT NOT NULL,
-            result TEXT NOT NULL,
-            reason TEXT,
-            sealed_details BLOB NOT NULL
-        )
-        """
+    # The access log: entries (encrypted details, public header), the hashes of every
+    # complete subtree (level 0 = leaf hashes) so appends and proofs are O(log n), and the
+    # checkpoints the owner signed.
+    db.table("log_entries").create(
+        {"vault_id": str, "idx": int, "time": int, "entry": bytes},
+        pk=("vault_id", "idx"),
+        not_null={"time", "entry"},
     )
-    db.table("access").create_index(["vault_id", "seq"])
+    db.table("log_nodes").create(
+        {"vault_id": str, "level": int, "idx": int, "hash": bytes},
+        pk=("vault_id", "level", "idx"),
+        not_null={"hash"},
+    )
+    db.table("log_checkpoints").create(
+        {"vault_id": str, "size": int, "time": int, "note": str},
+        pk=("vault_id", "size"),
+        not_null={"time", "note"},
+    )
 
 
 # Migration k takes a store from schema version k - 1 to k. Append, never edit.
@@ -775,29 +777,63 @@ class SQLiteBackend:
     def prune_nonces(self, older_than: int) -> None:
         self._execute("DELETE FROM nonces WHERE time < ?", (older_than,))
 
-    def append_access(self, row: AccessRow) -> int:
-        cursor = self._execute(
-            "INSERT INTO access (vault_id, time, link_id, action, result, reason, sealed_details) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                row.vault_id,
-                row.time,
-                row.link_id,
-                row.action,
-                row.result,
-                row.reason,
-                row.sealed_details,
-            ),
-        )
-        return int(cursor.lastrowid or 0)
+    def log_size(self, vault_id: str) -> int:
+        row = self._execute(
+            "SELECT MAX(idx) FROM log_entries WHERE vault_id = ?", (vault_id,)
+        ).fetchone()
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
 
-    def iter_access(self, vault_id: str) -> Iterator[tuple[int, AccessRow]]:
+    def append_log(
+        self,
+        vault_id: str,
+        index: int,
+        time: int,
+        entry: bytes,
+        nodes: Sequence[tuple[int, int, bytes]],
+    ) -> None:
+        try:
+            self._conn.execute(
+                "INSERT INTO log_entries (vault_id, idx, time, entry) VALUES (?, ?, ?, ?)",
+                (vault_id, index, time, entry),
+            )
+            self._conn.executemany(
+                "INSERT INTO log_nodes (vault_id, level, idx, hash) VALUES (?, ?, ?, ?)",
+                [(vault_id, level, idx, digest) for level, idx, digest in nodes],
+            )
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+
+    def log_node(self, vault_id: str, level: int, index: int) -> bytes | None:
+        row = self._execute(
+            "SELECT hash FROM log_nodes WHERE vault_id = ? AND level = ? AND idx = ?",
+            (vault_id, level, index),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def iter_log(
+        self, vault_id: str, start: int, end: int, *, newest_first: bool = False
+    ) -> Iterator[tuple[int, bytes]]:
+        order = "DESC" if newest_first else "ASC"
         cursor = self._execute(
-            "SELECT seq, vault_id, time, link_id, action, result, reason, sealed_details "
-            "FROM access WHERE vault_id = ? ORDER BY seq",
-            (vault_id,),
+            "SELECT idx, entry FROM log_entries WHERE vault_id = ? AND idx >= ? AND idx < ? "
+            f"ORDER BY idx {order}",
+            (vault_id, start, end),
         )
-        yield from ((row[0], AccessRow(*row[1:])) for row in self._iterate(cursor))
+        yield from ((int(row[0]), bytes(row[1])) for row in self._iterate(cursor))
+
+    def put_checkpoint(self, vault_id: str, size: int, time: int, note: str) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO log_checkpoints (vault_id, size, time, note) "
+            "VALUES (?, ?, ?, ?)",
+            (vault_id, size, time, note),
+        )
+
+    def latest_checkpoint(self, vault_id: str) -> str | None:
+        row = self._execute(
+            "SELECT note FROM log_checkpoints WHERE vault_id = ? ORDER BY size DESC LIMIT 1",
+            (vault_id,),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def _iterate(self, cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
         while True:

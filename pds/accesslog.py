@@ -1,0 +1,355 @@
+"""The access log: one append-only Merkle log per vault (``docs/spec/log.md``).
+
+Every operation on a vault appends an entry: who (organisation, and the person acting),
+what (collections, records, fields), when, why (purpose, legal basis, grant) and the
+result. The details are sealed to the owner (personal data, encrypted at rest); the tree
+commits to the entry bytes, ciphertext included, so proofs verify without any key and keep
+verifying after the vault is crypto-erased. Tree heads are C2SP tlog-checkpoint signed
+notes signed by the vault identity key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import nacl.bindings as sodium
+import nacl.exceptions
+
+from pds import _codec, _crypto, merkle
+from pds._context import ms_to_datetime
+from pds._store.base import Backend
+from pds.errors import FormatError, IntegrityError, InvalidProof
+
+__all__ = ["Checkpoint", "LogEntry"]
+
+ENTRY_VERSION = 1
+KINDS = frozenset(
+    {
+        "read",
+        "list",
+        "owner-read",
+        "grant",
+        "delegation",
+        "revoke",
+        "rotate",
+        "export",
+        "import",
+        "rekey",
+        "destroy",
+    }
+)
+RESULTS = frozenset({"released", "refused", "ok"})
+_ENTRY_KEYS = frozenset(
+    {"v", "vault", "index", "time", "kind", "result", "link", "disclose_after", "sealed"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry as stored and hashed. ``details`` needs the owner's key (``open``)."""
+
+    raw: bytes = field(repr=False)
+    vault_id: str
+    index: int
+    time: int
+    kind: str
+    result: str
+    link_id: bytes | None
+    disclose_after: int | None
+    sealed: bytes = field(repr=False)
+
+    @property
+    def leaf_hash(self) -> bytes:
+        return merkle.leaf_hash(self.raw)
+
+    @property
+    def when(self) -> datetime:
+        return ms_to_datetime(self.time)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> LogEntry:
+        """Parse entry bytes strictly. Raises ``FormatError``."""
+        doc = _codec.decode(raw)
+        if not isinstance(doc, dict) or set(doc) != _ENTRY_KEYS or doc["v"] != ENTRY_VERSION:
+            raise FormatError("not a version 1 log entry")
+        link, after = doc["link"], doc["disclose_after"]
+        if not (
+            isinstance(doc["vault"], str)
+            and _is_int(doc["index"])
+            and _is_int(doc["time"])
+            and doc["kind"] in KINDS
+            and doc["result"] in RESULTS
+            and (link is None or (isinstance(link, bytes) and len(link) == 32))
+            and (after is None or _is_int(after))
+            and isinstance(doc["sealed"], bytes)
+        ):
+            raise FormatError("a log entry field has the wrong type")
+        return cls(
+            raw,
+            doc["vault"],
+            doc["index"],
+            doc["time"],
+            doc["kind"],
+            doc["result"],
+            link,
+            after,
+            doc["sealed"],
+        )
+
+    def open(self, owner_x25519_secret: bytes) -> dict[str, Any]:
+        """Decrypt the details with the owner's X25519 secret. Raises ``IntegrityError``."""
+        try:
+            details = _codec.decode(_crypto.unseal(self.sealed, owner_x25519_secret))
+        except (_crypto.AuthenticationFailed, FormatError):
+            raise IntegrityError("log-entry", "a log entry failed authentication") from None
+        if not isinstance(details, dict):
+            raise IntegrityError("log-entry", "log entry details are not a map")
+        return details
+
+    def disclosure_key(self, owner_x25519_secret: bytes) -> bytes:
+        """The per-entry box key that lets an auditor open exactly this entry's details.
+
+        ``sealed`` is a libsodium sealed box: ``epk || box``. The key is
+        ``crypto_box_beforenm(epk, owner_secret)``; with it, ``crypto_box_open_afternm`` and
+        the nonce ``BLAKE2b-192(epk || owner_pk)`` open the box (``docs/spec/log.md``).
+        """
+        return bytes(sodium.crypto_box_beforenm(self.sealed[:32], owner_x25519_secret))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def open_disclosed(sealed: bytes, owner_x25519_public: bytes, key: bytes) -> dict[str, Any]:
+    """Open an entry's details with a disclosure key (what an auditor does)."""
+    if len(sealed) < 32 + 16 or len(key) != 32:
+        raise IntegrityError("log-disclosure", "malformed disclosed entry")
+    epk = sealed[:32]
+    nonce = hashlib.blake2b(epk + owner_x25519_public, digest_size=24).digest()
+    try:
+        plaintext = sodium.crypto_box_open_afternm(sealed[32:], nonce, key)
+        details = _codec.decode(plaintext)
+    except (nacl.exceptions.CryptoError, FormatError):
+        raise IntegrityError(
+            "log-disclosure", "the disclosure key does not open this entry"
+        ) from None
+    if not isinstance(details, dict):
+        raise IntegrityError("log-disclosure", "log entry details are not a map")
+    return details
+
+
+def encode_entry(
+    *,
+    vault_id: str,
+    index: int,
+    time: int,
+    kind: str,
+    result: str,
+    link_id: bytes | None,
+    disclose_after: int | None,
+    sealed: bytes,
+) -> bytes:
+    return _codec.encode(
+        {
+            "v": ENTRY_VERSION,
+            "vault": vault_id,
+            "index": index,
+            "time": time,
+            "kind": kind,
+            "result": result,
+            "link": link_id,
+            "disclose_after": disclose_after,
+            "sealed": sealed,
+        }
+    )
+
+
+class MerkleLog:
+    """One vault's log over a backend. Appends and proofs read O(log n) stored hashes."""
+
+    def __init__(self, backend: Backend, vault_id: str) -> None:
+        self._backend = backend
+        self._vault_id = vault_id
+
+    def size(self) -> int:
+        return self._backend.log_size(self._vault_id)
+
+    def append(
+        self,
+        *,
+        time: int,
+        kind: str,
+        result: str,
+        link_id: bytes | None,
+        details: Mapping[str, Any],
+        owner_x25519_public: bytes,
+        rng: _crypto.Rng,
+        disclose_after: int | None = None,
+    ) -> int:
+        """Append an entry; call inside the transaction it must commit with."""
+        index = self.size()
+        sealed = _crypto.seal(_codec.encode(dict(details)), owner_x25519_public, rng)
+        entry = encode_entry(
+            vault_id=self._vault_id,
+            index=index,
+            time=time,
+            kind=kind,
+            result=result,
+            link_id=link_id,
+            disclose_after=disclose_after,
+            sealed=sealed,
+        )
+        self.append_raw(index, time, entry)
+        return index
+
+    def append_raw(self, index: int, time: int, entry: bytes) -> None:
+        """Store entry bytes at ``index`` (which must be the current size) with its hashes."""
+        node = merkle.leaf_hash(entry)
+        nodes = [(0, index, node)]
+        level, position = 0, index
+        while position & 1:
+            left = self._node(level, position - 1)
+            node = merkle.node_hash(left, node)
+            level, position = level + 1, position >> 1
+            nodes.append((level, position, node))
+        self._backend.append_log(self._vault_id, index, time, entry, nodes)
+
+    def _node(self, level: int, index: int) -> bytes:
+        node = self._backend.log_node(self._vault_id, level, index)
+        if node is None:
+            raise IntegrityError("log-missing", "a log subtree hash is missing")
+        return node
+
+    def subtree(self, start: int, end: int) -> bytes:
+        """MTH(D[start:end]) from stored complete subtrees (start is aligned as in RFC 9162)."""
+        size = end - start
+        if size & (size - 1) == 0 and start % size == 0:
+            return self._node(size.bit_length() - 1, start // size)
+        k = merkle.split(size)
+        return merkle.node_hash(self.subtree(start, start + k), self.subtree(start + k, end))
+
+    def root(self, size: int | None = None) -> bytes:
+        size = self.size() if size is None else size
+        return merkle.EMPTY_ROOT if size == 0 else self.subtree(0, size)
+
+    def inclusion(self, index: int, size: int) -> list[bytes]:
+        return merkle.inclusion_path(index, size, self.subtree)
+
+    def consistency(self, old_size: int, size: int) -> list[bytes]:
+        return merkle.consistency_path(old_size, size, self.subtree)
+
+    def entry(self, index: int) -> LogEntry:
+        for _, raw in self._backend.iter_log(self._vault_id, index, index + 1):
+            return LogEntry.parse(raw)
+        raise IntegrityError("log-missing", "a log entry is missing")
+
+    def entries(self, start: int, end: int, *, newest_first: bool = False) -> Iterator[LogEntry]:
+        for _, raw in self._backend.iter_log(self._vault_id, start, end, newest_first=newest_first):
+            yield LogEntry.parse(raw)
+
+
+# -- checkpoints (C2SP tlog-checkpoint signed notes) --------------------------------------
+
+_SIGNATURE_PREFIX = "\u2014 "
+_ED25519_TYPE = b"\x01"
+
+
+def origin(vault_id: str) -> str:
+    return f"pds/vault/{vault_id}"
+
+
+def key_id(name: str, public: bytes) -> bytes:
+    """The signed-note key id: SHA-256(name || 0x0A || 0x01 || public key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + _ED25519_TYPE + public).digest()[:4]
+
+
+def verifier_key(name: str, public: bytes) -> str:
+    """The note verifier key string ``name+hex(key id)+base64(0x01 || key)``."""
+    encoded = base64.b64encode(_ED25519_TYPE + public).decode()
+    return f"{name}+{key_id(name, public).hex()}+{encoded}"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed tree head: origin, size, root hash and time, signed by the vault key."""
+
+    origin: str
+    size: int
+    root: bytes
+    time: int
+    signature: bytes = field(repr=False)
+    key_id: bytes = field(default=b"", repr=False)
+    """The 4-byte signed-note key id that precedes the signature."""
+
+    @property
+    def body(self) -> str:
+        root = base64.b64encode(self.root).decode()
+        return f"{self.origin}\n{self.size}\n{root}\ntime {self.time}\n"
+
+    def to_text(self) -> str:
+        signature = base64.b64encode(self.key_id + self.signature).decode()
+        return f"{self.body}\n{_SIGNATURE_PREFIX}{self.origin} {signature}\n"
+
+    @classmethod
+    def sign(
+        cls, signer: _crypto.SigningKey, vault_id: str, size: int, root: bytes, time: int
+    ) -> Checkpoint:
+        unsigned = cls(origin(vault_id), size, root, time, b"")
+        signature = signer.sign_raw(unsigned.body.encode())
+        return cls(
+            unsigned.origin, size, root, time, signature, key_id(unsigned.origin, signer.public)
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        """Parse a checkpoint note strictly (it is verified separately). Raises ``FormatError``."""
+        if not isinstance(text, str) or len(text) > 4096 or "\r" in text:
+            raise FormatError("not a pds checkpoint")
+        body, separator, signatures = text.partition("\n\n")
+        lines = body.split("\n")
+        if not separator or len(lines) != 4 or not signatures.endswith("\n"):
+            raise FormatError("not a pds checkpoint")
+        name, size_text, root_text, time_line = lines
+        if (
+            not name.startswith("pds/vault/")
+            or not size_text.isdigit()
+            or not time_line.startswith("time ")
+        ):
+            raise FormatError("not a pds checkpoint")
+        time_text = time_line[5:]
+        if not time_text.isdigit() or str(int(size_text)) != size_text:
+            raise FormatError("not a pds checkpoint")
+        try:
+            root = base64.b64decode(root_text, validate=True)
+        except (binascii.Error, ValueError):
+            raise FormatError("a checkpoint root is not base64") from None
+        if len(root) != 32:
+            raise FormatError("a checkpoint root is 32 bytes")
+        for line in signatures[:-1].split("\n"):
+            if not line.startswith(_SIGNATURE_PREFIX + name + " "):
+                continue
+            try:
+                raw = base64.b64decode(line.rsplit(" ", 1)[1], validate=True)
+            except (binascii.Error, ValueError):
+                raise FormatError("a checkpoint signature is not base64") from None
+            if len(raw) != 4 + 64:
+                raise FormatError("a checkpoint signature is 68 bytes")
+            return cls(name, int(size_text), root, int(time_text), raw[4:], raw[:4])
+        raise FormatError("the checkpoint has no signature by its origin's key")
+
+    def verify(self, public: bytes) -> None:
+        """Verify the signature with the vault's identity key. Raises ``InvalidProof``."""
+        if self.key_id != key_id(self.origin, public):
+            raise InvalidProof("the checkpoint is signed by another key", "checkpoint-key")
+        try:
+            _crypto.verify_raw(public, self.body.encode(), self.signature)
+        except _crypto.AuthenticationFailed:
+            raise InvalidProof(
+                "the checkpoint signature does not verify", "checkpoint-signature"
+            ) from None
