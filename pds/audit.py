@@ -1,0 +1,343 @@
+"""Offline audit: decide, from exported files and public keys alone, whether every logged
+access was authorised (design.md promise 9; ``docs/spec/log.md`` describes the package).
+
+``export_audit(vault, directory)`` writes the package (the owner must be unlocked: tokens
+and entry details are sealed to the owner; the package discloses each entry with its own
+key). ``verify_audit(directory)`` needs nothing but the package: it verifies the
+checkpoint, the log's hashes against it, consistency with a trusted earlier head, every
+token chain and revocation signature, and, for every access that released data, whether a
+valid, unrevoked, in-scope, right-purpose token authorised it at that moment.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pds import _codec, _crypto, capability, merkle
+from pds.accesslog import Checkpoint, LogEntry, open_disclosed, origin, verifier_key
+from pds.errors import AccessDenied, FormatError, IntegrityError, InvalidProof
+
+if TYPE_CHECKING:
+    from pds.vault import Vault
+
+__all__ = ["AuditReport", "Violation", "export_audit", "verify_audit"]
+
+PACKAGE_FORMAT = "pds-audit/v1"
+FILES = ("vault.json", "checkpoint.txt", "tokens.json", "revocations.bin", "log.jsonl")
+_ACCESS_KINDS = ("read", "list")
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    index: int | None
+    """The log entry concerned, or ``None`` for the package as a whole."""
+    rule: str
+    """``entry-hash``, ``checkpoint``, ``consistency``, ``unknown-token``, ``token-invalid``,
+    ``expired``, ``not-yet-valid``, ``revoked``, ``out-of-scope``, ``wrong-purpose``,
+    ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``."""
+    message: str
+
+
+@dataclass(slots=True)
+class AuditReport:
+    vault_id: str
+    entries: int = 0
+    accesses: int = 0
+    released: int = 0
+    refused: int = 0
+    undisclosed: int = 0
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vault": self.vault_id,
+            "clean": self.clean,
+            "counts": {
+                "entries": self.entries,
+                "accesses": self.accesses,
+                "released": self.released,
+                "refused": self.refused,
+                "undisclosed": self.undisclosed,
+                "violations": len(self.violations),
+            },
+            "violations": [
+                {"entry": v.index, "rule": v.rule, "message": v.message} for v in self.violations
+            ],
+        }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise FormatError(f"{what} is not base64 text")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise FormatError(f"{what} is not base64") from None
+
+
+def export_audit(vault: Vault, directory: str | os.PathLike[str]) -> Path:
+    """Write an audit package for ``vault`` into ``directory`` (created; must be empty)."""
+    keys = vault._keys()
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    if any(target.iterdir()):
+        raise FormatError(f"the audit directory {target} is not empty")
+    with vault._ctx.backend.transaction():
+        vault._log("export", {"audit": True})
+    head = vault.checkpoint()
+    identity = vault._row.identity_public
+    ctx = vault._ctx
+    tokens = []
+    for link in ctx.backend.iter_links(vault.vault_id):
+        token = capability.Token.from_bytes(_crypto.unseal(link.sealed_token, keys.x25519_secret))
+        tokens.append({"link": link.link_id.hex(), "token": token.to_text()})
+    (target / "vault.json").write_text(
+        json.dumps(
+            {
+                "format": PACKAGE_FORMAT,
+                "vault": vault.vault_id,
+                "did": vault.did,
+                "identity": _b64(identity),
+                "verifier_key": verifier_key(origin(vault.vault_id), identity),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (target / "checkpoint.txt").write_text(head.to_text())
+    (target / "tokens.json").write_text(json.dumps(tokens, indent=2) + "\n")
+    (target / "revocations.bin").write_bytes(vault.revocation_list())
+    with (target / "log.jsonl").open("w") as out:
+        for _, raw in ctx.backend.iter_log(vault.vault_id, 0, head.size):
+            entry = LogEntry.parse(raw)
+            line = {
+                "index": entry.index,
+                "entry": _b64(raw),
+                "key": _b64(entry.disclosure_key(keys.x25519_secret)),
+            }
+            out.write(json.dumps(line) + "\n")
+    return target
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FormatError(f"the audit package lacks {path.name}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise FormatError(f"{path.name} is not valid JSON") from None
+
+
+def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int]:
+    try:
+        outer = _codec.decode(data)
+        body, signature = outer["body"], outer["sig"]
+    except (FormatError, KeyError, TypeError):
+        raise FormatError("revocations.bin is not a revocation list") from None
+    try:
+        _crypto.verify(identity, capability.REVOCATION_LIST_LABEL, body, signature)
+    except _crypto.AuthenticationFailed:
+        raise IntegrityError("revocation-list", "the revocation list signature fails") from None
+    doc = _codec.decode(body)
+    if doc.get("vault") != vault_id:
+        raise IntegrityError("revocation-list", "the revocation list is for another vault")
+    revoked: dict[bytes, int] = {}
+    for statement, sig in doc["revocations"]:
+        try:
+            _crypto.verify(identity, capability.REVOCATION_LABEL, statement, sig)
+        except _crypto.AuthenticationFailed:
+            raise IntegrityError("revocation", "a revocation signature fails") from None
+        item = _codec.decode(statement)
+        if item["vault"] != vault_id:
+            raise IntegrityError("revocation", "a revocation is for another vault")
+        revoked[item["link"]] = int(item["revoked_at"])
+    return revoked
+
+
+def verify_audit(
+    directory: str | os.PathLike[str], *, trusted_head: str | None = None
+) -> AuditReport:
+    """Verify an audit package offline and report every violation.
+
+    Raises ``FormatError`` for a malformed package and ``InvalidProof`` if the checkpoint's
+    signature fails (nothing else can be trusted then). Everything else is reported.
+    """
+    root_dir = Path(directory)
+    meta = _load_json(root_dir / "vault.json")
+    if not isinstance(meta, dict) or meta.get("format") != PACKAGE_FORMAT:
+        raise FormatError("not a pds audit package (vault.json format)")
+    vault_id = meta.get("vault")
+    if not isinstance(vault_id, str):
+        raise FormatError("vault.json lacks the vault id")
+    identity = _unb64(meta.get("identity"), "identity")
+    _crypto.check_ed25519_public(identity)
+    owner_public = _crypto.ed25519_to_x25519(identity)
+    report = AuditReport(vault_id)
+
+    try:
+        head = Checkpoint.parse((root_dir / "checkpoint.txt").read_text())
+    except FileNotFoundError:
+        raise FormatError("the audit package lacks checkpoint.txt") from None
+    head.verify(identity)
+    if head.origin != origin(vault_id):
+        raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
+
+    entries: list[tuple[LogEntry, bytes | None]] = []
+    try:
+        lines = (root_dir / "log.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        raise FormatError("the audit package lacks log.jsonl") from None
+    for number, line in enumerate(lines):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            raise FormatError(f"log.jsonl line {number + 1} is not JSON") from None
+        entry = LogEntry.parse(_unb64(item.get("entry"), "entry"))
+        key = None if item.get("key") is None else _unb64(item["key"], "key")
+        if entry.index != number or entry.vault_id != vault_id:
+            raise FormatError("log.jsonl entries are out of order or for another vault")
+        entries.append((entry, key))
+    report.entries = len(entries)
+    leaves = [entry.leaf_hash for entry, _ in entries]
+    if len(leaves) != head.size or merkle.root(leaves) != head.root:
+        report.violations.append(
+            Violation(None, "checkpoint", "the log entries do not hash to the signed checkpoint")
+        )
+    if trusted_head is not None:
+        _check_trusted(trusted_head, identity, vault_id, leaves, head, report)
+
+    tokens: dict[bytes, capability.Token] = {}
+    bad_tokens: dict[bytes, str] = {}
+    token_list = _load_json(root_dir / "tokens.json")
+    if not isinstance(token_list, list):
+        raise FormatError("tokens.json is a list")
+    for item in token_list:
+        token = capability.Token.from_text(item["token"]) if isinstance(item, dict) else None
+        if token is None:
+            raise FormatError("tokens.json items are {link, token}")
+        try:
+            capability.verify_chain(token, vault_id=vault_id, identity=identity)
+            tokens[token.link_id] = token
+        except AccessDenied as denied:
+            bad_tokens[token.link_id] = denied.reason
+    try:
+        revoked = _revocations((root_dir / "revocations.bin").read_bytes(), vault_id, identity)
+    except FileNotFoundError:
+        raise FormatError("the audit package lacks revocations.bin") from None
+
+    uses: Counter[bytes] = Counter()
+    for entry, key in entries:
+        if entry.kind not in _ACCESS_KINDS:
+            continue
+        report.accesses += 1
+        if entry.result == "refused":
+            report.refused += 1
+            continue
+        report.released += 1
+        if key is None:
+            report.undisclosed += 1
+            continue
+        try:
+            details = open_disclosed(entry.sealed, owner_public, key)
+        except IntegrityError:
+            report.violations.append(
+                Violation(entry.index, "undecryptable", "the disclosed key does not open the entry")
+            )
+            continue
+        for rule, message in _judge(entry, details, tokens, bad_tokens, revoked, uses):
+            report.violations.append(Violation(entry.index, rule, message))
+    return report
+
+
+def _check_trusted(
+    text: str,
+    identity: bytes,
+    vault_id: str,
+    leaves: list[bytes],
+    head: Checkpoint,
+    report: AuditReport,
+) -> None:
+    trusted = Checkpoint.parse(text)
+    trusted.verify(identity)
+    if trusted.origin != origin(vault_id):
+        raise InvalidProof("the trusted head is for another log", "checkpoint-origin")
+    if trusted.size > len(leaves) or merkle.root(leaves[: trusted.size]) != trusted.root:
+        report.violations.append(
+            Violation(None, "consistency", "the log does not extend the trusted head")
+        )
+        return
+    if 0 < trusted.size <= head.size:
+        try:
+            merkle.verify_consistency(
+                trusted.size,
+                head.size,
+                trusted.root,
+                head.root,
+                merkle.consistency_proof(trusted.size, leaves[: head.size]),
+            )
+        except InvalidProof:
+            report.violations.append(
+                Violation(
+                    None, "consistency", "the checkpoint is not consistent with the trusted head"
+                )
+            )
+
+
+def _judge(
+    entry: LogEntry,
+    details: dict[str, Any],
+    tokens: dict[bytes, capability.Token],
+    bad_tokens: dict[bytes, str],
+    revoked: dict[bytes, int],
+    uses: Counter[bytes],
+) -> list[tuple[str, str]]:
+    """The rules one released access breaks (none if a valid token authorised it)."""
+    link = entry.link_id
+    if link is None or link in bad_tokens:
+        reason = "no token" if link is None else bad_tokens[link]
+        return [("token-invalid", f"the access's token does not verify ({reason})")]
+    token = tokens.get(link)
+    if token is None:
+        return [("unknown-token", "the access names a token the package does not hold")]
+    caveats = token.leaf.caveats
+    problems: list[tuple[str, str]] = []
+    try:
+        capability.check_times(token, entry.time)
+    except AccessDenied as denied:
+        problems.append((denied.reason, f"the token was {denied.reason} at the time of access"))
+    for link_id in token.link_ids:
+        revoked_at = revoked.get(link_id)
+        if revoked_at is not None and revoked_at <= entry.time:
+            problems.append(("revoked", "a link of the token was revoked before the access"))
+            break
+    if details.get("actor") != token.leaf.audience_did or details.get("chain") != [
+        i.hex() for i in token.link_ids
+    ]:
+        problems.append(("wrong-holder", "the entry's actor or chain is not the token's"))
+    if details.get("purpose") not in caveats.purposes:
+        problems.append(("wrong-purpose", "the purpose was not granted"))
+    if entry.kind not in caveats.abilities:
+        problems.append(("wrong-ability", f"the token does not grant {entry.kind!r}"))
+    collections = details.get("collections") or []
+    if not all(capability.collection_allowed(caveats.collections, c) for c in collections):
+        problems.append(("out-of-scope", "a collection read is outside the token's scope"))
+    for link_obj in token.links:
+        budget = link_obj.caveats.uses
+        uses[link_obj.link_id] += 1
+        if budget is not None and uses[link_obj.link_id] > budget:
+            problems.append(("budget", "the token's use budget was exceeded"))
+    return problems
