@@ -372,7 +372,12 @@ class Vault:
             else:
                 self._check_epoch(epoch_row)
             explicit = sorted({rid for rid, _ in items if rid is not None})
-            versions = backend.latest_versions(self.vault_id, explicit) if explicit else {}
+            latest = backend.latest_versions(self.vault_id, explicit) if explicit else {}
+            for record_id, (_, existing) in latest.items():
+                if existing != collection:
+                    # A record's versions stay in one collection: grants are per collection.
+                    raise FormatError("the record belongs to another collection")
+            versions = {record_id: version for record_id, (version, _) in latest.items()}
             infos: list[RecordInfo] = []
             for start in range(0, len(items), _envelope.BATCH_MAX):
                 chunk = items[start : start + _envelope.BATCH_MAX]

@@ -168,8 +168,10 @@ class Backend(Protocol):
         """Insert record versions; each becomes its record's current version."""
         ...
 
-    def latest_versions(self, vault_id: str, record_ids: Sequence[str]) -> dict[str, int]:
-        """The highest stored version of each record id that exists."""
+    def latest_versions(
+        self, vault_id: str, record_ids: Sequence[str]
+    ) -> dict[str, tuple[int, str]]:
+        """``(highest version, its collection)`` of each record id that exists."""
         ...
 
     def latest_record(self, vault_id: str, record_id: str) -> RecordRow | None: ...

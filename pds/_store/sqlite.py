@@ -255,8 +255,12 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             raise _translate(exc) from None
         try:
+            # Check first: a file that is not a pds store must be left exactly as it was.
+            pending = self._check_schema(create)
             self._configure(synchronous)
-            self._check_schema(create)
+            if pending is not None:
+                self._migrate(pending)
+                self.is_new = pending == 0
         except BaseException:
             self._conn.close()
             raise
@@ -283,16 +287,15 @@ class SQLiteBackend:
         self._execute("PRAGMA secure_delete=ON")
         self._execute("PRAGMA foreign_keys=ON")
 
-    def _check_schema(self, create: bool) -> None:
+    def _check_schema(self, create: bool) -> int | None:
+        """Return the schema version to migrate from (0: a new store), or ``None``."""
         tables = {
             row[0] for row in self._execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         if not tables:
             if not create:
                 raise NotAStore("not a pds store (empty database)")
-            self._migrate(0)
-            self.is_new = True
-            return
+            return 0
         if "meta" not in tables:
             raise NotAStore("not a pds store (an SQLite database of another kind)")
         if self.get_meta("format") != STORE_FORMAT:
@@ -305,8 +308,7 @@ class SQLiteBackend:
             raise SchemaTooNew(
                 f"the store has schema version {version}; this pds reads up to {SCHEMA_VERSION}"
             )
-        if version < SCHEMA_VERSION:
-            self._migrate(version)
+        return version if version < SCHEMA_VERSION else None
 
     def _migrate(self, current: int) -> None:
         db = sqlite_utils.Database(self._conn, recursive_triggers=False, execute_plugins=False)
@@ -571,15 +573,18 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             raise _translate(exc) from None
 
-    def latest_versions(self, vault_id: str, record_ids: Sequence[str]) -> dict[str, int]:
-        result: dict[str, int] = {}
+    def latest_versions(
+        self, vault_id: str, record_ids: Sequence[str]
+    ) -> dict[str, tuple[int, str]]:
+        result: dict[str, tuple[int, str]] = {}
         for record_id in record_ids:
             row = self._execute(
-                "SELECT MAX(version) FROM records WHERE vault_id = ? AND record_id = ?",
+                "SELECT version, collection FROM records WHERE vault_id = ? AND record_id = ? "
+                "ORDER BY version DESC LIMIT 1",
                 (vault_id, record_id),
             ).fetchone()
-            if row is not None and row[0] is not None:
-                result[record_id] = int(row[0])
+            if row is not None:
+                result[record_id] = (int(row[0]), str(row[1]))
         return result
 
     def latest_record(self, vault_id: str, record_id: str) -> RecordRow | None:

@@ -1,0 +1,147 @@
+"""Printing results: one JSON document with ``--json``, human-friendly text otherwise.
+
+Everything a command prints on success goes through ``emit``, so ``--json`` mode can
+promise exactly one JSON document on stdout. Prompts, progress and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import click
+
+import pds
+
+__all__ = [
+    "RecordProgress",
+    "emit",
+    "iso",
+    "pretty_json",
+    "record_document",
+    "record_info_document",
+    "stderr_is_terminal",
+    "table",
+]
+
+
+def iso(moment: datetime) -> str:
+    """An ISO 8601 UTC timestamp with millisecond precision, e.g. ``2025-01-31T12:00:00.000Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def emit(as_json: bool, document: Mapping[str, Any], text: str | Iterable[str]) -> None:
+    """Print the result of a command: ``document`` as JSON, or ``text`` for people."""
+    if as_json:
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    lines = [text] if isinstance(text, str) else list(text)
+    for line in lines:
+        click.echo(line)
+
+
+def pretty_json(data: Any, indent: str = "") -> str:
+    """``data`` as indented JSON, each line prefixed with ``indent``."""
+    rendered = json.dumps(data, indent=2, ensure_ascii=False)
+    return "\n".join(indent + line for line in rendered.splitlines())
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain left-aligned text table, two spaces between columns."""
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    return [line(headers).rstrip()] + [line(row).rstrip() for row in rows]
+
+
+def record_info_document(info: pds.RecordInfo) -> dict[str, Any]:
+    """The JSON shape of a record's metadata (what ``put``, ``list`` and ``delete`` show)."""
+    return {
+        "record": info.record_id,
+        "collection": info.collection,
+        "version": info.version,
+        "created_at": iso(info.created_at),
+        "epoch": info.epoch,
+        "deleted": info.deleted,
+        "size": info.size,
+    }
+
+
+def record_document(record: pds.Record) -> dict[str, Any]:
+    """The JSON shape of one decrypted record version (``get``, ``history``)."""
+    return {
+        "record": record.record_id,
+        "collection": record.collection,
+        "version": record.version,
+        "created_at": iso(record.created_at),
+        "epoch": record.epoch,
+        "writer": record.writer,
+        "deleted": record.deleted,
+        "erased": record.erased,
+        "data": record.data,
+    }
+
+
+def stderr_is_terminal() -> bool:
+    stream = sys.stderr
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class RecordProgress:
+    """Counts records as a long operation reports them; draws a progress line on stderr
+    only when stderr is a terminal and the command is not in ``--json`` mode.
+
+    The total is not known in advance (an export holds every version of every record),
+    so the bar shows a running count rather than a percentage.
+    """
+
+    def __init__(self, label: str, *, as_json: bool) -> None:
+        self.count = 0
+        self._label = label
+        self._show = not as_json and stderr_is_terminal()
+        self._bar: Any = None
+
+    def __enter__(self) -> RecordProgress:
+        if self._show:
+            self._bar = click.progressbar(
+                itertools.count(),
+                label=self._label,
+                show_pos=True,
+                show_eta=False,
+                file=sys.stderr,
+            )
+            self._bar.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(exc_type, exc, tb)
+            self._bar = None
+
+    @property
+    def callback(self) -> Callable[[int], None]:
+        """The ``progress=`` callback: pds calls it with the running record count."""
+        return self._advance
+
+    def _advance(self, count: int) -> None:
+        step = count - self.count
+        self.count = count
+        if self._bar is not None and step > 0:
+            self._bar.update(step)

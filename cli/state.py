@@ -1,0 +1,222 @@
+"""What every command shares: the global state, common options and the owner's secret.
+
+The owner's secret is never a command-line argument (arguments are visible to other users
+in the process table and kept in shell history). It comes from, in this order:
+``--key-file``, ``--passphrase-file``, the environment variable ``PDS_PASSPHRASE``, or a
+hidden prompt on the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+import pds
+
+__all__ = [
+    "DEFAULT_STORE",
+    "NEW_PASSPHRASE_ENV",
+    "PASSPHRASE_ENV",
+    "STORE_ENV",
+    "AppState",
+    "InputError",
+    "OwnerCredential",
+    "Timestamp",
+    "json_option",
+    "kdf_option",
+    "new_owner_credential",
+    "owner_credential",
+    "owner_options",
+    "pass_state",
+    "read_passphrase_file",
+    "unlock",
+    "unlocked_vault",
+]
+
+PASSPHRASE_ENV = "PDS_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+NEW_PASSPHRASE_ENV = "PDS_NEW_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+STORE_ENV = "PDS_STORE"
+DEFAULT_STORE = "pds.db"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class InputError(click.ClickException):
+    """Malformed or unreadable user input (a record file, a passphrase file): exit 2."""
+
+    exit_code = 2
+
+
+@dataclass
+class AppState:
+    """Global options, and the store opened for this invocation (closed with the context)."""
+
+    store_location: str = DEFAULT_STORE
+    debug: bool = False
+
+    def open_store(self, *, create: bool = False) -> pds.Store:
+        """Open the store named by ``--store``; ``create=False`` refuses to make a new one."""
+        store = pds.open_store(self.store_location, create=create)
+        click.get_current_context().call_on_close(store.close)
+        return store
+
+    def open_vault(self, vault_id: str) -> pds.Vault:
+        """The vault ``vault_id`` of the store, locked."""
+        return self.open_store().open_vault(vault_id)
+
+
+pass_state = click.make_pass_decorator(AppState, ensure=True)
+
+
+@dataclass(frozen=True)
+class OwnerCredential:
+    """Exactly one owner secret: a passphrase or a key file. Its repr hides the passphrase."""
+
+    passphrase: str | None = field(default=None, repr=False)
+    key_file: Path | None = None
+
+    @property
+    def method(self) -> str:
+        return "passphrase" if self.passphrase is not None else "key"
+
+
+def json_option(function: F) -> F:
+    """``--json``: print one JSON document on stdout instead of text."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print exactly one JSON document on stdout instead of text.",
+    )(function)
+
+
+def owner_options(function: F) -> F:
+    """``--passphrase-file`` and ``--key-file``: where the owner's secret comes from."""
+    function = click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Unlock with this 32-byte owner key file instead of a passphrase.",
+    )(function)
+    return click.option(
+        "--passphrase-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Read the passphrase from the first line of this file (else ${PASSPHRASE_ENV}, "
+        "else a hidden prompt).",
+    )(function)
+
+
+def kdf_option(function: F) -> F:
+    """``--kdf``: the Argon2id preset for a new passphrase."""
+    return click.option(
+        "--kdf",
+        type=click.Choice(["interactive", "moderate", "sensitive"]),
+        default="moderate",
+        show_default=True,
+        help="Argon2id cost preset for a new passphrase (libsodium's names).",
+    )(function)
+
+
+def read_passphrase_file(path: Path) -> str:
+    """The first line of ``path``, without its line ending."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"passphrase file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"cannot read passphrase file {path}: {exc.strerror}") from None
+    return text.split("\n", 1)[0].rstrip("\r")
+
+
+def _prompt_passphrase(label: str, *, confirm: bool, env: str) -> str:
+    try:
+        value: str = click.prompt(
+            label,
+            hide_input=True,
+            confirmation_prompt=confirm,
+            err=True,
+            type=str,
+        )
+    except click.Abort:
+        raise InputError(
+            f"no passphrase entered (set ${env} or use a passphrase or key file option)"
+        ) from None
+    return value
+
+
+def owner_credential(
+    passphrase_file: Path | None, key_file: Path | None, *, confirm: bool = False
+) -> OwnerCredential:
+    """Resolve the owner's secret. ``confirm`` asks twice when prompting (a new secret)."""
+    if passphrase_file is not None and key_file is not None:
+        raise click.UsageError("give --passphrase-file or --key-file, not both")
+    if key_file is not None:
+        return OwnerCredential(key_file=key_file)
+    if passphrase_file is not None:
+        return OwnerCredential(passphrase=read_passphrase_file(passphrase_file))
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    if from_env:
+        return OwnerCredential(passphrase=from_env)
+    return OwnerCredential(
+        passphrase=_prompt_passphrase("Passphrase", confirm=confirm, env=PASSPHRASE_ENV)
+    )
+
+
+def new_owner_credential(
+    new_passphrase_file: Path | None, new_key_file: Path | None
+) -> OwnerCredential:
+    """Resolve the new secret for ``vault passwd`` (``PDS_NEW_PASSPHRASE`` or a prompt)."""
+    if new_passphrase_file is not None and new_key_file is not None:
+        raise click.UsageError("give --new-passphrase-file or --new-key-file, not both")
+    if new_key_file is not None:
+        return OwnerCredential(key_file=new_key_file)
+    if new_passphrase_file is not None:
+        return OwnerCredential(passphrase=read_passphrase_file(new_passphrase_file))
+    from_env = os.environ.get(NEW_PASSPHRASE_ENV)
+    if from_env:
+        return OwnerCredential(passphrase=from_env)
+    return OwnerCredential(
+        passphrase=_prompt_passphrase("New passphrase", confirm=True, env=NEW_PASSPHRASE_ENV)
+    )
+
+
+def unlock(vault: pds.Vault, credential: OwnerCredential) -> None:
+    """Unlock ``vault`` with the owner's credential (raises ``UnlockFailed`` if wrong)."""
+    vault.unlock(passphrase=credential.passphrase, key_file=credential.key_file)
+
+
+def unlocked_vault(
+    state: AppState, vault_id: str, passphrase_file: Path | None, key_file: Path | None
+) -> pds.Vault:
+    """Open ``vault_id`` (failing fast if it does not exist), then ask for and check the
+    owner's secret."""
+    vault = state.open_vault(vault_id)
+    unlock(vault, owner_credential(passphrase_file, key_file))
+    return vault
+
+
+# click >= 8.5 makes ParamType generic; subscripting it would fail on the older clicks that
+# pyproject allows, so the type arguments stay implicit.
+class Timestamp(click.ParamType):  # type: ignore[type-arg]
+    """An ISO 8601 date or timestamp; one without a UTC offset is taken as UTC."""
+
+    name = "timestamp"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            moment = value
+        else:
+            try:
+                moment = datetime.fromisoformat(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is not an ISO 8601 timestamp", param, ctx)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment

@@ -1,0 +1,326 @@
+"""``pds vault ...``: create, list, change the owner's secret, rotate, export, import, destroy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+import pds
+
+from .output import RecordProgress, emit, iso, table
+from .state import (
+    AppState,
+    InputError,
+    OwnerCredential,
+    json_option,
+    kdf_option,
+    new_owner_credential,
+    owner_credential,
+    owner_options,
+    pass_state,
+    unlock,
+    unlocked_vault,
+)
+
+__all__ = ["vault"]
+
+
+@click.group()
+def vault() -> None:
+    """Create, list and manage vaults (one per person)."""
+
+
+def _ensure_key_file(key_file: Path | None) -> bool:
+    """Create the owner key file if it does not exist yet; return whether it was created."""
+    if key_file is None or key_file.exists():
+        return False
+    pds.SymmetricKey.create_file(key_file)
+    return True
+
+
+@vault.command("create")
+@kdf_option
+@owner_options
+@json_option
+@pass_state
+def create(
+    state: AppState,
+    kdf: str,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Create a new vault and print its id.
+
+    The vault is unlocked by a passphrase (asked twice on a terminal) or, with --key-file,
+    by a 32-byte owner key file, which is created (mode 0600) if it does not exist. The
+    store is created if it does not exist.
+    """
+    params = pds.KdfParams.named(kdf)
+    credential = owner_credential(passphrase_file, key_file, confirm=True)
+    store = state.open_store(create=True)
+    created_key = _ensure_key_file(credential.key_file)
+    vault_id = store.create_vault(
+        passphrase=credential.passphrase,
+        key_file=credential.key_file,
+        kdf=params if credential.passphrase is not None else None,
+    )
+    opened = store.open_vault(vault_id)
+    document = {
+        "vault": vault_id,
+        "did": opened.did,
+        "created_at": iso(opened.created_at),
+        "unlock": credential.method,
+        "kdf": kdf if credential.passphrase is not None else None,
+        "key_file": str(credential.key_file) if credential.key_file is not None else None,
+        "key_file_created": created_key,
+        "store": str(store.path),
+    }
+    lines = [f"created vault {vault_id}", f"  did:     {opened.did}"]
+    if credential.key_file is not None:
+        note = " (new: keep it safe, it unlocks the vault)" if created_key else ""
+        lines.append(f"  unlock:  key file {credential.key_file}{note}")
+    else:
+        lines.append(f"  unlock:  passphrase (Argon2id, {kdf})")
+    lines.append(f"  store:   {store.path}")
+    emit(as_json, document, lines)
+
+
+def _vault_info_document(info: pds.VaultInfo) -> dict[str, object]:
+    return {
+        "vault": info.vault_id,
+        "did": info.did,
+        "created_at": iso(info.created_at),
+        "unlock": info.unlock_method,
+        "destroyed": info.destroyed,
+    }
+
+
+@vault.command("list")
+@json_option
+@pass_state
+def list_vaults(state: AppState, as_json: bool) -> None:
+    """List the vaults in the store (no secret needed)."""
+    infos = state.open_store().list_vaults()
+    documents = [_vault_info_document(info) for info in infos]
+    if not infos:
+        text: list[str] = ["no vaults in this store"]
+    else:
+        text = table(
+            ["VAULT", "CREATED", "UNLOCK", "STATE", "DID"],
+            [
+                [
+                    info.vault_id,
+                    iso(info.created_at),
+                    info.unlock_method,
+                    "destroyed" if info.destroyed else "active",
+                    info.did,
+                ]
+                for info in infos
+            ],
+        )
+    emit(as_json, {"vaults": documents}, text)
+
+
+@vault.command("passwd", short_help="Change a vault's passphrase or key file.")
+@click.argument("vault_id", metavar="VAULT")
+@owner_options
+@click.option(
+    "--new-passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the new passphrase from the first line of this file "
+    "(else $PDS_NEW_PASSPHRASE, else a prompt, asked twice).",
+)
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Unlock the vault with this 32-byte key file from now on (created if missing).",
+)
+@kdf_option
+@json_option
+@pass_state
+def passwd(
+    state: AppState,
+    vault_id: str,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    new_passphrase_file: Path | None,
+    new_key_file: Path | None,
+    kdf: str,
+    as_json: bool,
+) -> None:
+    """Change the owner's secret of VAULT (a new passphrase or key file).
+
+    Only the vault master key is re-wrapped; records are not re-encrypted. The current
+    secret comes from --passphrase-file, --key-file, $PDS_PASSPHRASE or a prompt.
+    """
+    params = pds.KdfParams.named(kdf)
+    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    new: OwnerCredential = new_owner_credential(new_passphrase_file, new_key_file)
+    created_key = _ensure_key_file(new.key_file)
+    opened.rekey(
+        passphrase=new.passphrase,
+        key_file=new.key_file,
+        kdf=params if new.passphrase is not None else None,
+    )
+    document = {
+        "vault": opened.vault_id,
+        "unlock": new.method,
+        "kdf": kdf if new.passphrase is not None else None,
+        "key_file": str(new.key_file) if new.key_file is not None else None,
+        "key_file_created": created_key,
+    }
+    how = f"key file {new.key_file}" if new.key_file is not None else f"passphrase ({kdf})"
+    emit(as_json, document, f"vault {opened.vault_id} now unlocks with a {how}")
+
+
+@vault.command("rotate", short_help="Start new key epochs for new writes.")
+@click.argument("vault_id", metavar="VAULT")
+@click.option(
+    "--collection",
+    "-c",
+    help="Rotate only this collection (default: every collection of the vault).",
+)
+@owner_options
+@json_option
+@pass_state
+def rotate(
+    state: AppState,
+    vault_id: str,
+    collection: str | None,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Start a new key epoch for new writes to one collection, or to all.
+
+    Older records are not re-encrypted and stay readable with the older epochs.
+    """
+    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    epochs = opened.rotate(collection)
+    if epochs:
+        text = [f"rotated {name} to epoch {epoch}" for name, epoch in sorted(epochs.items())]
+    else:
+        text = ["nothing to rotate: the vault has no collections yet"]
+    emit(as_json, {"vault": opened.vault_id, "epochs": epochs}, text)
+
+
+@vault.command("export", short_help="Export a vault to one portable file.")
+@click.argument("vault_id", metavar="VAULT")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@owner_options
+@json_option
+@pass_state
+def export(
+    state: AppState,
+    vault_id: str,
+    file: Path,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Export VAULT to FILE: one portable, signed file of its ciphertext.
+
+    The file holds no plaintext; importing it needs the owner's secret. FILE is replaced
+    atomically if it exists.
+    """
+    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    with RecordProgress("exporting", as_json=as_json) as progress:
+        opened.export(file, progress=progress.callback)
+    size = file.stat().st_size
+    document = {"vault": opened.vault_id, "file": str(file), "records": progress.count}
+    document["bytes"] = size
+    emit(
+        as_json,
+        document,
+        f"exported vault {opened.vault_id}: {progress.count} record versions, "
+        f"{size} bytes to {file}",
+    )
+
+
+@vault.command("import", short_help="Import an exported vault.")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@owner_options
+@json_option
+@pass_state
+def import_(
+    state: AppState,
+    file: Path,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Import a vault exported with 'pds vault export' from FILE.
+
+    Needs the vault owner's secret. Everything is verified before anything is written; on
+    any failure nothing is imported. The store is created if it does not exist.
+    """
+    # Open the file first: a missing file must not leave a new, empty store behind.
+    try:
+        source = file.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror}") from None
+    with source:
+        credential = owner_credential(passphrase_file, key_file)
+        store = state.open_store(create=True)
+        with RecordProgress("importing", as_json=as_json) as progress:
+            vault_id = store.import_vault(
+                source,
+                passphrase=credential.passphrase,
+                key_file=credential.key_file,
+                progress=progress.callback,
+            )
+    opened = store.open_vault(vault_id)
+    document = {
+        "vault": vault_id,
+        "did": opened.did,
+        "records": progress.count,
+        "file": str(file),
+        "store": str(store.path),
+    }
+    emit(
+        as_json,
+        document,
+        f"imported vault {vault_id} ({progress.count} record versions, verified) into {store.path}",
+    )
+
+
+@vault.command("destroy", short_help="Crypto-erase a vault.")
+@click.argument("vault_id", metavar="VAULT")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@owner_options
+@json_option
+@pass_state
+def destroy(
+    state: AppState,
+    vault_id: str,
+    yes: bool,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Crypto-erase VAULT: its keys are deleted first, so every record in it becomes
+    unrecoverable, then its rows. Needs the owner's secret; asks for confirmation.
+    """
+    opened = state.open_vault(vault_id)
+    unlock(opened, owner_credential(passphrase_file, key_file))
+    if not yes:
+        try:
+            confirmed = click.confirm(
+                f"Destroy vault {vault_id}? Every record in it becomes unrecoverable",
+                default=False,
+                err=True,
+            )
+        except click.Abort:
+            # End of input or Ctrl-C left the prompt line open; close it before the error.
+            click.echo(err=True)
+            raise
+        if not confirmed:
+            raise click.ClickException("vault not destroyed: not confirmed")
+    opened.destroy()
+    emit(
+        as_json,
+        {"vault": vault_id, "destroyed": True},
+        f"destroyed vault {vault_id}: its keys are erased",
+    )
