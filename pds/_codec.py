@@ -63,9 +63,10 @@ def encode(value: Any, *, json_only: bool = False) -> bytes:
 
     With ``json_only``, binary values are refused too (record data must be JSON-compatible).
     """
+    canonical = _canonical(value, 0, not json_only)
     try:
         return msgpack.packb(
-            _canonical(value, 0, not json_only),
+            canonical,
             use_bin_type=True,
             use_single_float=False,
             strict_types=False,
@@ -81,8 +82,9 @@ def _reject_duplicates(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
     return result
 
 
-def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024) -> Any:
-    """Decode canonical msgpack strictly. Raises ``FormatError`` on anything non-canonical."""
+def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = False) -> Any:
+    """Decode canonical msgpack strictly. Raises ``FormatError`` on anything non-canonical
+    (and, with ``json_only``, on binary values)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError("expected bytes")
     data = bytes(data)
@@ -112,11 +114,6 @@ def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024) -> Any:
         raise FormatError("not a valid msgpack document") from exc
     except RecursionError as exc:
         raise FormatError("value nests too deeply") from exc
-    if encode(value) != data:
+    if encode(value, json_only=json_only) != data:
         raise FormatError("not in canonical form")
     return value
-
-
-def decode_trusted(data: bytes) -> Any:
-    """Decode bytes that were authenticated first (e.g. an AEAD plaintext). Not strict."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=True)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from pds import _crypto
 from pds._store.base import Backend
-from pds.errors import FormatError, KeyProviderError, PDSError
+from pds.errors import FormatError, IntegrityError, KeyProviderError, PDSError, WrongKey
 from pds.keys import KeyProvider
 
 Clock = Callable[[], float]
@@ -29,7 +29,12 @@ class Context:
         return call_provider(lambda: self.host_key.wrap(secret, context=context))
 
     def host_unwrap(self, wrapped: bytes, context: bytes) -> bytes:
-        return call_provider(lambda: self.host_key.unwrap(wrapped, context=context))
+        """Unwrap a host share. The host key was checked when the store opened, so a
+        share that does not unwrap was changed: ``IntegrityError``."""
+        try:
+            return call_provider(lambda: self.host_key.unwrap(wrapped, context=context))
+        except WrongKey:
+            raise IntegrityError("host-share", "a host share failed authentication") from None
 
 
 def call_provider(operation: Callable[[], bytes]) -> bytes:

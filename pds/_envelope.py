@@ -76,7 +76,7 @@ def open_record(key: bytes, nonce: bytes, ciphertext: bytes, record_binding: byt
     except _crypto.AuthenticationFailed:
         raise IntegrityError("aead", "record ciphertext failed authentication") from None
     try:
-        return _codec.decode(plaintext)
+        return _codec.decode(plaintext, json_only=True)
     except FormatError:
         raise IntegrityError("content", "record content is not canonical msgpack") from None
 
@@ -143,9 +143,10 @@ def parse_manifest(data: bytes) -> Manifest:
             record_id, version, deleted, digest = entry
             if not (
                 isinstance(record_id, str)
-                and isinstance(version, int)
+                and _is_count(version)
                 and isinstance(deleted, bool)
                 and isinstance(digest, bytes)
+                and len(digest) == 32
             ):
                 raise FormatError("manifest entry")
             if (record_id, version) in entries:
@@ -165,15 +166,20 @@ def parse_manifest(data: bytes) -> Manifest:
             isinstance(manifest.vault_id, str)
             and isinstance(manifest.batch_id, bytes)
             and isinstance(manifest.collection, str)
-            and isinstance(manifest.epoch, int)
+            and _is_count(manifest.epoch)
             and isinstance(manifest.writer, bytes)
-            and isinstance(manifest.created_at, int)
+            and _is_count(manifest.created_at)
             and isinstance(manifest.reader_hash, bytes)
+            and len(manifest.reader_hash) == 32
         ):
             raise FormatError("manifest field types")
         return manifest
     except (FormatError, TypeError, ValueError, KeyError):
         raise IntegrityError("manifest", "batch manifest is malformed") from None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def verify_manifest(
@@ -225,10 +231,13 @@ def check_entry(
     record_binding: bytes,
     nonce: bytes | None,
     ciphertext: bytes | None,
+    erasable: bool = False,
 ) -> None:
     """Check one stored record version against its batch's verified manifest.
 
-    Erased content (``nonce is None``) cannot be hashed; its metadata is still checked.
+    Erased content (``nonce is None``) cannot be hashed; its metadata is still checked, and
+    it is accepted only where ``erasable`` (a later version of the record is a tombstone):
+    otherwise the host would be hiding a live record.
     """
     entry = manifest.entries.get((record_id, version))
     if entry is None:
@@ -243,6 +252,8 @@ def check_entry(
     if nonce is None or ciphertext is None:
         if nonce is not None or ciphertext is not None:
             raise IntegrityError("record-binding", "record content is half erased")
+        if not (deleted or erasable):
+            raise IntegrityError("erased", "the content of a live record version is missing")
         return
     if not _crypto.constant_time_equal(entry_hash(record_binding, nonce, ciphertext), entry[1]):
         raise IntegrityError("record-hash", "record ciphertext does not match its manifest")

@@ -32,7 +32,7 @@ from pds._store.base import (
 )
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
 from pds.capability import Token, verify_chain
-from pds.errors import FormatError, IntegrityError, VaultExists
+from pds.errors import AccessDenied, FormatError, IntegrityError, VaultExists
 
 if TYPE_CHECKING:
     from pds.vault import Vault
@@ -391,6 +391,7 @@ def import_vault(
         keys = _owner.open_owner_keys(master, row)
         counts = dict.fromkeys(_COUNTED, 0)
         epochs: set[tuple[str, int]] = set()
+        batch_ids: set[bytes] = set()
         pending: set[tuple[str, int]] = set()
         manifest: _envelope.Manifest | None = None
         with backend.transaction():
@@ -399,6 +400,8 @@ def import_vault(
             while document["t"] == "epoch":
                 epoch = _check_shape(document, "epoch")
                 check_collection(epoch["collection"])
+                if (epoch["collection"], epoch["epoch"]) in epochs:
+                    raise IntegrityError("export-duplicate", "an epoch appears twice")
                 epoch_row = EpochRow(
                     vault_id,
                     epoch["collection"],
@@ -426,6 +429,9 @@ def import_vault(
                     if pending:
                         raise IntegrityError("export-incomplete", "a batch's records are missing")
                     batch = _check_shape(document, "batch")
+                    if batch["batch"] in batch_ids:
+                        raise IntegrityError("export-duplicate", "a batch appears twice")
+                    batch_ids.add(batch["batch"])
                     if (batch["collection"], batch["epoch"]) not in epochs:
                         raise IntegrityError("epoch-missing", "a batch's key epoch is missing")
                     manifest = _envelope.verify_manifest(
@@ -493,6 +499,9 @@ def import_vault(
                         record_binding=record_binding,
                         nonce=record["nonce"],
                         ciphertext=record["ciphertext"],
+                        # Whether erased content sits below a tombstone is checked when
+                        # the record is read; the import keeps the rows exactly as exported.
+                        erasable=True,
                     )
                     backend.insert_records(
                         [
@@ -572,7 +581,14 @@ def _import_tail(
                 token = Token.from_bytes(_crypto.unseal(link["sealed_token"], keys.x25519_secret))
             except _crypto.AuthenticationFailed:
                 raise IntegrityError("link", "a known link failed authentication") from None
-            verify_chain(token, vault_id=vault_id, identity=row.identity_public)
+            try:
+                verify_chain(token, vault_id=vault_id, identity=row.identity_public)
+            except AccessDenied as denied:
+                raise IntegrityError(
+                    "link", f"a known link does not verify ({denied.reason})"
+                ) from None
+            if link["link"] in links:
+                raise IntegrityError("export-duplicate", "a link appears twice")
             leaf = token.leaf
             if (
                 leaf.link_id != link["link"]
@@ -608,8 +624,12 @@ def _import_tail(
             )
             counts["link_keys"] += 1
         document = reader.next()
+    revoked: set[bytes] = set()
     while document["t"] == "revocation":
         revocation = _check_shape(document, "revocation")
+        if revocation["link"] in revoked:
+            raise IntegrityError("export-duplicate", "a revocation appears twice")
+        revoked.add(revocation["link"])
         try:
             _crypto.verify(
                 row.identity_public,

@@ -82,17 +82,17 @@ def new_unlock(
         }
         kek = _crypto.argon2id_key(_passphrase_bytes(secret.passphrase), salt, *_ops_mem(params))
         return _codec.encode(document), SymmetricKey(kek, rng=rng)
-    provider = _key_provider(secret)
-    return _codec.encode({"method": "key", "key_id": provider.key_id}), provider
+    # No key id is stored: it would let the host link vaults that share a key file.
+    return _codec.encode({"method": "key"}), _key_provider(secret, rng)
 
 
 def _ops_mem(params: KdfParams) -> tuple[int, int]:
     return params.opslimit, params.memlimit
 
 
-def _key_provider(secret: OwnerSecret) -> KeyProvider:
+def _key_provider(secret: OwnerSecret, rng: _crypto.Rng = _crypto.system_rng) -> KeyProvider:
     if secret.key_file is not None:
-        return SymmetricKey.from_file(secret.key_file)
+        return SymmetricKey.from_file(secret.key_file, rng=rng)
     assert secret.key_provider is not None
     return secret.key_provider
 

@@ -64,9 +64,11 @@ class SymmetricKey:
         return cls(rng(_crypto.KEY_SIZE), rng=rng)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> SymmetricKey:
+    def from_file(
+        cls, path: str | os.PathLike[str], *, rng: _crypto.Rng = _crypto.system_rng
+    ) -> SymmetricKey:
         """Load a key file: exactly 32 raw bytes. Raises ``FormatError`` otherwise."""
-        return cls(_read_key_file(Path(path)))
+        return cls(_read_key_file(Path(path)), rng=rng)
 
     @classmethod
     def create_file(

@@ -352,6 +352,8 @@ class Vault:
                 raise RecordDeleted("the record is already deleted")
             info = self._write(latest.collection, [(record_id, None)])[0]
             self._ctx.backend.erase_record_content(self.vault_id, record_id, info.version)
+        # Best effort: move the erased pages out of the WAL (secure_delete zeroes them).
+        self._ctx.backend.checkpoint()
         return info
 
     def _write(
@@ -360,9 +362,11 @@ class Vault:
         keys = self._keys()
         ctx = self._ctx
         backend = ctx.backend
-        for record_id, _ in items:
-            if record_id is not None:
-                check_record_id(record_id)
+        given = [record_id for record_id, _ in items if record_id is not None]
+        for record_id in given:
+            check_record_id(record_id)
+        if len(set(given)) != len(given):
+            raise FormatError("a record id appears twice in one write")
         with backend.transaction():
             self._refresh()
             now = ctx.now_ms()
@@ -373,7 +377,7 @@ class Vault:
                 self._check_epoch(epoch_row)
             explicit = sorted({rid for rid, _ in items if rid is not None})
             latest = backend.latest_versions(self.vault_id, explicit) if explicit else {}
-            for record_id, (_, existing) in latest.items():
+            for _, existing in latest.values():
                 if existing != collection:
                     # A record's versions stay in one collection: grants are per collection.
                     raise FormatError("the record belongs to another collection")
@@ -404,18 +408,14 @@ class Vault:
         )
         rows: list[RecordRow] = []
         entries: list[tuple[str, int, bool, bytes]] = []
-        seen: set[str] = set()
         for given_id, plaintext in chunk:
             if given_id is None:
                 record_id = new_id(rng)
                 version = 1
             else:
                 record_id = given_id
-                if record_id in seen:
-                    raise FormatError("a record id appears twice in one batch")
                 version = versions.get(record_id, 0) + 1
                 versions[record_id] = version
-            seen.add(record_id)
             deleted = plaintext is None
             record_binding = _envelope.binding(
                 self.vault_id, collection, record_id, version, epoch, batch_id, deleted
@@ -506,7 +506,7 @@ class Vault:
         if row is None:
             raise RecordNotFound("no such record")
         self._log_owner_read([row])
-        record = self._open(row)
+        record = self._open(row, erasable=False)
         if record.deleted:
             raise RecordDeleted("the record was deleted")
         return record
@@ -519,7 +519,9 @@ class Vault:
         if not rows:
             raise RecordNotFound("no such record")
         self._log_owner_read(rows)
-        return [self._open(row) for row in rows]
+        # Content may be erased only below a tombstone (a deleted record's old versions).
+        last_tombstone = max((row.version for row in rows if row.deleted), default=0)
+        return [self._open(row, erasable=row.version < last_tombstone) for row in rows]
 
     def _log_owner_read(self, rows: builtins.list[RecordRow]) -> None:
         """Log the owner's read, committed before the host share is used (promise 7)."""
@@ -568,7 +570,7 @@ class Vault:
         )
         return manifest
 
-    def _open(self, row: RecordRow) -> Record:
+    def _open(self, row: RecordRow, *, erasable: bool) -> Record:
         """Verify one stored record version against its batch and decrypt it."""
         keys = self._keys()
         batch = self._ctx.backend.get_batch(self.vault_id, row.batch_id)
@@ -595,6 +597,7 @@ class Vault:
             record_binding=record_binding,
             nonce=row.nonce,
             ciphertext=row.ciphertext,
+            erasable=erasable,
         )
         erased = row.nonce is None and not row.deleted
         data: dict[str, Any] | None = None
