@@ -3,7 +3,8 @@
 The demo is a list of steps (``STEPS``) run in order against one ``Demo`` state. Each step
 narrates what it does (``demo.say``), records facts for ``--json`` (``demo.fact``) and
 checks what it promises (``demo.check``); a failed check stops the demo with exit code 1.
-Later features (grants, token reads, revocation, the access log, audits) add steps.
+Steps cover the vault (records, versions, rotation, export), capability tokens (grant,
+read, delegate, revoke) and the access log (the person's view, an offline audit).
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import json
 import secrets
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
 import pds
-from pds import errors
+from pds import audit, errors
 
+from .log_cmds import describe_entry, entry_document
 from .output import pretty_json
 from .state import json_option
 
@@ -54,6 +58,10 @@ class Demo:
     """Record ids to the data their current version must decrypt to."""
     export_file: Path | None = None
     unlocked: pds.Vault | None = field(default=None, repr=False)
+    principals: dict[str, pds.PrincipalKey] = field(default_factory=dict, repr=False)
+    """Demo principals (``"agency"``, ``"processor"``) to their key pairs."""
+    tokens: dict[str, pds.Token] = field(default_factory=dict, repr=False)
+    """The agency's token and the processor's delegated one."""
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     # -- narration
@@ -261,6 +269,153 @@ def import_and_verify(demo: Demo) -> None:
     demo.fact(store=str(demo.directory / "host-b.db"), verified_records=len(listed))
 
 
+GRANTED = "health/vaccinations"
+PURPOSE = "school enrolment check"
+PROJECTED = ("vaccine", "date")
+
+
+def _grantee(demo: Demo, name: str) -> pds.Grantee:
+    return pds.Grantee(demo.principals[name])
+
+
+def create_principals(demo: Demo) -> None:
+    for name, label in (("agency", "the school health service"), ("processor", "its processor")):
+        path = demo.directory / f"{name}.key"
+        principal = pds.PrincipalKey.create_file(path)
+        demo.principals[name] = principal
+        demo.say(f"{label:<26} {principal.did}  (key file {path.name}, 0600)")
+    demo.fact(**{name: key.did for name, key in demo.principals.items()})
+
+
+def grant_collection(demo: Demo) -> None:
+    opened = demo.vault()
+    # A record outside the grant: the agency must never see it.
+    data = {"year": 2025, "income": 43100, "note": demo.marker("tax2025")}
+    info = opened.put("tax/returns", data)
+    demo.records["tax2025"] = info.record_id
+    demo.expected[info.record_id] = data
+    token = opened.grant(
+        demo.principals["agency"].did,
+        collections=[GRANTED],
+        purpose=PURPOSE,
+        expires=timedelta(days=30),
+        delegable=1,
+    )
+    demo.tokens["agency"] = token
+    caveats = token.links[-1].caveats
+    demo.say(f"the person grants the agency {', '.join(sorted(caveats.abilities))} on {GRANTED}")
+    demo.say(f"purpose '{PURPOSE}', for 30 days, delegable once; tax/returns is not granted")
+    demo.say(f"token {token.to_text()[:40]}... ({len(token.to_text())} characters)")
+    demo.say(f"link  {token.link_id.hex()}")
+    demo.fact(link=token.link_id.hex(), collections=[GRANTED], purpose=PURPOSE, days=30)
+
+
+def agency_reads(demo: Demo) -> None:
+    assert demo.store is not None
+    agency = _grantee(demo, "agency")
+    result = agency.read(demo.store, demo.tokens["agency"], agent="nurse 12", correlation="E-1")
+    collections = sorted({record.collection for record in result.records})
+    for record in result.records:
+        demo.say(f"{record.collection:<20} record {record.record_id}: {sorted(record.data or {})}")
+    demo.say(f"only {GRANTED} came back; the host logged the access first (entry {result.access})")
+    demo.check(collections == [GRANTED], "the agency received records outside its grant")
+    demo.check(
+        all(record.data == demo.expected[record.record_id] for record in result.records),
+        "the agency decrypted different data",
+    )
+    demo.check(len(result.records) == 3, "the agency should read three vaccination records")
+    demo.fact(records=len(result.records), collections=collections, access=result.access)
+
+
+def delegate_token(demo: Demo) -> None:
+    agency = _grantee(demo, "agency")
+    child = agency.delegate(
+        demo.tokens["agency"],
+        to=demo.principals["processor"].did,
+        fields=list(PROJECTED),
+        expires=timedelta(days=7),
+    )
+    demo.tokens["processor"] = child
+    demo.say(f"the agency delegates to its processor, offline: fields {', '.join(PROJECTED)}")
+    demo.say("only, for 7 days, and it may not delegate further")
+    demo.say(f"link  {child.link_id.hex()} (chain of {len(child.links)} links)")
+    demo.fact(link=child.link_id.hex(), fields=list(PROJECTED), days=7)
+
+
+def processor_reads(demo: Demo) -> None:
+    assert demo.store is not None
+    processor = _grantee(demo, "processor")
+    result = processor.read(demo.store, demo.tokens["processor"])
+    for record in result.records:
+        demo.say(f"{record.collection:<20} record {record.record_id}: {record.data}")
+    demo.check(bool(result.records), "the processor should read records")
+    demo.check(
+        all(set(record.data or {}) <= set(PROJECTED) for record in result.records),
+        "the processor saw fields outside its projection",
+    )
+    demo.say("the notes (and every other field) stay out of the processor's view")
+    demo.fact(records=len(result.records), fields=list(PROJECTED))
+
+
+def revoke_token(demo: Demo) -> None:
+    opened = demo.vault()
+    link = opened.revoke(demo.tokens["agency"], reason="consent withdrawn")
+    statuses = {info.link_id: info.status for info in opened.grants()}
+    demo.say(f"the person revokes the agency's link {link.hex()[:16]}... (consent withdrawn)")
+    demo.say(
+        f"grants now: agency {statuses.get(link.hex())}, processor "
+        f"{statuses.get(demo.tokens['processor'].link_id.hex())} (revoked with its parent)"
+    )
+    demo.check(statuses.get(link.hex()) == "revoked", "the agency's grant is not revoked")
+    demo.fact(revoked=link.hex(), statuses=statuses)
+
+
+def refused_reads(demo: Demo) -> None:
+    assert demo.store is not None
+    with demo.expect_refusal(errors.Revoked):
+        _grantee(demo, "agency").read(demo.store, demo.tokens["agency"])
+    with demo.expect_refusal(errors.Revoked):
+        _grantee(demo, "processor").read(demo.store, demo.tokens["processor"])
+    demo.say("both refusals are in the person's log too")
+    demo.fact(agency="refused (revoked)", processor="refused (revoked)")
+
+
+def person_log(demo: Demo) -> None:
+    opened = demo.vault()
+    page = opened.log(limit=1000)
+    accesses = [entry for entry in page.entries if entry.kind in ("read", "list")]
+    demo.say("who read what, when and why (newest first):")
+    for entry in accesses:
+        demo.say(f"  {describe_entry(entry)}")
+    others = Counter(entry.kind for entry in page.entries if entry.kind not in ("read", "list"))
+    summary = ", ".join(f"{count} {kind}" for kind, count in sorted(others.items()))
+    demo.say(f"and {sum(others.values())} other entries: {summary}")
+    results = sorted(entry.result for entry in accesses)
+    demo.check(results.count("released") == 2, "the log should hold the two released reads")
+    demo.check(results.count("refused") == 2, "the log should hold the two refused reads")
+    demo.fact(
+        entries=[entry_document(entry) for entry in page.entries],
+        withheld=page.withheld,
+        size=opened.log_size(),
+    )
+
+
+def audit_package(demo: Demo) -> None:
+    opened = demo.vault()
+    directory = demo.directory / "audit"
+    audit.export_audit(opened, directory)
+    report = audit.verify_audit(directory)
+    counts = report.to_dict()["counts"]
+    demo.say(f"audit package written to {directory} and verified offline, from its files alone:")
+    demo.say(
+        f"{counts['entries']} log entries against the signed checkpoint, "
+        f"{counts['accesses']} accesses ({counts['released']} released, "
+        f"{counts['refused']} refused): {'clean' if report.clean else 'VIOLATIONS'}"
+    )
+    demo.check(report.clean, f"the audit found {counts['violations']} violation(s)")
+    demo.fact(directory=str(directory), report=report.to_dict())
+
+
 def _forms(value: bytes) -> list[bytes]:
     """Raw, hex and base64 renderings of a secret, as a leak would show them."""
     return [
@@ -317,6 +472,15 @@ STEPS: list[Step] = [
     ("rotate", "Rotate the collection keys", rotate_keys),
     ("export", "Export the vault to one portable file", export_vault),
     ("import", "Import it into a second store and verify", import_and_verify),
+    ("principals", "Create an agency key and a processor key", create_principals),
+    ("grant", "Grant the agency one collection, for a purpose, until a date", grant_collection),
+    ("token-read", "The agency reads with its token: only that collection", agency_reads),
+    ("delegate", "The agency delegates to a processor, fewer fields", delegate_token),
+    ("delegate-read", "The processor reads: projected fields only", processor_reads),
+    ("revoke", "The person revokes the agency's grant", revoke_token),
+    ("refused", "Reads after revocation are refused", refused_reads),
+    ("log", "The person's log: who read what, when, why", person_log),
+    ("audit", "An audit package, verified offline: clean", audit_package),
     ("scan", "Nothing readable at rest", scan_at_rest),
 ]
 
@@ -346,8 +510,10 @@ def demo(keep: bool, as_json: bool) -> None:
     """Run the whole story end to end in a temporary store, narrated step by step.
 
     Creates a vault, stores, lists, reads, updates, deletes records, rotates keys,
-    exports and imports the vault, and checks that no plaintext reached the disk. The
-    global --store is not used. Exit code 0 means every step held.
+    exports and imports the vault; grants an agency one collection, reads with its token,
+    delegates to a processor with fewer fields, revokes, shows the refused reads, the
+    person's log and a clean offline audit; and checks that no plaintext reached the disk.
+    The global --store is not used. Exit code 0 means every step held.
     """
     directory = Path(tempfile.mkdtemp(prefix="pds-demo-"))
     try:

@@ -5,7 +5,9 @@ contract:
 
 * 0: the command succeeded.
 * 1: the operation failed (``pds.errors.PDSError``: wrong passphrase, unknown vault or
-  record, integrity failure, missing store...), or the user aborted a confirmation.
+  record, integrity failure, missing store, a refused token: ``access denied (<reason>)``),
+  a verification found a violation (``token verify``, ``audit verify``, a log that does not
+  extend the pinned head), or the user aborted a confirmation.
 * 2: usage error or malformed input (click usage errors, ``pds.errors.FormatError`` and its
   subclasses, unreadable or invalid input files).
 * 130: interrupted (Ctrl-C).
@@ -29,10 +31,14 @@ import click
 import pds
 from pds import errors
 
+from .audit_cmds import audit_group
 from .demo import demo
+from .grant_cmds import grant, grants, revocations, revoke
 from .key_cmds import key
+from .log_cmds import log
 from .records import delete, get, history, list_records, put
 from .state import DEFAULT_STORE, STORE_ENV, AppState
+from .token_cmds import read, token
 from .vault_cmds import vault
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PdsGroup", "cli", "main"]
@@ -118,6 +124,11 @@ class PdsGroup(click.Group):
         except errors.FormatError as exc:
             _report(str(exc), exc, debug=state.debug)
             return EXIT_USAGE
+        except errors.AccessDenied as exc:
+            # A refused token or request: the reason code names the rule that failed, as
+            # the host logged it; the message adds nothing a grantee should rely on.
+            _report(f"access denied ({exc.reason})", exc, debug=state.debug)
+            return EXIT_FAILURE
         except errors.PDSError as exc:
             _report(str(exc), exc, debug=state.debug)
             return EXIT_FAILURE
@@ -194,6 +205,14 @@ cli.add_command(list_records)
 cli.add_command(history)
 cli.add_command(delete)
 cli.add_command(key)
+cli.add_command(grant)
+cli.add_command(grants)
+cli.add_command(revoke)
+cli.add_command(revocations)
+cli.add_command(token)
+cli.add_command(read)
+cli.add_command(log)
+cli.add_command(audit_group)
 cli.add_command(demo)
 
 

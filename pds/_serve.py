@@ -230,13 +230,21 @@ class Host:
         reason: str | None,
     ) -> dict[str, Any]:
         token = invocation.token
+        requested = {
+            "collection": invocation.collection,
+            "records": list(invocation.records) if invocation.records is not None else None,
+        }
+        collections = sorted({r.collection for r in records})
+        if result == "refused" and invocation.collection is not None:
+            collections = [invocation.collection]
         return {
             "actor": token.leaf.audience_did,
+            "requested": requested,
             "chain": [link_id.hex() for link_id in token.link_ids],
             "action": invocation.action,
             "purpose": invocation.purpose,
             "basis": token.leaf.caveats.basis,
-            "collections": sorted({r.collection for r in records}),
+            "collections": collections,
             "records": [[r.record_id, r.version] for r in records],
             "request": invocation.request_id.hex(),
             "agent": invocation.agent,

@@ -206,6 +206,8 @@ def verify_audit(
             item = json.loads(line)
         except json.JSONDecodeError:
             raise FormatError(f"log.jsonl line {number + 1} is not JSON") from None
+        if not isinstance(item, dict):
+            raise FormatError(f"log.jsonl line {number + 1} is not an object")
         entry = LogEntry.parse(_unb64(item.get("entry"), "entry"))
         key = None if item.get("key") is None else _unb64(item["key"], "key")
         if entry.index != number or entry.vault_id != vault_id:
@@ -226,9 +228,9 @@ def verify_audit(
     if not isinstance(token_list, list):
         raise FormatError("tokens.json is a list")
     for item in token_list:
-        token = capability.Token.from_text(item["token"]) if isinstance(item, dict) else None
-        if token is None:
+        if not isinstance(item, dict) or not isinstance(item.get("token"), str):
             raise FormatError("tokens.json items are {link, token}")
+        token = capability.Token.from_text(item["token"])
         try:
             capability.verify_chain(token, vault_id=vault_id, identity=identity)
             tokens[token.link_id] = token

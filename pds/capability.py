@@ -37,10 +37,15 @@ from pds.errors import (
 
 __all__ = [
     "ABILITIES",
+    "CLOCK_SKEW_MS",
     "Caveats",
     "Link",
     "Token",
+    "check_request",
+    "check_times",
     "collection_allowed",
+    "parse",
+    "verify_chain",
 ]
 
 TOKEN_PREFIX = "pdst1_"  # noqa: S105 - a format marker, not a secret

@@ -21,7 +21,13 @@ from typing import Protocol, runtime_checkable
 from pds import _crypto
 from pds.errors import FormatError, KeyProviderError, WeakKdfParameters, WrongKey
 
-__all__ = ["KdfParams", "KeyProvider", "PrincipalKey", "SymmetricKey"]
+__all__ = ["KdfParams", "KeyProvider", "PrincipalKey", "SymmetricKey", "public_key_from_did"]
+
+
+def public_key_from_did(did: str) -> bytes:
+    """The Ed25519 public key a ``did:key`` names. Raises ``FormatError`` for anything that
+    is not a canonical Ed25519 did:key of a valid, prime-order point."""
+    return _crypto.parse_did_key(did)
 
 
 @runtime_checkable

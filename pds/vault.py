@@ -83,7 +83,9 @@ class GrantInfo:
     not_before: datetime
     expires: datetime
     uses: int | None
-    used: int
+    used: int | None
+    """Requests served against the budget; ``None`` when the link has no budget (the host
+    counts only budgeted links; the access log has every use)."""
     status: str
     """``active``, ``revoked`` (it or an ancestor), ``expired``, ``not-yet-valid`` or
     ``exhausted``."""
@@ -916,7 +918,7 @@ class Vault:
                     not_before=ms_to_datetime(link.not_before),
                     expires=ms_to_datetime(link.expires),
                     uses=link.uses,
-                    used=spent.get(link.link_id, 0),
+                    used=None if link.uses is None else spent.get(link.link_id, 0),
                     status=status,
                     purposes=None if caveats is None else sorted(caveats.purposes),
                     collections=None if caveats is None else list(caveats.collections),
@@ -1019,15 +1021,16 @@ class Vault:
             if len(entries) == limit:
                 cursor = entry.index + 1
                 break
-            if (
+            deferred = (
                 entry.disclose_after is not None
                 and entry.disclose_after > now
                 and not include_deferred
-            ):
-                withheld += 1
-                continue
+            )
             item = _access_entry(entry, entry.open(keys.x25519_secret))
             if actor is not None and item.actor != actor:
+                continue
+            if deferred:
+                withheld += 1
                 continue
             entries.append(item)
         return LogPage(entries, withheld, cursor)
@@ -1066,12 +1069,18 @@ class Vault:
         return head
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        """The newest checkpoint the owner signed (verified), without any secret."""
+        """The newest checkpoint the owner signed, without any secret.
+
+        Raises ``InvalidProof`` if its signature fails or the stored log does not match it.
+        """
         text = self._ctx.backend.latest_checkpoint(self.vault_id)
         if text is None:
             return None
         head = Checkpoint.parse(text)
         head.verify(self._row.identity_public)
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        if head.size > log.size() or (head.size and log.root(head.size) != head.root):
+            raise InvalidProof("the stored log does not match its latest checkpoint", "log-fork")
         return head
 
     def prove_inclusion(

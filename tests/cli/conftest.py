@@ -20,15 +20,17 @@ if TYPE_CHECKING:
 else:
     from pds_cli.main import cli as pds_group
 
-PDS_VARIABLES = ("PDS_STORE", "PDS_PASSPHRASE", "PDS_NEW_PASSPHRASE")
+PDS_VARIABLES = ("PDS_STORE", "PDS_PASSPHRASE", "PDS_NEW_PASSPHRASE", "PDS_STATE_DIR")
 
 
 @dataclass
 class Cli:
-    """Runs ``pds`` in-process against ``store`` with ``passphrase`` in ``PDS_PASSPHRASE``."""
+    """Runs ``pds`` in-process against ``store`` with ``passphrase`` in ``PDS_PASSPHRASE``
+    and its pinned log heads in ``state_dir`` (``PDS_STATE_DIR``)."""
 
     store: Path
     passphrase: str
+    state_dir: Path
     runner: CliRunner = field(default_factory=CliRunner)
     results: list[Result] = field(default_factory=list)
     """Every result so far, so a test can scan all output for secrets."""
@@ -44,6 +46,7 @@ class Cli:
     ) -> Result:
         """Run ``pds --store STORE ARGS...`` (without ``--store`` if not ``store_option``)."""
         environment: dict[str, str | None] = dict.fromkeys(PDS_VARIABLES)
+        environment["PDS_STATE_DIR"] = str(self.state_dir)
         if passphrase:
             environment["PDS_PASSPHRASE"] = self.passphrase
         environment.update(env or {})
@@ -91,7 +94,11 @@ class Cli:
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
-    return Cli(store=tmp_path / "pds.db", passphrase=f"pw-{secrets.token_hex(12)}")
+    return Cli(
+        store=tmp_path / "pds.db",
+        passphrase=f"pw-{secrets.token_hex(12)}",
+        state_dir=tmp_path / "state",
+    )
 
 
 @pytest.fixture
@@ -109,3 +116,79 @@ def record(cli: Cli, vault_id: str) -> dict[str, Any]:
     document = cli.put(vault_id, "health", data)
     document["data"] = data
     return document
+
+
+@dataclass
+class Granted:
+    """A key-file vault with records in two collections, an agency key, and a token granting
+    the agency ``income/*`` for one purpose (written to ``token_file``)."""
+
+    cli: Cli
+    vault: str
+    vault_did: str
+    owner_key: Path
+    agency_key: Path
+    agency_did: str
+    token: str
+    token_file: Path
+    link: str
+    payslip: dict[str, Any]
+    visit: dict[str, Any]
+
+    @property
+    def owner(self) -> tuple[str, str]:
+        """The owner's secret option (a key file: no Argon2id, so the suite stays fast)."""
+        return ("--key-file", str(self.owner_key))
+
+    def principal(self, name: str) -> tuple[Path, str]:
+        """A new principal key file in the test directory and its did:key."""
+        path = self.owner_key.parent / f"{name}.key"
+        document = self.cli.json("key", "new", path)
+        return path, str(document["did"])
+
+
+@pytest.fixture
+def granted(cli: Cli, tmp_path: Path) -> Granted:
+    owner_key = tmp_path / "owner.key"
+    created = cli.json("vault", "create", "--key-file", owner_key)
+    vault = created["vault"]
+    owner = ("--key-file", str(owner_key))
+    payslip_data = {"employer": "ACME", "net": 2450.5, "marker": f"m-{secrets.token_hex(8)}"}
+    payslip = cli.json("put", vault, "income/payslips", *owner, input=json.dumps(payslip_data))
+    payslip["data"] = payslip_data
+    visit_data = {"clinic": "north", "marker": f"m-{secrets.token_hex(8)}"}
+    visit = cli.json("put", vault, "health/visits", *owner, input=json.dumps(visit_data))
+    visit["data"] = visit_data
+    agency_key = tmp_path / "agency.key"
+    agency_did = cli.json("key", "new", agency_key)["did"]
+    token_file = tmp_path / "agency.token"
+    document = cli.json(
+        "grant",
+        vault,
+        "--to",
+        agency_did,
+        "--collection",
+        "income/*",
+        "--purpose",
+        "child allowance check",
+        "--expires",
+        "30d",
+        "--delegable",
+        "1",
+        "--out",
+        token_file,
+        *owner,
+    )
+    return Granted(
+        cli=cli,
+        vault=vault,
+        vault_did=created["did"],
+        owner_key=owner_key,
+        agency_key=agency_key,
+        agency_did=agency_did,
+        token=document["token"],
+        token_file=token_file,
+        link=document["link"],
+        payslip=payslip,
+        visit=visit,
+    )

@@ -61,6 +61,20 @@ def test_the_group_has_the_commands_of_the_issue() -> None:
         "pds delete",
         "pds key new",
         "pds demo",
+        "pds grant",
+        "pds grants",
+        "pds revoke",
+        "pds revocations",
+        "pds token inspect",
+        "pds token verify",
+        "pds token delegate",
+        "pds read",
+        "pds log list",
+        "pds log head",
+        "pds log prove",
+        "pds log consistency",
+        "pds audit export",
+        "pds audit verify",
     } <= set(COMMANDS)
 
 

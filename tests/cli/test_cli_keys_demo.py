@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +46,12 @@ def test_demo_text(cli: Cli) -> None:
         "Export",
         "Import",
         "none of the",
+        "only health/vaccinations came back",
+        "refused as expected: Revoked",
+        "who read what, when and why",
+        "(agent: nurse 12) read 3 records in health/vaccinations",
+        "— refused (revoked)",
+        "clean",
     ):
         assert fragment in result.stdout
     assert not cli.store.exists()  # the demo never touches the --store
@@ -59,6 +66,25 @@ def test_demo_json(cli: Cli) -> None:
     assert {"put", "list-locked", "get", "update", "delete", "rotate", "export", "import"} <= set(
         names
     )
+    assert {"grant", "token-read", "delegate", "delegate-read", "revoke", "refused"} <= set(names)
+    details = {step["name"]: step["details"] for step in document["steps"]}
+    assert details["token-read"]["collections"] == ["health/vaccinations"]
+    assert details["delegate-read"]["fields"] == ["vaccine", "date"]
+    # The access log, in the person's terms: two released reads, two refusals.
+    entries = details["log"]["entries"]
+    reads = [entry for entry in entries if entry["kind"] == "read"]
+    assert sorted(entry["result"] for entry in reads) == [
+        "refused",
+        "refused",
+        "released",
+        "released",
+    ]
+    assert {entry["purpose"] for entry in reads} == {"school enrolment check"}
+    assert all(entry["time"] and entry["actor"].startswith("did:key:") for entry in entries)
+    report = details["audit"]["report"]
+    assert report["clean"] is True
+    assert report["counts"]["violations"] == 0
+    assert report["counts"]["accesses"] == 4
     scan = document["steps"][-1]["details"]
     assert scan["plaintext_found"] == 0
     assert scan["markers"] >= 4
@@ -71,7 +97,6 @@ def test_demo_keep(cli: Cli) -> None:
     try:
         assert (directory / "host-a.db").exists()
         assert (directory / "vault.pdsx").exists()
+        assert (directory / "audit" / "checkpoint.txt").exists()
     finally:
-        for path in directory.iterdir():
-            path.unlink()
-        directory.rmdir()
+        shutil.rmtree(directory)

@@ -1,0 +1,384 @@
+"""``pds grant``, ``pds grants``, ``pds revoke``, ``pds revocations``: the owner's side of
+capability tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+import pds
+
+from .output import emit, iso, table
+from .params import CommaList, DidKey, Duration, Expiry, from_ms, read_token
+from .state import (
+    AppState,
+    Timestamp,
+    json_option,
+    owner_credential,
+    owner_options,
+    pass_state,
+    unlock,
+    unlocked_vault,
+)
+
+__all__ = [
+    "grant",
+    "grants",
+    "revocations",
+    "revoke",
+    "token_document",
+    "token_summary",
+    "unlock_option",
+    "write_token_file",
+]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def unlock_option(function: F) -> F:
+    """``--unlock``: use the owner's secret from $PDS_PASSPHRASE or a prompt."""
+    return click.option(
+        "--unlock",
+        "use_secret",
+        is_flag=True,
+        help="Unlock the vault (secret from $PDS_PASSPHRASE or a prompt) to show more; "
+        "implied by --passphrase-file or --key-file.",
+    )(function)
+
+
+def wants_secret(use_secret: bool, passphrase_file: Path | None, key_file: Path | None) -> bool:
+    return use_secret or passphrase_file is not None or key_file is not None
+
+
+def token_document(token: pds.Token) -> dict[str, Any]:
+    """The JSON shape of a newly issued or delegated token: the text, its link id and the
+    effective (final link's) caveats, times as ISO 8601."""
+    leaf = token.links[-1]
+    caveats = leaf.caveats
+    start, end = caveats.window
+    return {
+        "token": token.to_text(),
+        "link": token.link_id.hex(),
+        "parent": None if leaf.parent is None else leaf.parent.hex(),
+        "vault": token.vault_id,
+        "issuer": leaf.issuer_did,
+        "audience": leaf.audience_did,
+        "abilities": sorted(caveats.abilities),
+        "collections": list(caveats.collections),
+        "fields": None if caveats.fields is None else sorted(caveats.fields),
+        "records_window": [
+            None if start is None else iso(from_ms(start)),
+            None if end is None else iso(from_ms(end)),
+        ],
+        "purposes": sorted(caveats.purposes),
+        "basis": caveats.basis,
+        "not_before": iso(from_ms(caveats.not_before)),
+        "expires": iso(from_ms(caveats.expires)),
+        "uses": caveats.uses,
+        "delegable": caveats.depth,
+        "defer_seconds": None if caveats.defer is None else caveats.defer // 1000,
+        "chain": len(token.links),
+    }
+
+
+def token_summary(document: dict[str, Any]) -> list[str]:
+    """Text lines describing ``token_document``'s caveats."""
+    purposes = ", ".join(f"'{p}'" for p in document["purposes"])
+    lines = [
+        f"  audience:    {document['audience']}",
+        f"  link:        {document['link']}",
+        f"  abilities:   {', '.join(document['abilities'])}",
+        f"  collections: {', '.join(document['collections'])}",
+        f"  purposes:    {purposes}",
+        f"  valid:       {document['not_before']} to {document['expires']}",
+    ]
+    if document["fields"] is not None:
+        lines.append(f"  fields:      {', '.join(document['fields'])}")
+    if document["records_window"] != [None, None]:
+        start, end = document["records_window"]
+        lines.append(f"  records:     written from {start or 'any time'} to {end or 'now'}")
+    if document["basis"] is not None:
+        lines.append(f"  basis:       {document['basis']}")
+    if document["uses"] is not None:
+        lines.append(f"  uses:        {document['uses']}")
+    lines.append(f"  delegable:   {document['delegable']} more link(s)")
+    if document["defer_seconds"] is not None:
+        lines.append(f"  may defer disclosure by up to {document['defer_seconds']} s")
+    return lines
+
+
+def write_token_file(path: Path | None, token: pds.Token) -> None:
+    """Write the token's text to a new file (never overwriting one)."""
+    if path is None:
+        return
+    with path.open("x", encoding="ascii") as out:
+        out.write(token.to_text() + "\n")
+
+
+def _window(
+    start: datetime | None, end: datetime | None
+) -> tuple[datetime | None, datetime | None] | None:
+    return None if start is None and end is None else (start, end)
+
+
+@click.command("grant", short_help="Issue a capability token to a principal.")
+@click.argument("vault_id", metavar="VAULT")
+@click.option("--to", "audience", required=True, type=DidKey(), help="The grantee's did:key.")
+@click.option(
+    "--collection",
+    "collections",
+    "-c",
+    multiple=True,
+    required=True,
+    help="A collection: an exact name, prefix/* or * (repeat for several).",
+)
+@click.option(
+    "--purpose",
+    "purposes",
+    multiple=True,
+    required=True,
+    help="A purpose the token may be used for, shown in the person's log (repeatable).",
+)
+@click.option(
+    "--expires",
+    required=True,
+    type=Expiry(),
+    help="Lifetime from --not-before (30d, 12h) or an ISO 8601 date or time (UTC if no offset).",
+)
+@click.option(
+    "--not-before",
+    type=Timestamp(),
+    help="Valid from this ISO 8601 time (default: now; UTC if no offset).",
+)
+@click.option("--fields", type=CommaList(), help="Only these top-level fields (a,b): projection.")
+@click.option(
+    "--records-from",
+    type=Timestamp(),
+    help="Only records written at or after this ISO 8601 time.",
+)
+@click.option(
+    "--records-until",
+    type=Timestamp(),
+    help="Only records written before this ISO 8601 time.",
+)
+@click.option("--uses", type=click.IntRange(min=1), help="At most N requests with this token.")
+@click.option(
+    "--delegable",
+    type=click.IntRange(0, 15),
+    default=0,
+    show_default=True,
+    help="How many further links the holder may add (0: may not delegate).",
+)
+@click.option(
+    "--ability",
+    "abilities",
+    type=CommaList(),
+    default="read,list",
+    show_default=True,
+    help="Abilities: read, list (delegate is added by --delegable).",
+)
+@click.option("--basis", help="The legal basis, shown in the person's log.")
+@click.option(
+    "--defer",
+    type=Duration(),
+    help="Let the holder defer showing an access to the person by up to this long (10d).",
+)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the token's text to this new file (for --token @FILE).",
+)
+@owner_options
+@json_option
+@pass_state
+def grant(
+    state: AppState,
+    vault_id: str,
+    audience: str,
+    collections: Sequence[str],
+    purposes: Sequence[str],
+    expires: timedelta | datetime,
+    not_before: datetime | None,
+    fields: list[str] | None,
+    records_from: datetime | None,
+    records_until: datetime | None,
+    uses: int | None,
+    delegable: int,
+    abilities: list[str],
+    basis: str | None,
+    defer: timedelta | None,
+    out_file: Path | None,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Issue a capability token for VAULT to the principal --to, and print it.
+
+    The token lets its holder (and only its holder, who signs every request with its key)
+    read the given collections, for the given purposes, within the validity window. The
+    epoch keys of those collections are sealed to the grantee inside the token. Needs the
+    owner's secret. The grant is recorded in the vault's access log.
+    """
+    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    token = opened.grant(
+        audience,
+        collections=list(collections),
+        purpose=list(purposes),
+        expires=expires,
+        not_before=not_before,
+        abilities=abilities,
+        fields=fields,
+        window=_window(records_from, records_until),
+        uses=uses,
+        delegable=delegable,
+        basis=basis,
+        defer=defer,
+    )
+    write_token_file(out_file, token)
+    document = token_document(token)
+    lines = [f"granted a token for vault {token.vault_id}:", *token_summary(document)]
+    if out_file is not None:
+        lines.append(f"token written to {out_file}")
+    lines.append(f"token: {document['token']}")
+    emit(as_json, document, lines)
+
+
+def _grant_document(info: pds.GrantInfo) -> dict[str, Any]:
+    return {
+        "link": info.link_id,
+        "parent": info.parent,
+        "audience": info.audience,
+        "status": info.status,
+        "created_at": iso(info.created_at),
+        "not_before": iso(info.not_before),
+        "expires": iso(info.expires),
+        "uses": info.uses,
+        # pds counts uses only for links with a budget: for the others the count is unknown.
+        "used": None if info.uses is None else info.used,
+        "purposes": info.purposes,
+        "collections": info.collections,
+    }
+
+
+@click.command("grants", short_help="List the tokens a vault issued, with their status.")
+@click.argument("vault_id", metavar="VAULT")
+@unlock_option
+@owner_options
+@json_option
+@pass_state
+def grants(
+    state: AppState,
+    vault_id: str,
+    use_secret: bool,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """List every link VAULT knows (its grants, and the delegations seen in requests) with
+    its status: active, revoked (it or an ancestor), expired, not-yet-valid or exhausted.
+
+    Needs no secret. Purposes and collections are sealed to the owner: they are shown only
+    with --unlock (or a --passphrase-file/--key-file), and are null otherwise.
+    """
+    opened = state.open_vault(vault_id)
+    if wants_secret(use_secret, passphrase_file, key_file):
+        unlock(opened, owner_credential(passphrase_file, key_file))
+    infos = opened.grants()
+    documents = [_grant_document(info) for info in infos]
+    if not infos:
+        lines = ["no grants"]
+    else:
+        lines = table(
+            ["LINK", "PARENT", "STATUS", "EXPIRES", "USED", "AUDIENCE", "PURPOSES", "COLLECTIONS"],
+            [
+                [
+                    info.link_id[:16],
+                    "-" if info.parent is None else info.parent[:16],
+                    info.status,
+                    iso(info.expires),
+                    "-" if info.uses is None else f"{info.used}/{info.uses}",
+                    info.audience,
+                    "(locked)" if info.purposes is None else ", ".join(info.purposes),
+                    "(locked)" if info.collections is None else ", ".join(info.collections),
+                ]
+                for info in infos
+            ],
+        )
+    emit(as_json, {"vault": opened.vault_id, "grants": documents}, lines)
+
+
+@click.command("revoke", short_help="Revoke a token (and its descendants) or a grantee.")
+@click.argument("vault_id", metavar="VAULT")
+@click.argument("link", metavar="[LINK_OR_TOKEN]", required=False)
+@click.option(
+    "--audience",
+    type=DidKey(),
+    help="Revoke every link issued to this did:key instead of one link.",
+)
+@click.option("--reason", default="", help="Why (kept in the signed revocation and the log).")
+@owner_options
+@json_option
+@pass_state
+def revoke(
+    state: AppState,
+    vault_id: str,
+    link: str | None,
+    audience: str | None,
+    reason: str,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Revoke LINK_OR_TOKEN (a 64-hex link id, a token's text, - for stdin or @FILE) and
+    every link delegated from it, or, with --audience, every link issued to a did:key.
+
+    Takes effect on the next request. Each revocation is signed by the vault key (see
+    'pds revocations'). Needs the owner's secret.
+    """
+    if (link is None) == (audience is None):
+        raise click.UsageError("give a LINK_OR_TOKEN or --audience, not both and not neither")
+    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    if audience is not None:
+        revoked = opened.revoke_all(audience=audience, reason=reason)
+    else:
+        assert link is not None
+        revoked = [opened.revoke(read_token(link), reason=reason)]
+    ids = [link_id.hex() for link_id in revoked]
+    if ids:
+        lines = [f"revoked {link_id}" for link_id in ids]
+    else:
+        lines = [f"nothing to revoke: no link was issued to {audience}"]
+    emit(as_json, {"vault": opened.vault_id, "revoked": ids, "reason": reason}, lines)
+
+
+@click.command("revocations", short_help="Write the vault's signed revocation list.")
+@click.argument("vault_id", metavar="VAULT")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@owner_options
+@json_option
+@pass_state
+def revocations(
+    state: AppState,
+    vault_id: str,
+    file: Path,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Write VAULT's signed, timestamped revocation list to FILE (binary, replaced if it
+    exists), for auditors and hosts. Needs the owner's secret (the vault key signs it)."""
+    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    data = opened.revocation_list()
+    file.write_bytes(data)
+    emit(
+        as_json,
+        {"vault": opened.vault_id, "file": str(file), "bytes": len(data)},
+        f"wrote the signed revocation list of vault {opened.vault_id} ({len(data)} bytes) "
+        f"to {file}",
+    )

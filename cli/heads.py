@@ -1,0 +1,160 @@
+"""Pinned log heads: the last signed checkpoint this user saw for each vault.
+
+Every command that opens a vault's log (``log``, ``log head``, ``read``, ``audit export``)
+checks that the store's log still extends the pinned head (``Vault.verify_log``), so a host
+that rolls its store back to an earlier copy, or shows different users different logs (a
+fork), is detected the next time this user looks. When the check passes, the pin moves to
+the newest signed checkpoint the store's log extends; it never moves backwards.
+
+Pins live in the user's state directory: ``$PDS_STATE_DIR``, else ``$XDG_STATE_HOME/pds``,
+else ``~/.local/state/pds``; one file per vault, ``heads/<vault>.checkpoint``, holding the
+checkpoint note exactly as signed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+import pds
+from pds import errors
+from pds.accesslog import Checkpoint
+
+from .output import iso
+from .params import from_ms
+from .state import InputError
+
+__all__ = [
+    "STATE_DIR_ENV",
+    "HeadCheck",
+    "check_pinned",
+    "head_path",
+    "pin",
+    "state_directory",
+]
+
+STATE_DIR_ENV = "PDS_STATE_DIR"
+# Vault ids are short random names; anything else never becomes part of a file name.
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def state_directory() -> Path:
+    """``$PDS_STATE_DIR``, else ``$XDG_STATE_HOME/pds``, else ``~/.local/state/pds``."""
+    explicit = os.environ.get(STATE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg:
+        return Path(xdg) / "pds"
+    return Path.home() / ".local" / "state" / "pds"
+
+
+def head_path(vault_id: str) -> Path | None:
+    """Where the pinned head of ``vault_id`` lives (``None`` for an id unfit for a name)."""
+    if not _SAFE_ID.fullmatch(vault_id):
+        return None
+    return state_directory() / "heads" / f"{vault_id}.checkpoint"
+
+
+def pinned_head(vault_id: str) -> Checkpoint | None:
+    """The pinned head of ``vault_id``, or ``None`` if this user has not seen one yet."""
+    path = head_path(vault_id)
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(f"cannot read the pinned log head {path}: {reason}") from None
+    try:
+        return Checkpoint.parse(text)
+    except errors.FormatError:
+        raise InputError(
+            f"the pinned log head {path} is not a checkpoint (delete it to pin afresh)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class HeadCheck:
+    """The outcome of checking a store's log against the pinned head."""
+
+    ok: bool
+    pinned: Checkpoint | None
+    reason: str | None = None
+
+    def warning(self, vault_id: str) -> str:
+        seen = "an earlier visit"
+        if self.pinned is not None:
+            seen = f"{iso(from_ms(self.pinned.time))} (size {self.pinned.size})"
+        return (
+            f"WARNING: the store's log for {vault_id} does not extend the head seen on "
+            f"{seen}: possible rollback or fork ({self.reason})"
+        )
+
+
+def check_pinned(vault: pds.Vault) -> HeadCheck:
+    """Check the store's log for ``vault`` against the pinned head (no secret needed)."""
+    pinned = pinned_head(vault.vault_id)
+    if pinned is None:
+        return HeadCheck(True, None)
+    try:
+        vault.verify_log(pinned)
+    except errors.IntegrityError as exc:
+        return HeadCheck(False, pinned, exc.reason)
+    return HeadCheck(True, pinned)
+
+
+def warn(message: str) -> None:
+    """A loud line on stderr (never on stdout: ``--json`` output stays one document)."""
+    click.echo(message, err=True)
+
+
+def pin(vault: pds.Vault, head: Checkpoint | None = None, *, force: bool = False) -> HeadCheck:
+    """Move the pin of ``vault`` to ``head`` (default: the newest checkpoint in the store).
+
+    The store's log must extend ``head`` (else the result is not ok and nothing is pinned),
+    and the pin never moves to a smaller tree unless ``force``. A pin that cannot be written
+    is reported on stderr: the command's own result still stands.
+    """
+    if head is None:
+        head = vault.latest_checkpoint()
+        if head is None:
+            return HeadCheck(True, pinned_head(vault.vault_id))
+    try:
+        vault.verify_log(head)
+    except errors.IntegrityError as exc:
+        return HeadCheck(False, head, exc.reason)
+    path = head_path(vault.vault_id)
+    if path is None:
+        return HeadCheck(True, head)
+    current = None if force else pinned_head(vault.vault_id)
+    if current is not None and (current.size, current.time) >= (head.size, head.time):
+        return HeadCheck(True, current)
+    try:
+        _write_atomically(path, head.to_text())
+    except OSError as exc:
+        warn(f"warning: cannot save the log head to {path}: {exc.strerror}")
+    return HeadCheck(True, head)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,324 @@
+"""``pds log`` (the person's view), ``log head``, ``log prove``, ``log consistency``, and the
+pinned-head check that detects a rolled-back or forked store."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pds import merkle
+
+if TYPE_CHECKING:
+    # mypy reads pds_cli under its folder name (see conftest.py).
+    from cli.heads import head_path, state_directory
+    from tests.cli.conftest import Cli, Granted
+else:
+    from pds_cli.heads import head_path, state_directory
+
+
+def _agency_read(granted: Granted, *extra: str, store: Path | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = granted.cli.json(
+        "read", "--token", granted.token, "--key", granted.agency_key, *extra, store=store
+    )
+    return document
+
+
+def test_log_json_newest_first(granted: Granted) -> None:
+    cli = granted.cli
+    _agency_read(granted, "--agent", "clerk 17", "--correlation", "case-9")
+    cli.fails(1, "read", "--token", granted.token, "--key", granted.agency_key, "-c", "health")
+    document = cli.json("log", granted.vault, *granted.owner)
+    entries = document["entries"]
+    assert [entry["kind"] for entry in entries] == ["read", "read", "grant"]
+    assert [entry["index"] for entry in entries] == [2, 1, 0]
+    assert document["withheld"] == 0
+    assert document["cursor"] is None
+    refused, released, grant = entries
+    assert released["actor"] == granted.agency_did
+    assert released["owner"] is False
+    assert released["agent"] == "clerk 17"
+    assert released["correlation"] == "case-9"
+    assert released["action"] == "read"
+    assert released["purpose"] == "child allowance check"
+    assert released["collections"] == ["income/payslips"]
+    assert released["records"] == [{"record": granted.payslip["record"], "version": 1}]
+    assert released["result"] == "released"
+    assert released["reason"] is None
+    assert released["links"] == [granted.link]
+    assert released["disclose_after"] is None
+    assert (refused["result"], refused["reason"]) == ("refused", "scope:collection")
+    assert grant["owner"] is True and grant["actor"] == granted.vault_did
+    assert set(released) >= {
+        "index",
+        "time",
+        "kind",
+        "actor",
+        "agent",
+        "action",
+        "purpose",
+        "basis",
+        "collections",
+        "records",
+        "result",
+        "reason",
+        "correlation",
+        "disclose_after",
+    }
+
+
+def test_log_text_both_forms(granted: Granted) -> None:
+    cli = granted.cli
+    _agency_read(granted, "--agent", "clerk 17")
+    short = cli.ok("log", granted.vault, *granted.owner).stdout
+    explicit = cli.ok("log", "list", granted.vault, *granted.owner).stdout
+    assert short == explicit
+    first, second = short.splitlines()
+    assert "(agent: clerk 17) read 1 record in income/payslips" in first
+    assert "for 'child allowance check' — released" in first
+    assert first.startswith(datetime.now(UTC).strftime("%Y-%m-%d"))
+    assert "you (the owner) granted" in second
+    # Global options and --json may come before VAULT.
+    assert cli.json("log", "--key-file", granted.owner_key, granted.vault)["entries"]
+
+
+def test_log_filters_and_pages(granted: Granted) -> None:
+    cli = granted.cli
+    for _ in range(2):
+        _agency_read(granted)
+    page = cli.json("log", granted.vault, "--limit", "2", *granted.owner)
+    assert [entry["index"] for entry in page["entries"]] == [2, 1]
+    assert page["cursor"] == 1
+    older = cli.json("log", granted.vault, "--before", str(page["cursor"]), *granted.owner)
+    assert [entry["index"] for entry in older["entries"]] == [0]
+    text = cli.ok("log", granted.vault, "--limit", "2", *granted.owner).stdout
+    assert f"older entries: pds log {granted.vault} --before 1" in text
+    by_actor = cli.json("log", granted.vault, "--actor", granted.agency_did, *granted.owner)
+    assert {entry["actor"] for entry in by_actor["entries"]} == {granted.agency_did}
+    future = cli.json("log", granted.vault, "--since", "2999-01-01", *granted.owner)
+    assert future["entries"] == []
+    cli.fails(2, "log", granted.vault, "--limit", "0", *granted.owner)
+
+
+def test_deferred_entries_are_withheld(granted: Granted) -> None:
+    cli = granted.cli
+    agency_key = granted.agency_key
+    deferring = cli.json(
+        "grant",
+        granted.vault,
+        "--to",
+        granted.agency_did,
+        "-c",
+        "income/*",
+        "--purpose",
+        "fraud investigation",
+        "--basis",
+        "Act 7 s. 2",
+        "--expires",
+        "30d",
+        "--defer",
+        "10d",
+        *granted.owner,
+    )
+    until = (datetime.now(UTC) + timedelta(days=5)).isoformat()
+    cli.json(
+        "read",
+        "--token",
+        deferring["token"],
+        "--key",
+        agency_key,
+        "--defer-until",
+        until,
+        "--defer-reason",
+        "ongoing investigation",
+    )
+    document = cli.json("log", granted.vault, *granted.owner)
+    assert document["withheld"] == 1
+    assert [entry["kind"] for entry in document["entries"]] == ["grant", "grant"]
+    text = cli.ok("log", granted.vault, *granted.owner).stdout
+    assert "1 entry is withheld" in text
+    # Deferring longer than the token allows is refused.
+    too_late = (datetime.now(UTC) + timedelta(days=20)).isoformat()
+    line = cli.fails(
+        1,
+        "read",
+        "--token",
+        deferring["token"],
+        "--key",
+        agency_key,
+        "--defer-until",
+        too_late,
+        "--defer-reason",
+        "x",
+    )
+    assert line == "error: access denied (scope:defer)"
+
+
+def test_log_needs_the_owner(granted: Granted) -> None:
+    granted.cli.fails(1, "log", granted.vault)  # a passphrase for a key-file vault
+
+
+def test_log_head_json_text_and_pin(granted: Granted) -> None:
+    cli = granted.cli
+    stored = cli.json("log", "head", granted.vault)
+    assert stored["signed_now"] is False
+    assert stored["size"] == 1
+    assert stored["checkpoint"].startswith(f"pds/vault/{granted.vault}\n1\n{stored['root']}\n")
+    _agency_read(granted)
+    # Without the owner, the newest stored checkpoint; with it, one signed now.
+    assert cli.json("log", "head", granted.vault)["size"] == 1
+    fresh = cli.json("log", "head", granted.vault, *granted.owner)
+    assert fresh["signed_now"] is True
+    assert fresh["size"] == 2
+    pinned = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
+    assert pinned.read_text() == fresh["checkpoint"]
+    text = cli.ok("log", "head", granted.vault).stdout
+    assert text == fresh["checkpoint"]  # exactly the signed note
+
+
+def test_log_head_without_any_checkpoint(cli: Cli, tmp_path: Path) -> None:
+    vault = cli.json("vault", "create", "--key-file", tmp_path / "o.key")["vault"]
+    line = cli.fails(1, "log", "head", vault)
+    assert "no signed checkpoint" in line
+    assert cli.json("log", "head", vault, "--key-file", tmp_path / "o.key")["size"] == 0
+
+
+def test_log_prove_and_consistency(granted: Granted) -> None:
+    cli = granted.cli
+    first = cli.json("log", "head", granted.vault, *granted.owner)
+    _agency_read(granted)
+    _agency_read(granted)
+    head = cli.json("log", "head", granted.vault, *granted.owner)
+    assert head["size"] == 3
+    proof = cli.json("log", "prove", granted.vault, "--entry", "1")
+    assert proof["verified"] is True
+    assert (proof["index"], proof["size"], proof["root"]) == (1, 3, head["root"])
+    leaf = merkle.leaf_hash(bytes.fromhex(proof["entry"]))
+    assert base64.b64encode(leaf).decode() == proof["leaf_hash"]
+    # Checked independently against the signed head's root.
+    merkle.verify_inclusion(
+        leaf,
+        1,
+        3,
+        [base64.b64decode(node) for node in proof["proof"]],
+        base64.b64decode(head["root"]),
+    )
+    at_size = cli.json("log", "prove", granted.vault, "--entry", "0", "--size", "1")
+    assert at_size["root"] == first["root"] and at_size["proof"] == []
+    text = cli.ok("log", "prove", granted.vault, "--entry", "2").stdout
+    assert "entry 2 is in the log of size 3 (proof verified)" in text
+
+    consistency = cli.json("log", "consistency", granted.vault, "--from", "1")
+    assert (consistency["from"], consistency["to"]) == (1, 3)
+    assert consistency["old_root"] == first["root"]
+    assert consistency["new_root"] == head["root"]
+    merkle.verify_consistency(
+        1,
+        3,
+        base64.b64decode(first["root"]),
+        base64.b64decode(head["root"]),
+        [base64.b64decode(node) for node in consistency["proof"]],
+    )
+    text = cli.ok("log", "consistency", granted.vault, "--from", "2", "--to", "3").stdout
+    assert "extends the log of size 2 (proof verified)" in text
+    cli.fails(2, "log", "prove", granted.vault, "--entry", "3")
+    cli.fails(2, "log", "prove", granted.vault, "--entry", "0", "--size", "9")
+    cli.fails(2, "log", "consistency", granted.vault, "--from", "0")
+    cli.fails(2, "log", "consistency", granted.vault, "--from", "4")
+
+
+def _store_files(store: Path) -> list[Path]:
+    return sorted(store.parent.glob(store.name + "*"))
+
+
+def _copy_store(store: Path, target: Path) -> None:
+    """Copy the database (and its WAL files and host key) to ``target``'s name."""
+    for path in _store_files(store):
+        shutil.copy2(path, target.parent / (target.name + path.name[len(store.name) :]))
+
+
+def _restore_store(backup: Path, store: Path) -> None:
+    for path in _store_files(store):
+        path.unlink()
+    _copy_store(backup, store)
+
+
+def _warned(result: Any, vault: str) -> None:
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert line.startswith(f"WARNING: the store's log for {vault} does not extend the head seen on")
+    assert "possible rollback or fork" in line
+
+
+def test_a_rolled_back_store_is_detected(granted: Granted, tmp_path: Path) -> None:
+    cli = granted.cli
+    cli.json("log", granted.vault, *granted.owner)  # the person looks: the head is pinned
+    backup = tmp_path / "backup" / "pds.db"
+    backup.parent.mkdir()
+    _copy_store(cli.store, backup)
+    _agency_read(granted)
+    _agency_read(granted)
+    assert len(cli.json("log", granted.vault, *granted.owner)["entries"]) == 3
+    _restore_store(backup, cli.store)  # the host rolls the store back
+
+    _warned(cli("log", granted.vault, *granted.owner), granted.vault)
+    _warned(cli("log", granted.vault, "--json", *granted.owner), granted.vault)
+    _warned(cli("log", "head", granted.vault), granted.vault)
+    # A grantee's read still works, with the warning on stderr.
+    read = cli("read", "--token", granted.token, "--key", granted.agency_key)
+    assert read.exit_code == 0
+    assert "possible rollback or fork" in read.stderr
+    pinned = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
+    before = pinned.read_text()
+    _warned(cli("log", granted.vault, *granted.owner), granted.vault)
+    assert pinned.read_text() == before  # a warning never moves the pin
+
+    # After a legitimate restore the owner may pin the store's head again.
+    cli.json("log", "head", granted.vault, "--repin", *granted.owner)
+    assert cli.json("log", granted.vault, *granted.owner)["entries"]
+
+
+def test_a_forked_store_is_detected(granted: Granted, tmp_path: Path) -> None:
+    cli = granted.cli
+    fork = tmp_path / "fork.db"
+    _copy_store(cli.store, fork)
+    _agency_read(granted)
+    cli.json("log", granted.vault, *granted.owner)  # pins the head of the first copy
+    # The other copy appends something else: the same size, a different history.
+    cli.json("get", granted.vault, granted.payslip["record"], *granted.owner, store=fork)
+    _warned(cli("log", granted.vault, *granted.owner, store=fork), granted.vault)
+    assert cli.json("log", granted.vault, *granted.owner)["entries"]
+
+
+def test_log_group_help(cli: Cli) -> None:
+    group = cli.ok("log", "--help").stdout
+    assert "VAULT [OPTIONS] | COMMAND [ARGS]" in group
+    assert "head" in group and "prove" in group
+    assert "--before" in cli.ok("log", "list", "--help").stdout
+
+
+def test_the_state_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PDS_STATE_DIR", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert state_directory() == tmp_path / "home" / ".local" / "state" / "pds"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert state_directory() == tmp_path / "xdg" / "pds"
+    monkeypatch.setenv("PDS_STATE_DIR", str(tmp_path / "explicit"))
+    assert state_directory() == tmp_path / "explicit"
+    assert head_path("abc") == tmp_path / "explicit" / "heads" / "abc.checkpoint"
+    assert head_path("../etc/passwd") is None  # never part of a file name
+
+
+def test_a_corrupt_pin_is_malformed_input(granted: Granted) -> None:
+    pinned = granted.cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
+    pinned.parent.mkdir(parents=True)
+    pinned.write_text("garbage\n")
+    line = granted.cli.fails(2, "log", granted.vault, *granted.owner)
+    assert "is not a checkpoint" in line
