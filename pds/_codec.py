@@ -82,6 +82,14 @@ def _reject_duplicates(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
     return result
 
 
+def is_version(value: Any, expected: int) -> bool:
+    """Whether a decoded version marker is exactly the integer ``expected``.
+
+    Python's ``True == 1`` and ``1.0 == 1`` would let other types pass a plain comparison.
+    """
+    return type(value) is int and value == expected
+
+
 def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = False) -> Any:
     """Decode canonical msgpack strictly. Raises ``FormatError`` on anything non-canonical
     (and, with ``json_only``, on binary values)."""

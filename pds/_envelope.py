@@ -136,7 +136,11 @@ def parse_manifest(data: bytes) -> Manifest:
     """Parse signed manifest bytes strictly. Raises ``IntegrityError`` if malformed."""
     try:
         doc = _codec.decode(data)
-        if not isinstance(doc, dict) or set(doc) != _MANIFEST_KEYS or doc["v"] != 1:
+        if (
+            not isinstance(doc, dict)
+            or set(doc) != _MANIFEST_KEYS
+            or not _codec.is_version(doc["v"], 1)
+        ):
             raise FormatError("manifest shape")
         entries: dict[tuple[str, int], tuple[bool, bytes]] = {}
         for entry in doc["entries"]:

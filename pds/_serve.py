@@ -79,7 +79,12 @@ class Host:
 
     def _check(self, invocation: Invocation, row: VaultRow, now: int) -> capability.Caveats:
         token = invocation.token
-        cache_key = hashlib.sha256(token.to_bytes()).digest()
+        # The verdict depends on the vault (id, identity key, policy) as much as on the
+        # token: all of them are in the key, so a token verified for one vault never
+        # skips a check for another, and a tightened policy applies at once.
+        cache_key = hashlib.sha256(
+            _codec.encode([invocation.vault_id, row.identity_public, row.policy, token.to_bytes()])
+        ).digest()
         caveats: capability.Caveats | None = self._chains.get(cache_key)
         if caveats is None:
             caveats = capability.verify_chain(
@@ -211,6 +216,7 @@ class Host:
             until=until,
             after=after,
             limit=invocation.limit + 1,
+            scope=caveats.collections,
         )
         page = metas[: invocation.limit]
         cursor = f"{page[-1].created_at}.{page[-1].seq}" if len(metas) > invocation.limit else None
@@ -271,7 +277,13 @@ class Host:
             details=self._details(invocation, records, result, reason),
             owner_x25519_public=owner_public_x25519(row),
             rng=self._ctx.rng,
-            disclose_after=None if invocation.defer is None else invocation.defer[0],
+            # Only a served request may defer its disclosure (its token allowed it); a
+            # refusal is shown to the person at once, whatever the request asked.
+            disclose_after=(
+                invocation.defer[0]
+                if invocation.defer is not None and result == "released"
+                else None
+            ),
         )
 
     def _log_refusal(

@@ -76,7 +76,11 @@ class LogEntry:
     def parse(cls, raw: bytes) -> LogEntry:
         """Parse entry bytes strictly. Raises ``FormatError``."""
         doc = _codec.decode(raw)
-        if not isinstance(doc, dict) or set(doc) != _ENTRY_KEYS or doc["v"] != ENTRY_VERSION:
+        if (
+            not isinstance(doc, dict)
+            or set(doc) != _ENTRY_KEYS
+            or not _codec.is_version(doc["v"], ENTRY_VERSION)
+        ):
             raise FormatError("not a version 1 log entry")
         link, after = doc["link"], doc["disclose_after"]
         if not (
@@ -340,7 +344,13 @@ class Checkpoint:
                 raise FormatError("a checkpoint signature is not base64") from None
             if len(raw) != 4 + 64:
                 raise FormatError("a checkpoint signature is 68 bytes")
-            return cls(name, int(size_text), root, int(time_text), raw[4:], raw[:4])
+            head = cls(name, int(size_text), root, int(time_text), raw[4:], raw[:4])
+            # Verification signs the body rebuilt from the parsed values, so the text
+            # received must be exactly that body: no leading zeros, non-ASCII digits or
+            # non-canonical base64 may slip through unsigned.
+            if head.body != body + "\n":
+                raise FormatError("the checkpoint is not in canonical form")
+            return head
         raise FormatError("the checkpoint has no signature by its origin's key")
 
     def verify(self, public: bytes) -> None:

@@ -38,7 +38,8 @@ class Violation:
     index: int | None
     """The log entry concerned, or ``None`` for the package as a whole."""
     rule: str
-    """``entry-hash``, ``checkpoint``, ``consistency``, ``unknown-token``, ``token-invalid``,
+    """``checkpoint`` (an entry was changed, added or removed), ``consistency``,
+    ``unknown-token``, ``token-invalid``,
     ``expired``, ``not-yet-valid``, ``revoked``, ``out-of-scope``, ``wrong-purpose``,
     ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``."""
     message: str
@@ -145,15 +146,25 @@ def _load_json(path: Path) -> Any:
 def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int]:
     try:
         outer = _codec.decode(data)
+        if not isinstance(outer, dict) or set(outer) != {"body", "sig"}:
+            raise FormatError("shape")
         body, signature = outer["body"], outer["sig"]
+        doc = _codec.decode(body)
+        if (
+            not isinstance(doc, dict)
+            or set(doc) != {"v", "vault", "issued_at", "revocations"}
+            or not _codec.is_version(doc["v"], 1)
+            or type(doc["issued_at"]) is not int
+            or not isinstance(doc["revocations"], list)
+        ):
+            raise FormatError("shape")
     except (FormatError, KeyError, TypeError):
         raise FormatError("revocations.bin is not a revocation list") from None
     try:
         _crypto.verify(identity, capability.REVOCATION_LIST_LABEL, body, signature)
     except _crypto.AuthenticationFailed:
         raise IntegrityError("revocation-list", "the revocation list signature fails") from None
-    doc = _codec.decode(body)
-    if doc.get("vault") != vault_id:
+    if doc["vault"] != vault_id:
         raise IntegrityError("revocation-list", "the revocation list is for another vault")
     revoked: dict[bytes, int] = {}
     for statement, sig in doc["revocations"]:
@@ -169,12 +180,18 @@ def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int
 
 
 def verify_audit(
-    directory: str | os.PathLike[str], *, trusted_head: str | None = None
+    directory: str | os.PathLike[str],
+    *,
+    trusted_head: str | None = None,
+    vault_did: str | None = None,
 ) -> AuditReport:
     """Verify an audit package offline and report every violation.
 
-    Raises ``FormatError`` for a malformed package and ``InvalidProof`` if the checkpoint's
-    signature fails (nothing else can be trusted then). Everything else is reported.
+    ``vault_did`` is the vault identity the auditor trusts (from the person, say); without
+    it the package's own key is taken, and only ``trusted_head`` anchors trust. Raises
+    ``FormatError`` for a malformed package and ``InvalidProof`` if the checkpoint's
+    signature fails or the package is not the expected vault's (nothing can be trusted
+    then). Everything else is reported.
     """
     root_dir = Path(directory)
     meta = _load_json(root_dir / "vault.json")
@@ -185,6 +202,8 @@ def verify_audit(
         raise FormatError("vault.json lacks the vault id")
     identity = _unb64(meta.get("identity"), "identity")
     _crypto.check_ed25519_public(identity)
+    if vault_did is not None and _crypto.parse_did_key(vault_did) != identity:
+        raise InvalidProof("the package is signed by another vault key", "identity")
     owner_public = _crypto.ed25519_to_x25519(identity)
     report = AuditReport(vault_id)
 
@@ -250,8 +269,15 @@ def verify_audit(
             report.refused += 1
             continue
         report.released += 1
+        # Budgets count every released access, disclosed or not (the link id is public).
+        used = tokens.get(entry.link_id) if entry.link_id is not None else None
+        over_budget = used is not None and _spend(used, uses)
         if key is None:
             report.undisclosed += 1
+            if over_budget:
+                report.violations.append(
+                    Violation(entry.index, "budget", "the token's use budget was exceeded")
+                )
             continue
         try:
             details = open_disclosed(entry.sealed, owner_public, key)
@@ -260,8 +286,12 @@ def verify_audit(
                 Violation(entry.index, "undecryptable", "the disclosed key does not open the entry")
             )
             continue
-        for rule, message in _judge(entry, details, tokens, bad_tokens, revoked, uses):
+        for rule, message in _judge(entry, details, tokens, bad_tokens, revoked):
             report.violations.append(Violation(entry.index, rule, message))
+        if over_budget:
+            report.violations.append(
+                Violation(entry.index, "budget", "the token's use budget was exceeded")
+            )
     return report
 
 
@@ -305,7 +335,6 @@ def _judge(
     tokens: dict[bytes, capability.Token],
     bad_tokens: dict[bytes, str],
     revoked: dict[bytes, int],
-    uses: Counter[bytes],
 ) -> list[tuple[str, str]]:
     """The rules one released access breaks (none if a valid token authorised it)."""
     link = entry.link_id
@@ -337,9 +366,15 @@ def _judge(
     collections = details.get("collections") or []
     if not all(capability.collection_allowed(caveats.collections, c) for c in collections):
         problems.append(("out-of-scope", "a collection read is outside the token's scope"))
-    for link_obj in token.links:
-        budget = link_obj.caveats.uses
-        uses[link_obj.link_id] += 1
-        if budget is not None and uses[link_obj.link_id] > budget:
-            problems.append(("budget", "the token's use budget was exceeded"))
     return problems
+
+
+def _spend(token: capability.Token, uses: Counter[bytes]) -> bool:
+    """Count one use of every link of the chain; whether any budget is now exceeded."""
+    exceeded = False
+    for link in token.links:
+        uses[link.link_id] += 1
+        budget = link.caveats.uses
+        if budget is not None and uses[link.link_id] > budget:
+            exceeded = True
+    return exceeded

@@ -205,7 +205,7 @@ class Token:
         """Parse the text form (``pdst1_…``). Raises ``MalformedToken``. Does not verify."""
         if not isinstance(text, str) or not text.startswith(TOKEN_PREFIX):
             raise MalformedToken("not a pds token (expected the pdst1_ prefix)")
-        return cls.from_bytes(_b64decode(text[len(TOKEN_PREFIX) :].strip()))
+        return cls.from_bytes(b64url_decode(text[len(TOKEN_PREFIX) :], MAX_TOKEN_BYTES))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Token:
@@ -245,8 +245,10 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _b64decode(text: str) -> bytes:
-    if len(text) > MAX_TOKEN_BYTES * 2 or not text.isascii() or "=" in text:
+def b64url_decode(text: str, max_bytes: int) -> bytes:
+    """Decode unpadded base64url strictly: canonical only (re-encoding gives the same text).
+    Raises ``MalformedToken``."""
+    if len(text) > max_bytes * 2 or not text.isascii() or "=" in text:
         raise MalformedToken("malformed base64url")
     try:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -368,7 +370,7 @@ def _parse_link(payload: Any, signature: Any) -> Link:
         raise _fail("unknown caveat", "unknown-caveat")
     if set(doc) != _LINK_KEYS:
         raise _fail("a link is missing a field")
-    if doc["v"] != TOKEN_VERSION:
+    if not _codec.is_version(doc["v"], TOKEN_VERSION):
         raise _fail("unsupported link version", "version")
     vault_id = _text(doc["vault"], "vault")
     parent = doc["parent"]
@@ -412,7 +414,7 @@ def _parse_unverified_token(data: bytes) -> Token:
         raise _fail("a token is not canonical msgpack") from None
     if not isinstance(doc, dict) or set(doc) != {"v", "links"}:
         raise _fail("a token is a map of v and links")
-    if doc["v"] != TOKEN_VERSION:
+    if not _codec.is_version(doc["v"], TOKEN_VERSION):
         raise _fail("unsupported token version", "version")
     links = doc["links"]
     if not isinstance(links, list) or not 1 <= len(links) <= MAX_CHAIN:

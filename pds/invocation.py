@@ -10,12 +10,11 @@ since its link was issued.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
 from pds import _codec, _crypto
-from pds.capability import Token
+from pds.capability import Token, b64url_decode
 from pds.errors import FormatError, MalformedToken
 
 __all__ = ["ACTIONS", "Invocation", "Response"]
@@ -50,6 +49,10 @@ _ARG_KEYS = frozenset({"collection", "records", "since", "until", "limit", "curs
 
 def _fail(message: str, reason: str = "malformed") -> MalformedToken:
     return MalformedToken(message, reason=reason)
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,20 +100,14 @@ class Invocation:
         if isinstance(data, str):
             if not data.startswith(INVOCATION_PREFIX):
                 raise _fail("not a pds invocation (expected the pdsi1_ prefix)")
-            text = data[len(INVOCATION_PREFIX) :]
-            if len(text) > MAX_INVOCATION_BYTES * 2 or not text.isascii() or "=" in text:
-                raise _fail("malformed base64url")
-            try:
-                data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            except (binascii.Error, ValueError):
-                raise _fail("malformed base64url") from None
+            data = b64url_decode(data[len(INVOCATION_PREFIX) :], MAX_INVOCATION_BYTES)
         if not isinstance(data, bytes) or len(data) > MAX_INVOCATION_BYTES:
             raise _fail("an invocation is at most 128 KiB")
         try:
             outer = _codec.decode(data, max_size=MAX_INVOCATION_BYTES)
             if not isinstance(outer, dict) or set(outer) != {"v", "body", "sig"}:
                 raise _fail("an invocation is a map of v, body and sig")
-            if outer["v"] != INVOCATION_VERSION:
+            if not _codec.is_version(outer["v"], INVOCATION_VERSION):
                 raise _fail("unsupported invocation version", "version")
             body, signature = outer["body"], outer["sig"]
             if not isinstance(body, bytes) or not isinstance(signature, bytes):
@@ -130,7 +127,7 @@ def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
         raise _fail("an invocation body is a map")
     if set(doc) - _BODY_KEYS:
         raise _fail("unknown invocation field", "unknown-caveat")
-    if set(doc) != _BODY_KEYS or doc["v"] != INVOCATION_VERSION:
+    if set(doc) != _BODY_KEYS or not _codec.is_version(doc["v"], INVOCATION_VERSION):
         raise _fail("an invocation body is missing a field or has the wrong version")
     args = doc["args"]
     if not isinstance(args, dict) or set(args) != _ARG_KEYS:
@@ -144,12 +141,12 @@ def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
     checks = (
         isinstance(doc["vault"], str),
         isinstance(doc["purpose"], str) and 0 < len(doc["purpose"]) <= 256,
-        isinstance(doc["time"], int) and doc["time"] >= 0,
+        _count(doc["time"]),
         isinstance(doc["nonce"], bytes) and len(doc["nonce"]) == 16,
         args["collection"] is None or isinstance(args["collection"], str),
-        args["since"] is None or (isinstance(args["since"], int) and args["since"] >= 0),
-        args["until"] is None or (isinstance(args["until"], int) and args["until"] >= 0),
-        isinstance(args["limit"], int) and 1 <= args["limit"] <= MAX_REQUEST_RECORDS,
+        args["since"] is None or _count(args["since"]),
+        args["until"] is None or _count(args["until"]),
+        _count(args["limit"]) and 1 <= args["limit"] <= MAX_REQUEST_RECORDS,
         args["cursor"] is None or (isinstance(args["cursor"], str) and len(args["cursor"]) < 64),
     )
     if not all(checks):
@@ -163,9 +160,7 @@ def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
         if (
             not isinstance(defer, list)
             or len(defer) != 2
-            or not isinstance(defer[0], int)
-            or isinstance(defer[0], bool)
-            or defer[0] < 0
+            or not _count(defer[0])
             or not isinstance(defer[1], str)
             or not 0 < len(defer[1]) <= 256
         ):
@@ -281,7 +276,7 @@ class Response:
     def from_bytes(cls, data: bytes) -> Response:
         try:
             doc = _codec.decode(data)
-            if not isinstance(doc, dict) or doc.get("v") != RESPONSE_VERSION:
+            if not isinstance(doc, dict) or not _codec.is_version(doc.get("v"), RESPONSE_VERSION):
                 raise FormatError("response version")
             return cls(
                 vault_id=doc["vault"],

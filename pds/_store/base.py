@@ -187,8 +187,12 @@ class Backend(Protocol):
         until: int | None,
         after: tuple[int, int] | None,
         limit: int,
+        scope: Sequence[str] | None = None,
     ) -> list[RecordMeta]:
-        """Current versions, ordered by ``(created_at, seq)``, strictly after ``after``."""
+        """Current versions, ordered by ``(created_at, seq)``, strictly after ``after``.
+
+        ``scope`` keeps only collections matching its patterns (``name``, ``prefix/*``,
+        ``*``), so a grantee's page and cursor never touch records outside its grant."""
         ...
 
     def finish_import(self, vault_id: str) -> None:

@@ -627,9 +627,22 @@ class SQLiteBackend:
         until: int | None,
         after: tuple[int, int] | None,
         limit: int,
+        scope: Sequence[str] | None = None,
     ) -> list[RecordMeta]:
         clauses = ["vault_id = ?", "current = 1"]
         params: list[Any] = [vault_id]
+        if scope is not None and "*" not in scope:
+            alternatives = []
+            for pattern in scope:
+                if pattern.endswith("/*"):
+                    # substr, not LIKE: '_' in a collection name is not a wildcard.
+                    prefix = pattern[:-1]
+                    alternatives.append("substr(collection, 1, ?) = ?")
+                    params.extend([len(prefix), prefix])
+                else:
+                    alternatives.append("collection = ?")
+                    params.append(pattern)
+            clauses.append(f"({' OR '.join(alternatives) or '0'})")
         if collection is not None:
             clauses.append("collection = ?")
             params.append(collection)
