@@ -13,7 +13,10 @@ import pds
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as workdir, pds.open_store(Path(workdir) / "pds.db") as store:
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        pds.open_store(Path(workdir) / "pds.db") as store,
+    ):
         owner_key = Path(workdir) / "owner.key"
         pds.SymmetricKey.create_file(owner_key)
         vault = store.open_vault(store.create_vault(key_file=owner_key))
