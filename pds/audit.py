@@ -41,7 +41,8 @@ class Violation:
     """``checkpoint`` (an entry was changed, added or removed), ``consistency``,
     ``unknown-token``, ``token-invalid``,
     ``expired``, ``not-yet-valid``, ``revoked``, ``out-of-scope``, ``wrong-purpose``,
-    ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``."""
+    ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``,
+    ``revocation-missing``."""
     message: str
 
 
@@ -134,6 +135,15 @@ def export_audit(vault: Vault, directory: str | os.PathLike[str]) -> Path:
     return target
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FormatError(f"the audit package lacks {path.name}") from None
+    except (OSError, UnicodeDecodeError):
+        raise FormatError(f"{path.name} is not readable UTF-8 text") from None
+
+
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -207,19 +217,13 @@ def verify_audit(
     owner_public = _crypto.ed25519_to_x25519(identity)
     report = AuditReport(vault_id)
 
-    try:
-        head = Checkpoint.parse((root_dir / "checkpoint.txt").read_text())
-    except FileNotFoundError:
-        raise FormatError("the audit package lacks checkpoint.txt") from None
+    head = Checkpoint.parse(_read_text(root_dir / "checkpoint.txt"))
     head.verify(identity)
     if head.origin != origin(vault_id):
         raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
 
     entries: list[tuple[LogEntry, bytes | None]] = []
-    try:
-        lines = (root_dir / "log.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        raise FormatError("the audit package lacks log.jsonl") from None
+    lines = _read_text(root_dir / "log.jsonl").splitlines()
     for number, line in enumerate(lines):
         try:
             item = json.loads(line)
@@ -260,6 +264,21 @@ def verify_audit(
     except FileNotFoundError:
         raise FormatError("the audit package lacks revocations.bin") from None
 
+    # The signed log also records every revocation (its header names the link): a
+    # revocation the list omits still counts, from the time the log shows.
+    for entry, _ in entries:
+        if entry.kind == "revoke" and entry.link_id is not None:
+            listed = revoked.get(entry.link_id)
+            if listed is None:
+                report.violations.append(
+                    Violation(
+                        entry.index,
+                        "revocation-missing",
+                        "the log records a revocation the revocation list omits",
+                    )
+                )
+            if listed is None or entry.time < listed:
+                revoked[entry.link_id] = entry.time
     uses: Counter[bytes] = Counter()
     for entry, key in entries:
         if entry.kind not in _ACCESS_KINDS:

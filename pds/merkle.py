@@ -71,6 +71,31 @@ def root(leaves: Sequence[bytes]) -> bytes:
     return _list_subtree(leaves)(0, len(leaves))
 
 
+class RootBuilder:
+    """MTH of a stream of leaf hashes in O(log n) memory: ``add`` leaves in order, read
+    ``root()`` at any size (the stack holds the complete subtrees, largest first)."""
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []
+        self.size = 0
+
+    def add(self, leaf: bytes) -> None:
+        size, node = 1, leaf
+        while self._stack and self._stack[-1][0] == size:
+            left_size, left = self._stack.pop()
+            size, node = left_size + size, node_hash(left, node)
+        self._stack.append((size, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        node = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            node = node_hash(left, node)
+        return node
+
+
 def inclusion_path(index: int, size: int, subtree: Subtree) -> list[bytes]:
     """PATH(index, D[size]) from a subtree function (RFC 9162 §2.1.3.1)."""
     if not 0 <= index < size:

@@ -1015,7 +1015,11 @@ class Vault:
         entries: builtins.list[AccessEntry] = []
         withheld = 0
         cursor: int | None = None
+        expected = end - 1
         for entry in log.entries(0, end, newest_first=True):
+            if entry.index != expected:
+                raise IntegrityError("log-gap", "an entry is missing from the log")
+            expected -= 1
             if since_ms is not None and entry.time < since_ms:
                 break
             if len(entries) == limit:
@@ -1117,16 +1121,29 @@ class Vault:
         size = log.size()
         if size < head.size:
             raise InvalidProof("the log is shorter than the pinned checkpoint", "log-truncated")
-        if head.size and log.root(head.size) != head.root:
-            raise InvalidProof("the log does not extend the pinned checkpoint", "log-fork")
+        # Recompute the tree from the entries themselves (O(log n) memory): the stored
+        # subtree hashes are only a cache, and a host could rewrite them with an entry.
+        builder = merkle.RootBuilder()
+        for index, raw in self._ctx.backend.iter_log(self.vault_id, 0, size):
+            if index != builder.size:
+                raise InvalidProof("an entry is missing from the log", "log-gap")
+            try:
+                entry = LogEntry.parse(raw)
+            except FormatError:
+                raise InvalidProof("a log entry is malformed", "log-entry") from None
+            if entry.index != index or entry.vault_id != self.vault_id:
+                raise InvalidProof("a log entry is out of place", "log-entry")
+            builder.add(merkle.leaf_hash(raw))
+            if builder.size == head.size and builder.root() != head.root:
+                raise InvalidProof("the log does not extend the pinned checkpoint", "log-fork")
+        if builder.size != size:
+            raise InvalidProof("an entry is missing from the log", "log-gap")
+        if builder.root() != log.root(size):
+            raise InvalidProof("the stored subtree hashes do not match the entries", "log-entry")
         if head.size:
             merkle.verify_consistency(
                 head.size, size, head.root, log.root(size), log.consistency(head.size, size)
             )
-        # Every stored leaf must hash its stored entry (nobody edited an entry in place).
-        for entry in log.entries(0, size):
-            if log.subtree(entry.index, entry.index + 1) != entry.leaf_hash:
-                raise InvalidProof("a log entry does not match its leaf hash", "log-entry")
 
     # -- lifecycle
 

@@ -1,0 +1,671 @@
+"""The offline audit (design.md promise 9; issue 4 "The audit flags ..."): from an exported
+package alone, every released access is judged against the tokens, the signed revocation
+list and the signed log, and each one that no valid token authorised is listed with the
+rule it breaks.
+
+Bad accesses come from acting as a dishonest host: entries are appended straight into the
+store's Merkle log (``MerkleLog.append`` in a backend transaction), with details shaped
+exactly as ``_serve.Host._details`` writes them, and then the owner exports as usual. The
+owner's checkpoint then covers them, so only the audit's judgement can catch them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import nacl.bindings as sodium
+import pytest
+
+import pds
+from pds import _crypto, accesslog, audit, errors
+from pds.accesslog import Checkpoint, LogEntry, MerkleLog
+from pds.keys import SymmetricKey
+
+T0_MS = 1_750_000_000_000
+MINUTE_MS = 60_000
+DAY_MS = 24 * 3600 * 1000
+SKEW_MS = 5 * MINUTE_MS
+PURPOSE = "benefit check"
+
+
+class Clock:
+    """A clock that moves only when told to; ``int(clock() * 1000)`` is exactly ``ms``."""
+
+    def __init__(self, ms: int = T0_MS) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return (self.ms + 0.5) / 1000
+
+    def tick(self, ms: int = MINUTE_MS) -> None:
+        self.ms += ms
+
+
+@dataclass
+class World:
+    tmp: Path
+    path: Path
+    clock: Clock
+    store: pds.Store
+    vault: pds.Vault
+    key_file: Path
+    agency: pds.PrincipalKey
+    grantee: pds.Grantee
+    token: pds.Token
+    tax: str
+    health: str
+
+    @property
+    def vault_id(self) -> str:
+        return self.vault.vault_id
+
+    def grant(self, **caveats: Any) -> pds.Token:
+        options: dict[str, Any] = {
+            "collections": ["tax/*"],
+            "purpose": PURPOSE,
+            "expires": dt.timedelta(days=30),
+        }
+        options.update(caveats)
+        self.clock.tick()
+        return self.vault.grant(self.agency.did, **options)
+
+    def read(self, token: pds.Token, **request: Any) -> pds.GrantedRead:
+        self.clock.tick()
+        return self.grantee.read(self.store, token, **request)
+
+    def export(self, name: str = "audit") -> Path:
+        self.clock.tick()
+        return audit.export_audit(self.vault, self.tmp / name)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    clock = Clock()
+    path = tmp_path / "store.db"
+    store = pds.open_store(path, clock=clock)
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    vault = store.open_vault(store.create_vault(key_file=key_file))
+    vault.unlock(key_file=key_file)
+    tax = vault.put("tax/2024", {"income": 41000}).record_id
+    health = vault.put("health/visits", {"clinic": "north"}).record_id
+    agency = pds.PrincipalKey.generate()
+    clock.tick()
+    token = vault.grant(
+        agency.did, collections=["tax/*"], purpose=PURPOSE, expires=dt.timedelta(days=30)
+    )
+    grantee = pds.Grantee(agency, clock=clock)
+    yield World(tmp_path, path, clock, store, vault, key_file, agency, grantee, token, tax, health)
+    store.close()
+
+
+def identity_public(vault: pds.Vault) -> bytes:
+    return _crypto.parse_did_key(vault.did)
+
+
+def forge_access(
+    world: World,
+    token: pds.Token | None,
+    *,
+    time: int | None = None,
+    kind: str = "read",
+    result: str = "released",
+    purpose: str = PURPOSE,
+    collection: str = "tax/2024",
+    record: str | None = None,
+    actor: str | None = None,
+    chain: list[str] | None = None,
+    link_id: bytes | None = None,
+) -> int:
+    """Append an access entry as a dishonest host would: no checks, straight into the log."""
+    world.clock.tick()
+    backend = world.store.backend
+    details = {
+        "actor": actor or (token.leaf.audience_did if token else world.agency.did),
+        "chain": chain if chain is not None else [i.hex() for i in token.link_ids] if token else [],
+        "action": kind,
+        "purpose": purpose,
+        "basis": None,
+        "collections": [collection],
+        "records": [[record or world.tax, 1]],
+        "request": os.urandom(16).hex(),
+        "agent": None,
+        "correlation": None,
+        "defer": None,
+        "result": result,
+        "reason": None,
+    }
+    owner = bytes(sodium.crypto_sign_ed25519_pk_to_curve25519(identity_public(world.vault)))
+    with backend.transaction():
+        return MerkleLog(backend, world.vault_id).append(
+            time=world.clock.ms if time is None else time,
+            kind=kind,
+            result=result,
+            link_id=link_id if link_id is not None else (token.link_id if token else None),
+            details=details,
+            owner_x25519_public=owner,
+            rng=os.urandom,
+        )
+
+
+def rules(report: audit.AuditReport) -> list[tuple[int | None, str]]:
+    return [(v.index, v.rule) for v in report.violations]
+
+
+def honest_activity(world: World) -> None:
+    world.read(world.token)
+    world.read(world.token, action="list")
+    with pytest.raises(errors.NotPermitted):
+        world.read(world.token, collection="health/visits")
+    world.clock.tick()
+    world.vault.get(world.health)
+    world.vault.revoke(world.token, reason="case closed")
+    with pytest.raises(errors.Revoked):
+        world.read(world.token)
+
+
+# -- a clean log --------------------------------------------------------------------------
+
+
+def test_a_clean_log_passes_with_the_right_counts(world: World) -> None:
+    honest_activity(world)
+    size_before_export = world.vault.log_size()
+    report = audit.verify_audit(world.export())
+    assert report.clean, report.violations
+    assert report.vault_id == world.vault_id
+    # grant, read, list, refused read, owner read, revoke, refused read, export.
+    assert report.entries == size_before_export + 1 == 8
+    assert (report.accesses, report.released, report.refused) == (4, 2, 2)
+    assert report.undisclosed == 0
+    assert report.to_dict()["counts"] == {
+        "entries": 8,
+        "accesses": 4,
+        "released": 2,
+        "refused": 2,
+        "undisclosed": 0,
+        "violations": 0,
+    }
+
+
+def test_the_package_layout(world: World) -> None:
+    world.read(world.token)
+    package = world.export()
+    assert sorted(p.name for p in package.iterdir()) == sorted(audit.FILES)
+    meta = json.loads((package / "vault.json").read_text())
+    assert meta["format"] == "pds-audit/v1"
+    assert meta["vault"] == world.vault_id
+    assert meta["did"] == world.vault.did
+    assert base64.b64decode(meta["identity"]) == identity_public(world.vault)
+    head = Checkpoint.parse((package / "checkpoint.txt").read_text())
+    head.verify(identity_public(world.vault))
+    assert head.size == world.vault.log_size()
+    lines = (package / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == list(range(head.size))
+    tokens = json.loads((package / "tokens.json").read_text())
+    assert [t["link"] for t in tokens] == [world.token.link_id.hex()]
+    # An export into a non-empty directory is refused.
+    with pytest.raises(errors.FormatError):
+        audit.export_audit(world.vault, package)
+
+
+def test_verification_needs_no_store(world: World, tmp_path: Path) -> None:
+    honest_activity(world)
+    trusted = world.vault.checkpoint().to_text()
+    forge_access(world, world.token, purpose="marketing")
+    package = world.export()
+    alone = tmp_path / "elsewhere" / "package"
+    shutil.copytree(package, alone)
+    (alone.parent / "trusted.txt").write_text(trusted)
+    # Nothing but the package is left: no store, no host key, no owner key.
+    world.store.close()
+    for leftover in tmp_path.iterdir():
+        if leftover.name != "elsewhere":
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+    script = (
+        "import json, sys\n"
+        "from pds import audit\n"
+        "report = audit.verify_audit(sys.argv[1], trusted_head=open(sys.argv[2]).read())\n"
+        "print(json.dumps(report.to_dict()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(alone), str(alone.parent / "trusted.txt")],
+        cwd=alone.parent,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(alone.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["vault"] == world.vault_id
+    assert report["clean"] is False
+    # The forged access comes after the revocation, and names a purpose never granted.
+    assert [(v["entry"], v["rule"]) for v in report["violations"]] == [
+        (7, "revoked"),
+        (7, "wrong-purpose"),
+    ]
+    assert report["counts"]["entries"] == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
+
+
+# -- each kind of unauthorised access is flagged with its rule ----------------------------
+
+
+def test_an_access_after_revocation_is_flagged(world: World) -> None:
+    world.read(world.token)
+    world.clock.tick()
+    world.vault.revoke(world.token)
+    index = forge_access(world, world.token)
+    report = audit.verify_audit(world.export())
+    assert rules(report) == [(index, "revoked")]
+    assert report.released == 2
+
+
+def test_an_access_outside_the_scope_is_flagged(world: World) -> None:
+    index = forge_access(world, world.token, collection="health/visits", record=world.health)
+    assert rules(audit.verify_audit(world.export())) == [(index, "out-of-scope")]
+
+
+def test_an_access_with_the_wrong_purpose_is_flagged(world: World) -> None:
+    index = forge_access(world, world.token, purpose="direct marketing")
+    assert rules(audit.verify_audit(world.export())) == [(index, "wrong-purpose")]
+
+
+def test_an_access_by_an_expired_token_is_flagged(world: World) -> None:
+    expires = world.token.leaf.caveats.expires
+    world.read(world.token)
+    index = forge_access(world, world.token, time=expires + SKEW_MS + 1)
+    assert rules(audit.verify_audit(world.export())) == [(index, "expired")]
+
+
+def test_an_access_before_the_token_is_valid_is_flagged(world: World) -> None:
+    later = world.grant(not_before=dt.datetime.fromtimestamp((T0_MS + 5 * DAY_MS) / 1000, dt.UTC))
+    index = forge_access(world, later)
+    assert rules(audit.verify_audit(world.export())) == [(index, "not-yet-valid")]
+
+
+def test_an_access_beyond_the_use_budget_is_flagged(world: World) -> None:
+    once = world.grant(uses=1)
+    world.read(once)
+    with pytest.raises(errors.BudgetExhausted):
+        world.read(once)
+    index = forge_access(world, once)
+    assert rules(audit.verify_audit(world.export())) == [(index, "budget")]
+
+
+def test_an_access_by_another_holder_is_flagged(world: World) -> None:
+    stranger = pds.PrincipalKey.generate().did
+    index = forge_access(world, world.token, actor=stranger)
+    assert rules(audit.verify_audit(world.export())) == [(index, "wrong-holder")]
+
+
+def test_an_ability_the_token_lacks_is_flagged(world: World) -> None:
+    lister = world.grant(abilities=["list"])
+    index = forge_access(world, lister, kind="read")
+    assert rules(audit.verify_audit(world.export())) == [(index, "wrong-ability")]
+
+
+def test_an_access_without_a_known_token_is_flagged(world: World) -> None:
+    unknown = forge_access(world, world.token, link_id=os.urandom(32))
+    untokened = forge_access(world, None)
+    assert rules(audit.verify_audit(world.export())) == [
+        (unknown, "unknown-token"),
+        (untokened, "token-invalid"),
+    ]
+
+
+def test_several_bad_accesses_are_each_listed(world: World) -> None:
+    honest_activity(world)  # revokes world.token at the end
+    fresh = world.grant()
+    world.read(fresh)
+    bad_purpose = forge_access(world, fresh, purpose="curiosity")
+    after_revoke = forge_access(world, world.token)
+    both = forge_access(world, fresh, purpose="curiosity", collection="health/visits")
+    report = audit.verify_audit(world.export())
+    assert rules(report) == [
+        (bad_purpose, "wrong-purpose"),
+        (after_revoke, "revoked"),
+        (both, "wrong-purpose"),
+        (both, "out-of-scope"),
+    ]
+    # Refused attempts are counted, never judged as releases.
+    assert (report.refused, report.released) == (2, 6)
+
+
+def test_a_forged_refusal_is_not_a_violation(world: World) -> None:
+    forge_access(world, world.token, result="refused", purpose="fraud hunting")
+    report = audit.verify_audit(world.export())
+    assert report.clean
+    assert report.refused == 1
+
+
+def test_an_access_after_a_revocation_the_host_deleted_is_flagged(world: World) -> None:
+    world.read(world.token)
+    world.clock.tick()
+    world.vault.revoke(world.token)
+    conn = sqlite3.connect(world.path)
+    with conn:
+        conn.execute("DELETE FROM revocations")
+    conn.close()
+    world.read(world.token)  # the host now serves the revoked token
+    kinds = [e.kind for e in world.vault.access_log()]
+    if kinds != ["grant", "read", "revoke", "read"]:
+        pytest.fail(f"precondition: the host did not serve the revoked token ({kinds})")
+    assert rules(audit.verify_audit(world.export())) == [
+        (2, "revocation-missing"),
+        (3, "revoked"),
+    ]
+
+
+# -- a changed package --------------------------------------------------------------------
+
+
+def _lines(package: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (package / "log.jsonl").read_text().splitlines()]
+
+
+def _write_lines(package: Path, lines: list[dict[str, Any]]) -> None:
+    (package / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _reencoded(raw: bytes, **changes: Any) -> bytes:
+    entry = LogEntry.parse(raw)
+    fields: dict[str, Any] = {
+        "vault_id": entry.vault_id,
+        "index": entry.index,
+        "time": entry.time,
+        "kind": entry.kind,
+        "result": entry.result,
+        "link_id": entry.link_id,
+        "disclose_after": entry.disclose_after,
+        "sealed": entry.sealed,
+    }
+    fields.update(changes)
+    return accesslog.encode_entry(**fields)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["earlier time", "refused turned released", "released turned refused", "sealed byte"],
+)
+def test_a_forged_entry_in_the_package_is_flagged(world: World, change: str) -> None:
+    world.read(world.token)
+    with pytest.raises(errors.NotPermitted):
+        world.read(world.token, purpose="marketing")
+    package = world.export()
+    lines = _lines(package)
+    index = {"refused turned released": 2, "sealed byte": 0}.get(change, 1)
+    raw = base64.b64decode(lines[index]["entry"])
+    if change == "earlier time":
+        forged = _reencoded(raw, time=LogEntry.parse(raw).time - DAY_MS)
+    elif change == "refused turned released":
+        forged = _reencoded(raw, result="released")
+    elif change == "released turned refused":
+        forged = _reencoded(raw, result="refused")
+    else:
+        sealed = LogEntry.parse(raw).sealed
+        at = raw.find(sealed) + len(sealed) // 2
+        forged = raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1 :]
+    assert forged != raw
+    lines[index]["entry"] = base64.b64encode(forged).decode()
+    _write_lines(package, lines)
+    report = audit.verify_audit(package)
+    assert (None, "checkpoint") in rules(report)
+    assert not report.clean
+
+
+def test_a_dropped_last_entry_is_flagged(world: World) -> None:
+    world.read(world.token)
+    package = world.export()
+    _write_lines(package, _lines(package)[:-1])
+    assert rules(audit.verify_audit(package)) == [(None, "checkpoint")]
+
+
+def test_a_swapped_disclosure_key_is_flagged(world: World) -> None:
+    world.read(world.token)
+    world.read(world.token)
+    package = world.export()
+    lines = _lines(package)
+    lines[1]["key"], lines[2]["key"] = lines[2]["key"], lines[1]["key"]
+    _write_lines(package, lines)
+    assert rules(audit.verify_audit(package)) == [(1, "undecryptable"), (2, "undecryptable")]
+
+
+def test_a_withheld_disclosure_key_is_counted_not_judged(world: World) -> None:
+    forge_access(world, world.token, purpose="direct marketing")
+    package = world.export()
+    lines = _lines(package)
+    lines[1]["key"] = None
+    _write_lines(package, lines)
+    report = audit.verify_audit(package)
+    assert report.clean
+    assert (report.undisclosed, report.released) == (1, 1)
+
+
+# -- trusted heads: rewrites and rollbacks ------------------------------------------------
+
+
+def _rewrite_from(world: World, keep: int) -> None:
+    """A dishonest host's rewrite: drop history from ``keep`` on, then append a new one."""
+    conn = sqlite3.connect(world.path)
+    with conn:
+        conn.execute(
+            "DELETE FROM log_entries WHERE vault_id = ? AND idx >= ?", (world.vault_id, keep)
+        )
+        conn.execute(
+            "DELETE FROM log_nodes WHERE vault_id = ? AND ((idx + 1) << level) > ?",
+            (world.vault_id, keep),
+        )
+    conn.close()
+
+
+def test_an_earlier_trusted_head_passes(world: World) -> None:
+    world.read(world.token)
+    trusted = world.vault.checkpoint().to_text()
+    world.read(world.token)
+    report = audit.verify_audit(world.export(), trusted_head=trusted)
+    assert report.clean, report.violations
+    # The package's own head is a trusted head too.
+    package = world.tmp / "audit"
+    assert audit.verify_audit(package, trusted_head=(package / "checkpoint.txt").read_text()).clean
+
+
+def test_a_trusted_head_from_before_a_rewrite_is_flagged(world: World) -> None:
+    honest_activity(world)
+    trusted = world.vault.checkpoint()
+    assert trusted.size == 7
+    _rewrite_from(world, 3)
+    for _ in range(6):
+        world.clock.tick()
+        world.vault.get(world.tax)
+    package = world.export()
+    assert audit.verify_audit(package).clean  # alone, the rewritten log looks fine
+    report = audit.verify_audit(package, trusted_head=trusted.to_text())
+    assert rules(report) == [(None, "consistency")]
+
+
+def test_a_package_older_than_the_trusted_head_is_flagged(world: World) -> None:
+    world.read(world.token)
+    package = world.export()
+    world.read(world.token)
+    newer = world.vault.checkpoint().to_text()
+    assert rules(audit.verify_audit(package, trusted_head=newer)) == [(None, "consistency")]
+
+
+@pytest.mark.parametrize("case", ["another key", "another vault", "changed"])
+def test_a_trusted_head_that_does_not_verify_is_refused(world: World, case: str) -> None:
+    world.read(world.token)
+    head = world.vault.checkpoint()
+    package = world.export()
+    if case == "another key":
+        text = Checkpoint.sign(
+            _crypto.SigningKey.generate(_crypto.system_rng),
+            world.vault_id,
+            head.size,
+            head.root,
+            head.time,
+        ).to_text()
+    elif case == "another vault":
+        other = world.store.open_vault(world.store.create_vault(key_file=world.key_file))
+        other.unlock(key_file=world.key_file)
+        text = other.checkpoint().to_text()
+    else:
+        text = head.to_text().replace(f"\n{head.size}\n", f"\n{head.size - 1}\n", 1)
+    with pytest.raises(errors.InvalidProof):
+        audit.verify_audit(package, trusted_head=text)
+
+
+# -- the package's checkpoint must be the vault's ------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["signed by another key", "key id forged", "changed body"])
+def test_a_checkpoint_not_signed_by_the_vault_is_refused(world: World, case: str) -> None:
+    world.read(world.token)
+    package = world.export()
+    head = Checkpoint.parse((package / "checkpoint.txt").read_text())
+    impostor = _crypto.SigningKey.generate(_crypto.system_rng)
+    if case == "signed by another key":
+        text = Checkpoint.sign(impostor, world.vault_id, head.size, head.root, head.time).to_text()
+    elif case == "key id forged":
+        signed = Checkpoint.sign(impostor, world.vault_id, head.size, head.root, head.time)
+        text = Checkpoint(
+            head.origin, head.size, head.root, head.time, signed.signature, head.key_id
+        ).to_text()
+    else:
+        text = head.to_text().replace(f"time {head.time}", f"time {head.time + 1}", 1)
+    (package / "checkpoint.txt").write_text(text)
+    with pytest.raises(errors.InvalidProof):
+        audit.verify_audit(package)
+
+
+def test_a_package_of_another_vault_is_refused(world: World) -> None:
+    world.read(world.token)
+    package = world.export()
+    other = world.store.open_vault(world.store.create_vault(key_file=world.key_file))
+    other.unlock(key_file=world.key_file)
+    other_package = audit.export_audit(other, world.tmp / "other")
+    shutil.copy2(other_package / "checkpoint.txt", package / "checkpoint.txt")
+    with pytest.raises(errors.InvalidProof):
+        audit.verify_audit(package)
+    shutil.copy2(other_package / "revocations.bin", package / "revocations.bin")
+    meta = json.loads((package / "vault.json").read_text())
+    other_meta = json.loads((other_package / "vault.json").read_text())
+    meta["identity"] = other_meta["identity"]
+    (package / "vault.json").write_text(json.dumps(meta))
+    with pytest.raises(errors.InvalidProof):
+        audit.verify_audit(package)
+
+
+def test_the_expected_vault_key_pins_the_package(world: World) -> None:
+    world.read(world.token)
+    package = world.export()
+    assert audit.verify_audit(package, vault_did=world.vault.did).clean
+    other = world.store.open_vault(world.store.create_vault(key_file=world.key_file))
+    other.unlock(key_file=world.key_file)
+    with pytest.raises(errors.InvalidProof):
+        audit.verify_audit(package, vault_did=other.did)
+    # A package wholly made by another vault (self-consistent) is refused too.
+    impostor = audit.export_audit(other, world.tmp / "impostor")
+    assert audit.verify_audit(impostor).clean
+    with pytest.raises(errors.InvalidProof):
+        audit.verify_audit(impostor, vault_did=world.vault.did)
+
+
+def test_a_revocation_list_signed_by_another_key_is_refused(world: World) -> None:
+    world.vault.revoke(world.token)
+    package = world.export()
+    other = world.store.open_vault(world.store.create_vault(key_file=world.key_file))
+    other.unlock(key_file=world.key_file)
+    (package / "revocations.bin").write_bytes(other.revocation_list())
+    with pytest.raises(errors.IntegrityError):
+        audit.verify_audit(package)
+
+
+# -- a malformed package is a FormatError -------------------------------------------------
+
+
+@pytest.fixture
+def package(world: World) -> Path:
+    world.read(world.token)
+    world.vault.revoke(world.token)
+    return world.export()
+
+
+@pytest.mark.parametrize("missing", audit.FILES)
+def test_a_missing_file_is_a_format_error(package: Path, missing: str) -> None:
+    (package / missing).unlink()
+    with pytest.raises(errors.FormatError):
+        audit.verify_audit(package)
+
+
+def test_a_missing_directory_is_a_format_error(tmp_path: Path) -> None:
+    with pytest.raises(errors.FormatError):
+        audit.verify_audit(tmp_path / "nowhere")
+
+
+def _swapped_lines(package: Path) -> bytes:
+    lines = (package / "log.jsonl").read_text().splitlines()
+    lines[0], lines[1] = lines[1], lines[0]
+    return ("\n".join(lines) + "\n").encode()
+
+
+MALFORMED: list[Any] = [
+    pytest.param("vault.json", b"{not json", id="vault.json garbage"),
+    pytest.param("vault.json", b"[]", id="vault.json a list"),
+    pytest.param("vault.json", b'{"format": "pds-audit/v2"}', id="vault.json unknown format"),
+    pytest.param("vault.json", b"\xff\xfe", id="vault.json not utf-8"),
+    pytest.param("tokens.json", b"{not json", id="tokens.json garbage"),
+    pytest.param("tokens.json", b"{}", id="tokens.json not a list"),
+    pytest.param("tokens.json", b"[1]", id="tokens.json item not a map"),
+    pytest.param("tokens.json", b'[{"token": "pdst1_AAAA"}]', id="tokens.json bad token"),
+    pytest.param("tokens.json", b"[{}]", id="tokens.json item without token"),
+    pytest.param("tokens.json", b'[{"token": 5}]', id="tokens.json token not text"),
+    pytest.param("log.jsonl", b"{not json\n", id="log.jsonl garbage"),
+    pytest.param("log.jsonl", b'{"entry": "!!"}\n', id="log.jsonl entry not base64"),
+    pytest.param("log.jsonl", b'{"entry": "AAAA"}\n', id="log.jsonl entry not an entry"),
+    pytest.param("log.jsonl", _swapped_lines, id="log.jsonl out of order"),
+    pytest.param("log.jsonl", b"[]\n", id="log.jsonl line not a map"),
+    pytest.param("log.jsonl", b"5\n", id="log.jsonl line a number"),
+    pytest.param(
+        "log.jsonl",
+        b"\xff\xfe\n",
+        id="log.jsonl not utf-8",
+    ),
+    pytest.param("checkpoint.txt", b"garbage", id="checkpoint.txt garbage"),
+    pytest.param(
+        "checkpoint.txt",
+        b"\xff\xfe",
+        id="checkpoint.txt not utf-8",
+    ),
+    pytest.param("revocations.bin", b"\xff\x00garbage", id="revocations.bin garbage"),
+    pytest.param("revocations.bin", b"", id="revocations.bin empty"),
+    pytest.param(
+        "revocations.bin",
+        msgpack.packb({"body": 1, "sig": 2}),
+        id="revocations.bin wrong field types",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content"), MALFORMED)
+def test_a_malformed_file_is_a_format_error(package: Path, name: str, content: Any) -> None:
+    data = content(package) if callable(content) else content
+    (package / name).write_bytes(data)
+    with pytest.raises(errors.FormatError):
+        audit.verify_audit(package)
