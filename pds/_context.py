@@ -52,7 +52,11 @@ def call_provider(operation: Callable[[], bytes]) -> bytes:
 
 
 def ms_to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    """Milliseconds since the epoch as an aware UTC datetime; ``FormatError`` if impossible."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError, TypeError):
+        raise FormatError("a timestamp is out of range") from None
 
 
 def datetime_to_ms(value: datetime) -> int:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"pds-export/v1\n"
 END_SIGNATURE_LABEL = b"pds/export/v1"
+HEADER_SIGNATURE_LABEL = b"pds/export-header/v1"
 MAX_FRAME = 32 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
 
@@ -95,19 +96,21 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         row = vault._refresh()
         out = _HashingWriter(stream)
         out.write(MAGIC)
-        out.frame(
-            {
-                "t": "vault",
-                "vault": row.vault_id,
-                "created_at": row.created_at,
-                "identity": row.identity_public,
-                "unlock": row.unlock,
-                "wrapped_master": row.wrapped_master,
-                "wrapped_identity": row.wrapped_identity,
-                "policy": row.policy,
-                "exported_at": ctx.now_ms(),
-            }
-        )
+        header: dict[str, Any] = {
+            "t": "vault",
+            "vault": row.vault_id,
+            "created_at": row.created_at,
+            "identity": row.identity_public,
+            "unlock": row.unlock,
+            "wrapped_master": row.wrapped_master,
+            "wrapped_identity": row.wrapped_identity,
+            "policy": row.policy,
+            "exported_at": ctx.now_ms(),
+        }
+        # The header is signed on its own too, so an importer authenticates it before it
+        # uses the owner's secret: a changed header is an integrity failure, not a wrong key.
+        header["signature"] = keys.identity.sign(HEADER_SIGNATURE_LABEL, _codec.encode(header))
+        out.frame(header)
         for epoch in backend.iter_epochs(row.vault_id):
             out.frame(
                 {
@@ -123,8 +126,13 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
             counts["epochs"] += 1
         for batch in backend.iter_batches(row.vault_id):
             # Verify before export: an export must never launder tampered rows.
-            vault._manifest(batch)
-            host_share = vault._host_share(batch)
+            # Verify without caching: memory must not grow with the vault.
+            vault._verify_batch(batch)
+            if batch.wrapped_host is None:
+                raise vault._keys_missing()
+            host_share = ctx.host_unwrap(
+                batch.wrapped_host, _envelope.host_wrap_context(row.vault_id, batch.batch_id)
+            )
             out.frame(
                 {
                     "t": "batch",
@@ -265,6 +273,7 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "wrapped_identity": (bytes,),
         "policy": (bytes, type(None)),
         "exported_at": (int,),
+        "signature": (bytes,),
     },
     "epoch": {
         "t": (str,),
@@ -350,6 +359,8 @@ def _check_shape(document: dict[str, Any], kind: str) -> dict[str, Any]:
         value = document[name]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise FormatError(f"{kind} frame field {name!r} has the wrong type")
+        if type(value) is int and not 0 <= value < 2**63:
+            raise FormatError(f"{kind} frame field {name!r} is out of range")
     return document
 
 
@@ -376,6 +387,19 @@ def import_vault(
         header = _check_shape(reader.next(), "vault")
         vault_id: str = header["vault"]
         check_record_id(vault_id)
+        signed = {name: value for name, value in header.items() if name != "signature"}
+        try:
+            _crypto.check_ed25519_public(header["identity"])
+            _crypto.verify(
+                header["identity"],
+                HEADER_SIGNATURE_LABEL,
+                _codec.encode(signed),
+                header["signature"],
+            )
+        except (_crypto.AuthenticationFailed, FormatError):
+            raise IntegrityError(
+                "export-header", "the export header failed authentication"
+            ) from None
         if backend.get_vault(vault_id) is not None:
             raise VaultExists("a vault with this id already exists in the store")
         row = VaultRow(

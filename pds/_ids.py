@@ -30,3 +30,14 @@ def check_record_id(record_id: str) -> str:
 def new_id(rng: _crypto.Rng) -> str:
     """A random 128-bit id as 26 lowercase base32 characters."""
     return base64.b32encode(rng(16)).decode("ascii").rstrip("=").lower()
+
+
+_CURSOR_PATTERN = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}")
+
+
+def parse_cursor(cursor: str) -> tuple[int, int]:
+    """A listing cursor ``"<created_at>.<seq>"``: ASCII digits only, each below 10**18."""
+    if not isinstance(cursor, str) or not _CURSOR_PATTERN.fullmatch(cursor):
+        raise FormatError("malformed list cursor")
+    created_at, seq = cursor.split(".")
+    return int(created_at), int(seq)

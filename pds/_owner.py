@@ -140,10 +140,14 @@ def unwrap_master(
 class LRU(OrderedDict[Any, Any]):
     """A small bounded cache of unwrapped shares and verified manifests."""
 
+    def __init__(self, maxsize: int = CACHE_SIZE) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
     def remember(self, key: Any, value: Any) -> None:
         self[key] = value
         self.move_to_end(key)
-        while len(self) > CACHE_SIZE:
+        while len(self) > self.maxsize:
             self.popitem(last=False)
 
 

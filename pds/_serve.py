@@ -14,12 +14,14 @@ from typing import Any
 
 from pds import _codec, _crypto, _envelope, capability
 from pds._context import Context
+from pds._ids import parse_cursor
 from pds._owner import LRU
 from pds._store.base import BatchRow, LinkKeyRow, LinkRow, RecordRow, VaultRow
 from pds.accesslog import MerkleLog
 from pds.errors import (
     AccessDenied,
     BudgetExhausted,
+    FormatError,
     NotPermitted,
     Replayed,
     Revoked,
@@ -48,6 +50,9 @@ def owner_public_x25519(row: VaultRow) -> bytes:
 class _Selection:
     rows: list[RecordRow]
     cursor: str | None
+    pending: list[RecordRow]
+    """In scope, but in a key epoch not yet shared with the holder: nothing is released
+    for these (the owner shares the epoch with ``Vault.share_keys``)."""
 
 
 class Host:
@@ -200,15 +205,25 @@ class Host:
                 and (invocation.collection is None or record.collection == invocation.collection)
             )
 
+        # The epochs whose secrets the holder has: in its own link, or shared since.
+        leaf = invocation.token.leaf
+        keyed = {(k.collection, k.epoch) for k in leaf.keys}
+        keyed.update((k.collection, k.epoch) for k in backend.link_keys(leaf.link_id))
+
+        def split(rows: list[RecordRow], cursor: str | None) -> _Selection:
+            ready = [r for r in rows if (r.collection, r.epoch) in keyed]
+            waiting = [r for r in rows if (r.collection, r.epoch) not in keyed]
+            return _Selection(ready, cursor, waiting)
+
         if invocation.records is not None:
             rows = [r for r in backend.get_records(row.vault_id, invocation.records) if visible(r)]
-            return _Selection(rows, None)
+            return split(rows, None)
         after = None
         if invocation.cursor is not None:
-            parts = invocation.cursor.split(".")
-            if len(parts) != 2 or not all(p.isdigit() for p in parts):
-                raise NotPermitted("malformed cursor", reason="scope:cursor")
-            after = (int(parts[0]), int(parts[1]))
+            try:
+                after = parse_cursor(invocation.cursor)
+            except FormatError:
+                raise NotPermitted("malformed cursor", reason="scope:cursor") from None
         metas = backend.list_records(
             row.vault_id,
             collection=invocation.collection,
@@ -226,7 +241,7 @@ class Host:
             if not m.deleted and capability.collection_allowed(caveats.collections, m.collection)
         ]
         rows = [r for r in backend.get_records(row.vault_id, wanted) if visible(r)]
-        return _Selection(rows, cursor)
+        return split(rows, cursor)
 
     def _details(
         self,
@@ -358,7 +373,30 @@ class Host:
             keys=keys,
             cursor=selection.cursor,
             access=access,
+            pending=[[r.record_id, r.collection, r.epoch] for r in selection.pending],
         )
+
+
+def live_links(
+    ctx: Context, row: VaultRow, owner_x25519_secret: bytes, now: int
+) -> list[capability.Token]:
+    """The known links (as their tokens) that are unexpired and unrevoked, ancestors
+    included: the ones trusted with key epochs."""
+    backend = ctx.backend
+    tokens = []
+    for link in list(backend.iter_links(row.vault_id)):
+        if link.expires <= now:
+            continue
+        try:
+            token = capability.Token.from_bytes(
+                _crypto.unseal(link.sealed_token, owner_x25519_secret)
+            )
+        except (_crypto.AuthenticationFailed, AccessDenied):
+            continue  # A link we cannot read back is not trusted with new keys.
+        if token.link_id != link.link_id or backend.revoked_among(list(token.link_ids)):
+            continue
+        tokens.append(token)
+    return tokens
 
 
 def share_epoch(
@@ -371,30 +409,18 @@ def share_epoch(
     now: int,
 ) -> None:
     """Seal a new epoch secret to every known, live link whose scope covers the collection."""
-    backend = ctx.backend
-    for link in list(backend.iter_links(row.vault_id)):
-        if link.expires <= now:
-            continue
-        try:
-            token = capability.Token.from_bytes(
-                _crypto.unseal(link.sealed_token, owner_x25519_secret)
-            )
-        except (_crypto.AuthenticationFailed, AccessDenied):
-            continue  # A link we cannot read back is not trusted with new keys.
-        if backend.revoked_among(list(token.link_ids)):
-            continue
-        if not capability.collection_allowed(token.leaf.caveats.collections, collection):
-            continue
-        backend.insert_link_keys(
-            [
-                LinkKeyRow(
-                    link.link_id,
-                    collection,
-                    epoch,
-                    _crypto.seal(secret, _crypto.ed25519_to_x25519(link.audience), ctx.rng),
-                )
-            ]
-        )
+    for token in live_links(ctx, row, owner_x25519_secret, now):
+        if capability.collection_allowed(token.leaf.caveats.collections, collection):
+            seal_to_link(ctx, token.leaf, collection, epoch, secret)
+
+
+def seal_to_link(
+    ctx: Context, link: capability.Link, collection: str, epoch: int, secret: bytes
+) -> None:
+    recipient = _crypto.ed25519_to_x25519(link.audience)
+    ctx.backend.insert_link_keys(
+        [LinkKeyRow(link.link_id, collection, epoch, _crypto.seal(secret, recipient, ctx.rng))]
+    )
 
 
 def _max_opt(a: int | None, b: int | None) -> int | None:

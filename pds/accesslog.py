@@ -127,7 +127,7 @@ class LogEntry:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return type(value) is int and 0 <= value < 2**63
 
 
 def open_disclosed(sealed: bytes, owner_x25519_public: bytes, key: bytes) -> dict[str, Any]:

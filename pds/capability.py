@@ -277,8 +277,9 @@ def _text(value: Any, what: str) -> str:
 
 
 def _int(value: Any, what: str, minimum: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise _fail(f"{what} must be an integer >= {minimum}")
+    # Below 2**63: every integer a token carries fits a signed 64-bit column and timestamp.
+    if type(value) is not int or not minimum <= value < 2**63:
+        raise _fail(f"{what} must be an integer in [{minimum}, 2**63)")
     return value
 
 

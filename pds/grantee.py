@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,16 @@ class GrantedRead:
     records: list[Record]
     cursor: str | None
     access: int
+    pending: list[tuple[str, str, int]] = field(default_factory=list)
+    """``(record, collection, epoch)`` in scope whose key epoch the owner has not yet
+    shared with this holder (``Vault.share_keys``); nothing of them was released."""
+
+
+def _pending(resp: Response) -> list[tuple[str, str, int]]:
+    try:
+        return [(str(r), str(c), int(e)) for r, c, e in resp.pending]
+    except (TypeError, ValueError):
+        raise IntegrityError("response", "malformed pending list in the response") from None
 
 
 def _to_ms(value: datetime | None) -> int | None:
@@ -71,6 +81,8 @@ class Grantee:
         self._x25519 = self._key.x25519_secret()
         self._clock = clock
         self._rng = rng
+        # Epoch secrets received in responses, by the link they were sealed for.
+        self._learned: dict[bytes, dict[tuple[str, int], bytes]] = {}
 
     def __repr__(self) -> str:
         return f"Grantee(did={self.did!r})"
@@ -191,8 +203,12 @@ class Grantee:
                 ],
                 resp.cursor,
                 resp.access,
+                _pending(resp),
             )
         secrets = self.epoch_secrets(parsed, resp.keys)
+        # Remember epochs shared after the link was issued, so a delegation made later
+        # can pass them on.
+        self._learned.setdefault(parsed.link_id, {}).update(secrets)
         batches: dict[bytes, tuple[_envelope.Manifest, bytes, bytes]] = {}
         for doc in resp.batches:
             try:
@@ -266,7 +282,7 @@ class Grantee:
                     data=data,
                 )
             )
-        return GrantedRead(records, resp.cursor, resp.access)
+        return GrantedRead(records, resp.cursor, resp.access, _pending(resp))
 
     def read(self, store: Store, token: Token | str | bytes, **request: Any) -> GrantedRead:
         """Invoke, have ``store`` serve it, and open the response (one process, for tests,
@@ -328,7 +344,9 @@ class Grantee:
         recipient = _crypto.ed25519_to_x25519(audience)
         keys = [
             SealedKey(collection, epoch, _crypto.seal(secret, recipient, self._rng))
-            for (collection, epoch), secret in sorted(self.epoch_secrets(parsed).items())
+            for (collection, epoch), secret in sorted(
+                {**self._learned.get(parsed.link_id, {}), **self.epoch_secrets(parsed)}.items()
+            )
             if collection_allowed(caveats.collections, collection)
         ]
         link = make_link(

@@ -52,7 +52,7 @@ def _fail(message: str, reason: str = "malformed") -> MalformedToken:
 
 
 def _count(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value < 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +243,11 @@ def build_body(
     )
 
 
+_RESPONSE_KEYS = frozenset(
+    {"v", "vault", "request", "action", "batches", "records", "keys", "cursor", "access", "pending"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """What the host returns for a served invocation. Contains no plaintext."""
@@ -256,6 +261,9 @@ class Response:
     cursor: str | None
     access: int
     """The sequence number of the access-log entry written before this response."""
+    pending: list[list[Any]] = field(default_factory=list)
+    """``[record, collection, epoch]`` in scope but in a key epoch not yet shared with the
+    holder: nothing of these is released."""
 
     def to_bytes(self) -> bytes:
         return _codec.encode(
@@ -269,6 +277,7 @@ class Response:
                 "keys": self.keys,
                 "cursor": self.cursor,
                 "access": self.access,
+                "pending": self.pending,
             }
         )
 
@@ -276,8 +285,12 @@ class Response:
     def from_bytes(cls, data: bytes) -> Response:
         try:
             doc = _codec.decode(data)
-            if not isinstance(doc, dict) or not _codec.is_version(doc.get("v"), RESPONSE_VERSION):
-                raise FormatError("response version")
+            if (
+                not isinstance(doc, dict)
+                or set(doc) != _RESPONSE_KEYS
+                or not _codec.is_version(doc["v"], RESPONSE_VERSION)
+            ):
+                raise FormatError("response version or fields")
             return cls(
                 vault_id=doc["vault"],
                 request_id=doc["request"],
@@ -287,6 +300,7 @@ class Response:
                 keys=list(doc["keys"]),
                 cursor=doc["cursor"],
                 access=doc["access"],
+                pending=list(doc["pending"]),
             )
         except (KeyError, TypeError) as exc:
             raise FormatError("malformed response") from exc

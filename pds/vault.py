@@ -17,7 +17,7 @@ from typing import Any
 
 from pds import _codec, _crypto, _envelope, _export, _owner, _serve, capability, merkle
 from pds._context import Context, call_provider, datetime_to_ms, ms_to_datetime
-from pds._ids import check_collection, check_record_id, new_id
+from pds._ids import check_collection, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
 from pds.capability import Token
@@ -143,7 +143,8 @@ class Vault:
         self._row = row
         self._owner: _owner.OwnerKeys | None = None
         self._host_shares = _owner.LRU()
-        self._manifests = _owner.LRU()
+        # A manifest holds up to 128 entries (~7 KB): keep a few hundred, not thousands.
+        self._manifests = _owner.LRU(256)
         self._verified_epochs: set[tuple[str, int, bytes]] = set()
 
     def __repr__(self) -> str:
@@ -194,9 +195,17 @@ class Vault:
         secret = _owner.OwnerSecret(passphrase, key_file, key_provider)
         row = self._refresh()
         if row.wrapped_master is None or row.wrapped_identity is None:
-            raise VaultDestroyed("the vault's keys were erased")
+            raise self._keys_missing()
         master = _owner.unwrap_master(row.unlock, row.wrapped_master, secret, self.vault_id)
         self._owner = _owner.open_owner_keys(master, row)
+
+    def _keys_missing(self) -> VaultDestroyed | IntegrityError:
+        """A missing key is a crypto-erase only if the vault says it was destroyed; in a
+        live vault it is a tampered store."""
+        row = self._ctx.backend.get_vault(self.vault_id)
+        if row is not None and row.destroyed_at is not None:
+            return VaultDestroyed("the vault's keys were erased")
+        return IntegrityError("key-missing", "a key of this vault is missing")
 
     def lock(self) -> None:
         """Forget every secret this object holds (best effort: Python cannot zero memory)."""
@@ -282,9 +291,11 @@ class Vault:
         row = self._ctx.backend.get_epoch(self.vault_id, collection, epoch)
         if row is None:
             raise IntegrityError("epoch-missing", "the record's key epoch is missing")
+        if (row.vault_id, row.collection, row.epoch) != (self.vault_id, collection, epoch):
+            raise IntegrityError("epoch-missing", "the store answered with another epoch")
         self._check_epoch(row)
         if row.sealed_owner is None:
-            raise VaultDestroyed("the collection's keys were erased")
+            raise self._keys_missing()
         try:
             secret = _crypto.unseal(row.sealed_owner, keys.x25519_secret)
         except _crypto.AuthenticationFailed:
@@ -312,7 +323,41 @@ class Vault:
                 self._new_epoch(name, epoch, now)
                 result[name] = epoch
             self._log("rotate", {"epochs": result})
+            self._share_keys(now)
         return result
+
+    def share_keys(self) -> int:
+        """Seal every key epoch a live link's scope covers but it does not hold yet, to
+        that link's audience; return how many were shared.
+
+        Epochs created while a link is known are shared at once. A delegation the host
+        first saw after an epoch was created (or made by a holder that lacked a newer epoch)
+        waits for this: its holder's reads list those records as ``pending`` until then.
+        Rotation runs it too. The vault must be unlocked.
+        """
+        self._keys()
+        with self._ctx.backend.transaction():
+            self._refresh()
+            return self._share_keys(self._ctx.now_ms())
+
+    def _share_keys(self, now: int) -> int:
+        keys = self._keys()
+        backend = self._ctx.backend
+        epochs = [(e.collection, e.epoch) for e in backend.iter_epochs(self.vault_id)]
+        shared = 0
+        for token in _serve.live_links(self._ctx, self._row, keys.x25519_secret, now):
+            leaf = token.leaf
+            held = {(k.collection, k.epoch) for k in leaf.keys}
+            held.update((k.collection, k.epoch) for k in backend.link_keys(leaf.link_id))
+            for collection, epoch in epochs:
+                if (collection, epoch) in held:
+                    continue
+                if not capability.collection_allowed(leaf.caveats.collections, collection):
+                    continue
+                secret = self._epoch_secret(collection, epoch)
+                _serve.seal_to_link(self._ctx, leaf, collection, epoch, secret)
+                shared += 1
+        return shared
 
     # -- writing
 
@@ -507,6 +552,7 @@ class Vault:
         row = self._ctx.backend.latest_record(self.vault_id, record_id)
         if row is None:
             raise RecordNotFound("no such record")
+        _check_identity(row, self.vault_id, record_id)
         self._log_owner_read([row])
         record = self._open(row, erasable=False)
         if record.deleted:
@@ -520,6 +566,8 @@ class Vault:
         rows = self._ctx.backend.record_history(self.vault_id, record_id)
         if not rows:
             raise RecordNotFound("no such record")
+        for row in rows:
+            _check_identity(row, self.vault_id, record_id)
         self._log_owner_read(rows)
         # Content may be erased only below a tombstone (a deleted record's old versions).
         last_tombstone = max((row.version for row in rows if row.deleted), default=0)
@@ -540,6 +588,21 @@ class Vault:
     def _authorized_writers(self) -> frozenset[bytes]:
         return frozenset({self._row.identity_public})
 
+    def _verify_batch(self, batch: BatchRow) -> _envelope.Manifest:
+        """Verify a batch's signed manifest against its row (no caching)."""
+        return _envelope.verify_manifest(
+            manifest_bytes=batch.manifest,
+            signature=batch.signature,
+            vault_id=self.vault_id,
+            batch_id=batch.batch_id,
+            collection=batch.collection,
+            epoch=batch.epoch,
+            writer=batch.writer,
+            created_at=batch.created_at,
+            sealed_reader=batch.sealed_reader,
+            authorized_writers=self._authorized_writers(),
+        )
+
     def _manifest(self, batch: BatchRow) -> _envelope.Manifest:
         cached = self._manifests.get(batch.batch_id)
         if cached is not None and cached[0] == (
@@ -555,18 +618,7 @@ class Vault:
                 manifest.created_at,
             ):
                 return manifest
-        manifest = _envelope.verify_manifest(
-            manifest_bytes=batch.manifest,
-            signature=batch.signature,
-            vault_id=self.vault_id,
-            batch_id=batch.batch_id,
-            collection=batch.collection,
-            epoch=batch.epoch,
-            writer=batch.writer,
-            created_at=batch.created_at,
-            sealed_reader=batch.sealed_reader,
-            authorized_writers=self._authorized_writers(),
-        )
+        manifest = self._verify_batch(batch)
         self._manifests.remember(
             batch.batch_id, ((batch.manifest, batch.signature, batch.sealed_reader), manifest)
         )
@@ -628,7 +680,7 @@ class Vault:
         if cached is not None:
             return cached
         if batch.sealed_reader is None:
-            raise VaultDestroyed("the record's keys were erased")
+            raise self._keys_missing()
         secret = self._epoch_secret(batch.collection, batch.epoch)
         try:
             share = _crypto.unseal(batch.sealed_reader, secret)
@@ -644,7 +696,7 @@ class Vault:
         if cached is not None:
             return cached
         if batch.wrapped_host is None:
-            raise VaultDestroyed("the record's keys were erased")
+            raise self._keys_missing()
         share = self._ctx.host_unwrap(
             batch.wrapped_host, _envelope.host_wrap_context(self.vault_id, batch.batch_id)
         )
@@ -669,7 +721,7 @@ class Vault:
             check_collection(collection)
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise FormatError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        after = _parse_cursor(cursor) if cursor is not None else None
+        after = parse_cursor(cursor) if cursor is not None else None
         self._refresh()
         metas = self._ctx.backend.list_records(
             self.vault_id,
@@ -1177,6 +1229,13 @@ class Vault:
         _export.export_vault(self, destination, progress=progress)
 
 
+def _check_identity(row: RecordRow, vault_id: str, record_id: str) -> None:
+    """The store must answer with the record asked for (not one that merely compares equal
+    under a collation the host slipped into the schema)."""
+    if row.vault_id != vault_id or row.record_id != record_id:
+        raise IntegrityError("record-id", "the store answered with another record")
+
+
 def _access_entry(entry: LogEntry, details: dict[str, Any]) -> AccessEntry:
     defer = details.get("defer")
     records = details.get("records") or []
@@ -1228,10 +1287,3 @@ def _encode_data(data: Any) -> bytes:
     if len(plaintext) > MAX_RECORD_SIZE:
         raise InvalidRecordData("record data is larger than 16 MiB")
     return plaintext
-
-
-def _parse_cursor(cursor: str) -> tuple[int, int]:
-    parts = cursor.split(".") if isinstance(cursor, str) else []
-    if len(parts) != 2 or not all(part.isdigit() and len(part) < 20 for part in parts):
-        raise FormatError("malformed list cursor")
-    return int(parts[0]), int(parts[1])

@@ -9,7 +9,11 @@ read-then-write; a second writer waits up to the busy timeout, then gets ``Store
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import sqlite3
+import types
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +46,7 @@ STORE_FORMAT = "pds-store"
 
 Synchronous = Literal["full", "normal"]
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _translate(exc: sqlite3.Error) -> StoreError | NotAStore:
@@ -218,20 +223,78 @@ _META_COLUMNS = (
 )
 
 
-def _record(row: tuple[Any, ...]) -> RecordRow:
-    return RecordRow(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        bool(row[7]),
-        row[8],
-        row[9],
-        row[10],
-    )
+@functools.cache
+def _field_types(cls: Any) -> tuple[tuple[str, tuple[type, ...]], ...]:
+    hints = typing.get_type_hints(cls)
+    result = []
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        result.append((item.name, tuple(type(None) if a is None else a for a in allowed)))
+    return tuple(result)
+
+
+def _typed(cls: type[R], values: Sequence[Any]) -> R:
+    """Build a row and check every value's type: a cell rewritten with another SQLite
+    storage class is a corrupt (or tampered) store, never a crash further on."""
+    row = cls(*values)
+    kind: Any = cls  # Classes are hashable; mypy cannot see it through the TypeVar.
+    for name, allowed in _field_types(kind):
+        value = getattr(row, name)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise StoreCorrupt("a stored value has the wrong type")
+    return row
+
+
+def _flag(value: Any) -> bool:
+    if type(value) is not int or value not in (0, 1):
+        raise StoreCorrupt("a stored value has the wrong type")
+    return bool(value)
+
+
+def _record(row: Sequence[Any]) -> RecordRow:
+    values = list(row)
+    values[7] = _flag(values[7])
+    return _typed(RecordRow, values)
+
+
+class _Cursor:
+    """A cursor whose fetches raise pds errors (a fetch reads pages and decodes text, so it
+    can meet corruption too), never with the stored bytes in the message."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    def fetchone(self) -> Any:
+        return _fetch(self._cursor.fetchone)
+
+    def fetchall(self) -> list[Any]:
+        return list(_fetch(self._cursor.fetchall))
+
+    def fetchmany(self, size: int) -> list[Any]:
+        return list(_fetch(lambda: self._cursor.fetchmany(size)))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+def _fetch(fetch: Callable[[], T]) -> T:
+    try:
+        return fetch()
+    except sqlite3.Error as exc:
+        raise _translate(exc) from None
+    except UnicodeDecodeError:
+        raise StoreCorrupt("a stored text value is not UTF-8") from None
 
 
 class SQLiteBackend:
@@ -273,11 +336,13 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             raise _translate(exc) from None
 
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         try:
-            return self._conn.execute(sql, params)
+            return _Cursor(self._conn.execute(sql, params))
         except sqlite3.Error as exc:
             raise _translate(exc) from None
+        except UnicodeDecodeError:
+            raise StoreCorrupt("a stored text value is not UTF-8") from None
 
     def _configure(self, synchronous: Synchronous) -> None:
         mode = self._execute("PRAGMA journal_mode=WAL").fetchone()
@@ -409,14 +474,14 @@ class SQLiteBackend:
             "wrapped_identity, destroyed_at, policy FROM vaults WHERE vault_id = ?",
             (vault_id,),
         ).fetchone()
-        return None if row is None else VaultRow(*row)
+        return None if row is None else _typed(VaultRow, row)
 
     def list_vaults(self) -> list[VaultRow]:
         rows = self._execute(
             "SELECT vault_id, created_at, identity_public, unlock, wrapped_master, "
             "wrapped_identity, destroyed_at, policy FROM vaults ORDER BY created_at, vault_id"
         ).fetchall()
-        return [VaultRow(*row) for row in rows]
+        return [_typed(VaultRow, row) for row in rows]
 
     def update_vault_unlock(self, vault_id: str, unlock: bytes, wrapped_master: bytes) -> None:
         self._execute(
@@ -475,7 +540,7 @@ class SQLiteBackend:
             "ORDER BY epoch DESC LIMIT 1",
             (vault_id, collection),
         ).fetchone()
-        return None if row is None else EpochRow(*row)
+        return None if row is None else _typed(EpochRow, row)
 
     def get_epoch(self, vault_id: str, collection: str, epoch: int) -> EpochRow | None:
         row = self._execute(
@@ -483,7 +548,7 @@ class SQLiteBackend:
             "WHERE vault_id = ? AND collection = ? AND epoch = ?",
             (vault_id, collection, epoch),
         ).fetchone()
-        return None if row is None else EpochRow(*row)
+        return None if row is None else _typed(EpochRow, row)
 
     def iter_epochs(self, vault_id: str) -> Iterator[EpochRow]:
         cursor = self._execute(
@@ -491,7 +556,7 @@ class SQLiteBackend:
             "ORDER BY collection, epoch",
             (vault_id,),
         )
-        yield from (EpochRow(*row) for row in self._iterate(cursor))
+        yield from (_typed(EpochRow, row) for row in self._iterate(cursor))
 
     def list_collections(self, vault_id: str) -> list[str]:
         rows = self._execute(
@@ -529,14 +594,15 @@ class SQLiteBackend:
             f"SELECT {self._BATCH_COLUMNS} FROM batches WHERE batch_id = ? AND vault_id = ?",
             (batch_id, vault_id),
         ).fetchone()
-        return None if row is None else BatchRow(*row)
+        return None if row is None else _typed(BatchRow, row)
 
     def iter_batches(self, vault_id: str) -> Iterator[BatchRow]:
         cursor = self._execute(
             f"SELECT {self._BATCH_COLUMNS} FROM batches WHERE vault_id = ? ORDER BY bseq",
             (vault_id,),
         )
-        yield from (BatchRow(*row) for row in self._iterate(cursor))
+        # Batch rows carry manifests (up to ~8 KB): fetch few at a time.
+        yield from (_typed(BatchRow, row) for row in self._iterate(cursor, 8))
 
     # -- records
 
@@ -661,10 +727,7 @@ class SQLiteBackend:
             "ORDER BY created_at, seq LIMIT ?",
             params,
         ).fetchall()
-        return [
-            RecordMeta(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]), r[9])
-            for r in rows
-        ]
+        return [_typed(RecordMeta, (*r[:8], _flag(r[8]), r[9])) for r in rows]
 
     def finish_import(self, vault_id: str) -> None:
         self._execute("UPDATE records SET current = 0 WHERE vault_id = ?", (vault_id,))
@@ -714,7 +777,7 @@ class SQLiteBackend:
         row = self._execute(
             f"SELECT {self._LINK_COLUMNS} FROM links WHERE link_id = ?", (link_id,)
         ).fetchone()
-        return None if row is None else LinkRow(*row)
+        return None if row is None else _typed(LinkRow, row)
 
     def iter_links(self, vault_id: str) -> Iterator[LinkRow]:
         cursor = self._execute(
@@ -722,7 +785,7 @@ class SQLiteBackend:
             "ORDER BY created_at, link_id",
             (vault_id,),
         )
-        yield from (LinkRow(*row) for row in self._iterate(cursor))
+        yield from (_typed(LinkRow, row) for row in self._iterate(cursor))
 
     def insert_link_keys(self, rows: Sequence[LinkKeyRow]) -> None:
         try:
@@ -740,7 +803,7 @@ class SQLiteBackend:
             "ORDER BY collection, epoch",
             (link_id,),
         ).fetchall()
-        return [LinkKeyRow(*row) for row in rows]
+        return [_typed(LinkKeyRow, row) for row in rows]
 
     def insert_revocation(self, row: RevocationRow) -> None:
         self._execute(
@@ -764,7 +827,7 @@ class SQLiteBackend:
             "WHERE vault_id = ? ORDER BY revoked_at, link_id",
             (vault_id,),
         )
-        yield from (RevocationRow(*row) for row in self._iterate(cursor))
+        yield from (_typed(RevocationRow, row) for row in self._iterate(cursor))
 
     def use_counts(self, link_ids: Sequence[bytes]) -> dict[bytes, int]:
         if not link_ids:
@@ -853,12 +916,9 @@ class SQLiteBackend:
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def _iterate(self, cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
+    def _iterate(self, cursor: _Cursor, chunk: int = 256) -> Iterator[tuple[Any, ...]]:
         while True:
-            try:
-                rows = cursor.fetchmany(256)
-            except sqlite3.Error as exc:
-                raise _translate(exc) from None
+            rows = cursor.fetchmany(chunk)
             if not rows:
                 return
             yield from rows

@@ -1208,42 +1208,45 @@ def export_invalid(data: bytes) -> list[Json]:
     )
     add(
         "wrapped-master-flipped",
-        "the master key must unwrap with the owner's key",
+        "the header is signed by the vault key and verified before the owner's secret is used",
         [xor(at.payload("vault", "wrapped_master") + 30)],
-        "WrongKey",
+        "IntegrityError",
+        "export-header",
     )
     add(
         "vault-id-changed",
-        "the wrapped master key is bound to the vault id",
+        "the header (and in it the vault id) is signed by the vault key",
         [xor(at.value("vault", "vault") + 1, 0x01)],
-        "WrongKey",
+        "IntegrityError",
+        "export-header",
     )
     add(
         "unlock-method-changed",
-        "the unlock document names a known method",
+        "the header (and in it the unlock document) is signed by the vault key",
         [xor(at.payload("vault", "unlock") + len(vault_doc["unlock"]) - 1, 0x01)],
-        "FormatError",
+        "IntegrityError",
+        "export-header",
     )
     add(
         "wrapped-identity-flipped",
-        "the identity seed must unwrap with the key derived from the master key",
+        "the header (and in it the wrapped identity seed) is signed by the vault key",
         [xor(at.payload("vault", "wrapped_identity") + 30)],
         "IntegrityError",
-        "identity",
+        "export-header",
     )
     add(
         "identity-replaced",
-        "the unwrapped identity seed must give the stated identity public key",
+        "the header signature must verify under the stated identity public key",
         [xor(at.payload("vault", "identity") + 7)],
         "IntegrityError",
-        "identity",
+        "export-header",
     )
     add(
         "exported-at-changed",
-        "the end digest covers every byte, including fields nothing else checks",
+        "the header (and in it the export time) is signed by the vault key",
         [xor(at.value("vault", "exported_at") + 8)],
         "IntegrityError",
-        "export-digest",
+        "export-header",
     )
     add(
         "epoch-signature-flipped",

@@ -1,0 +1,338 @@
+"""Canonical msgpack (``pds._codec``): round trips, and strict decoding.
+
+Everything pds signs or hashes goes through this codec, so two rules matter: ``encode``
+is a function of the value alone (one value, one byte string), and ``decode`` accepts
+exactly the bytes ``encode`` produces and raises ``FormatError`` (never anything else) for
+every other input.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pds import _codec
+from pds.errors import FormatError
+
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(INT_MIN, INT_MAX)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=40,
+)
+any_values = st.recursive(
+    json_scalars | st.binary(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=40,
+)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that also tells -0.0 from 0.0 and floats from ints."""
+    if isinstance(a, float) or isinstance(b, float):
+        return type(a) is type(b) and a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def decode_or_format_error(data: bytes) -> Any:
+    """Decode; the only exception allowed is FormatError. Returns None on FormatError."""
+    try:
+        value = _codec.decode(data)
+    except FormatError:
+        return None
+    # Whatever decodes is canonical: it re-encodes to exactly the input.
+    assert _codec.encode(value) == data
+    return value
+
+
+# -- round trips -----------------------------------------------------------------------
+
+
+@given(any_values)
+def test_round_trip(value: Any) -> None:
+    encoded = _codec.encode(value)
+    decoded = _codec.decode(encoded)
+    assert same(decoded, value)
+    assert _codec.encode(decoded) == encoded
+
+
+@given(json_values)
+def test_json_only_round_trip(value: Any) -> None:
+    encoded = _codec.encode(value, json_only=True)
+    assert encoded == _codec.encode(value)
+    assert same(_codec.decode(encoded), value)
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values, min_size=2, max_size=8), st.randoms())
+def test_encoding_does_not_depend_on_key_order(value: dict[str, Any], rnd: Any) -> None:
+    items = list(value.items())
+    rnd.shuffle(items)
+    assert _codec.encode(dict(items)) == _codec.encode(value)
+
+
+@given(st.dictionaries(st.text(max_size=8), st.integers(0, 9), min_size=2, max_size=8))
+def test_keys_are_sorted_by_utf8_bytes(value: dict[str, int]) -> None:
+    decoded = _codec.decode(_codec.encode(value))
+    keys = list(decoded)
+    assert keys == sorted(keys, key=lambda k: k.encode("utf-8"))
+
+
+def test_keys_of_one_to_four_utf8_bytes_sort_bytewise() -> None:
+    value = {"\U0001f600": 1, "\ue000": 2, "z": 3, "é": 4}
+    assert list(_codec.decode(_codec.encode(value))) == ["z", "é", "\ue000", "\U0001f600"]
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (None, b"\xc0"),
+        (True, b"\xc3"),
+        (False, b"\xc2"),
+        (0, b"\x00"),
+        (127, b"\x7f"),
+        (128, b"\xcc\x80"),
+        (-1, b"\xff"),
+        (-33, b"\xd0\xdf"),
+        (2**64 - 1, b"\xcf" + b"\xff" * 8),
+        (-(2**63), b"\xd3\x80" + b"\x00" * 7),
+        (1.5, b"\xcb" + struct.pack(">d", 1.5)),
+        ("a", b"\xa1a"),
+        (b"a", b"\xc4\x01a"),
+        ([], b"\x90"),
+        ({}, b"\x80"),
+        ({"b": 1, "a": 2}, b"\x82\xa1a\x02\xa1b\x01"),
+    ],
+)
+def test_known_encodings(value: Any, encoded: bytes) -> None:
+    assert _codec.encode(value) == encoded
+    assert same(_codec.decode(encoded), value)
+
+
+# -- values encode refuses -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**64,
+        -(2**63) - 1,
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        {1: "x"},
+        {b"k": "x"},
+        {("a",): 1},
+        {1, 2},
+        object(),
+        1j,
+        {"a": [{"b": float("nan")}]},
+    ],
+    ids=repr,
+)
+def test_encode_refuses(value: Any) -> None:
+    with pytest.raises(FormatError):
+        _codec.encode(value)
+
+
+def test_json_only_refuses_binary() -> None:
+    with pytest.raises(FormatError):
+        _codec.encode({"a": [b"x"]}, json_only=True)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_nesting_limit() -> None:
+    limit = _codec.MAX_DEPTH
+    assert _codec.decode(_codec.encode(_nested(limit))) == _nested(limit)
+    with pytest.raises(FormatError):
+        _codec.encode(_nested(limit + 1))
+    too_deep = b"\x91" * (limit + 1) + b"\x00"
+    with pytest.raises(FormatError):
+        _codec.decode(too_deep)
+    with pytest.raises(FormatError):
+        _codec.decode(b"\x91" * 100_000 + b"\x00")
+
+
+def test_cyclic_value_is_refused() -> None:
+    value: list[Any] = []
+    value.append(value)
+    with pytest.raises(FormatError):
+        _codec.encode(value)
+
+
+# -- strict decoding -------------------------------------------------------------------
+
+
+@given(any_values, st.binary(min_size=1, max_size=16))
+def test_trailing_bytes_are_refused(value: Any, extra: bytes) -> None:
+    with pytest.raises(FormatError):
+        _codec.decode(_codec.encode(value) + extra)
+
+
+@given(any_values, st.data())
+def test_truncated_encodings_are_refused(value: Any, data: st.DataObject) -> None:
+    encoded = _codec.encode(value)
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    with pytest.raises(FormatError):
+        _codec.decode(encoded[:cut])
+
+
+@given(st.text(max_size=10), json_values, json_values)
+def test_duplicate_keys_are_refused(key: str, first: Any, second: Any) -> None:
+    packed_key = msgpack.packb(key)
+    raw = b"\x82" + packed_key + _codec.encode(first) + packed_key + _codec.encode(second)
+    with pytest.raises(FormatError):
+        _codec.decode(raw)
+
+
+@given(st.lists(st.text(max_size=8), min_size=2, max_size=6, unique=True))
+def test_unsorted_keys_are_refused(keys: list[str]) -> None:
+    ordered = sorted(keys, key=lambda k: k.encode("utf-8"))
+    unsorted = ordered[::-1]
+    raw = bytes([0x80 | len(keys)]) + b"".join(msgpack.packb(k) + b"\x00" for k in unsorted)
+    with pytest.raises(FormatError):
+        _codec.decode(raw)
+    canonical = bytes([0x80 | len(keys)]) + b"".join(msgpack.packb(k) + b"\x00" for k in ordered)
+    assert _codec.decode(canonical) == dict.fromkeys(keys, 0)
+
+
+_INT_FORMATS = [
+    (b"\xcc", ">B", 0, 2**8 - 1),
+    (b"\xcd", ">H", 0, 2**16 - 1),
+    (b"\xce", ">I", 0, 2**32 - 1),
+    (b"\xcf", ">Q", 0, 2**64 - 1),
+    (b"\xd0", ">b", -(2**7), 2**7 - 1),
+    (b"\xd1", ">h", -(2**15), 2**15 - 1),
+    (b"\xd2", ">i", -(2**31), 2**31 - 1),
+    (b"\xd3", ">q", -(2**63), 2**63 - 1),
+]
+
+
+@given(st.data())
+def test_non_minimal_integers_are_refused(data: st.DataObject) -> None:
+    prefix, fmt, low, high = data.draw(st.sampled_from(_INT_FORMATS))
+    value = data.draw(st.integers(low, high))
+    raw = prefix + struct.pack(fmt, value)
+    if _codec.encode(value) == raw:
+        assert _codec.decode(raw) == value
+    else:
+        with pytest.raises(FormatError):
+            _codec.decode(raw)
+
+
+@given(st.text(max_size=31))
+def test_non_minimal_string_headers_are_refused(text: str) -> None:
+    body = text.encode("utf-8")
+    for raw in (
+        b"\xd9" + struct.pack(">B", len(body)) + body,
+        b"\xda" + struct.pack(">H", len(body)) + body,
+        b"\xdb" + struct.pack(">I", len(body)) + body,
+    ):
+        if raw != _codec.encode(text):
+            with pytest.raises(FormatError):
+                _codec.decode(raw)
+
+
+@given(st.lists(st.integers(0, 100), max_size=15))
+def test_non_minimal_array_headers_are_refused(items: list[int]) -> None:
+    body = b"".join(_codec.encode(i) for i in items)
+    for raw in (
+        b"\xdc" + struct.pack(">H", len(items)) + body,
+        b"\xdd" + struct.pack(">I", len(items)) + body,
+    ):
+        with pytest.raises(FormatError):
+            _codec.decode(raw)
+
+
+@given(st.floats(width=32, allow_nan=False))
+def test_float32_is_refused(value: float) -> None:
+    with pytest.raises(FormatError):
+        _codec.decode(b"\xca" + struct.pack(">f", value))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_float64_is_refused(value: float) -> None:
+    with pytest.raises(FormatError):
+        _codec.decode(b"\xcb" + struct.pack(">d", value))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xd4\x01\x00",  # fixext 1
+        b"\xd6\xff\x00\x00\x00\x00",  # timestamp 32
+        b"\xc7\x00\x05",  # ext 8, empty
+        b"\xc1",  # never used
+        b"\xa2\xff\xfe",  # invalid UTF-8 text
+        b"\x81\x01\x02",  # integer map key
+        b"\x81\xc4\x01k\x02",  # binary map key
+        b"\x81\x90\x02",  # array map key
+        b"",
+    ],
+    ids=repr,
+)
+def test_invalid_documents_are_refused(raw: bytes) -> None:
+    with pytest.raises(FormatError):
+        _codec.decode(raw)
+
+
+@pytest.mark.parametrize("raw", [b"\xdd\x03\xff\xff\xff", b"\xdf\x03\xff\xff\xff"])
+def test_huge_declared_lengths_are_refused(raw: bytes) -> None:
+    with pytest.raises(FormatError):
+        _codec.decode(raw)
+
+
+def test_size_limit_and_input_type() -> None:
+    encoded = _codec.encode("x" * 100)
+    assert _codec.decode(encoded, max_size=len(encoded)) == "x" * 100
+    with pytest.raises(FormatError):
+        _codec.decode(encoded, max_size=len(encoded) - 1)
+    for wrong in ("text", 5, None, ["\x00"]):
+        with pytest.raises(FormatError):
+            _codec.decode(wrong)  # type: ignore[arg-type]
+    # Annotated ``bytes``, but any bytes-like object is accepted at run time.
+    assert _codec.decode(bytearray(b"\x01")) == 1  # type: ignore[arg-type]
+    assert _codec.decode(memoryview(b"\x01")) == 1  # type: ignore[arg-type]
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=64))
+def test_random_bytes_raise_only_format_error(raw: bytes) -> None:
+    decode_or_format_error(raw)
+
+
+@settings(max_examples=300)
+@given(any_values, st.data())
+def test_mutated_encodings_raise_only_format_error(value: Any, data: st.DataObject) -> None:
+    encoded = bytearray(_codec.encode(value))
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[position] ^= data.draw(st.integers(1, 255))
+    decode_or_format_error(bytes(encoded))
