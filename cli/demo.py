@@ -152,6 +152,10 @@ def put_records(demo: Demo) -> None:
             {"year": 2024, "income": 41250, "note": demo.marker("tax")},
         ),
     }
+    # Vaccinations are sealed field by field, so a grant can be limited to some fields by
+    # cryptography (each field has its own key); tax returns are sealed whole.
+    opened.create_collection("health/vaccinations", seal_fields=True)
+    demo.say("health/vaccinations is sealed field by field; tax/returns record by record")
     for name, (collection, data) in documents.items():
         info = opened.put(collection, data)
         demo.records[name] = info.record_id

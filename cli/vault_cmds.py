@@ -206,6 +206,64 @@ def rotate(
     emit(as_json, {"vault": opened.vault_id, "epochs": epochs}, text)
 
 
+@vault.command("collection", short_help="Create a collection, optionally sealed by field.")
+@click.argument("vault_id", metavar="VAULT")
+@click.argument("name")
+@click.option(
+    "--seal-fields",
+    is_flag=True,
+    help="Encrypt each top-level field under its own key, so a grant limited to some "
+    "fields is enforced by cryptography (field names become visible to the host).",
+)
+@owner_options
+@json_option
+@pass_state
+def collection(
+    state: AppState,
+    vault_id: str,
+    name: str,
+    seal_fields: bool,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Create the collection NAME before anything is written to it.
+
+    Writing to a new collection creates it sealed record by record; create it here with
+    --seal-fields to allow field-restricted grants (pds grant --fields) on it.
+    """
+    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened.create_collection(name, seal_fields=seal_fields)
+    sealing = "field by field" if seal_fields else "record by record"
+    emit(
+        as_json,
+        {"vault": opened.vault_id, "collection": name, "seal_fields": seal_fields},
+        [f"created collection {name} (sealed {sealing})"],
+    )
+
+
+@vault.command("share-keys", short_help="Share key epochs with grantees that lack them.")
+@click.argument("vault_id", metavar="VAULT")
+@owner_options
+@json_option
+@pass_state
+def share_keys(
+    state: AppState,
+    vault_id: str,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Seal every key epoch that a live grant or delegation covers but does not hold yet.
+
+    A delegation first presented after a new epoch reads those records as pending until
+    this runs (rotation runs it too).
+    """
+    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    shared = opened.share_keys()
+    emit(as_json, {"vault": opened.vault_id, "shared": shared}, [f"shared {shared} key epochs"])
+
+
 @vault.command("export", short_help="Export a vault to one portable file.")
 @click.argument("vault_id", metavar="VAULT")
 @click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))

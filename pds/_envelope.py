@@ -15,6 +15,7 @@ batch listing ``(record id, version, deleted, SHA-256(binding || nonce || cipher
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,18 +265,26 @@ def check_entry(
 
 
 def epoch_certificate(
-    vault_id: str, collection: str, epoch: int, public_key: bytes, created_at: int
+    vault_id: str,
+    collection: str,
+    epoch: int,
+    public_key: bytes,
+    created_at: int,
+    seal_fields: bool = False,
 ) -> bytes:
-    return _codec.encode(
-        {
-            "v": 1,
-            "vault": vault_id,
-            "collection": collection,
-            "epoch": epoch,
-            "public_key": public_key,
-            "created_at": created_at,
-        }
-    )
+    document: dict[str, Any] = {
+        "v": 1,
+        "vault": vault_id,
+        "collection": collection,
+        "epoch": epoch,
+        "public_key": public_key,
+        "created_at": created_at,
+    }
+    if seal_fields:
+        # Present only for field-sealed collections, so every other certificate keeps the
+        # form it always had.
+        document["fields"] = True
+    return _codec.encode(document)
 
 
 def verify_epoch(
@@ -287,11 +296,101 @@ def verify_epoch(
     public_key: bytes,
     created_at: int,
     signature: bytes,
+    seal_fields: bool = False,
 ) -> None:
-    certificate = epoch_certificate(vault_id, collection, epoch, public_key, created_at)
+    certificate = epoch_certificate(
+        vault_id, collection, epoch, public_key, created_at, seal_fields
+    )
     try:
         _crypto.verify(identity, EPOCH_SIGNATURE_LABEL, certificate, signature)
     except _crypto.AuthenticationFailed:
         raise IntegrityError(
             "epoch-signature", "collection key epoch is not signed by the vault"
         ) from None
+
+
+# -- field-sealed records -----------------------------------------------------------------
+#
+# In a collection whose epoch certificate says ``fields``, each top-level field of a record
+# is its own AEAD ciphertext under its own key, derived from its own host share, so a host
+# can release the shares of some fields only: a field-restricted grantee then holds no key
+# for the others. The stored ciphertext is ``C([[name, nonce, ciphertext], ...])`` sorted by
+# name; the record-level nonce is empty.
+
+_FIELD_SHARE_KDF = b"pds-field-share1"
+_FIELD_KEY_KDF = b"pds-field-key1"
+
+
+def field_binding(record_binding: bytes, name: str) -> bytes:
+    return record_binding + _codec.encode(name)
+
+
+def field_host_share(batch_host_share: bytes, record_binding: bytes, name: str) -> bytes:
+    return _crypto.derive(batch_host_share, _FIELD_SHARE_KDF, field_binding(record_binding, name))
+
+
+def seal_fields(
+    data: Mapping[str, Any],
+    reader_share: bytes,
+    batch_host_share: bytes,
+    record_binding: bytes,
+    rng: _crypto.Rng,
+) -> bytes:
+    items = []
+    for name in sorted(data, key=lambda key: key.encode("utf-8")):
+        bound = field_binding(record_binding, name)
+        share = _crypto.derive(batch_host_share, _FIELD_SHARE_KDF, bound)
+        key = _crypto.derive(reader_share, _FIELD_KEY_KDF, share + bound)
+        nonce = rng(_crypto.NONCE_SIZE)
+        value = _codec.encode(data[name], json_only=True)
+        items.append([name, nonce, _crypto.aead_encrypt(key, nonce, value, bound)])
+    return _codec.encode(items)
+
+
+def field_names(ciphertext: bytes) -> list[str]:
+    return [name for name, _, _ in parse_fields(ciphertext)]
+
+
+def parse_fields(ciphertext: bytes) -> list[tuple[str, bytes, bytes]]:
+    """The ``(name, nonce, ciphertext)`` items of a field-sealed record. Raises
+    ``IntegrityError`` if malformed (the bytes were already checked against the manifest)."""
+    try:
+        items = _codec.decode(ciphertext)
+        result = []
+        for name, nonce, sealed in items:
+            if not (
+                isinstance(name, str) and isinstance(nonce, bytes) and isinstance(sealed, bytes)
+            ):
+                raise FormatError("field item")
+            result.append((name, nonce, sealed))
+    except (FormatError, TypeError, ValueError):
+        raise IntegrityError("content", "a field-sealed record is malformed") from None
+    names = [name for name, _, _ in result]
+    if names != sorted(set(names), key=lambda key: key.encode("utf-8")):
+        raise IntegrityError("content", "a field-sealed record's fields are not sorted")
+    return result
+
+
+def open_fields(
+    ciphertext: bytes,
+    reader_share: bytes,
+    shares: Mapping[str, bytes],
+    record_binding: bytes,
+) -> dict[str, Any]:
+    """Decrypt the fields whose host shares are given; the others stay sealed."""
+    data: dict[str, Any] = {}
+    for name, nonce, sealed in parse_fields(ciphertext):
+        share = shares.get(name)
+        if share is None:
+            continue
+        bound = field_binding(record_binding, name)
+        key = _crypto.derive(reader_share, _FIELD_KEY_KDF, share + bound)
+        try:
+            plaintext = _crypto.aead_decrypt(key, nonce, sealed, bound)
+        except _crypto.AuthenticationFailed:
+            raise IntegrityError("aead", "a record field failed authentication") from None
+        try:
+            data[name] = _codec.decode(plaintext, json_only=True)
+        except FormatError:
+            raise IntegrityError("content", "a record field is not canonical msgpack") from None
+    return data

@@ -121,6 +121,7 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                     "created_at": epoch.created_at,
                     "signature": epoch.signature,
                     "sealed_owner": epoch.sealed_owner,
+                    "seal_fields": epoch.seal_fields,
                 }
             )
             counts["epochs"] += 1
@@ -283,6 +284,7 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "created_at": (int,),
         "signature": (bytes,),
         "sealed_owner": (bytes,),
+        "seal_fields": (bool,),
     },
     "batch": {
         "t": (str,),
@@ -434,6 +436,7 @@ def import_vault(
                     epoch["created_at"],
                     epoch["signature"],
                     epoch["sealed_owner"],
+                    epoch["seal_fields"],
                 )
                 _envelope.verify_epoch(
                     row.identity_public,
@@ -443,6 +446,7 @@ def import_vault(
                     public_key=epoch_row.public_key,
                     created_at=epoch_row.created_at,
                     signature=epoch_row.signature,
+                    seal_fields=epoch_row.seal_fields,
                 )
                 backend.insert_epoch(epoch_row)
                 epochs.add((epoch_row.collection, epoch_row.epoch))

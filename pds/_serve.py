@@ -53,6 +53,8 @@ class _Selection:
     pending: list[RecordRow]
     """In scope, but in a key epoch not yet shared with the holder: nothing is released
     for these (the owner shares the epoch with ``Vault.share_keys``)."""
+    sealed: dict[tuple[str, int], bool]
+    """Whether each selected record's epoch seals fields one by one."""
 
 
 class Host:
@@ -196,6 +198,15 @@ class Host:
         since = _max_opt(invocation.since, start)
         until = _min_opt(invocation.until, end)
 
+        sealed: dict[tuple[str, int], bool] = {}
+
+        def seals_fields(record: RecordRow) -> bool:
+            marker = (record.collection, record.epoch)
+            if marker not in sealed:
+                epoch = backend.get_epoch(row.vault_id, record.collection, record.epoch)
+                sealed[marker] = epoch is not None and epoch.seal_fields
+            return sealed[marker]
+
         def visible(record: RecordRow) -> bool:
             return (
                 not record.deleted
@@ -203,6 +214,9 @@ class Host:
                 and (since is None or record.created_at >= since)
                 and (until is None or record.created_at < until)
                 and (invocation.collection is None or record.collection == invocation.collection)
+                # A field-restricted token reads only records sealed field by field: a
+                # whole-record key would open every field.
+                and (caveats.fields is None or seals_fields(record))
             )
 
         # The epochs whose secrets the holder has: in its own link, or shared since.
@@ -213,7 +227,9 @@ class Host:
         def split(rows: list[RecordRow], cursor: str | None) -> _Selection:
             ready = [r for r in rows if (r.collection, r.epoch) in keyed]
             waiting = [r for r in rows if (r.collection, r.epoch) not in keyed]
-            return _Selection(ready, cursor, waiting)
+            for record in ready:
+                seals_fields(record)
+            return _Selection(ready, cursor, waiting, sealed)
 
         if invocation.records is not None:
             rows = [r for r in backend.get_records(row.vault_id, invocation.records) if visible(r)]
@@ -312,6 +328,8 @@ class Host:
     ) -> Response:
         backend = self._ctx.backend
         batches: dict[bytes, BatchRow] = {}
+        shares: dict[bytes, bytes] = {}
+        fields = invocation.token.leaf.caveats.fields
         records: list[dict[str, Any]] = []
         for record in selection.rows:
             batch = batches.get(record.batch_id)
@@ -330,9 +348,12 @@ class Host:
                 "size": len(record.ciphertext or b""),
             }
             if invocation.action == "read" and record.nonce is not None and batch.wrapped_host:
-                batch_share = self._ctx.host_unwrap(
-                    batch.wrapped_host, _envelope.host_wrap_context(row.vault_id, batch.batch_id)
-                )
+                batch_share = shares.get(batch.batch_id)
+                if batch_share is None:
+                    batch_share = shares[batch.batch_id] = self._ctx.host_unwrap(
+                        batch.wrapped_host,
+                        _envelope.host_wrap_context(row.vault_id, batch.batch_id),
+                    )
                 binding = _envelope.binding(
                     row.vault_id,
                     record.collection,
@@ -344,7 +365,15 @@ class Host:
                 )
                 item["nonce"] = record.nonce
                 item["ciphertext"] = record.ciphertext
-                item["host_share"] = _envelope.host_share(batch_share, binding)
+                if selection.sealed.get((record.collection, record.epoch)):
+                    # Only the granted fields' shares leave the host.
+                    item["field_shares"] = [
+                        [name, _envelope.field_host_share(batch_share, binding, name)]
+                        for name in _envelope.field_names(record.ciphertext or b"")
+                        if fields is None or name in fields
+                    ]
+                else:
+                    item["host_share"] = _envelope.host_share(batch_share, binding)
             records.append(item)
         batch_docs = []
         if invocation.action == "read":

@@ -39,6 +39,10 @@ __all__ = ["AccessEntry", "GrantInfo", "LogPage", "Record", "RecordInfo", "Recor
 
 
 MAX_RECORD_SIZE = 16 * 1024 * 1024
+
+_Item = tuple[str | None, Mapping[str, Any] | None, bytes | None]
+"""A record to write: its id (or None for a new one), its data and its encoding (both
+None for a deletion tombstone)."""
 MAX_LIST_LIMIT = 1000
 
 
@@ -145,7 +149,8 @@ class Vault:
         self._host_shares = _owner.LRU()
         # A manifest holds up to 128 entries (~7 KB): keep a few hundred, not thousands.
         self._manifests = _owner.LRU(256)
-        self._verified_epochs: set[tuple[str, int, bytes]] = set()
+        # Verified epoch certificates, with whether their collection seals fields.
+        self._verified_epochs: dict[tuple[str, int, bytes], bool] = {}
 
     def __repr__(self) -> str:
         state = "locked" if self._owner is None else "unlocked"
@@ -247,10 +252,31 @@ class Vault:
         """Names of the collections that have a key epoch (visible to the host)."""
         return self._ctx.backend.list_collections(self.vault_id)
 
-    def _new_epoch(self, collection: str, epoch: int, now: int) -> EpochRow:
+    def create_collection(self, collection: str, *, seal_fields: bool = False) -> None:
+        """Create a collection (its first key epoch) before anything is written to it.
+
+        With ``seal_fields``, every top-level field of its records is encrypted under its
+        own key, and the host releases to a field-restricted grantee the keys of the granted
+        fields only: field restrictions are then enforced by cryptography. The field names
+        (and sizes) become visible to the host. Writing to a new collection creates it
+        without field sealing. Raises ``FormatError`` if the collection exists.
+        """
+        check_collection(collection)
+        self._keys()
+        with self._ctx.backend.transaction():
+            self._refresh()
+            if self._ctx.backend.current_epoch(self.vault_id, collection) is not None:
+                raise FormatError("the collection already exists")
+            self._new_epoch(collection, 1, self._ctx.now_ms(), seal_fields=seal_fields)
+
+    def _new_epoch(
+        self, collection: str, epoch: int, now: int, *, seal_fields: bool = False
+    ) -> EpochRow:
         keys = self._keys()
         public, secret = _crypto.x25519_keypair(self._ctx.rng)
-        certificate = _envelope.epoch_certificate(self.vault_id, collection, epoch, public, now)
+        certificate = _envelope.epoch_certificate(
+            self.vault_id, collection, epoch, public, now, seal_fields
+        )
         row = EpochRow(
             vault_id=self.vault_id,
             collection=collection,
@@ -261,16 +287,17 @@ class Vault:
             sealed_owner=_crypto.seal(
                 secret, _crypto.x25519_public(keys.x25519_secret), self._ctx.rng
             ),
+            seal_fields=seal_fields,
         )
         self._ctx.backend.insert_epoch(row)
         keys.epoch_secrets[(collection, epoch)] = secret
-        self._verified_epochs.add((collection, epoch, public))
+        self._verified_epochs[(collection, epoch, public)] = seal_fields
         _serve.share_epoch(self._ctx, self._row, keys.x25519_secret, collection, epoch, secret, now)
         return row
 
     def _check_epoch(self, row: EpochRow) -> None:
         marker = (row.collection, row.epoch, row.public_key)
-        if marker in self._verified_epochs:
+        if self._verified_epochs.get(marker) == row.seal_fields:
             return
         _envelope.verify_epoch(
             self._row.identity_public,
@@ -280,20 +307,26 @@ class Vault:
             public_key=row.public_key,
             created_at=row.created_at,
             signature=row.signature,
+            seal_fields=row.seal_fields,
         )
-        self._verified_epochs.add(marker)
+        self._verified_epochs[marker] = row.seal_fields
 
-    def _epoch_secret(self, collection: str, epoch: int) -> bytes:
-        keys = self._keys()
-        cached = keys.epoch_secrets.get((collection, epoch))
-        if cached is not None:
-            return cached
+    def _epoch_row(self, collection: str, epoch: int) -> EpochRow:
+        """A verified epoch row (the one asked for)."""
         row = self._ctx.backend.get_epoch(self.vault_id, collection, epoch)
         if row is None:
             raise IntegrityError("epoch-missing", "the record's key epoch is missing")
         if (row.vault_id, row.collection, row.epoch) != (self.vault_id, collection, epoch):
             raise IntegrityError("epoch-missing", "the store answered with another epoch")
         self._check_epoch(row)
+        return row
+
+    def _epoch_secret(self, collection: str, epoch: int) -> bytes:
+        keys = self._keys()
+        cached = keys.epoch_secrets.get((collection, epoch))
+        if cached is not None:
+            return cached
+        row = self._epoch_row(collection, epoch)
         if row.sealed_owner is None:
             raise self._keys_missing()
         try:
@@ -320,7 +353,8 @@ class Vault:
             for name in targets if targets is not None else self.collections():
                 current = self._ctx.backend.current_epoch(self.vault_id, name)
                 epoch = 1 if current is None else current.epoch + 1
-                self._new_epoch(name, epoch, now)
+                sealed = current is not None and current.seal_fields
+                self._new_epoch(name, epoch, now, seal_fields=sealed)
                 result[name] = epoch
             self._log("rotate", {"epochs": result})
             self._share_keys(now)
@@ -384,8 +418,13 @@ class Vault:
         ids = list(record_ids) if record_ids is not None else [None] * len(documents)
         if len(ids) != len(documents):
             raise FormatError("record_ids and items differ in length")
-        plaintexts = [_encode_data(document) for document in documents]
-        return self._write(collection, list(zip(ids, plaintexts, strict=True)))
+        return self._write(
+            collection,
+            [
+                (record_id, document, _encode_data(document))
+                for record_id, document in zip(ids, documents, strict=True)
+            ],
+        )
 
     def delete(self, record_id: str) -> RecordInfo:
         """Append a tombstone version and erase the content of every earlier version."""
@@ -397,19 +436,17 @@ class Vault:
                 raise RecordNotFound("no such record")
             if latest.deleted:
                 raise RecordDeleted("the record is already deleted")
-            info = self._write(latest.collection, [(record_id, None)])[0]
+            info = self._write(latest.collection, [(record_id, None, None)])[0]
             self._ctx.backend.erase_record_content(self.vault_id, record_id, info.version)
         # Best effort: move the erased pages out of the WAL (secure_delete zeroes them).
         self._ctx.backend.checkpoint()
         return info
 
-    def _write(
-        self, collection: str, items: list[tuple[str | None, bytes | None]]
-    ) -> list[RecordInfo]:
+    def _write(self, collection: str, items: list[_Item]) -> list[RecordInfo]:
         keys = self._keys()
         ctx = self._ctx
         backend = ctx.backend
-        given = [record_id for record_id, _ in items if record_id is not None]
+        given = [item[0] for item in items if item[0] is not None]
         for record_id in given:
             check_record_id(record_id)
         if len(set(given)) != len(given):
@@ -422,7 +459,7 @@ class Vault:
                 epoch_row = self._new_epoch(collection, 1, now)
             else:
                 self._check_epoch(epoch_row)
-            explicit = sorted({rid for rid, _ in items if rid is not None})
+            explicit = sorted(set(given))
             latest = backend.latest_versions(self.vault_id, explicit) if explicit else {}
             for _, existing in latest.values():
                 if existing != collection:
@@ -439,7 +476,7 @@ class Vault:
         self,
         writer: _crypto.SigningKey,
         epoch_row: EpochRow,
-        chunk: list[tuple[str | None, bytes | None]],
+        chunk: list[_Item],
         versions: dict[str, int],
         now: int,
     ) -> list[RecordInfo]:
@@ -455,7 +492,7 @@ class Vault:
         )
         rows: list[RecordRow] = []
         entries: list[tuple[str, int, bool, bytes]] = []
-        for given_id, plaintext in chunk:
+        for given_id, data, plaintext in chunk:
             if given_id is None:
                 record_id = new_id(rng)
                 version = 1
@@ -467,8 +504,13 @@ class Vault:
             record_binding = _envelope.binding(
                 self.vault_id, collection, record_id, version, epoch, batch_id, deleted
             )
-            if plaintext is None:
+            if plaintext is None or data is None:
                 nonce, ciphertext = b"", b""
+            elif epoch_row.seal_fields:
+                nonce = b""
+                ciphertext = _envelope.seal_fields(
+                    data, reader_share, batch_host_share, record_binding, rng
+                )
             else:
                 key = _envelope.record_key(
                     reader_share,
@@ -655,7 +697,24 @@ class Vault:
         )
         erased = row.nonce is None and not row.deleted
         data: dict[str, Any] | None = None
-        if not row.deleted and row.nonce is not None and row.ciphertext is not None:
+        if (
+            not row.deleted
+            and row.nonce is not None
+            and row.ciphertext is not None
+            and self._epoch_row(row.collection, row.epoch).seal_fields
+        ):
+            reader_share = self._reader_share(keys, batch)
+            host = self._host_share(batch)
+            data = _envelope.open_fields(
+                row.ciphertext,
+                reader_share,
+                {
+                    name: _envelope.field_host_share(host, record_binding, name)
+                    for name in _envelope.field_names(row.ciphertext)
+                },
+                record_binding,
+            )
+        elif not row.deleted and row.nonce is not None and row.ciphertext is not None:
             reader_share = self._reader_share(keys, batch)
             host_share = _envelope.host_share(self._host_share(batch), record_binding)
             key = _envelope.record_key(reader_share, host_share, record_binding)
@@ -823,6 +882,8 @@ class Vault:
             row = self._refresh()
             if end - start > _serve.max_lifetime_ms(row):
                 raise LifetimeExceeded("the grant is longer than the vault's policy allows")
+            if fields is not None:
+                self._check_field_sealed(caveats.collections)
             sealed = [
                 capability.SealedKey(
                     epoch.collection,
@@ -876,6 +937,19 @@ class Vault:
                 link_id=link.link_id,
             )
         return token
+
+    def _check_field_sealed(self, patterns: Sequence[str]) -> None:
+        """A field restriction is enforced by per-field keys: refuse it over a collection
+        whose records are sealed whole (the host would then serve it nothing)."""
+        for name in self.collections():
+            if not capability.collection_allowed(patterns, name):
+                continue
+            current = self._ctx.backend.current_epoch(self.vault_id, name)
+            if current is not None and not current.seal_fields:
+                raise FormatError(
+                    f"collection {name!r} seals records whole; a field-restricted grant needs "
+                    "collections created with seal_fields=True"
+                )
 
     def revoke(self, link: Token | str | bytes, *, reason: str = "") -> bytes:
         """Revoke a link (a token, its hex link id, or the raw id) and every descendant.

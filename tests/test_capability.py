@@ -1029,6 +1029,7 @@ def test_a_lowered_policy_refuses_tokens_the_host_has_already_served(world: Worl
 
 def test_the_host_refuses_a_widened_delegation_and_logs_why(world: World) -> None:
     holder, delegate = pds.PrincipalKey.generate(), pds.PrincipalKey.generate()
+    world.vault.create_collection("a", seal_fields=True)
     world.vault.put("a", {"f1": 1, "f2": 2})
     token = world.vault.grant(
         holder.did,

@@ -131,6 +131,8 @@ class TokenMachine(RuleBasedStateMachine):
     @initialize(values=st.lists(st.integers(0, 99), min_size=4, max_size=4))
     def every_collection_exists(self, values: list[int]) -> None:
         for collection, value in zip(COLLECTIONS, values, strict=True):
+            # Field-sealed, so grants restricted to fields are possible on every collection.
+            self.world.vault.create_collection(collection, seal_fields=True)
             self._put(collection, {"f1": value, "f2": str(value), "f3": [value]})
         self.epochs = len(COLLECTIONS)
 

@@ -324,6 +324,25 @@ def thief_record_host_share(batch_host_share: bytes, record: StoredRecord) -> by
     return _kdf(batch_host_share, b"pds-host-share1", thief_binding(record))
 
 
+def thief_decrypt_field(
+    record: StoredRecord, name: str, reader_share: bytes, host_share: bytes
+) -> bytes | None:
+    """Try to open one field of a field-sealed record; ``None`` if AEAD fails."""
+    bound = thief_binding(record) + msgpack.packb(name, use_bin_type=True)
+    key = _kdf(reader_share, b"pds-field-key1", host_share + bound)
+    for item_name, nonce, sealed in msgpack.unpackb(record.ciphertext, raw=False):
+        if item_name != name:
+            continue
+        try:
+            plaintext: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                sealed, bound, nonce, key
+            )
+        except nacl.exceptions.CryptoError:
+            return None
+        return plaintext
+    raise KeyError(name)
+
+
 def thief_decrypt(record: StoredRecord, reader_share: bytes, host_share: bytes) -> bytes | None:
     """Try to open a record's ciphertext; ``None`` if AEAD authentication fails."""
     binding = thief_binding(record)
@@ -371,12 +390,19 @@ class Hoard:
         return secrets
 
     def host_shares(self) -> set[bytes]:
-        return {
+        shares = {
             bytes(item["host_share"])
             for response in self.responses
             for item in response.records
             if "host_share" in item
         }
+        shares |= {
+            bytes(share)
+            for response in self.responses
+            for item in response.records
+            for _, share in item.get("field_shares", [])
+        }
+        return shares
 
     def sealed_readers(self) -> set[bytes]:
         return {

@@ -39,6 +39,8 @@ class EpochRow:
     """The vault identity key's signature over the epoch certificate."""
     sealed_owner: bytes | None
     """The epoch secret sealed to the owner's X25519 key; ``None`` once crypto-erased."""
+    seal_fields: bool = False
+    """Records of this collection are sealed field by field (``docs/spec/records.md``)."""
 
 
 @dataclass(frozen=True, slots=True)

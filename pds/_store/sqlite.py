@@ -94,9 +94,11 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
             "created_at": int,
             "signature": bytes,
             "sealed_owner": bytes,
+            "seal_fields": int,
         },
         pk=("vault_id", "collection", "epoch"),
-        not_null={"public_key", "created_at", "signature"},
+        not_null={"public_key", "created_at", "signature", "seal_fields"},
+        defaults={"seal_fields": 0},
     )
     db.table("batches").create(
         {
@@ -250,6 +252,10 @@ def _flag(value: Any) -> bool:
     if type(value) is not int or value not in (0, 1):
         raise StoreCorrupt("a stored value has the wrong type")
     return bool(value)
+
+
+def _epoch(row: Sequence[Any]) -> EpochRow:
+    return _typed(EpochRow, (*row[:7], _flag(row[7])))
 
 
 def _record(row: Sequence[Any]) -> RecordRow:
@@ -518,11 +524,13 @@ class SQLiteBackend:
 
     # -- epochs
 
-    _EPOCH_COLUMNS = "vault_id, collection, epoch, public_key, created_at, signature, sealed_owner"
+    _EPOCH_COLUMNS = (
+        "vault_id, collection, epoch, public_key, created_at, signature, sealed_owner, seal_fields"
+    )
 
     def insert_epoch(self, row: EpochRow) -> None:
         self._execute(
-            f"INSERT INTO epochs ({self._EPOCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO epochs ({self._EPOCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.vault_id,
                 row.collection,
@@ -531,6 +539,7 @@ class SQLiteBackend:
                 row.created_at,
                 row.signature,
                 row.sealed_owner,
+                int(row.seal_fields),
             ),
         )
 
@@ -540,7 +549,7 @@ class SQLiteBackend:
             "ORDER BY epoch DESC LIMIT 1",
             (vault_id, collection),
         ).fetchone()
-        return None if row is None else _typed(EpochRow, row)
+        return None if row is None else _epoch(row)
 
     def get_epoch(self, vault_id: str, collection: str, epoch: int) -> EpochRow | None:
         row = self._execute(
@@ -548,7 +557,7 @@ class SQLiteBackend:
             "WHERE vault_id = ? AND collection = ? AND epoch = ?",
             (vault_id, collection, epoch),
         ).fetchone()
-        return None if row is None else _typed(EpochRow, row)
+        return None if row is None else _epoch(row)
 
     def iter_epochs(self, vault_id: str) -> Iterator[EpochRow]:
         cursor = self._execute(
@@ -556,7 +565,7 @@ class SQLiteBackend:
             "ORDER BY collection, epoch",
             (vault_id,),
         )
-        yield from (_typed(EpochRow, row) for row in self._iterate(cursor))
+        yield from (_epoch(row) for row in self._iterate(cursor))
 
     def list_collections(self, vault_id: str) -> list[str]:
         rows = self._execute(

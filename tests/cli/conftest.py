@@ -153,6 +153,9 @@ def granted(cli: Cli, tmp_path: Path) -> Granted:
     created = cli.json("vault", "create", "--key-file", owner_key)
     vault = created["vault"]
     owner = ("--key-file", str(owner_key))
+    # Both collections seal fields one by one, so grants may be limited to fields.
+    for name in ("income/payslips", "health/visits"):
+        cli.json("vault", "collection", vault, name, "--seal-fields", *owner)
     payslip_data = {"employer": "ACME", "net": 2450.5, "marker": f"m-{secrets.token_hex(8)}"}
     payslip = cli.json("put", vault, "income/payslips", *owner, input=json.dumps(payslip_data))
     payslip["data"] = payslip_data
