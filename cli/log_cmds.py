@@ -90,6 +90,7 @@ def entry_document(entry: pds.AccessEntry) -> dict[str, Any]:
         "purpose": entry.purpose,
         "basis": entry.basis,
         "collections": entry.collections,
+        "fields": entry.fields,
         "records": [{"record": record, "version": version} for record, version in entry.records],
         "links": entry.link_ids,
         "result": entry.result,

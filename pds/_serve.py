@@ -281,6 +281,9 @@ class Host:
             "action": invocation.action,
             "purpose": invocation.purpose,
             "basis": token.leaf.caveats.basis,
+            "fields": None
+            if token.leaf.caveats.fields is None
+            else sorted(token.leaf.caveats.fields),
             "collections": collections,
             "records": [[r.record_id, r.version] for r in records],
             "request": invocation.request_id.hex(),

@@ -118,6 +118,8 @@ class AccessEntry:
     result: str
     reason: str | None
     correlation: str | None
+    fields: list[str] | None
+    """The fields the token limited the access to (``None``: all fields)."""
     disclose_after: datetime | None
     defer_reason: str | None
     details: dict[str, Any] = field(repr=False)
@@ -1327,6 +1329,7 @@ def _access_entry(entry: LogEntry, details: dict[str, Any]) -> AccessEntry:
         result=entry.result,
         reason=details.get("reason"),
         correlation=details.get("correlation"),
+        fields=details.get("fields"),
         disclose_after=None
         if entry.disclose_after is None
         else ms_to_datetime(entry.disclose_after),
