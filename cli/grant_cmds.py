@@ -112,6 +112,17 @@ def token_summary(document: dict[str, Any]) -> list[str]:
     return lines
 
 
+def report_token(as_json: bool, token: pds.Token, out_file: Path | None, heading: str) -> None:
+    """Write the token to ``out_file`` (if given) and print it with its summary."""
+    write_token_file(out_file, token)
+    document = token_document(token)
+    lines = [f"{heading} for vault {token.vault_id}:", *token_summary(document)]
+    if out_file is not None:
+        lines.append(f"token written to {out_file}")
+    lines.append(f"token: {document['token']}")
+    emit(as_json, document, lines)
+
+
 def write_token_file(path: Path | None, token: pds.Token) -> None:
     """Write the token's text to a new file (never overwriting one)."""
     if path is None:
@@ -240,13 +251,7 @@ def grant(
         basis=basis,
         defer=defer,
     )
-    write_token_file(out_file, token)
-    document = token_document(token)
-    lines = [f"granted a token for vault {token.vault_id}:", *token_summary(document)]
-    if out_file is not None:
-        lines.append(f"token written to {out_file}")
-    lines.append(f"token: {document['token']}")
-    emit(as_json, document, lines)
+    report_token(as_json, token, out_file, "granted a token")
 
 
 def _grant_document(info: pds.GrantInfo) -> dict[str, Any]:

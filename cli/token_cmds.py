@@ -14,7 +14,7 @@ import click
 import pds
 from pds import capability, errors
 
-from .grant_cmds import token_document, token_summary, write_token_file
+from .grant_cmds import report_token
 from .heads import check_pinned, pin, warn
 from .output import emit, iso, pretty_json, table
 from .params import CommaList, DidKey, Duration, Expiry, from_ms, load_token, optional_list
@@ -271,13 +271,7 @@ def delegate(
         depth=depth,
         defer=defer,
     )
-    write_token_file(out_file, child)
-    document = token_document(child)
-    lines = [f"delegated token for vault {child.vault_id}:", *token_summary(document)]
-    if out_file is not None:
-        lines.append(f"token written to {out_file}")
-    lines.append(f"token: {document['token']}")
-    emit(as_json, document, lines)
+    report_token(as_json, child, out_file, "delegated token")
 
 
 def _read_document(record: pds.Record) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pds import _codec, _crypto
+from pds._store.base import BatchRow, EpochRow
 from pds.errors import FormatError, IntegrityError
 
 BATCH_MAX = 128
@@ -187,6 +188,24 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def verify_batch(
+    batch: BatchRow, *, vault_id: str, authorized_writers: frozenset[bytes]
+) -> Manifest:
+    """Check a batch's signature and that its columns match what was signed."""
+    return verify_manifest(
+        manifest_bytes=batch.manifest,
+        signature=batch.signature,
+        vault_id=vault_id,
+        batch_id=batch.batch_id,
+        collection=batch.collection,
+        epoch=batch.epoch,
+        writer=batch.writer,
+        created_at=batch.created_at,
+        sealed_reader=batch.sealed_reader,
+        authorized_writers=authorized_writers,
+    )
+
+
 def verify_manifest(
     *,
     manifest_bytes: bytes,
@@ -285,6 +304,20 @@ def epoch_certificate(
         # form it always had.
         document["fields"] = True
     return _codec.encode(document)
+
+
+def verify_epoch_row(identity: bytes, row: EpochRow) -> None:
+    """Check an epoch row against the certificate the vault identity key signed."""
+    verify_epoch(
+        identity,
+        vault_id=row.vault_id,
+        collection=row.collection,
+        epoch=row.epoch,
+        public_key=row.public_key,
+        created_at=row.created_at,
+        signature=row.signature,
+        seal_fields=row.seal_fields,
+    )
 
 
 def verify_epoch(

@@ -15,6 +15,7 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -438,16 +439,7 @@ def import_vault(
                     epoch["sealed_owner"],
                     epoch["seal_fields"],
                 )
-                _envelope.verify_epoch(
-                    row.identity_public,
-                    vault_id=vault_id,
-                    collection=epoch_row.collection,
-                    epoch=epoch_row.epoch,
-                    public_key=epoch_row.public_key,
-                    created_at=epoch_row.created_at,
-                    signature=epoch_row.signature,
-                    seal_fields=epoch_row.seal_fields,
-                )
+                _envelope.verify_epoch_row(row.identity_public, epoch_row)
                 backend.insert_epoch(epoch_row)
                 epochs.add((epoch_row.collection, epoch_row.epoch))
                 counts["epochs"] += 1
@@ -462,16 +454,21 @@ def import_vault(
                     batch_ids.add(batch["batch"])
                     if (batch["collection"], batch["epoch"]) not in epochs:
                         raise IntegrityError("epoch-missing", "a batch's key epoch is missing")
-                    manifest = _envelope.verify_manifest(
-                        manifest_bytes=batch["manifest"],
-                        signature=batch["signature"],
+                    batch_row = BatchRow(
+                        vault_id,
+                        batch["batch"],
+                        batch["collection"],
+                        batch["epoch"],
+                        batch["writer"],
+                        batch["created_at"],
+                        batch["manifest"],
+                        batch["signature"],
+                        batch["sealed_reader"],
+                        None,
+                    )
+                    manifest = _envelope.verify_batch(
+                        batch_row,
                         vault_id=vault_id,
-                        batch_id=batch["batch"],
-                        collection=batch["collection"],
-                        epoch=batch["epoch"],
-                        writer=batch["writer"],
-                        created_at=batch["created_at"],
-                        sealed_reader=batch["sealed_reader"],
                         authorized_writers=frozenset({row.identity_public}),
                     )
                     try:
@@ -483,20 +480,7 @@ def import_vault(
                     wrapped_host = ctx.host_wrap(
                         host_share, _envelope.host_wrap_context(vault_id, batch["batch"])
                     )
-                    backend.insert_batch(
-                        BatchRow(
-                            vault_id,
-                            batch["batch"],
-                            batch["collection"],
-                            batch["epoch"],
-                            batch["writer"],
-                            batch["created_at"],
-                            batch["manifest"],
-                            batch["signature"],
-                            batch["sealed_reader"],
-                            wrapped_host,
-                        )
-                    )
+                    backend.insert_batch(replace(batch_row, wrapped_host=wrapped_host))
                     pending = set(manifest.entries)
                     counts["batches"] += 1
                 else:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pds import _crypto, _envelope
 from pds._context import Clock, datetime_to_ms, ms_to_datetime
+from pds._store.base import BatchRow
 from pds.capability import (
     Caveats,
     SealedKey,
@@ -212,17 +213,20 @@ class Grantee:
         batches: dict[bytes, tuple[_envelope.Manifest, bytes, bytes]] = {}
         for doc in resp.batches:
             try:
-                manifest = _envelope.verify_manifest(
-                    manifest_bytes=doc["manifest"],
-                    signature=doc["signature"],
-                    vault_id=parsed.vault_id,
-                    batch_id=doc["batch"],
-                    collection=doc["collection"],
-                    epoch=doc["epoch"],
-                    writer=doc["writer"],
-                    created_at=doc["created_at"],
-                    sealed_reader=doc["sealed_reader"],
-                    authorized_writers=frozenset({identity}),
+                batch = BatchRow(
+                    parsed.vault_id,
+                    doc["batch"],
+                    doc["collection"],
+                    doc["epoch"],
+                    doc["writer"],
+                    doc["created_at"],
+                    doc["manifest"],
+                    doc["signature"],
+                    doc["sealed_reader"],
+                    None,
+                )
+                manifest = _envelope.verify_batch(
+                    batch, vault_id=parsed.vault_id, authorized_writers=frozenset({identity})
                 )
             except (KeyError, TypeError):
                 raise IntegrityError("response", "malformed batch in the response") from None

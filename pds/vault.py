@@ -301,16 +301,9 @@ class Vault:
         marker = (row.collection, row.epoch, row.public_key)
         if self._verified_epochs.get(marker) == row.seal_fields:
             return
-        _envelope.verify_epoch(
-            self._row.identity_public,
-            vault_id=self.vault_id,
-            collection=row.collection,
-            epoch=row.epoch,
-            public_key=row.public_key,
-            created_at=row.created_at,
-            signature=row.signature,
-            seal_fields=row.seal_fields,
-        )
+        if row.vault_id != self.vault_id:
+            raise IntegrityError("epoch-signature", "the epoch belongs to another vault")
+        _envelope.verify_epoch_row(self._row.identity_public, row)
         self._verified_epochs[marker] = row.seal_fields
 
     def _epoch_row(self, collection: str, epoch: int) -> EpochRow:
@@ -634,17 +627,8 @@ class Vault:
 
     def _verify_batch(self, batch: BatchRow) -> _envelope.Manifest:
         """Verify a batch's signed manifest against its row (no caching)."""
-        return _envelope.verify_manifest(
-            manifest_bytes=batch.manifest,
-            signature=batch.signature,
-            vault_id=self.vault_id,
-            batch_id=batch.batch_id,
-            collection=batch.collection,
-            epoch=batch.epoch,
-            writer=batch.writer,
-            created_at=batch.created_at,
-            sealed_reader=batch.sealed_reader,
-            authorized_writers=self._authorized_writers(),
+        return _envelope.verify_batch(
+            batch, vault_id=self.vault_id, authorized_writers=self._authorized_writers()
         )
 
     def _manifest(self, batch: BatchRow) -> _envelope.Manifest:
