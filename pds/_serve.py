@@ -22,6 +22,7 @@ from pds.errors import (
     AccessDenied,
     BudgetExhausted,
     FormatError,
+    IntegrityError,
     NotPermitted,
     Replayed,
     Revoked,
@@ -339,7 +340,8 @@ class Host:
             if batch is None:
                 found = backend.get_batch(row.vault_id, record.batch_id)
                 if found is None:
-                    continue
+                    # Logged already (the entry stays); nothing is released for it.
+                    raise IntegrityError("batch-missing", "a served record's batch is missing")
                 batch = batches[record.batch_id] = found
             item: dict[str, Any] = {
                 "record": record.record_id,

@@ -50,10 +50,18 @@ class GrantedRead:
 
 
 def _pending(resp: Response) -> list[tuple[str, str, int]]:
-    try:
-        return [(str(r), str(c), int(e)) for r, c, e in resp.pending]
-    except (TypeError, ValueError):
-        raise IntegrityError("response", "malformed pending list in the response") from None
+    pending = []
+    for entry in resp.pending:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and isinstance(entry[0], str)
+            and isinstance(entry[1], str)
+            and type(entry[2]) is int
+        ):
+            raise IntegrityError("response", "malformed pending list in the response")
+        pending.append((entry[0], entry[1], entry[2]))
+    return pending
 
 
 def _to_ms(value: datetime | None) -> int | None:
@@ -268,7 +276,11 @@ class Grantee:
                 if "field_shares" in item:
                     # A field-sealed record: only the fields whose shares were released
                     # can be opened, whatever the token says.
-                    field_shares = {str(name): bytes(share) for name, share in item["field_shares"]}
+                    field_shares = {}
+                    for name, share in item["field_shares"]:
+                        if not isinstance(name, str) or not isinstance(share, bytes):
+                            raise TypeError("field share")
+                        field_shares[name] = share
                     data = _envelope.open_fields(
                         item["ciphertext"], reader_share, field_shares, binding
                     )

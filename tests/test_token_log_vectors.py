@@ -797,6 +797,7 @@ ACCESS = {
     "action",
     "purpose",
     "basis",
+    "fields",
     "collections",
     "records",
     "request",

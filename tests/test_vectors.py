@@ -2,8 +2,9 @@
 
 1. The committed generator reproduces every vector file byte for byte.
 2. An independent verifier, written from the specs with only PyNaCl, hashlib and msgpack
-   (no pds code), re-derives the key hierarchy, decrypts every valid record, checks every
-   manifest signature and entry hash, and refuses each invalid record at its labelled step.
+   (no pds code), re-derives the key hierarchy, decrypts every valid record (field by field
+   in a field-sealed collection), checks every manifest signature and entry hash, and
+   refuses each invalid record at its labelled step.
 3. The encoding vectors against ``pds._codec``.
 4. The export vector imports with pds and yields the expected plaintexts; every invalid
    variant is refused with the expected error.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import math
 import struct
@@ -89,21 +91,23 @@ def canonical(value: Any) -> bytes:
     return packed
 
 
-def _check_value(value: Any, depth: int) -> None:
+def _check_value(value: Any, depth: int, json_only: bool) -> None:
     if depth > MAX_DEPTH:
         raise ValueError("too deep")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("not finite")
     if isinstance(value, msgpack.ExtType | msgpack.Timestamp):
         raise ValueError("extension type")
+    if json_only and isinstance(value, bytes):
+        raise ValueError("binary in record content")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError("map key is not text")
-            _check_value(item, depth + 1)
+            _check_value(item, depth + 1, json_only)
     if isinstance(value, list):
         for item in value:
-            _check_value(item, depth + 1)
+            _check_value(item, depth + 1, json_only)
 
 
 def _unique_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
@@ -113,8 +117,9 @@ def _unique_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return result
 
 
-def strict_decode(data: bytes) -> Any:
-    """Decode one canonical msgpack value; raise ValueError for anything else."""
+def strict_decode(data: bytes, *, json_only: bool = False) -> Any:
+    """Decode one canonical msgpack value; raise ValueError for anything else (and, with
+    ``json_only``, for binary values: record content is JSON-compatible)."""
     try:
         value = msgpack.unpackb(
             data, raw=False, strict_map_key=False, object_pairs_hook=_unique_pairs
@@ -127,7 +132,7 @@ def strict_decode(data: bytes) -> Any:
         TypeError,
     ) as exc:
         raise ValueError("not one msgpack value") from exc
-    _check_value(value, 0)
+    _check_value(value, 0, json_only)
     if canonical(value) != data:
         raise ValueError("not canonical")
     return value
@@ -182,6 +187,89 @@ def did_key(public: bytes) -> str:
     return "did:key:z" + "1" * zeros + digits
 
 
+def epoch_certificate(vault_id: str, row: dict[str, Any]) -> bytes:
+    """The signed certificate of an epoch row; ``fields`` only for a field-sealed one."""
+    document = {
+        "v": 1,
+        "vault": vault_id,
+        "collection": row["collection"],
+        "epoch": row["epoch"],
+        "public_key": row["public_key"],
+        "created_at": row["created_at"],
+    }
+    if row.get("seal_fields"):
+        document["fields"] = True
+    return canonical(document)
+
+
+def utf8_sorted(names: list[str]) -> bool:
+    """Strictly increasing by UTF-8 bytes: sorted, and no name twice."""
+    keys = [name.encode("utf-8") for name in names]
+    return all(a < b for a, b in itertools.pairwise(keys))
+
+
+def open_fields(
+    ciphertext: bytes,
+    reader_share: bytes,
+    host_share: bytes | None,
+    record_binding: bytes,
+    released: dict[str, bytes] | None = None,
+) -> list[dict[str, Any]]:
+    """Open a field-sealed record's stored ciphertext, field by field (records.md,
+    "Field-sealed records"). The field host shares are derived from the batch host share
+    ``host_share`` (the owner) or taken from ``released`` (a grantee); a field without a
+    share is skipped. Refuses with ``content`` or ``aead``."""
+    try:
+        items = strict_decode(ciphertext)
+        if not isinstance(items, list):
+            raise ValueError("not an array")
+        for item in items:
+            if not (
+                isinstance(item, list)
+                and len(item) == 3
+                and isinstance(item[0], str)
+                and isinstance(item[1], bytes)
+                and isinstance(item[2], bytes)
+            ):
+                raise ValueError("not [text, binary, binary]")
+    except ValueError:
+        raise Refused("content") from None
+    if not utf8_sorted([item[0] for item in items]):
+        raise Refused("content")
+    opened = []
+    for name, nonce, sealed in items:
+        field_binding = record_binding + canonical(name)
+        if released is not None:
+            if name not in released:
+                continue
+            field_share = released[name]
+        else:
+            assert host_share is not None
+            field_share = kdf(host_share, b"pds-field-share1", field_binding)
+        key = kdf(reader_share, b"pds-field-key1", field_share + field_binding)
+        try:
+            plaintext = aead_open(key, nonce, sealed, field_binding)
+        except nacl.exceptions.CryptoError:
+            raise Refused("aead") from None
+        try:
+            value = strict_decode(plaintext, json_only=True)
+        except ValueError:
+            raise Refused("content") from None
+        opened.append(
+            {
+                "name": name,
+                "field_binding": field_binding,
+                "field_host_share": field_share,
+                "field_key": key,
+                "nonce": nonce,
+                "ciphertext": sealed,
+                "plaintext": plaintext,
+                "value": value,
+            }
+        )
+    return opened
+
+
 def binding(vault_id: str, record: dict[str, Any]) -> bytes:
     return canonical(
         [
@@ -234,22 +322,18 @@ class Reader:
     host_key: bytes
     epochs: dict[tuple[str, int], dict[str, Any]]
 
-    def epoch_secret(self, collection: str, epoch: int) -> bytes:
+    def epoch_row(self, collection: str, epoch: int) -> dict[str, Any]:
+        """The epoch row, its certificate verified (records.md steps 13.1 and 13.2)."""
         row = self.epochs.get((collection, epoch))
         if row is None:
             raise Refused("epoch-missing")
-        certificate = canonical(
-            {
-                "v": 1,
-                "vault": self.vault_id,
-                "collection": collection,
-                "epoch": epoch,
-                "public_key": row["public_key"],
-                "created_at": row["created_at"],
-            }
-        )
+        certificate = epoch_certificate(self.vault_id, row)
         if not signature_ok(self.identity_public, b"pds/epoch/v1", certificate, row["signature"]):
             raise Refused("epoch-signature")
+        return row
+
+    def epoch_secret(self, collection: str, epoch: int) -> bytes:
+        row = self.epoch_row(collection, epoch)
         try:
             secret = unseal(row["sealed_owner"], self.owner_x25519_secret)
         except (nacl.exceptions.CryptoError, ValueError):
@@ -323,6 +407,7 @@ class Reader:
             if record["deleted"]:
                 results.append({**result, "result": "deleted"})
                 continue
+            seal_fields = bool(self.epoch_row(batch["collection"], batch["epoch"])["seal_fields"])
             epoch_secret = self.epoch_secret(batch["collection"], batch["epoch"])
             try:
                 reader_share = unseal(batch["sealed_reader"], epoch_secret)
@@ -332,6 +417,21 @@ class Reader:
                 b"pds/host-share/v1\x00" + self.vault_id.encode() + b"\x00" + batch["batch_id"]
             )
             host_share = unwrap(self.host_key, batch["wrapped_host"], context)
+            if seal_fields:
+                # The record-level nonce is empty and unused; the entry hash covers it.
+                fields = open_fields(ciphertext, reader_share, host_share, record_binding)
+                results.append(
+                    {
+                        **result,
+                        "reader_share": reader_share,
+                        "host_share": host_share,
+                        "host_wrap_context": context,
+                        "fields": fields,
+                        "data": {field["name"]: field["value"] for field in fields},
+                        "result": "data",
+                    }
+                )
+                continue
             record_host_share = kdf(host_share, b"pds-host-share1", record_binding)
             key = kdf(reader_share, b"pds-record-key1", record_host_share + record_binding)
             try:
@@ -339,7 +439,7 @@ class Reader:
             except nacl.exceptions.CryptoError:
                 raise Refused("aead") from None
             try:
-                data = strict_decode(plaintext)
+                data = strict_decode(plaintext, json_only=True)
             except ValueError:
                 raise Refused("content") from None
             if not isinstance(data, dict):
@@ -409,18 +509,12 @@ def test_key_hierarchy_vector_independently() -> None:
     reader = _reader()
     for row in RECORDS["epochs"]:
         epoch = unhex(row)
-        certificate = canonical(
-            {
-                "v": 1,
-                "vault": vault_id,
-                "collection": epoch["collection"],
-                "epoch": epoch["epoch"],
-                "public_key": epoch["public_key"],
-                "created_at": epoch["created_at"],
-            }
-        )
+        certificate = epoch_certificate(vault_id, epoch)
         assert certificate == epoch["certificate"]
+        # Only a field-sealed collection's certificate has the "fields" key.
+        assert ("fields" in strict_decode(certificate)) == epoch["seal_fields"]
         assert reader.epoch_secret(epoch["collection"], epoch["epoch"]) == epoch["secret_key"]
+    assert any(row["seal_fields"] for row in RECORDS["epochs"])
 
 
 @pytest.mark.parametrize("case", RECORDS["valid"], ids=lambda case: case["name"][:40])
@@ -442,9 +536,50 @@ def test_valid_record_vector_independently(case: dict[str, Any]) -> None:
         if expected["result"] == "data":
             for name in ("reader_share", "host_share", "host_wrap_context"):
                 assert result[name].hex() == expected_batch[name]
-            for name in ("record_host_share", "record_key", "plaintext"):
-                assert result[name].hex() == expected[name]
+            if expected_batch["seal_fields"]:
+                assert record["nonce"] == ""
+                assert len(result["fields"]) == len(expected["fields"])
+                for got, want in zip(result["fields"], expected["fields"], strict=True):
+                    assert got["name"] == want["name"]
+                    assert got["value"] == want["value"]
+                    for name in (
+                        "field_binding",
+                        "field_host_share",
+                        "field_key",
+                        "nonce",
+                        "ciphertext",
+                        "plaintext",
+                    ):
+                        assert got[name].hex() == want[name], name
+            else:
+                for name in ("record_host_share", "record_key", "plaintext"):
+                    assert result[name].hex() == expected[name]
             assert result["data"] == expected["data"]
+
+
+def test_field_restricted_read_vector_independently() -> None:
+    """A grantee holding the batch reader share and the released field host shares opens
+    exactly the granted fields; the host released no share for any other field."""
+    (case,) = [case for case in RECORDS["valid"] if case["expected"]["seal_fields"]]
+    view = case["expected"]["field_restricted_read"]
+    granted = set(view["fields"])
+    reader_share = bytes.fromhex(case["expected"]["reader_share"])
+    vault_id = RECORDS["vault"]["vault_id"]
+    served = {item["record_id"]: item for item in view["records"]}
+    assert set(served) == {record["record_id"] for record in case["records"]}
+    for record in case["records"]:
+        item = served[record["record_id"]]
+        stored = unhex(record)
+        names = [field["name"] for field in record["expected"]["fields"]]
+        released = {name: bytes.fromhex(share) for name, share in item["field_shares"]}
+        assert [name for name, _ in item["field_shares"]] == [n for n in names if n in granted]
+        fields = open_fields(
+            stored["ciphertext"], reader_share, None, binding(vault_id, stored), released
+        )
+        assert {field["name"]: field["value"] for field in fields} == item["data"]
+        assert item["data"] == {
+            name: value for name, value in record["expected"]["data"].items() if name in granted
+        }
 
 
 @pytest.mark.parametrize("case", RECORDS["invalid"], ids=lambda case: case["name"])
@@ -488,10 +623,21 @@ def test_export_vector_independently() -> None:
     assert end["counts"] == counts == EXPORT["counts"]
     digest = hashlib.sha256(data[:end_offset]).digest()
     assert end["digest"] == digest
-    identity = documents[0][1]["identity"]
+    header = documents[0][1]
+    identity = header["identity"]
     statement = canonical({"vault": EXPORT["vault_id"], "digest": digest, "counts": counts})
     assert signature_ok(identity, b"pds/export/v1", statement, end["signature"])
     assert did_key(identity) == EXPORT["identity_did"]
+    # The header is signed on its own: the frame without its signature.
+    signed = canonical({name: value for name, value in header.items() if name != "signature"})
+    assert signature_ok(identity, b"pds/export-header/v1", signed, header["signature"])
+    # Every epoch frame's certificate (with "fields" for a field-sealed collection) verifies.
+    epochs = [document for _, document in documents if document["t"] == "epoch"]
+    for epoch in epochs:
+        assert isinstance(epoch["seal_fields"], bool)
+        certificate = epoch_certificate(EXPORT["vault_id"], epoch)
+        assert signature_ok(identity, b"pds/epoch/v1", certificate, epoch["signature"])
+    assert any(epoch["seal_fields"] for epoch in epochs)
 
 
 # -- the same record vectors, read by pds -------------------------------------------------
@@ -524,7 +670,11 @@ def _load_store(path: Path, cases: list[dict[str, Any]], epoch: dict[str, Any] |
             fields = {k: row[k] for k in ("collection", "epoch", "public_key", "created_at")}
             backend.insert_epoch(
                 EpochRow(
-                    vault_id, **fields, signature=row["signature"], sealed_owner=row["sealed_owner"]
+                    vault_id,
+                    **fields,
+                    signature=row["signature"],
+                    sealed_owner=row["sealed_owner"],
+                    seal_fields=row["seal_fields"],
                 )
             )
         for case in cases:

@@ -22,10 +22,12 @@ rng.)
 
 The vault: two records in ``health/visits`` (one with a given id, one with a random id),
 an update, a record in ``profile``, a grant, a deletion, a rotation (which seals the new
-epoch to the live grant), a record in the new epoch, and a second grant that is revoked;
-then an export. Invalid record cases are built from one valid batch by changing one thing
-(re-signing the manifest with the identity key where the change must get past the
-signature), so each fails at exactly one step.
+epoch to the live grant), a record in the new epoch, a second grant that is revoked, a
+field-sealed collection ``forms/intake`` (``create_collection(..., seal_fields=True)``) with
+three records in one batch, and a grant limited to two of its fields; then an export.
+Invalid record cases are built from one valid batch (whole-sealed, or field-sealed) by
+changing one thing (re-signing the manifest with the identity key where the change must get
+past the signature), so each fails at exactly one step.
 
 Before writing anything, the generator checks that pds itself refuses every invalid case
 with the labelled error; a vector whose label pds disagrees with stops the run.
@@ -322,6 +324,18 @@ VISIT_1_V1 = {"clinic": "north", "cost": 12.5, "date": "2025-01-02"}
 VISIT_1_V2 = {"clinic": "north", "cost": 14.25, "date": "2025-01-02", "corrected": True}
 SECOND_V1 = {"clinic": "east", "notes": "follow-up in two weeks"}
 VISIT_2 = {"clinic": "south", "cost": 40, "date": "2025-02-10"}
+FIELD_COLLECTION = "forms/intake"
+INTAKE_1 = {
+    "name": "Aino Virtanen",
+    "allergies": ["penicillin"],
+    "contact": {"phone": "+358 40 123 4567", "relation": "sister"},
+    "smoker": False,
+    "weight_kg": 61.5,
+    "\u00e4idinkieli": "suomi",
+}
+INTAKE_2: dict[str, Any] = {"name": "Eero Korhonen", "allergies": [], "Notes": None}
+INTAKE_3: dict[str, Any] = {}
+FIELD_GRANT = ["allergies", "name"]
 
 
 class Build:
@@ -329,9 +343,10 @@ class Build:
 
     def __init__(self, directory: Path) -> None:
         self.rng = CounterRng(SEED)
+        self.clock = SteppingClock()
         self.host_key = pds.SymmetricKey(HOST_KEY, rng=self.rng)
         self.store = pds.open_store(
-            directory / "vectors.db", host_key=self.host_key, clock=SteppingClock(), rng=self.rng
+            directory / "vectors.db", host_key=self.host_key, clock=self.clock, rng=self.rng
         )
         owner = pds.SymmetricKey(OWNER_KEY, rng=self.rng)
         self.vault_id = self.store.create_vault(key_provider=owner)
@@ -361,6 +376,26 @@ class Build:
             registry.did, collections=["profile"], purpose="audit", expires=timedelta(days=7)
         )
         vault.revoke(revoked, reason="no longer needed")
+        # A field-sealed collection: each top-level field under its own key and host share.
+        vault.create_collection(FIELD_COLLECTION, seal_fields=True)
+        vault.put_many(
+            FIELD_COLLECTION,
+            [INTAKE_1, INTAKE_2, INTAKE_3],
+            record_ids=["intake-1", "intake-2", "intake-3"],
+        )
+        # A field-restricted grant, and a read with it through the host, which releases
+        # the shares of the granted fields only.
+        self.field_token = vault.grant(
+            clinic.did,
+            collections=[FIELD_COLLECTION],
+            fields=FIELD_GRANT,
+            purpose="care",
+            expires=timedelta(days=30),
+        )
+        grantee = pds.Grantee(clinic, clock=self.clock, rng=self.rng)
+        invocation = grantee.invoke(self.field_token, collection=FIELD_COLLECTION)
+        self.field_response = self.store.serve(invocation.to_bytes())
+        self.field_read = grantee.open(self.field_token, self.field_response, invocation=invocation)
 
         stream = io.BytesIO()
         vault.export(stream)
@@ -385,6 +420,9 @@ class Build:
             (epoch.collection, epoch.epoch): vault._epoch_secret(epoch.collection, epoch.epoch)
             for epoch in self.epochs
         }
+        self.seals_fields = {
+            (epoch.collection, epoch.epoch): epoch.seal_fields for epoch in self.epochs
+        }
         self.untrusted = _crypto.SigningKey.from_seed(UNTRUSTED_SEED)
 
     def reader_share(self, batch: BatchRow) -> bytes:
@@ -404,7 +442,12 @@ class Build:
 
 def epoch_json(build: Build, epoch: EpochRow) -> Json:
     certificate = _envelope.epoch_certificate(
-        epoch.vault_id, epoch.collection, epoch.epoch, epoch.public_key, epoch.created_at
+        epoch.vault_id,
+        epoch.collection,
+        epoch.epoch,
+        epoch.public_key,
+        epoch.created_at,
+        epoch.seal_fields,
     )
     return {
         "collection": epoch.collection,
@@ -413,6 +456,7 @@ def epoch_json(build: Build, epoch: EpochRow) -> Json:
         "public_key": epoch.public_key,
         "signature": epoch.signature,
         "sealed_owner": epoch.sealed_owner,
+        "seal_fields": epoch.seal_fields,
         "certificate": certificate,
         "secret_key": build.epoch_secrets[(epoch.collection, epoch.epoch)],
     }
@@ -458,9 +502,40 @@ def binding_of(vault_id: str, record: Json) -> bytes:
     )
 
 
+FIELD_KEY_LABEL = b"pds-field-key1"
+
+
+def field_vectors(
+    reader_share: bytes, host_share: bytes, record_binding: bytes, ciphertext: bytes
+) -> tuple[list[Json], dict[str, Any]]:
+    """Every field of a field-sealed record, with the values a verifier must derive."""
+    fields = []
+    data: dict[str, Any] = {}
+    for name, nonce, sealed in _envelope.parse_fields(ciphertext):
+        bound = _envelope.field_binding(record_binding, name)
+        share = _envelope.field_host_share(host_share, record_binding, name)
+        key = _crypto.derive(reader_share, FIELD_KEY_LABEL, share + bound)
+        plaintext = _crypto.aead_decrypt(key, nonce, sealed, bound)
+        data[name] = _codec.decode(plaintext, json_only=True)
+        fields.append(
+            {
+                "name": name,
+                "field_binding": bound,
+                "field_host_share": share,
+                "field_key": key,
+                "nonce": nonce,
+                "ciphertext": sealed,
+                "plaintext": plaintext,
+                "value": data[name],
+            }
+        )
+    return fields, data
+
+
 def valid_case(build: Build, index: int, batch: BatchRow, name: str) -> Json:
     reader_share = build.reader_share(batch)
     host_share = build.host_share(batch)
+    seal_fields = build.seals_fields[(batch.collection, batch.epoch)]
     records = []
     for row in build.records[batch.batch_id]:
         record = record_json(row)
@@ -471,6 +546,17 @@ def valid_case(build: Build, index: int, batch: BatchRow, name: str) -> Json:
             expected["result"] = "deleted"
         elif row.nonce is None or row.ciphertext is None:
             expected["result"] = "erased"
+        elif seal_fields:
+            assert row.nonce == b""
+            fields, data = field_vectors(reader_share, host_share, record_binding, row.ciphertext)
+            expected.update(
+                {
+                    "entry_hash": _envelope.entry_hash(record_binding, row.nonce, row.ciphertext),
+                    "fields": fields,
+                    "data": data,
+                    "result": "data",
+                }
+            )
         else:
             h = _envelope.host_share(host_share, record_binding)
             key = _envelope.record_key(reader_share, h, record_binding)
@@ -493,11 +579,41 @@ def valid_case(build: Build, index: int, batch: BatchRow, name: str) -> Json:
         "records": records,
         "expected": {
             "batch_number": index + 1,
+            "seal_fields": seal_fields,
             "reader_share": reader_share,
             "host_share": host_share,
             "host_wrap_context": _envelope.host_wrap_context(build.vault_id, batch.batch_id),
             "manifest": hexed(_codec.decode(batch.manifest)),
         },
+    }
+
+
+def field_restricted_read(build: Build, case: Json) -> Json:
+    """What the host released for the grant limited to FIELD_GRANT, and what it opens to."""
+    response = build.field_response
+    served = {item["record"]: item for item in response.records}
+    opened = {record.record_id: record.data for record in build.field_read.records}
+    records = []
+    for record in case["records"]:
+        item = served[record["record_id"]]
+        assert "host_share" not in item
+        names = [field["name"] for field in record["expected"]["fields"]]
+        released = [name for name, _ in item["field_shares"]]
+        assert released == [name for name in names if name in FIELD_GRANT]
+        shares = {
+            field["name"]: field["field_host_share"] for field in record["expected"]["fields"]
+        }
+        assert all(share == shares[name] for name, share in item["field_shares"])
+        records.append(
+            {
+                "record_id": record["record_id"],
+                "field_shares": item["field_shares"],
+                "data": opened[record["record_id"]],
+            }
+        )
+    return {
+        "fields": FIELD_GRANT,
+        "records": records,
     }
 
 
@@ -838,6 +954,7 @@ def invalid_record_cases(build: Build, base: Json, other: Json) -> list[Json]:
         "public_key": replacement_public,
         "signature": epoch_row.signature,
         "sealed_owner": _crypto.seal(replacement_secret, build.owner_x25519_public, rng),
+        "seal_fields": epoch_row.seal_fields,
     }
     make.add(
         "epoch-key-replaced",
@@ -858,6 +975,7 @@ def invalid_record_cases(build: Build, base: Json, other: Json) -> list[Json]:
         "public_key": epoch_row.public_key,
         "signature": build.identity.sign(_envelope.BATCH_SIGNATURE_LABEL, certificate),
         "sealed_owner": epoch_row.sealed_owner,
+        "seal_fields": epoch_row.seal_fields,
     }
     make.add(
         "epoch-certificate-wrong-label",
@@ -875,6 +993,7 @@ def invalid_record_cases(build: Build, base: Json, other: Json) -> list[Json]:
         "public_key": epoch_row.public_key,
         "signature": epoch_row.signature,
         "sealed_owner": _crypto.seal(stranger_secret, build.owner_x25519_public, rng),
+        "seal_fields": epoch_row.seal_fields,
     }
     make.add(
         "epoch-secret-substituted",
@@ -893,6 +1012,7 @@ def invalid_record_cases(build: Build, base: Json, other: Json) -> list[Json]:
         "public_key": epoch_row.public_key,
         "signature": epoch_row.signature,
         "sealed_owner": flip(epoch_row.sealed_owner, 40),
+        "seal_fields": epoch_row.seal_fields,
     }
     make.add(
         "epoch-sealed-secret-flipped",
@@ -989,6 +1109,267 @@ def invalid_record_cases(build: Build, base: Json, other: Json) -> list[Json]:
         "content-trailing-bytes",
         "content",
         "the decrypted content is exactly one canonical msgpack value",
+        case,
+    )
+    return make.cases
+
+
+# -- invalid field-sealed cases -----------------------------------------------------------
+
+
+def field_items(record: Json) -> list[list[Any]]:
+    """The ``[name, nonce, ciphertext]`` items of a field-sealed record, as stored."""
+    return [list(item) for item in _codec.decode(record["ciphertext"])]
+
+
+def invalid_field_cases(build: Build, base: Json) -> list[Json]:
+    """Cases built from the valid field-sealed batch; each breaks its first record
+    (``intake-1``) at one step, re-signing the manifest so that the entry hash matches."""
+    make = CaseMaker(build, base)
+    rng = build.rng
+    reader, host = make.secrets
+    donor = base["records"][1]
+    assert donor["record_id"] == "intake-2"
+
+    def stored(case: Json, container: bytes) -> None:
+        case["records"][0]["ciphertext"] = container
+        make.sign(case, make.rehash(case))
+
+    def reseal(
+        case: Json,
+        name: str,
+        plaintext: bytes,
+        *,
+        share: bytes | None = None,
+        key: bytes | None = None,
+        ad: bytes | None = None,
+    ) -> None:
+        """Re-encrypt one field (a fresh nonce), with whichever derivation is given."""
+        record = case["records"][0]
+        record_binding = binding_of(build.vault_id, record)
+        bound = _envelope.field_binding(record_binding, name)
+        h_f = share if share is not None else _envelope.field_host_share(host, record_binding, name)
+        k_f = key if key is not None else _crypto.derive(reader, FIELD_KEY_LABEL, h_f + bound)
+        nonce = rng(_crypto.NONCE_SIZE)
+        sealed = _crypto.aead_encrypt(k_f, nonce, plaintext, ad if ad is not None else bound)
+        items = [
+            [item_name, nonce, sealed] if item_name == name else [item_name, n, c]
+            for item_name, n, c in field_items(record)
+        ]
+        stored(case, _codec.encode(items))
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    items[0][2] = flip(items[0][2], 2)
+    stored(case, _codec.encode(items))
+    make.add(
+        "field-ciphertext-flipped-signed",
+        "aead",
+        "each field's XChaCha20-Poly1305 tag must verify, even when the writer signed the "
+        "bad bytes",
+        case,
+    )
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    items[1][1] = flip(items[1][1], 23)
+    stored(case, _codec.encode(items))
+    make.add("field-nonce-changed-signed", "aead", "a field's AEAD nonce is its stored nonce", case)
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    names = [item[0] for item in items]
+    first, second = names.index("allergies"), names.index("name")
+    items[first][1:], items[second][1:] = items[second][1:], items[first][1:]
+    stored(case, _codec.encode(items))
+    make.add(
+        "field-ciphertexts-swapped-between-names",
+        "aead",
+        "a field's key and associated data come from its field binding (binding || C(name)): "
+        "a field ciphertext moved to another field name does not open",
+        case,
+    )
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    donor_items = {item[0]: item for item in field_items(donor)}
+    items = [donor_items["name"] if item[0] == "name" else item for item in items]
+    stored(case, _codec.encode(items))
+    make.add(
+        "field-moved-from-another-record",
+        "aead",
+        "a field sealed for another record (intake-2's name) does not open in this one",
+        case,
+    )
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    items[0][0] = "allergy"
+    stored(case, _codec.encode(items))
+    make.add(
+        "field-renamed",
+        "aead",
+        "the field name is part of the field binding: a renamed field does not open",
+        case,
+    )
+
+    case = make.fresh()
+    stored(case, _codec.encode(list(reversed(field_items(case["records"][0])))))
+    make.add(
+        "fields-unsorted",
+        "content",
+        "the items are sorted by the UTF-8 bytes of their names",
+        case,
+    )
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    stored(case, _codec.encode([items[0], *items]))
+    make.add("fields-duplicate-name", "content", "no field name appears twice", case)
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    stored(case, _codec.encode({item[0]: [item[1], item[2]] for item in items}))
+    make.add(
+        "fields-not-an-array",
+        "content",
+        "the stored ciphertext is an array of [name, nonce, ciphertext] items, not a map",
+        case,
+    )
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    stored(case, _codec.encode([[item[0], item[1] + item[2]] for item in items]))
+    make.add(
+        "field-item-of-two-elements",
+        "content",
+        "each item is exactly [name, nonce, ciphertext]",
+        case,
+    )
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    items[0][1] = items[0][1].hex()
+    stored(case, _codec.encode(items))
+    make.add(
+        "field-nonce-as-text",
+        "content",
+        "each item is [text, binary, binary]; here the nonce is text",
+        case,
+    )
+
+    case = make.fresh()
+    items = field_items(case["records"][0])
+    items_bytes = _codec.encode(items)
+    # array16 for a short array: valid msgpack, not canonical.
+    stored(case, b"\xdc" + len(items).to_bytes(2, "big") + items_bytes[1:])
+    make.add(
+        "fields-not-canonical",
+        "content",
+        "the stored ciphertext is canonical msgpack (here: an array16 header for 6 items)",
+        case,
+    )
+
+    case = make.fresh()
+    reseal(case, "smoker", msgpack.packb(False) + b"\xc0")
+    make.add(
+        "field-value-trailing-bytes",
+        "content",
+        "a field's plaintext is exactly one canonical msgpack value",
+        case,
+    )
+
+    case = make.fresh()
+    reseal(case, "contact", msgpack.packb({"relation": "sister", "phone": "+358"}))
+    make.add(
+        "field-value-not-canonical",
+        "content",
+        "a field's plaintext is canonical msgpack (here: unsorted keys)",
+        case,
+    )
+
+    case = make.fresh()
+    reseal(case, "name", _codec.encode(b"Aino"))
+    make.add(
+        "field-value-binary",
+        "content",
+        "field values are JSON-compatible: binary is refused",
+        case,
+    )
+
+    record_binding = binding_of(build.vault_id, base["records"][0])
+    value = _codec.encode(INTAKE_1["name"])
+
+    case = make.fresh()
+    reseal(case, "name", value, ad=record_binding)
+    make.add(
+        "field-ad-is-record-binding",
+        "aead",
+        "a field's associated data is its field binding, not the record binding",
+        case,
+    )
+
+    case = make.fresh()
+    reseal(
+        case,
+        "name",
+        value,
+        share=_crypto.derive(host, b"pds-field-share1", record_binding),
+    )
+    make.add(
+        "field-share-without-name",
+        "aead",
+        "a field's host share is KDF(H, 'pds-field-share1', field binding): derived from the "
+        "record binding alone it is another share",
+        case,
+    )
+
+    case = make.fresh()
+    h = _envelope.host_share(host, record_binding)
+    reseal(case, "name", value, key=_envelope.record_key(reader, h, record_binding))
+    make.add(
+        "field-under-record-key",
+        "aead",
+        "a field is sealed under its field key, not the record key of a whole-sealed record",
+        case,
+    )
+
+    case = make.fresh()
+    record = case["records"][0]
+    nonce = rng(_crypto.NONCE_SIZE)
+    h = _envelope.host_share(host, record_binding)
+    record["nonce"] = nonce
+    record["ciphertext"] = _crypto.aead_encrypt(
+        _envelope.record_key(reader, h, record_binding),
+        nonce,
+        _codec.encode(INTAKE_1),
+        record_binding,
+    )
+    make.sign(case, make.rehash(case))
+    make.add(
+        "sealed-whole-in-a-field-sealed-collection",
+        "content",
+        "in a collection whose epoch certificate says fields, a record sealed whole (one "
+        "AEAD under the record key) is not a field container",
+        case,
+    )
+
+    epoch_row = next(e for e in build.epochs if (e.collection, e.epoch) == (FIELD_COLLECTION, 1))
+    assert epoch_row.seal_fields
+    case = make.fresh()
+    case["epoch"] = {
+        "collection": epoch_row.collection,
+        "epoch": epoch_row.epoch,
+        "created_at": epoch_row.created_at,
+        "public_key": epoch_row.public_key,
+        "signature": epoch_row.signature,
+        "sealed_owner": epoch_row.sealed_owner,
+        "seal_fields": False,
+    }
+    make.add(
+        "epoch-fields-flag-cleared",
+        "epoch-signature",
+        "the certificate's 'fields' key is signed: an epoch row that drops it does not verify",
         case,
     )
     return make.cases
@@ -1268,6 +1649,18 @@ def export_invalid(data: bytes) -> list[Json]:
         [xor(at.payload("epoch", "sealed_owner") + 40)],
         "IntegrityError",
         "export-digest",
+    )
+    sealed_epoch = next(
+        index
+        for index, frame in enumerate(f for f in at.frames if f[2]["t"] == "epoch")
+        if frame[2]["seal_fields"]
+    )
+    add(
+        "epoch-seal-fields-cleared",
+        "an epoch's seal_fields is part of its signed certificate (the 'fields' key)",
+        [xor(at.value("epoch", "seal_fields", sealed_epoch), 0x01)],
+        "IntegrityError",
+        "epoch-signature",
     )
     epoch_start, epoch_length, _ = at.frame("epoch", 0)
     add(
@@ -1604,14 +1997,20 @@ def records_vectors(build: Build, directory: Path) -> Json:
         "a record in a second collection",
         "a deletion: a tombstone version; the earlier version's content is erased",
         "after rotation: a record in epoch 2",
+        "a field-sealed collection: each top-level field under its own key and host share "
+        "(six fields, three fields, none)",
     ]
     assert len(names) == len(build.batches)
     valid = [valid_case(build, i, batch, names[i]) for i, batch in enumerate(build.batches)]
     base = valid[1]
     other = valid[2]
     assert len(base["records"]) == 1 and len(other["records"]) == 1
+    field_base = valid[5]
+    assert field_base["batch"]["collection"] == FIELD_COLLECTION
+    assert field_base["expected"]["seal_fields"]
+    field_base["expected"]["field_restricted_read"] = field_restricted_read(build, field_base)
 
-    invalid = invalid_record_cases(build, base, other)
+    invalid = invalid_record_cases(build, base, other) + invalid_field_cases(build, field_base)
     for number, case in enumerate(invalid):
         verdict = pds_verdict(directory, build, case, str(number))
         if verdict != case["expect"]:
@@ -1629,7 +2028,11 @@ def records_vectors(build: Build, directory: Path) -> Json:
             "written by pds with deterministic randomness. 'keys' holds every secret, from "
             "the owner key down; 'vault' and 'epochs' are the stored rows; each 'valid' case "
             "is one write batch with its records as stored, and the values a verifier must "
-            "derive ('expected'). Each 'invalid' case replaces one batch (and possibly the "
+            "derive ('expected'); in a field-sealed collection (its epoch's 'seal_fields') "
+            "'expected.fields' gives, per field, its binding, host share, key, nonce, "
+            "ciphertext and plaintext, and 'expected.field_restricted_read' the field host "
+            "shares the host released to a grant limited to some fields, and what they open "
+            "to. Each 'invalid' case replaces one batch (and possibly the "
             "epoch row it names) and MUST fail verification at the step whose reason code is "
             "'expect'; 'rule' is the rule it breaks. Binary values are lowercase hex."
         ),
