@@ -1,0 +1,160 @@
+"""Served reads: the host's side of a grantee's read, ``Store.serve(invocation)``.
+
+The token is warm (its chain was verified once and is in the host's chain cache); every
+invocation is fresh (its own nonce and time, signed by the holder outside the timed loop).
+Each serve still checks times, the holder signature, revocation and the nonce, and commits
+the access-log entry durably (``synchronous=FULL``) before releasing host shares.
+
+Baselines, measured in the same repeat:
+
+* 1 record: one Ed25519 verify (an invocation-sized message) + one durable single-row
+  commit (a log-entry-sized row) + one primary-key select of a ~300-byte row.
+* 100 records: a raw select of the same 100 rows (their nonces and ciphertexts, from the
+  pds store file, one query) + the 1-record baseline.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from time import perf_counter
+
+import nacl.bindings
+
+from bench.config import Config
+from bench.fixtures import documents, open_owner_vault, raw_connection
+from bench.measure import Figure, Target, interleaved, rate_figure
+from bench.tokens import build_chains, signed_messages
+
+__all__ = ["FIGURES", "run"]
+
+FIGURES = ("served_read_1", "served_read_100")
+
+_RECORDS = 200
+_LOG_ROW_BYTES = 1_000
+
+
+def run(config: Config, workdir: Path, only: frozenset[str]) -> list[Figure]:
+    owner = open_owner_vault(workdir)
+    rng = random.Random(6)
+    try:
+        infos = owner.vault.put_many("health", documents(_RECORDS))
+        record_ids = [info.record_id for info in infos]
+        (chain,) = build_chains(owner, record_ids[0], 1)
+        holder, token = chain.holder, chain.token
+        # Warm the host: the chain is verified and cached, the link registered.
+        owner.store.serve(chain.invocation)
+        invocation_message, invocation_key = signed_messages(chain)[-1]
+
+        with (
+            raw_connection(workdir / "baseline.db") as base,
+            closing(
+                # Read-only, so the baseline select cannot disturb the store.
+                sqlite3.connect(f"{owner.store.path.resolve().as_uri()}?mode=ro", uri=True)
+            ) as pds_file,
+        ):
+            base.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, entry BLOB NOT NULL)")
+            base.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+            base.execute("BEGIN")
+            base.executemany(
+                "INSERT INTO records (data) VALUES (?)",
+                [(os.urandom(300),) for _ in range(_RECORDS)],
+            )
+            base.execute("COMMIT")
+            entry = os.urandom(_LOG_ROW_BYTES)
+
+            def baseline_one_op() -> None:
+                nacl.bindings.crypto_sign_open(invocation_message, invocation_key)
+                base.execute("BEGIN IMMEDIATE")
+                base.execute("INSERT INTO log (entry) VALUES (?)", (entry,))
+                base.execute("COMMIT")
+                base.execute(
+                    "SELECT data FROM records WHERE id = ?", (rng.randrange(1, _RECORDS + 1),)
+                ).fetchone()
+
+            def pds_one() -> float:
+                invocations = [
+                    holder.invoke(token, records=[rng.choice(record_ids)]).to_bytes()
+                    for _ in range(config.serve_one_calls)
+                ]
+                start = perf_counter()
+                for invocation in invocations:
+                    owner.store.serve(invocation)
+                return (perf_counter() - start) / len(invocations)
+
+            def baseline_one() -> float:
+                start = perf_counter()
+                for _ in range(config.serve_one_calls):
+                    baseline_one_op()
+                return (perf_counter() - start) / config.serve_one_calls
+
+            hundred = record_ids[50:150]
+            marks = ", ".join("?" * len(hundred))
+            select_hundred = (
+                "SELECT nonce, ciphertext FROM records "
+                f"WHERE vault_id = ? AND current = 1 AND record_id IN ({marks})"
+            )
+            select_params = [owner.vault_id, *hundred]
+            if len(pds_file.execute(select_hundred, select_params).fetchall()) != len(hundred):
+                raise RuntimeError("the baseline select does not find the 100 records")
+
+            def pds_hundred() -> float:
+                invocations = [
+                    holder.invoke(token, records=hundred).to_bytes()
+                    for _ in range(config.serve_hundred_calls)
+                ]
+                start = perf_counter()
+                for invocation in invocations:
+                    response = owner.store.serve(invocation)
+                    if len(response.records) != len(hundred):
+                        raise RuntimeError("the served read did not release 100 records")
+                return (perf_counter() - start) / len(invocations)
+
+            def baseline_hundred() -> float:
+                start = perf_counter()
+                for _ in range(config.serve_hundred_calls):
+                    pds_file.execute(select_hundred, select_params).fetchall()
+                    baseline_one_op()
+                return (perf_counter() - start) / config.serve_hundred_calls
+
+            measures = []
+            if "served_read_1" in only:
+                measures += [pds_one, baseline_one]
+            if "served_read_100" in only:
+                measures += [pds_hundred, baseline_hundred]
+            samples = interleaved(config.repeats, *measures)
+    finally:
+        owner.close()
+
+    figures = []
+    if "served_read_1" in only:
+        pds_times, base_times, samples = samples[0], samples[1], samples[2:]
+        figures.append(
+            rate_figure(
+                name="served_read_1",
+                title="served read of 1 record (warm token, durable log append)",
+                pds_seconds=pds_times,
+                baseline_seconds=base_times,
+                baseline_label="Ed25519 verify + durable 1-row commit + PK select",
+                target=Target(">=", 0.60),
+                unit="reads/s",
+                details={"calls_per_repeat": config.serve_one_calls},
+            )
+        )
+    if "served_read_100" in only:
+        figures.append(
+            rate_figure(
+                name="served_read_100",
+                title="served read of 100 records (warm token, durable log append)",
+                pds_seconds=samples[0],
+                baseline_seconds=samples[1],
+                baseline_label="raw select of the 100 rows + the 1-record baseline",
+                target=Target(">=", 0.50),
+                unit="reads/s",
+                details={"calls_per_repeat": config.serve_hundred_calls},
+            )
+        )
+    return figures

@@ -1,0 +1,130 @@
+"""The benchmark suite keeps working: ``python -m bench --quick`` runs every figure and writes
+well-formed JSON. Nothing here asserts anything about speed (CI machines are noisy)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+FIGURES = (
+    "put_many",
+    "put",
+    "verify_1",
+    "verify_3",
+    "verify_8",
+    "vs_biscuit",
+    "vs_pymacaroons",
+    "served_read_1",
+    "served_read_100",
+    "log_append",
+    "log_inclusion",
+    "log_consistency",
+    "vault_open",
+    "list",
+    "export_rss",
+    "import_rss",
+    "vaults_open",
+    "vaults_put",
+    "vaults_read",
+)
+PEER_MODULES = {"vs_biscuit": "biscuit_auth", "vs_pymacaroons": "pymacaroons"}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_stats(stats: Any) -> None:
+    assert isinstance(stats, dict)
+    for key in ("median", "min", "max"):
+        assert _number(stats[key]), key
+    assert stats["min"] <= stats["median"] <= stats["max"]
+    assert stats["samples"] and all(_number(v) for v in stats["samples"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    document = json.loads(out.read_text())
+    assert document["meta"]["quick"] is True
+    figures = {figure["name"]: figure for figure in document["figures"]}
+    assert set(figures) == set(FIGURES)
+    for name, figure in figures.items():
+        module = PEER_MODULES.get(name)
+        if module is not None and importlib.util.find_spec(module) is None:
+            # A missing peer is reported as unavailable, never a crash.
+            assert figure["available"] is False and figure["status"] == "unavailable"
+            continue
+        assert figure["available"] is True, (name, figure["unavailable"])
+        _check_stats(figure["value"])
+        _check_stats(figure["baseline"])
+        assert _number(figure["ratio"]), name
+        assert figure["ratio"] > 0, name
+        low, high = figure["ratio_range"]
+        assert _number(low) and _number(high), name
+        assert figure["status"] in ("PASS", "MISS", "n/a"), name
+        if figure["target"] is None:
+            assert figure["status"] == "n/a"
+        else:
+            assert figure["target"]["op"] in (">=", "<=")
+            assert _number(figure["target"]["value"])
+    # The table went to stdout with one row per figure.
+    for name in FIGURES:
+        assert f"`{name}`" in completed.stdout
+
+
+def test_unknown_figure_is_a_usage_error() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "no_such_figure"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "unknown figure" in completed.stderr
+
+
+def test_missing_peers_are_reported_unavailable(tmp_path: Path) -> None:
+    # Shadow both peers with packages that fail to import, as if they were not installed.
+    for module in PEER_MODULES.values():
+        package = tmp_path / "shadow" / module
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(f"raise ImportError('no {module} here')\n")
+    out = tmp_path / "peers.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "tokens", "--out", str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "shadow")},
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    figures = {figure["name"]: figure for figure in json.loads(out.read_text())["figures"]}
+    for name in PEER_MODULES:
+        assert figures[name]["status"] == "unavailable"
+        assert "not installed" in figures[name]["unavailable"]
+    assert figures["verify_1"]["status"] in ("PASS", "MISS")
