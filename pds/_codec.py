@@ -29,30 +29,50 @@ MAX_DEPTH = 64
 
 
 def _canonical(value: Any, depth: int, allow_bytes: bool = True) -> Any:
+    # Exact type checks first (the common case, and the fastest); subclasses and other
+    # mappings or sequences fall through to the isinstance checks below.
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return value
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise FormatError("integer out of the 64-bit range")
+        return value
+    if depth >= MAX_DEPTH and (kind is dict or kind is list) and value:
+        raise FormatError("value nests too deeply")
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                raise FormatError("map keys must be text")
+        # Code point order is UTF-8 byte order, so sorting the str keys is the rule.
+        return {key: _canonical(value[key], depth + 1, allow_bytes) for key in sorted(value)}
+    if kind is list:
+        return [_canonical(item, depth + 1, allow_bytes) for item in value]
     if depth > MAX_DEPTH:
         raise FormatError("value nests too deeply")
-    if value is None or isinstance(value, (bool, str)):
-        return value
     if isinstance(value, bytes):
         if not allow_bytes:
             raise FormatError("binary values are not JSON-compatible")
         return value
+    if isinstance(value, (bool, str)):
+        return value
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
             raise FormatError("integer out of the 64-bit range")
-        return value
+        return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise FormatError("floats must be finite")
-        return value
+        return float(value)
+    if isinstance(value, (Mapping, list, tuple)) and value and depth >= MAX_DEPTH:
+        raise FormatError("value nests too deeply")
     if isinstance(value, Mapping):
-        items = []
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise FormatError("map keys must be text")
-            items.append((key.encode("utf-8"), key, _canonical(item, depth + 1, allow_bytes)))
-        items.sort(key=lambda entry: entry[0])
-        return {key: item for _, key, item in items}
+        if not all(isinstance(key, str) for key in value):
+            raise FormatError("map keys must be text")
+        return {
+            str(key): _canonical(value[key], depth + 1, allow_bytes)
+            for key in sorted(value, key=str)
+        }
     if isinstance(value, (list, tuple)):
         return [_canonical(item, depth + 1, allow_bytes) for item in value]
     raise FormatError(f"cannot encode a value of type {type(value).__name__}")
@@ -75,10 +95,52 @@ def encode(value: Any, *, json_only: bool = False) -> bytes:
         raise FormatError("value cannot be encoded") from exc
 
 
-def _reject_duplicates(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise FormatError("duplicate map key")
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise FormatError("extension types are not canonical")
+
+
+def _check_tree(value: Any, json_only: bool) -> None:
+    """What a plain re-encode cannot see: nesting deeper than ``MAX_DEPTH``, floats that are
+    not finite, and (``json_only``) binary values. Iterative, so hostile depth is harmless;
+    only containers are stacked."""
+    _check_leaf(value, json_only)
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is dict:
+            children: Any = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        if children and depth >= MAX_DEPTH:
+            raise FormatError("value nests too deeply")
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is float or (json_only and kind is bytes):
+                _check_leaf(child, json_only)
+
+
+def _check_leaf(value: Any, json_only: bool) -> None:
+    if type(value) is float and not math.isfinite(value):
+        raise FormatError("floats must be finite")
+    if json_only and type(value) is bytes:
+        raise FormatError("binary values are not JSON-compatible")
+
+
+def _sorted_pairs(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
+    result = {}
+    previous: str | None = None
+    for key, value in pairs:
+        if type(key) is not str:
+            raise FormatError("map keys must be text")
+        # Code point order of str is the UTF-8 byte order the encoding rules name.
+        if previous is not None and key <= previous:
+            raise FormatError("map keys are not sorted and unique")
+        previous = key
+        result[key] = value
     return result
 
 
@@ -98,12 +160,16 @@ def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = F
     data = bytes(data)
     if len(data) > max_size:
         raise FormatError("document too large")
+    # Every map's keys are checked sorted (so unique) while decoding; then a plain re-encode
+    # in C reproduces the input exactly when every other encoding was minimal (shortest
+    # integers, float64, no extension types). The tree walk covers the rest.
     try:
         value = msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
-            object_pairs_hook=_reject_duplicates,
+            object_pairs_hook=_sorted_pairs,
+            ext_hook=_reject_ext,
             max_bin_len=max_size,
             max_str_len=max_size,
             max_array_len=max_size,
@@ -122,6 +188,11 @@ def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = F
         raise FormatError("not a valid msgpack document") from exc
     except RecursionError as exc:
         raise FormatError("value nests too deeply") from exc
-    if encode(value, json_only=json_only) != data:
+    _check_tree(value, json_only)
+    try:
+        canonical = msgpack.packb(value, use_bin_type=True, use_single_float=False)
+    except (OverflowError, ValueError, TypeError) as exc:  # defensive: msgpack's own limits
+        raise FormatError("not in canonical form") from exc
+    if canonical != data:
         raise FormatError("not in canonical form")
     return value

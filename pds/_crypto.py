@@ -16,6 +16,7 @@ standard primitives; nothing is invented:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -194,15 +195,27 @@ def verify_raw(public: bytes, message: bytes, signature: bytes) -> None:
 
 def check_ed25519_public(public: bytes) -> None:
     """Reject keys that are not 32 bytes or are not a valid point of prime order."""
-    if len(public) != PUBLIC_KEY_SIZE or not sodium.crypto_core_ed25519_is_valid_point(public):
+    if len(public) != PUBLIC_KEY_SIZE or not _is_valid_point(bytes(public)):
         raise FormatError("not a valid Ed25519 public key")
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_valid_point(public: bytes) -> bool:
+    # The check multiplies by the group order (~30 us); the same principals' keys recur in
+    # every token a host sees, and the answer for given bytes never changes.
+    return bool(sodium.crypto_core_ed25519_is_valid_point(public))
+
+
+@functools.lru_cache(maxsize=4096)
+def _to_x25519(public: bytes) -> bytes:
+    return bytes(sodium.crypto_sign_ed25519_pk_to_curve25519(public))
 
 
 def ed25519_to_x25519(public: bytes) -> bytes:
     """Convert a (checked) Ed25519 public key to the X25519 key used to seal to it."""
     check_ed25519_public(public)
     try:
-        return sodium.crypto_sign_ed25519_pk_to_curve25519(public)
+        return _to_x25519(bytes(public))
     except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError, ValueError) as exc:
         raise FormatError("not a valid Ed25519 public key") from exc
 
@@ -213,6 +226,7 @@ _ED25519_MULTICODEC = b"\xed\x01"
 _DID_KEY_PREFIX = "did:key:z"
 
 
+@functools.lru_cache(maxsize=4096)
 def did_key(public: bytes) -> str:
     """Render an Ed25519 public key as ``did:key:z6Mk…`` (multicodec ed25519-pub, base58btc)."""
     return _DID_KEY_PREFIX + base58.b58encode(_ED25519_MULTICODEC + public).decode("ascii")

@@ -64,6 +64,9 @@ class Host:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._chains = LRU()
+        # Unwrapped batch host shares: the host key is in this process anyway, and
+        # unwrapping costs an AEAD per batch per request.
+        self._host_shares = LRU()
 
     def serve(self, data: bytes | str) -> Response:
         invocation = Invocation.parse(data)
@@ -327,6 +330,18 @@ class Host:
         with self._ctx.backend.transaction():
             self._log(invocation, row, now, [], "refused", denied.reason)
 
+    def _batch_share(self, row: VaultRow, batch: BatchRow) -> bytes:
+        if batch.wrapped_host is None:
+            raise IntegrityError("key-missing", "a served record's host share is missing")
+        marker = (batch.batch_id, batch.wrapped_host)
+        cached: bytes | None = self._host_shares.get(marker)
+        if cached is None:
+            cached = self._ctx.host_unwrap(
+                batch.wrapped_host, _envelope.host_wrap_context(row.vault_id, batch.batch_id)
+            )
+            self._host_shares.remember(marker, cached)
+        return cached
+
     def _release(
         self, invocation: Invocation, row: VaultRow, selection: _Selection, access: int
     ) -> Response:
@@ -355,10 +370,7 @@ class Host:
             if invocation.action == "read" and record.nonce is not None and batch.wrapped_host:
                 batch_share = shares.get(batch.batch_id)
                 if batch_share is None:
-                    batch_share = shares[batch.batch_id] = self._ctx.host_unwrap(
-                        batch.wrapped_host,
-                        _envelope.host_wrap_context(row.vault_id, batch.batch_id),
-                    )
+                    batch_share = shares[batch.batch_id] = self._batch_share(row, batch)
                 binding = _envelope.binding(
                     row.vault_id,
                     record.collection,

@@ -226,26 +226,29 @@ _META_COLUMNS = (
 
 
 @functools.cache
-def _field_types(cls: Any) -> tuple[tuple[str, tuple[type, ...]], ...]:
+def _field_types(cls: Any) -> tuple[frozenset[type], ...]:
+    """The exact types each field of a row class may hold, in field order."""
     hints = typing.get_type_hints(cls)
     result = []
     for item in dataclasses.fields(cls):
         hint = hints[item.name]
         allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        result.append((item.name, tuple(type(None) if a is None else a for a in allowed)))
+        result.append(frozenset(type(None) if a is None else a for a in allowed))
     return tuple(result)
 
 
 def _typed(cls: type[R], values: Sequence[Any]) -> R:
     """Build a row and check every value's type: a cell rewritten with another SQLite
     storage class is a corrupt (or tampered) store, never a crash further on."""
-    row = cls(*values)
     kind: Any = cls  # Classes are hashable; mypy cannot see it through the TypeVar.
-    for name, allowed in _field_types(kind):
-        value = getattr(row, name)
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+    allowed = _field_types(kind)
+    if len(values) > len(allowed):
+        raise StoreCorrupt("a stored row has the wrong shape")
+    for value, types_ in zip(values, allowed, strict=False):
+        # Exact types: SQLite gives int, str, bytes, float or None; bool comes from _flag.
+        if type(value) not in types_:
             raise StoreCorrupt("a stored value has the wrong type")
-    return row
+    return cls(*values)
 
 
 def _flag(value: Any) -> bool:
@@ -748,12 +751,20 @@ class SQLiteBackend:
         )
 
     def get_records(self, vault_id: str, record_ids: Sequence[str]) -> list[RecordRow]:
-        rows = []
-        for record_id in record_ids:
-            row = self.latest_record(vault_id, record_id)
-            if row is not None:
-                rows.append(row)
-        return rows
+        latest: dict[str, RecordRow] = {}
+        unique = list(dict.fromkeys(record_ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._execute(
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE vault_id = ? "
+                f"AND record_id IN ({marks}) ORDER BY record_id, version DESC",
+                [vault_id, *chunk],
+            ).fetchall()
+            for raw in rows:
+                record = _record(raw)
+                latest.setdefault(record.record_id, record)
+        return [latest[record_id] for record_id in unique if record_id in latest]
 
     def set_policy(self, vault_id: str, policy: bytes) -> None:
         self._execute("UPDATE vaults SET policy = ? WHERE vault_id = ?", (policy, vault_id))
