@@ -305,7 +305,6 @@ def test_mutated_tokens_in_well_signed_invocations_are_never_served(
 
 # -- re-signed links with arbitrary field values ----------------------------------------
 
-SQLITE_MAX = 2**63 - 1
 
 
 LEAVES = (
