@@ -306,7 +306,6 @@ def test_mutated_tokens_in_well_signed_invocations_are_never_served(
 # -- re-signed links with arbitrary field values ----------------------------------------
 
 
-
 LEAVES = (
     st.none()
     | st.booleans()
