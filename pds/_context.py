@@ -59,6 +59,10 @@ def ms_to_datetime(ms: int) -> datetime:
         raise FormatError("a timestamp is out of range") from None
 
 
+def optional_ms(value: datetime | None) -> int | None:
+    return None if value is None else datetime_to_ms(value)
+
+
 def datetime_to_ms(value: datetime) -> int:
     if value.tzinfo is None:
         raise FormatError("datetimes must be timezone-aware")

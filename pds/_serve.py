@@ -56,6 +56,8 @@ class _Selection:
     for these (the owner shares the epoch with ``Vault.share_keys``)."""
     sealed: dict[tuple[str, int], bool]
     """Whether each selected record's epoch seals fields one by one."""
+    shared: list[LinkKeyRow]
+    """Epoch secrets sealed to the holder's link since it was issued (sent back to it)."""
 
 
 class Host:
@@ -67,6 +69,9 @@ class Host:
         # Unwrapped batch host shares: the host key is in this process anyway, and
         # unwrapping costs an AEAD per batch per request.
         self._host_shares = LRU()
+        # Links this host has seen committed to the store (links are never removed while
+        # their vault can be served), so a warm request skips their lookups.
+        self._registered: set[bytes] = set()
 
     def serve(self, data: bytes | str) -> Response:
         invocation = Invocation.parse(data)
@@ -85,6 +90,8 @@ class Host:
         except AccessDenied as denied:
             self._log_refusal(invocation, row, now, denied)
             raise
+        # Registered links are committed now (never on a rolled-back request).
+        self._registered.update(invocation.token.link_ids)
         # The access is committed: only now are host shares derived and released.
         return self._release(invocation, row, selection, access)
 
@@ -157,7 +164,7 @@ class Host:
         backend = self._ctx.backend
         owner = owner_public_x25519(row)
         for index, link in enumerate(token.links):
-            if backend.get_link(link.link_id) is not None:
+            if link.link_id in self._registered or backend.get_link(link.link_id) is not None:
                 continue
             prefix = capability.Token(token.links[: index + 1])
             if link.parent is not None:
@@ -225,15 +232,16 @@ class Host:
 
         # The epochs whose secrets the holder has: in its own link, or shared since.
         leaf = invocation.token.leaf
+        shared = backend.link_keys(leaf.link_id)
         keyed = {(k.collection, k.epoch) for k in leaf.keys}
-        keyed.update((k.collection, k.epoch) for k in backend.link_keys(leaf.link_id))
+        keyed.update((k.collection, k.epoch) for k in shared)
 
         def split(rows: list[RecordRow], cursor: str | None) -> _Selection:
             ready = [r for r in rows if (r.collection, r.epoch) in keyed]
             waiting = [r for r in rows if (r.collection, r.epoch) not in keyed]
             for record in ready:
                 seals_fields(record)
-            return _Selection(ready, cursor, waiting, sealed)
+            return _Selection(ready, cursor, waiting, sealed, shared)
 
         if invocation.records is not None:
             rows = [r for r in backend.get_records(row.vault_id, invocation.records) if visible(r)]
@@ -407,9 +415,7 @@ class Host:
                 }
                 for b in batches.values()
             ]
-        keys = [
-            [k.collection, k.epoch, k.sealed] for k in backend.link_keys(invocation.token.link_id)
-        ]
+        keys = [[k.collection, k.epoch, k.sealed] for k in selection.shared]
         return Response(
             vault_id=row.vault_id,
             request_id=invocation.request_id,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pds import _crypto, _envelope
-from pds._context import Clock, datetime_to_ms, ms_to_datetime
+from pds._context import Clock, datetime_to_ms, ms_to_datetime, optional_ms
 from pds._store.base import BatchRow
 from pds.capability import (
     Caveats,
@@ -62,10 +62,6 @@ def _pending(resp: Response) -> list[tuple[str, str, int]]:
             raise IntegrityError("response", "malformed pending list in the response")
         pending.append((entry[0], entry[1], entry[2]))
     return pending
-
-
-def _to_ms(value: datetime | None) -> int | None:
-    return None if value is None else datetime_to_ms(value)
 
 
 def _defer(until: datetime | None, reason: str | None) -> tuple[int, str] | None:
@@ -145,8 +141,8 @@ class Grantee:
             nonce=self._rng(16),
             collection=collection,
             records=list(records) if records is not None else None,
-            since=_to_ms(since),
-            until=_to_ms(until),
+            since=optional_ms(since),
+            until=optional_ms(until),
             limit=limit,
             cursor=cursor,
             agent=agent,
@@ -352,7 +348,11 @@ class Grantee:
             if collections is not None
             else base.collections,
             fields=frozenset(fields) if fields is not None else base.fields,
-            window=((_to_ms(window[0]), _to_ms(window[1])) if window is not None else base.window),
+            window=(
+                (optional_ms(window[0]), optional_ms(window[1]))
+                if window is not None
+                else base.window
+            ),
             purposes=frozenset(purposes) if purposes is not None else base.purposes,
             basis=base.basis,
             not_before=datetime_to_ms(not_before) if not_before is not None else base.not_before,

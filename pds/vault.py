@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pds import _codec, _crypto, _envelope, _export, _owner, _serve, capability, merkle
-from pds._context import Context, call_provider, datetime_to_ms, ms_to_datetime
+from pds._context import Context, call_provider, datetime_to_ms, ms_to_datetime, optional_ms
 from pds._ids import check_collection, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
@@ -852,9 +852,7 @@ class Vault:
             collections=tuple(sorted(set(collections))),
             fields=frozenset(fields) if fields is not None else None,
             window=(
-                (None, None)
-                if window is None
-                else tuple(None if w is None else datetime_to_ms(w) for w in window)  # type: ignore[arg-type]
+                (None, None) if window is None else (optional_ms(window[0]), optional_ms(window[1]))
             ),
             purposes=frozenset(purposes),
             basis=basis,
