@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from pds import _codec, _crypto, _envelope, capability
+from pds import _codec, _crypto, _envelope, _faults, capability
 from pds._context import Context
 from pds._ids import parse_cursor
 from pds._owner import LRU
@@ -86,14 +86,21 @@ class Host:
             caveats = self._check(invocation, row, now)
             with backend.transaction():
                 selection = self._admit(invocation, row, caveats, now)
+                # Everything the response needs is read now: once the access is committed,
+                # releasing it reads nothing more, so it cannot fail on the store.
+                batches = self._batches(row, selection.rows)
                 access = self._log(invocation, row, now, selection.rows, "released", None)
+                if _faults.SEAM.armed:
+                    _faults.point("serve: access entry written, not committed")
         except AccessDenied as denied:
             self._log_refusal(invocation, row, now, denied)
             raise
+        if _faults.SEAM.armed:
+            _faults.point("serve: access committed, shares not released")
         # Registered links are committed now (never on a rolled-back request).
         self._registered.update(invocation.token.link_ids)
         # The access is committed: only now are host shares derived and released.
-        return self._release(invocation, row, selection, access)
+        return self._release(invocation, row, selection, batches, access)
 
     def _check(self, invocation: Invocation, row: VaultRow, now: int) -> capability.Caveats:
         token = invocation.token
@@ -350,22 +357,29 @@ class Host:
             self._host_shares.remember(marker, cached)
         return cached
 
-    def _release(
-        self, invocation: Invocation, row: VaultRow, selection: _Selection, access: int
-    ) -> Response:
-        backend = self._ctx.backend
+    def _batches(self, row: VaultRow, records: list[RecordRow]) -> dict[bytes, BatchRow]:
         batches: dict[bytes, BatchRow] = {}
+        for record in records:
+            if record.batch_id not in batches:
+                found = self._ctx.backend.get_batch(row.vault_id, record.batch_id)
+                if found is None:
+                    raise IntegrityError("batch-missing", "a served record's batch is missing")
+                batches[record.batch_id] = found
+        return batches
+
+    def _release(
+        self,
+        invocation: Invocation,
+        row: VaultRow,
+        selection: _Selection,
+        batches: dict[bytes, BatchRow],
+        access: int,
+    ) -> Response:
         shares: dict[bytes, bytes] = {}
         fields = invocation.token.leaf.caveats.fields
         records: list[dict[str, Any]] = []
         for record in selection.rows:
-            batch = batches.get(record.batch_id)
-            if batch is None:
-                found = backend.get_batch(row.vault_id, record.batch_id)
-                if found is None:
-                    # Logged already (the entry stays); nothing is released for it.
-                    raise IntegrityError("batch-missing", "a served record's batch is missing")
-                batch = batches[record.batch_id] = found
+            batch = batches[record.batch_id]
             item: dict[str, Any] = {
                 "record": record.record_id,
                 "version": record.version,

@@ -38,6 +38,7 @@ Every exception pds raises on purpose derives from ``PDSError``. The tree::
     └── StoreError                       the storage layer failed
         ├── StoreBusy                    another writer held the lock for too long
         ├── StoreReadOnly                the database cannot be written
+        │   └── StoreFull                the disk, a file size limit or max_page_count
         ├── StoreCorrupt                 SQLite reports a malformed database
         └── SchemaTooNew                 the store was written by a newer pds
 
@@ -145,7 +146,12 @@ class StoreBusy(StoreError):
 
 
 class StoreReadOnly(StoreError):
-    """The store cannot be written (read-only file, directory or disk full)."""
+    """The store cannot be written (read-only file or directory, or full)."""
+
+
+class StoreFull(StoreReadOnly):
+    """The disk, the process's file size limit or the database's page limit is reached;
+    the write was rolled back and can be retried once there is room."""
 
 
 class StoreCorrupt(StoreError):
@@ -172,6 +178,7 @@ __all__ = [
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
+    "StoreFull",
     "StoreReadOnly",
     "UnlockFailed",
     "VaultDestroyed",

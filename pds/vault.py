@@ -10,12 +10,13 @@ A ``Vault`` object is not thread-safe: use one per thread (each thread opens its
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pds import _codec, _crypto, _envelope, _export, _owner, _serve, capability, merkle
+from pds import _codec, _crypto, _envelope, _export, _faults, _owner, _serve, capability, merkle
 from pds._context import Context, call_provider, datetime_to_ms, ms_to_datetime, optional_ms
 from pds._ids import check_collection, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
@@ -139,6 +140,22 @@ class RecordPage:
     records: list[RecordInfo]
     cursor: str | None
     """Pass to ``list(cursor=...)`` for the next page; ``None`` on the last page."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """The stored rows an owner read needs besides the records, fetched in its transaction."""
+
+    batches: dict[bytes, BatchRow]
+    epochs: dict[tuple[str, int], EpochRow | IntegrityError]
+    """Verified epoch rows by (collection, epoch), or why one failed: raised only when it
+    is used, after the record's own checks, so a changed record reports its own reason."""
+
+    def epoch(self, collection: str, epoch: int) -> EpochRow:
+        found = self.epochs[(collection, epoch)]
+        if isinstance(found, IntegrityError):
+            raise found
+        return found
 
 
 class Vault:
@@ -316,12 +333,14 @@ class Vault:
         self._check_epoch(row)
         return row
 
-    def _epoch_secret(self, collection: str, epoch: int) -> bytes:
+    def _epoch_secret(self, collection: str, epoch: int, row: EpochRow | None = None) -> bytes:
+        """The epoch's secret; ``row``, if given, is its verified row (else it is fetched)."""
         keys = self._keys()
         cached = keys.epoch_secrets.get((collection, epoch))
         if cached is not None:
             return cached
-        row = self._epoch_row(collection, epoch)
+        if row is None:
+            row = self._epoch_row(collection, epoch)
         if row.sealed_owner is None:
             raise self._keys_missing()
         try:
@@ -586,12 +605,14 @@ class Vault:
         """
         check_record_id(record_id)
         self._keys()
-        row = self._ctx.backend.latest_record(self.vault_id, record_id)
-        if row is None:
-            raise RecordNotFound("no such record")
-        _check_identity(row, self.vault_id, record_id)
-        self._log_owner_read([row])
-        record = self._open(row, erasable=False)
+        with self._ctx.backend.transaction():
+            row = self._ctx.backend.latest_record(self.vault_id, record_id)
+            if row is None:
+                raise RecordNotFound("no such record")
+            _check_identity(row, self.vault_id, record_id)
+            sources = self._sources([row])
+            self._log_owner_read([row])
+        record = self._open(row, sources, erasable=False)
         if record.deleted:
             raise RecordDeleted("the record was deleted")
         return record
@@ -600,27 +621,49 @@ class Vault:
         """Every version of a record, oldest first, each verified (erased content is None)."""
         check_record_id(record_id)
         self._keys()
-        rows = self._ctx.backend.record_history(self.vault_id, record_id)
-        if not rows:
-            raise RecordNotFound("no such record")
-        for row in rows:
-            _check_identity(row, self.vault_id, record_id)
-        self._log_owner_read(rows)
+        with self._ctx.backend.transaction():
+            rows = self._ctx.backend.record_history(self.vault_id, record_id)
+            if not rows:
+                raise RecordNotFound("no such record")
+            for row in rows:
+                _check_identity(row, self.vault_id, record_id)
+            sources = self._sources(rows)
+            self._log_owner_read(rows)
         # Content may be erased only below a tombstone (a deleted record's old versions).
         last_tombstone = max((row.version for row in rows if row.deleted), default=0)
-        return [self._open(row, erasable=row.version < last_tombstone) for row in rows]
+        return [self._open(row, sources, erasable=row.version < last_tombstone) for row in rows]
 
     def _log_owner_read(self, rows: builtins.list[RecordRow]) -> None:
-        """Log the owner's read, committed before the host share is used (promise 7)."""
-        with self._ctx.backend.transaction():
-            self._log(
-                "owner-read",
-                {
-                    "action": "read",
-                    "collections": sorted({row.collection for row in rows}),
-                    "records": [[row.record_id, row.version] for row in rows],
-                },
-            )
+        """Log the owner's read (inside the caller's transaction, which also fetched
+        everything the read needs: once it commits, opening the records reads nothing
+        more from the store, so the read cannot fail after it was logged)."""
+        self._log(
+            "owner-read",
+            {
+                "action": "read",
+                "collections": sorted({row.collection for row in rows}),
+                "records": [[row.record_id, row.version] for row in rows],
+            },
+        )
+
+    def _sources(self, rows: builtins.list[RecordRow]) -> _Sources:
+        """The batch and verified epoch rows the records need, fetched from the store."""
+        batches: dict[bytes, BatchRow] = {}
+        epochs: dict[tuple[str, int], EpochRow | IntegrityError] = {}
+        for row in rows:
+            batch = batches.get(row.batch_id)
+            if batch is None:
+                batch = self._ctx.backend.get_batch(self.vault_id, row.batch_id)
+                if batch is None:
+                    raise IntegrityError("batch-missing", "the record's batch is missing")
+                batches[row.batch_id] = batch
+            for key in ((row.collection, row.epoch), (batch.collection, batch.epoch)):
+                if key not in epochs:
+                    try:
+                        epochs[key] = self._epoch_row(*key)
+                    except IntegrityError as error:
+                        epochs[key] = error
+        return _Sources(batches, epochs)
 
     def _authorized_writers(self) -> frozenset[bytes]:
         return frozenset({self._row.identity_public})
@@ -652,12 +695,11 @@ class Vault:
         )
         return manifest
 
-    def _open(self, row: RecordRow, *, erasable: bool) -> Record:
-        """Verify one stored record version against its batch and decrypt it."""
+    def _open(self, row: RecordRow, sources: _Sources, *, erasable: bool) -> Record:
+        """Verify one stored record version against its batch and decrypt it (no storage
+        access: ``sources`` holds the rows it needs)."""
         keys = self._keys()
-        batch = self._ctx.backend.get_batch(self.vault_id, row.batch_id)
-        if batch is None:
-            raise IntegrityError("batch-missing", "the record's batch is missing")
+        batch = sources.batches[row.batch_id]
         manifest = self._manifest(batch)
         record_binding = _envelope.binding(
             self.vault_id,
@@ -687,9 +729,9 @@ class Vault:
             not row.deleted
             and row.nonce is not None
             and row.ciphertext is not None
-            and self._epoch_row(row.collection, row.epoch).seal_fields
+            and sources.epoch(row.collection, row.epoch).seal_fields
         ):
-            reader_share = self._reader_share(keys, batch)
+            reader_share = self._reader_share(keys, batch, sources)
             host = self._host_share(batch)
             data = _envelope.open_fields(
                 row.ciphertext,
@@ -701,7 +743,7 @@ class Vault:
                 record_binding,
             )
         elif not row.deleted and row.nonce is not None and row.ciphertext is not None:
-            reader_share = self._reader_share(keys, batch)
+            reader_share = self._reader_share(keys, batch, sources)
             host_share = _envelope.host_share(self._host_share(batch), record_binding)
             key = _envelope.record_key(reader_share, host_share, record_binding)
             content = _envelope.open_record(key, row.nonce, row.ciphertext, record_binding)
@@ -720,13 +762,15 @@ class Vault:
             data=data,
         )
 
-    def _reader_share(self, keys: _owner.OwnerKeys, batch: BatchRow) -> bytes:
+    def _reader_share(self, keys: _owner.OwnerKeys, batch: BatchRow, sources: _Sources) -> bytes:
         cached: bytes | None = keys.reader_shares.get(batch.batch_id)
         if cached is not None:
             return cached
         if batch.sealed_reader is None:
             raise self._keys_missing()
-        secret = self._epoch_secret(batch.collection, batch.epoch)
+        secret = self._epoch_secret(
+            batch.collection, batch.epoch, sources.epoch(batch.collection, batch.epoch)
+        )
         try:
             share = _crypto.unseal(batch.sealed_reader, secret)
         except _crypto.AuthenticationFailed:
@@ -1061,12 +1105,13 @@ class Vault:
         lifetime = int(max_token_lifetime.total_seconds() * 1000)
         if lifetime <= 0:
             raise FormatError("the maximum token lifetime must be positive")
+        policy = _codec.encode({"max_token_lifetime_ms": lifetime})
         with self._ctx.backend.transaction():
-            self._refresh()
-            self._ctx.backend.set_policy(
-                self.vault_id, _codec.encode({"max_token_lifetime_ms": lifetime})
-            )
-        self._refresh()
+            row = self._refresh()
+            self._ctx.backend.set_policy(self.vault_id, policy)
+        # Only once committed, and without reading the store again (a failed read here
+        # would report a failure for a change that was made).
+        self._row = dataclasses.replace(row, policy=policy)
 
     # -- the access log
 
@@ -1091,6 +1136,8 @@ class Vault:
             owner_x25519_public=_serve.owner_public_x25519(self._row),
             rng=self._ctx.rng,
         )
+        if _faults.SEAM.armed:
+            _faults.point(f"{kind}: log entry written, head not signed")
         if self._owner is not None:
             size = index + 1
             checkpoint = Checkpoint.sign(

@@ -417,7 +417,9 @@ class Delivery(Exception):
 def undelivered(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     entered: list[int] = []
 
-    def crash(self: _serve.Host, invocation: Any, row: Any, selection: Any, access: int) -> Any:
+    def crash(
+        self: _serve.Host, invocation: Any, row: Any, selection: Any, batches: Any, access: int
+    ) -> Any:
         entered.append(access)
         raise Delivery("lost after commit")
 

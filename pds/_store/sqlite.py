@@ -14,19 +14,21 @@ import functools
 import sqlite3
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlite_utils
 
+from pds import _faults
 from pds.errors import (
     NotAStore,
     SchemaTooNew,
     StoreBusy,
     StoreCorrupt,
     StoreError,
+    StoreFull,
     StoreReadOnly,
 )
 
@@ -58,7 +60,7 @@ def _translate(exc: sqlite3.Error) -> StoreError | NotAStore:
     if name.startswith("SQLITE_READONLY") or "readonly" in text:
         return StoreReadOnly("the store is read-only")
     if name.startswith("SQLITE_FULL") or "full" in text:
-        return StoreReadOnly("the store's disk or size limit is full")
+        return StoreFull("the store's disk or size limit is full")
     if name.startswith("SQLITE_NOTADB") or "not a database" in text:
         return NotAStore("not a pds store (not an SQLite database)")
     if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
@@ -347,11 +349,26 @@ class SQLiteBackend:
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         try:
-            return _Cursor(self._conn.execute(sql, params))
+            if _faults.SEAM.armed:
+                _faults.storage_call("execute")
+            cursor = _Cursor(self._conn.execute(sql, params))
         except sqlite3.Error as exc:
             raise _translate(exc) from None
         except UnicodeDecodeError:
             raise StoreCorrupt("a stored text value is not UTF-8") from None
+        if _faults.SEAM.armed:
+            _faults.point("executed")
+        return cursor
+
+    def _executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        try:
+            if _faults.SEAM.armed:
+                _faults.storage_call("executemany")
+            self._conn.executemany(sql, params)
+        except sqlite3.Error as exc:
+            raise _translate(exc) from None
+        if _faults.SEAM.armed:
+            _faults.point("executed")
 
     def _configure(self, synchronous: Synchronous) -> None:
         mode = self._execute("PRAGMA journal_mode=WAL").fetchone()
@@ -420,11 +437,15 @@ class SQLiteBackend:
             raise
         self._depth = 0
         try:
+            if _faults.SEAM.armed:
+                _faults.storage_call("commit")
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             raise _translate(exc) from None
+        if _faults.SEAM.armed:
+            _faults.point("committed")
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -620,36 +641,33 @@ class SQLiteBackend:
 
     def insert_records(self, rows: Sequence[RecordRow]) -> None:
         updates = [(row.vault_id, row.record_id) for row in rows if row.version > 1]
-        try:
-            if updates:
-                self._conn.executemany(
-                    "UPDATE records SET current = 0 "
-                    "WHERE vault_id = ? AND record_id = ? AND current = 1",
-                    updates,
-                )
-            self._conn.executemany(
-                "INSERT INTO records (vault_id, record_id, version, collection, created_at, "
-                "epoch, batch_id, deleted, current, size, nonce, ciphertext) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-                [
-                    (
-                        row.vault_id,
-                        row.record_id,
-                        row.version,
-                        row.collection,
-                        row.created_at,
-                        row.epoch,
-                        row.batch_id,
-                        int(row.deleted),
-                        len(row.ciphertext or b""),
-                        row.nonce,
-                        row.ciphertext,
-                    )
-                    for row in rows
-                ],
+        if updates:
+            self._executemany(
+                "UPDATE records SET current = 0 "
+                "WHERE vault_id = ? AND record_id = ? AND current = 1",
+                updates,
             )
-        except sqlite3.Error as exc:
-            raise _translate(exc) from None
+        self._executemany(
+            "INSERT INTO records (vault_id, record_id, version, collection, created_at, "
+            "epoch, batch_id, deleted, current, size, nonce, ciphertext) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+            [
+                (
+                    row.vault_id,
+                    row.record_id,
+                    row.version,
+                    row.collection,
+                    row.created_at,
+                    row.epoch,
+                    row.batch_id,
+                    int(row.deleted),
+                    len(row.ciphertext or b""),
+                    row.nonce,
+                    row.ciphertext,
+                )
+                for row in rows
+            ],
+        )
 
     def latest_versions(
         self, vault_id: str, record_ids: Sequence[str]
@@ -808,14 +826,11 @@ class SQLiteBackend:
         yield from (_typed(LinkRow, row) for row in self._iterate(cursor))
 
     def insert_link_keys(self, rows: Sequence[LinkKeyRow]) -> None:
-        try:
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO link_keys (link_id, collection, epoch, sealed) "
-                "VALUES (?, ?, ?, ?)",
-                [(r.link_id, r.collection, r.epoch, r.sealed) for r in rows],
-            )
-        except sqlite3.Error as exc:
-            raise _translate(exc) from None
+        self._executemany(
+            "INSERT OR IGNORE INTO link_keys (link_id, collection, epoch, sealed) "
+            "VALUES (?, ?, ?, ?)",
+            [(r.link_id, r.collection, r.epoch, r.sealed) for r in rows],
+        )
 
     def link_keys(self, link_id: bytes) -> list[LinkKeyRow]:
         rows = self._execute(
@@ -859,14 +874,11 @@ class SQLiteBackend:
         return {row[0]: int(row[1]) for row in rows}
 
     def add_uses(self, link_ids: Sequence[bytes]) -> None:
-        try:
-            self._conn.executemany(
-                "INSERT INTO link_uses (link_id, count) VALUES (?, 1) "
-                "ON CONFLICT (link_id) DO UPDATE SET count = count + 1",
-                [(link_id,) for link_id in link_ids],
-            )
-        except sqlite3.Error as exc:
-            raise _translate(exc) from None
+        self._executemany(
+            "INSERT INTO link_uses (link_id, count) VALUES (?, 1) "
+            "ON CONFLICT (link_id) DO UPDATE SET count = count + 1",
+            [(link_id,) for link_id in link_ids],
+        )
 
     def remember_nonce(self, vault_id: str, nonce: bytes, time: int) -> bool:
         cursor = self._execute(
@@ -892,17 +904,14 @@ class SQLiteBackend:
         entry: bytes,
         nodes: Sequence[tuple[int, int, bytes]],
     ) -> None:
-        try:
-            self._conn.execute(
-                "INSERT INTO log_entries (vault_id, idx, time, entry) VALUES (?, ?, ?, ?)",
-                (vault_id, index, time, entry),
-            )
-            self._conn.executemany(
-                "INSERT INTO log_nodes (vault_id, level, idx, hash) VALUES (?, ?, ?, ?)",
-                [(vault_id, level, idx, digest) for level, idx, digest in nodes],
-            )
-        except sqlite3.Error as exc:
-            raise _translate(exc) from None
+        self._execute(
+            "INSERT INTO log_entries (vault_id, idx, time, entry) VALUES (?, ?, ?, ?)",
+            (vault_id, index, time, entry),
+        )
+        self._executemany(
+            "INSERT INTO log_nodes (vault_id, level, idx, hash) VALUES (?, ?, ?, ?)",
+            [(vault_id, level, idx, digest) for level, idx, digest in nodes],
+        )
 
     def log_node(self, vault_id: str, level: int, index: int) -> bytes | None:
         row = self._execute(
