@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import base58
 import nacl.bindings as sodium
@@ -75,6 +75,8 @@ def derive(key: bytes, label: bytes, message: bytes = b"") -> bytes:
 
 
 def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    if len(key) != KEY_SIZE or len(nonce) != NONCE_SIZE:
+        raise FormatError("XChaCha20-Poly1305 takes a 32-byte key and a 24-byte nonce")
     return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, associated_data, nonce, key)
 
 
@@ -137,18 +139,26 @@ def _signing_input(label: bytes, message: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)
 class SigningKey:
-    """An Ed25519 private key. Its repr never shows the secret."""
+    """An Ed25519 private key. Its repr never shows the secret.
+
+    Built from the seed alone: the public key is always derived from it, never passed in
+    (a signer that accepts a separate public key leaks the secret scalar when the same
+    message is signed under two public keys)."""
 
     seed: bytes
-    public: bytes
-    _expanded: bytes
+    public: bytes = field(init=False)
+    _expanded: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        if type(self.seed) is not bytes or len(self.seed) != KEY_SIZE:
+            raise FormatError("an Ed25519 seed is 32 bytes")
+        public, expanded = sodium.crypto_sign_seed_keypair(self.seed)
+        object.__setattr__(self, "public", public)
+        object.__setattr__(self, "_expanded", expanded)
 
     @classmethod
     def from_seed(cls, seed: bytes) -> SigningKey:
-        if len(seed) != KEY_SIZE:
-            raise FormatError("an Ed25519 seed is 32 bytes")
-        public, expanded = sodium.crypto_sign_seed_keypair(seed)
-        return cls(seed, public, expanded)
+        return cls(seed)
 
     @classmethod
     def generate(cls, rng: Rng) -> SigningKey:

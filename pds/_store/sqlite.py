@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import secrets
 import sqlite3
 import types
 import typing
@@ -45,6 +46,8 @@ from .base import (
 
 SCHEMA_VERSION = 2
 STORE_FORMAT = "pds-store"
+STORE_ID = "store_id"
+COMMITS = "commits"
 
 Synchronous = Literal["full", "normal"]
 T = TypeVar("T")
@@ -70,6 +73,52 @@ def _translate(exc: sqlite3.Error) -> StoreError | NotAStore:
     if name.startswith("SQLITE_IOERR") or "disk i/o" in text:
         return StoreError("input/output error in the store")
     return StoreError(f"storage failure ({name or type(exc).__name__})")
+
+
+def _check_wal_owner(path: Path) -> None:
+    """Refuse a write-ahead log that belongs to another database, before anything could
+    copy it into this one.
+
+    SQLite replays any well-formed ``-wal`` beside a database, whichever database wrote
+    it. Every pds commit rewrites the meta page (see ``transaction``), so a log written by
+    this store shows this store's id; one written by another shows another id. Both views
+    are read-only connections, which never checkpoint: nothing is changed either way.
+    """
+    wal = Path(f"{path}-wal")
+    try:
+        if not path.exists() or wal.stat().st_size == 0:
+            return
+    except FileNotFoundError:
+        return
+    in_file = _probe_store_id(f"file:{path}?immutable=1")
+    if in_file is None:
+        return  # no id in the file yet (a store older than the check, or never checkpointed)
+    try:
+        in_wal = _probe_store_id(f"file:{path}?mode=ro")
+    except sqlite3.OperationalError as exc:
+        if isinstance(_translate(exc), StoreBusy):
+            return  # another process is recovering the log: it is this store's
+        in_wal = None
+    if in_wal != in_file:
+        raise StoreCorrupt(
+            "the write-ahead log beside the store (-wal) belongs to another database; "
+            "move it away (and its -shm) to open the store as last checkpointed"
+        )
+
+
+def _probe_store_id(uri: str) -> str | None:
+    """The store id a read-only view shows; ``None`` if it shows no pds meta table.
+    Raises ``sqlite3.OperationalError`` if the database stayed busy."""
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (STORE_ID,)).fetchone()
+    except sqlite3.OperationalError as exc:
+        if isinstance(_translate(exc), StoreBusy):
+            raise
+        return None
+    except (sqlite3.Error, UnicodeDecodeError):
+        return None
+    return None if row is None else str(row[0])
 
 
 def _migrate_to_1(db: sqlite_utils.Database) -> None:
@@ -324,6 +373,8 @@ class SQLiteBackend:
             raise StoreError(f"no store at {path}")
         self.is_new = False
         self._depth = 0
+        self._changes = 0
+        _check_wal_owner(path)
         try:
             self._conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
@@ -335,6 +386,13 @@ class SQLiteBackend:
             if pending is not None:
                 self._migrate(pending)
                 self.is_new = pending == 0
+            if self.get_meta(STORE_ID) is None or self.get_meta(COMMITS) is None:
+                # Stores made before the write-ahead log check get their id now.
+                with self.transaction():
+                    if self.get_meta(STORE_ID) is None:
+                        self.set_meta(STORE_ID, secrets.token_hex(16))
+                    if self.get_meta(COMMITS) is None:
+                        self.set_meta(COMMITS, "0")
         except BaseException:
             self._conn.close()
             raise
@@ -427,8 +485,15 @@ class SQLiteBackend:
             return
         self._execute("BEGIN IMMEDIATE")
         self._depth = 1
+        changes = self._conn.total_changes
         try:
             yield
+            if self._conn.total_changes != changes:
+                # Every commit rewrites the meta page, so the write-ahead log always holds
+                # this store's id: a -wal copied beside another store is recognised.
+                self._execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = ?", (COMMITS,)
+                )
         except BaseException:
             self._depth = 0
             # The transaction may already be gone (SQLite rolls back on some errors itself).
