@@ -40,12 +40,17 @@ class Context:
 def call_provider(operation: Callable[[], bytes]) -> bytes:
     """Run a key provider call; anything it raises that is not a pds error is reported as
     ``KeyProviderError`` without its message, which could hold key material."""
+    failed: str | None = None
     try:
         result = operation()
     except PDSError:
         raise
     except Exception as exc:
-        raise KeyProviderError(f"key provider failed ({type(exc).__name__})") from None
+        failed = type(exc).__name__
+    if failed is not None:
+        # Raised outside the handler: the provider's exception is not even kept as the
+        # suppressed ``__context__``, where a tool that ignores suppression would show it.
+        raise KeyProviderError(f"key provider failed ({failed})")
     if not isinstance(result, bytes):
         raise KeyProviderError("key provider returned a non-bytes value")
     return result

@@ -150,21 +150,16 @@ def scan(haystack: bytes, needles: dict[str, list[bytes]]) -> list[str]:
 
 
 def displayed_exception_text(exc: BaseException) -> str:
-    """``str``, ``repr`` and args of the exception and of every exception Python would
-    print with it (``__cause__``, and ``__context__`` unless suppressed), and the
-    formatted traceback."""
+    """``str``, ``repr`` and args of the exception and of every exception chained to it
+    (``__cause__``, and ``__context__`` even where suppressed: a tool that ignores the
+    suppression shows it), and the formatted traceback."""
     parts: list[str] = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         parts += [str(current), repr(current), *map(repr, current.args)]
-        if current.__cause__ is not None:
-            current = current.__cause__
-        elif not current.__suppress_context__:
-            current = current.__context__
-        else:
-            current = None
+        current = current.__cause__ or current.__context__
     parts += traceback.format_exception(exc)
     return "\n".join(parts)
 
