@@ -88,6 +88,9 @@ _LINK_KEYS = frozenset(
 )
 _MAX_ITEMS = 64
 _MAX_TEXT = 256
+MAX_KEYS = 4 * _MAX_ITEMS
+"""Epoch secrets one link may carry; the rest of a scope's epochs reach the holder through
+the host (``link_keys``, returned in responses)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +384,7 @@ def _parse_link(payload: Any, signature: Any) -> Link:
     if not isinstance(salt, bytes) or len(salt) != 16:
         raise _fail("salt must be 16 bytes")
     keys_value = doc["keys"]
-    if not isinstance(keys_value, list) or len(keys_value) > 4 * _MAX_ITEMS:
+    if not isinstance(keys_value, list) or len(keys_value) > MAX_KEYS:
         raise _fail("keys must be a list")
     keys: list[SealedKey] = []
     for entry in keys_value:
@@ -429,6 +432,19 @@ def _parse_unverified_token(data: bytes) -> Token:
 
 
 # -- narrowing ---------------------------------------------------------------------------
+
+
+def carried_epochs(
+    epochs: Iterable[tuple[str, int]],
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Split a scope's ``(collection, epoch)`` pairs into those a link carries (at most
+    ``MAX_KEYS``, the newest of each collection first, in link order) and the older rest."""
+    pairs = sorted(set(epochs))
+    newest: dict[str, int] = {}
+    for collection, epoch in pairs:
+        newest[collection] = max(epoch, newest.get(collection, epoch))
+    by_age = sorted(pairs, key=lambda pair: (newest[pair[0]] - pair[1], pair))
+    return sorted(by_age[:MAX_KEYS]), sorted(by_age[MAX_KEYS:])
 
 
 def collection_allowed(patterns: Iterable[str], collection: str) -> bool:

@@ -21,6 +21,7 @@ from pds.capability import (
     Caveats,
     SealedKey,
     Token,
+    carried_epochs,
     check_narrowing,
     collection_allowed,
     make_link,
@@ -366,12 +367,18 @@ class Grantee:
             caveats = replace(caveats, abilities=caveats.abilities - {"delegate"})
         check_narrowing(caveats, base)
         recipient = _crypto.ed25519_to_x25519(audience)
+        known = {**self._learned.get(parsed.link_id, {}), **self.epoch_secrets(parsed)}
+        # A link carries at most MAX_KEYS epochs (the newest); older ones in scope reach
+        # the delegate once the owner shares them (``Vault.share_keys``): until then its
+        # reads list those records as pending.
+        carried, _ = carried_epochs(
+            pair for pair in known if collection_allowed(caveats.collections, pair[0])
+        )
         keys = [
-            SealedKey(collection, epoch, _crypto.seal(secret, recipient, self._rng))
-            for (collection, epoch), secret in sorted(
-                {**self._learned.get(parsed.link_id, {}), **self.epoch_secrets(parsed)}.items()
+            SealedKey(
+                collection, epoch, _crypto.seal(known[collection, epoch], recipient, self._rng)
             )
-            if collection_allowed(caveats.collections, collection)
+            for collection, epoch in carried
         ]
         link = make_link(
             signer=self._key,

@@ -912,16 +912,18 @@ class Vault:
                 raise LifetimeExceeded("the grant is longer than the vault's policy allows")
             if fields is not None:
                 self._check_field_sealed(caveats.collections)
-            sealed = [
-                capability.SealedKey(
-                    epoch.collection,
-                    epoch.epoch,
-                    _crypto.seal(
-                        self._epoch_secret(epoch.collection, epoch.epoch), recipient, self._ctx.rng
-                    ),
-                )
+            carried, older = capability.carried_epochs(
+                (epoch.collection, epoch.epoch)
                 for epoch in self._ctx.backend.iter_epochs(self.vault_id)
                 if capability.collection_allowed(caveats.collections, epoch.collection)
+            )
+            sealed = [
+                capability.SealedKey(
+                    collection,
+                    epoch,
+                    _crypto.seal(self._epoch_secret(collection, epoch), recipient, self._ctx.rng),
+                )
+                for collection, epoch in carried
             ]
             link = capability.make_link(
                 signer=keys.identity,
@@ -948,6 +950,11 @@ class Vault:
                     ),
                 )
             )
+            # Epochs beyond what a link carries reach the holder with its responses.
+            for collection, epoch in older:
+                _serve.seal_to_link(
+                    self._ctx, link, collection, epoch, self._epoch_secret(collection, epoch)
+                )
             self._log(
                 "grant",
                 {

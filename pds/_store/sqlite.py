@@ -373,7 +373,7 @@ class SQLiteBackend:
             raise StoreError(f"no store at {path}")
         self.is_new = False
         self._depth = 0
-        self._changes = 0
+        self._busy_ms = int(busy_timeout * 1000)
         _check_wal_owner(path)
         try:
             self._conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
@@ -531,10 +531,15 @@ class SQLiteBackend:
         self._conn.close()
 
     def checkpoint(self) -> None:
-        """Copy the WAL into the database and truncate it (best effort if readers hold it)."""
-        # Another connection may hold the WAL; SQLite then checkpoints it later.
+        """Copy the WAL into the database and truncate it, if no reader holds an older
+        snapshot; otherwise SQLite checkpoints it later. Never waits: a waiting TRUNCATE
+        checkpoint holds the write lock, and every writer would wait with it."""
         with contextlib.suppress(sqlite3.Error):
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     def integrity_check(self) -> list[str]:
         return [row[0] for row in self._execute("PRAGMA integrity_check")]
