@@ -397,6 +397,7 @@ def test_a_crash_at_every_point_leaves_the_operation_whole_or_absent(
             # No crash point left: the operation completed; it must be there.
             assert applied(world)
             _check_store(world, name)
+            print(f"{operation}: completed after {k - 1} crash points")
             break
         # A crash while recovering from the crash, at a point that moves with k.
         assert not _in_child(1 + (k - 1) % reopen_points, _reopen(world, name))
