@@ -48,6 +48,8 @@ SCHEMA_VERSION = 2
 STORE_FORMAT = "pds-store"
 STORE_ID = "store_id"
 COMMITS = "commits"
+_IN_CHUNK = 500
+"""Ids per ``IN (...)`` query: well under SQLite's bound-parameter limit."""
 
 Synchronous = Literal["full", "normal"]
 T = TypeVar("T")
@@ -743,14 +745,17 @@ class SQLiteBackend:
         self, vault_id: str, record_ids: Sequence[str]
     ) -> dict[str, tuple[int, str]]:
         result: dict[str, tuple[int, str]] = {}
-        for record_id in record_ids:
-            row = self._execute(
-                "SELECT version, collection FROM records WHERE vault_id = ? AND record_id = ? "
-                "ORDER BY version DESC LIMIT 1",
-                (vault_id, record_id),
-            ).fetchone()
-            if row is not None:
-                result[record_id] = (int(row[0]), str(row[1]))
+        for start in range(0, len(record_ids), _IN_CHUNK):
+            chunk = list(record_ids[start : start + _IN_CHUNK])
+            marks = ", ".join("?" * len(chunk))
+            # SQLite takes the bare column (collection) from the row holding the MAX.
+            rows = self._execute(
+                "SELECT record_id, MAX(version), collection FROM records "
+                f"WHERE vault_id = ? AND record_id IN ({marks}) GROUP BY record_id",
+                [vault_id, *chunk],
+            ).fetchall()
+            for record_id, version, collection in rows:
+                result[str(record_id)] = (int(version), str(collection))
         return result
 
     def latest_record(self, vault_id: str, record_id: str) -> RecordRow | None:
@@ -841,8 +846,8 @@ class SQLiteBackend:
     def get_records(self, vault_id: str, record_ids: Sequence[str]) -> list[RecordRow]:
         latest: dict[str, RecordRow] = {}
         unique = list(dict.fromkeys(record_ids))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
             rows = self._execute(
                 f"SELECT {_RECORD_COLUMNS} FROM records WHERE vault_id = ? "
