@@ -152,6 +152,54 @@ def is_version(value: Any, expected: int) -> bool:
     return type(value) is int and value == expected
 
 
+def decode_typed(data: bytes, *, max_size: int) -> Any:
+    """Decode canonical msgpack for a parser that checks the rest itself: the exact sorted
+    key list of every map (``has_keys``) and the type of every value, floats refused.
+
+    This is ``decode`` without its Python hooks and tree walk (the parsers of tokens and
+    invocations, the hottest path, visit every value anyway): msgpack's C decoder bounds
+    the nesting, and a plain re-encode in C reproduces the input only if every encoding
+    was minimal and no map key repeated. Raises ``FormatError``."""
+    if type(data) is not bytes:
+        raise FormatError("expected bytes")
+    if len(data) > max_size:
+        raise FormatError("document too large")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_reject_ext,
+            max_bin_len=max_size,
+            max_str_len=max_size,
+            max_array_len=max_size,
+            max_map_len=max_size,
+            max_ext_len=0,
+        )
+        canonical = msgpack.packb(value, use_bin_type=True, use_single_float=False)
+    except FormatError:
+        raise
+    except (
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+        OverflowError,
+        ValueError,
+        TypeError,
+        RecursionError,
+    ) as exc:
+        raise FormatError("not a valid msgpack document") from exc
+    if canonical != data:
+        raise FormatError("not in canonical form")
+    return value
+
+
+def has_keys(value: Any, keys: tuple[str, ...]) -> bool:
+    """Whether ``value`` is a map whose keys are exactly ``keys``, in that (sorted) order:
+    with ``decode_typed``, the canonical key order of a fixed-schema map."""
+    return type(value) is dict and tuple(value) == keys
+
+
 def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = False) -> Any:
     """Decode canonical msgpack strictly. Raises ``FormatError`` on anything non-canonical
     (and, with ``json_only``, on binary values)."""

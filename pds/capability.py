@@ -86,6 +86,7 @@ _LINK_KEYS = frozenset(
         "salt",
     }
 )
+_LINK_KEY_ORDER = tuple(sorted(_LINK_KEYS))
 _MAX_ITEMS = 64
 _MAX_TEXT = 256
 MAX_KEYS = 4 * _MAX_ITEMS
@@ -365,7 +366,7 @@ def _parse_link(payload: Any, signature: Any) -> Link:
     if len(signature) != _crypto.SIGNATURE_SIZE:
         raise _fail("a signature is 64 bytes")
     try:
-        doc = _codec.decode(payload, max_size=MAX_TOKEN_BYTES)
+        doc = _codec.decode_typed(payload, max_size=MAX_TOKEN_BYTES)
     except FormatError:
         raise _fail("a link payload is not canonical msgpack") from None
     if not isinstance(doc, dict):
@@ -374,6 +375,9 @@ def _parse_link(payload: Any, signature: Any) -> Link:
         raise _fail("unknown caveat", "unknown-caveat")
     if set(doc) != _LINK_KEYS:
         raise _fail("a link is missing a field")
+    # decode_typed leaves the key order to us; every value is type-checked below.
+    if not _codec.has_keys(doc, _LINK_KEY_ORDER):
+        raise _fail("a link payload is not canonical msgpack")
     if not _codec.is_version(doc["v"], TOKEN_VERSION):
         raise _fail("unsupported link version", "version")
     vault_id = _text(doc["vault"], "vault")
@@ -413,11 +417,13 @@ def _parse_unverified_token(data: bytes) -> Token:
     if not isinstance(data, bytes) or len(data) > MAX_TOKEN_BYTES:
         raise _fail("a token is at most 64 KiB of bytes")
     try:
-        doc = _codec.decode(data, max_size=MAX_TOKEN_BYTES)
+        doc = _codec.decode_typed(data, max_size=MAX_TOKEN_BYTES)
     except FormatError:
         raise _fail("a token is not canonical msgpack") from None
     if not isinstance(doc, dict) or set(doc) != {"v", "links"}:
         raise _fail("a token is a map of v and links")
+    if not _codec.has_keys(doc, ("links", "v")):
+        raise _fail("a token is not canonical msgpack")
     if not _codec.is_version(doc["v"], TOKEN_VERSION):
         raise _fail("unsupported token version", "version")
     links = doc["links"]

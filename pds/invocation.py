@@ -45,6 +45,8 @@ _BODY_KEYS = frozenset(
     }
 )
 _ARG_KEYS = frozenset({"collection", "records", "since", "until", "limit", "cursor"})
+_BODY_KEY_ORDER = tuple(sorted(_BODY_KEYS))
+_ARG_KEY_ORDER = tuple(sorted(_ARG_KEYS))
 
 
 def _fail(message: str, reason: str = "malformed") -> MalformedToken:
@@ -104,9 +106,12 @@ class Invocation:
         if not isinstance(data, bytes) or len(data) > MAX_INVOCATION_BYTES:
             raise _fail("an invocation is at most 128 KiB")
         try:
-            outer = _codec.decode(data, max_size=MAX_INVOCATION_BYTES)
+            # decode_typed: every map's key order and every value are checked here.
+            outer = _codec.decode_typed(data, max_size=MAX_INVOCATION_BYTES)
             if not isinstance(outer, dict) or set(outer) != {"v", "body", "sig"}:
                 raise _fail("an invocation is a map of v, body and sig")
+            if not _codec.has_keys(outer, ("body", "sig", "v")):
+                raise _fail("an invocation is not canonical msgpack")
             if not _codec.is_version(outer["v"], INVOCATION_VERSION):
                 raise _fail("unsupported invocation version", "version")
             body, signature = outer["body"], outer["sig"]
@@ -114,7 +119,7 @@ class Invocation:
                 raise _fail("body and sig are bytes")
             if len(signature) != _crypto.SIGNATURE_SIZE:
                 raise _fail("a signature is 64 bytes")
-            doc = _codec.decode(body, max_size=MAX_INVOCATION_BYTES)
+            doc = _codec.decode_typed(body, max_size=MAX_INVOCATION_BYTES)
         except MalformedToken:
             raise
         except FormatError:
@@ -132,11 +137,13 @@ def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
     args = doc["args"]
     if not isinstance(args, dict) or set(args) != _ARG_KEYS:
         raise _fail("invocation arguments are collection, records, since, until, limit, cursor")
+    if not (_codec.has_keys(doc, _BODY_KEY_ORDER) and _codec.has_keys(args, _ARG_KEY_ORDER)):
+        raise _fail("an invocation body is not canonical msgpack")
     if not isinstance(doc["token"], bytes):
         raise _fail("the token is bytes")
     token = Token.from_bytes(doc["token"])
     action = doc["action"]
-    if action not in ACTIONS:
+    if type(action) is not str or action not in ACTIONS:
         raise _fail("unknown action", "unknown-caveat")
     checks = (
         isinstance(doc["vault"], str),

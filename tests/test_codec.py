@@ -8,6 +8,7 @@ every other input.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from typing import Any
@@ -336,3 +337,101 @@ def test_mutated_encodings_raise_only_format_error(value: Any, data: st.DataObje
         position = data.draw(st.integers(0, len(encoded) - 1))
         encoded[position] ^= data.draw(st.integers(1, 255))
     decode_or_format_error(bytes(encoded))
+
+
+# -- decode_typed: the hot-path decoder of tokens and invocations ----------------------
+#
+# It leaves two checks to its callers, whose parsers type every value: the key order of
+# each map (``has_keys``) and non-finite floats (no float is a valid token value). Every
+# other refusal of ``decode`` holds for it too.
+
+
+def _typed(raw: bytes) -> Any:
+    return _codec.decode_typed(raw, max_size=1 << 20)
+
+
+@given(any_values)
+def test_typed_round_trip(value: Any) -> None:
+    assert _typed(_codec.encode(value)) == value
+
+
+@given(any_values, st.binary(min_size=1, max_size=16))
+def test_typed_refuses_trailing_bytes(value: Any, extra: bytes) -> None:
+    with pytest.raises(FormatError):
+        _typed(_codec.encode(value) + extra)
+
+
+@given(any_values, st.data())
+def test_typed_refuses_truncated_encodings(value: Any, data: st.DataObject) -> None:
+    encoded = _codec.encode(value)
+    with pytest.raises(FormatError):
+        _typed(encoded[: data.draw(st.integers(0, len(encoded) - 1))])
+
+
+@given(st.text(max_size=10), json_values, json_values)
+def test_typed_refuses_duplicate_keys(key: str, first: Any, second: Any) -> None:
+    packed_key = msgpack.packb(key)
+    raw = b"\x82" + packed_key + _codec.encode(first) + packed_key + _codec.encode(second)
+    with pytest.raises(FormatError):
+        _typed(raw)
+
+
+@given(st.lists(st.text(max_size=8), min_size=2, max_size=6, unique=True))
+def test_typed_leaves_key_order_to_has_keys(keys: list[str]) -> None:
+    ordered = tuple(sorted(keys, key=lambda k: k.encode("utf-8")))
+    unsorted = ordered[::-1]
+    raw = bytes([0x80 | len(keys)]) + b"".join(msgpack.packb(k) + b"\x00" for k in unsorted)
+    decoded = _typed(raw)
+    assert not _codec.has_keys(decoded, ordered)
+    assert _codec.has_keys(decoded, unsorted)
+    assert not _codec.has_keys(list(decoded), unsorted)
+
+
+@given(st.data())
+def test_typed_refuses_non_minimal_integers(data: st.DataObject) -> None:
+    prefix, fmt, low, high = data.draw(st.sampled_from(_INT_FORMATS))
+    value = data.draw(st.integers(low, high))
+    raw = prefix + struct.pack(fmt, value)
+    if _codec.encode(value) == raw:
+        assert _typed(raw) == value
+    else:
+        with pytest.raises(FormatError):
+            _typed(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xd9\x01a",  # str 8 for a 1-byte string
+        b"\xdc\x00\x01\x01",  # array 16 for one item
+        b"\xca\x3f\x80\x00\x00",  # float32
+        b"\xd4\x01\x00",  # fixext 1
+        b"\xc1",  # never used
+        b"\xa2\xff\xfe",  # invalid UTF-8 text
+        b"\x81\x01\x02",  # integer map key
+        b"\x91" * 100_000 + b"\x00",  # nesting beyond msgpack's own bound
+        b"\xdd\x03\xff\xff\xff",  # huge declared length
+        b"",
+    ],
+    ids=repr,
+)
+def test_typed_refuses_invalid_documents(raw: bytes) -> None:
+    with pytest.raises(FormatError):
+        _typed(raw)
+
+
+def test_typed_size_limit_and_input_type() -> None:
+    encoded = _codec.encode("x" * 100)
+    with pytest.raises(FormatError):
+        _codec.decode_typed(encoded, max_size=len(encoded) - 1)
+    for wrong in ("text", 5, None, bytearray(b"\x01")):
+        with pytest.raises(FormatError):
+            _codec.decode_typed(wrong, max_size=100)  # type: ignore[arg-type]
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=64))
+def test_typed_random_bytes_raise_only_format_error(raw: bytes) -> None:
+    # Any other exception type fails the test.
+    with contextlib.suppress(FormatError):
+        _typed(raw)

@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import pytest
 
 import pds
 from pds import _codec
+from pds import invocation as invocation_mod
 from pds.capability import CLOCK_SKEW_MS, make_link
 from pds.errors import (
     BudgetExhausted,
@@ -38,7 +40,7 @@ from pds.errors import (
     WrongHolder,
     WrongVault,
 )
-from pds.invocation import FRESHNESS_MS, Invocation
+from pds.invocation import FRESHNESS_MS, INVOCATION_SIGNATURE_LABEL, Invocation
 from pds.keys import SymmetricKey
 
 if TYPE_CHECKING:
@@ -537,6 +539,41 @@ def test_requests_outside_the_granted_scope_are_refused(
     assert refusals(world.vault) == [reason for _, _, reason in cases]
     assert len(grantee.read(world.store, list_only, action="list").records) == 1
     assert len(grantee.read(world.store, read_only, collection="tax/a").records) == 1
+
+
+def _resigned(invocation: bytes, holder: pds.PrincipalKey, body: bytes) -> bytes:
+    """``invocation`` with its body replaced by ``body``, signed by the holder."""
+    assert _codec.decode(invocation)["body"]
+    return invocation_mod.wire(body, holder._key.sign(INVOCATION_SIGNATURE_LABEL, body))
+
+
+def test_a_well_signed_body_with_its_keys_out_of_order_is_refused(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency)
+    genuine = forge_invocation(token, agency, time_ms=world.clock.ms)
+    doc = _codec.decode(_codec.decode(genuine)["body"])
+    for body in (
+        msgpack.packb(dict(reversed(doc.items())), use_bin_type=True),
+        msgpack.packb({**doc, "args": dict(reversed(doc["args"].items()))}, use_bin_type=True),
+    ):
+        assert sorted(_codec.decode_typed(body, max_size=1 << 16)) == sorted(doc)
+        with pytest.raises(MalformedToken):
+            world.store.serve(_resigned(genuine, agency, body))
+    world.store.serve(genuine)
+
+
+@pytest.mark.parametrize("action", [[], ["read"], {"read": 1}, 1, None, b"read"], ids=repr)
+def test_a_well_signed_body_with_a_non_text_action_is_refused(
+    world: World, agency: pds.PrincipalKey, action: Any
+) -> None:
+    token = grant(world, agency)
+    genuine = forge_invocation(token, agency, time_ms=world.clock.ms)
+    doc = _codec.decode(_codec.decode(genuine)["body"])
+    body = _codec.encode({**doc, "action": action})
+    with pytest.raises(MalformedToken):
+        world.store.serve(_resigned(genuine, agency, body))
 
 
 def test_a_token_for_another_vault_is_refused(world: World, agency: pds.PrincipalKey) -> None:
