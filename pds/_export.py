@@ -194,6 +194,11 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                     }
                 )
                 counts["link_keys"] += 1
+            used = backend.use_counts([link.link_id]).get(link.link_id, 0) if link.uses else 0
+            if used:
+                # The budget spent so far travels with the link: an import must not
+                # hand a spent token a fresh budget.
+                out.frame({"t": "link_use", "link": link.link_id, "used": used})
         for revocation in backend.iter_revocations(row.vault_id):
             out.frame(
                 {
@@ -329,6 +334,7 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "epoch": (int,),
         "sealed": (bytes,),
     },
+    "link_use": {"t": (str,), "link": (bytes,), "used": (int,)},
     "revocation": {
         "t": (str,),
         "link": (bytes,),
@@ -585,8 +591,9 @@ def _import_tail(
     frame (which must be ``end``)."""
     backend = ctx.backend
     vault_id = row.vault_id
-    links: set[bytes] = set()
-    while document["t"] in ("link", "link_key"):
+    links: dict[bytes, int | None] = {}
+    used: set[bytes] = set()
+    while document["t"] in ("link", "link_key", "link_use"):
         if document["t"] == "link":
             link = _check_shape(document, "link")
             try:
@@ -624,8 +631,17 @@ def _import_tail(
                     link["sealed_token"],
                 )
             )
-            links.add(link["link"])
+            links[link["link"]] = link["uses"]
             counts["links"] += 1
+        elif document["t"] == "link_use":
+            use = _check_shape(document, "link_use")
+            if use["link"] not in links or use["link"] in used:
+                raise IntegrityError("export-order", "a link's use count is not after the link")
+            budget = links[use["link"]]
+            if budget is None or not 0 < use["used"] <= budget:
+                raise FormatError("a link's use count is outside its budget")
+            backend.set_uses(use["link"], use["used"])
+            used.add(use["link"])
         else:
             key = _check_shape(document, "link_key")
             if key["link"] not in links:

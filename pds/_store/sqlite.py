@@ -955,6 +955,11 @@ class SQLiteBackend:
             [(link_id,) for link_id in link_ids],
         )
 
+    def set_uses(self, link_id: bytes, count: int) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO link_uses (link_id, count) VALUES (?, ?)", (link_id, count)
+        )
+
     def remember_nonce(self, vault_id: str, nonce: bytes, time: int) -> bool:
         cursor = self._execute(
             "INSERT OR IGNORE INTO nonces (nonce, vault_id, time) VALUES (?, ?, ?)",
