@@ -60,6 +60,10 @@ class _Selection:
     """Epoch secrets sealed to the holder's link since it was issued (sent back to it)."""
 
 
+PRUNE_EVERY_MS = 30_000
+"""How often a host prunes the nonce cache (at most)."""
+
+
 class Host:
     """Serves invocations for every vault in a store. Holds a cache of verified chains."""
 
@@ -72,6 +76,7 @@ class Host:
         # Links this host has seen committed to the store (links are never removed while
         # their vault can be served), so a warm request skips their lookups.
         self._registered: set[bytes] = set()
+        self._pruned = 0
 
     def serve(self, data: bytes | str) -> Response:
         invocation = Invocation.parse(data)
@@ -159,7 +164,11 @@ class Host:
                     raise BudgetExhausted("the token's use budget is spent")
         if not backend.remember_nonce(row.vault_id, invocation.nonce, invocation.time):
             raise Replayed("this invocation was seen before")
-        backend.prune_nonces(now - 2 * FRESHNESS_MS)
+        if now - self._pruned >= PRUNE_EVERY_MS:
+            # Nonces older than twice the freshness window guard nothing (such invocations
+            # are stale anyway): pruning them now and then keeps the cache small.
+            backend.prune_nonces(now - 2 * FRESHNESS_MS)
+            self._pruned = now
         if budgeted:
             backend.add_uses(budgeted)
         self._register_links(token, row, now)

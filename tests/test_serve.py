@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 import pds
-from pds import _codec
+from pds import _codec, _serve
 from pds import invocation as invocation_mod
 from pds.capability import CLOCK_SKEW_MS, make_link
 from pds.errors import (
@@ -409,6 +409,37 @@ def test_stale_invocations_are_refused(
             world.store.serve(invocation)
         assert refused.value.reason == "stale"
         assert refusals(world.vault) == ["stale"]
+
+
+def _stored_nonces(world: World) -> set[bytes]:
+    with contextlib.closing(sqlite3.connect(world.db)) as conn:
+        return {row[0] for row in conn.execute("SELECT nonce FROM nonces")}
+
+
+def test_the_replay_cache_is_pruned_now_and_then(world: World, agency: pds.PrincipalKey) -> None:
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+
+    def serve() -> bytes:
+        invocation = grantee.invoke(token)
+        world.store.serve(invocation.to_bytes())
+        return invocation.nonce
+
+    window = 2 * FRESHNESS_MS
+    first = serve()  # this host's first request prunes
+    world.clock.advance(window - 10_000)
+    second = serve()  # prunes again (the interval passed); the first is not old enough
+    world.clock.advance(10_001)
+    third = serve()  # the first is old enough now, but the last prune was 10 s ago
+    assert {first, second, third} <= _stored_nonces(world)
+    world.clock.advance(_serve.PRUNE_EVERY_MS)
+    fourth = serve()  # prunes: only the first is older than the window
+    assert _stored_nonces(world) == {second, third, fourth}
+    # An invocation that old is refused all the same: it is stale.
+    stale = pds.Grantee(agency, clock=ManualClock(world.clock.ms - window - 1)).invoke(token)
+    with pytest.raises(StaleInvocation):
+        world.store.serve(stale.to_bytes())
 
 
 def test_validity_times_allow_exactly_the_documented_skew(
