@@ -60,6 +60,9 @@ class _Selection:
     """Epoch secrets sealed to the holder's link since it was issued (sent back to it)."""
 
 
+TOKEN_CACHE_BYTES = 8 * 1024
+"""Tokens up to this size are kept parsed (the last 1,024: at most 8 MiB)."""
+
 PRUNE_EVERY_MS = 30_000
 """How often a host prunes the nonce cache (at most)."""
 
@@ -77,9 +80,20 @@ class Host:
         # their vault can be served), so a warm request skips their lookups.
         self._registered: set[bytes] = set()
         self._pruned = 0
+        # Parsed tokens by their exact bytes (parsing is pure, tokens are immutable): a
+        # holder sends the same token with every request. Verification is cached apart.
+        self._tokens = LRU(maxsize=1024)
+
+    def _parse_token(self, data: bytes) -> capability.Token:
+        token: capability.Token | None = self._tokens.get(data)
+        if token is None:
+            token = capability.Token.from_bytes(data)
+            if len(data) <= TOKEN_CACHE_BYTES:
+                self._tokens.remember(data, token)
+        return token
 
     def serve(self, data: bytes | str) -> Response:
-        invocation = Invocation.parse(data)
+        invocation = Invocation.parse(data, parse_token=self._parse_token)
         backend = self._ctx.backend
         row = backend.get_vault(invocation.vault_id)
         if row is None:

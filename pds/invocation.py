@@ -10,6 +10,7 @@ since its link was issued.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +98,13 @@ class Invocation:
         return f"Invocation(action={self.action!r}, request={self.request_id.hex()[:16]}…)"
 
     @classmethod
-    def parse(cls, data: bytes | str) -> Invocation:
-        """Parse an invocation (bytes or ``pdsi1_`` text) strictly. Does not verify it."""
+    def parse(
+        cls, data: bytes | str, *, parse_token: Callable[[bytes], Token] = Token.from_bytes
+    ) -> Invocation:
+        """Parse an invocation (bytes or ``pdsi1_`` text) strictly. Does not verify it.
+
+        ``parse_token`` parses the embedded token's bytes (a host passes one that reuses
+        the parse of a token it has seen: parsing is a pure function of the bytes)."""
         if isinstance(data, str):
             if not data.startswith(INVOCATION_PREFIX):
                 raise _fail("not a pds invocation (expected the pdsi1_ prefix)")
@@ -124,10 +130,12 @@ class Invocation:
             raise
         except FormatError:
             raise _fail("an invocation is not canonical msgpack") from None
-        return _parse_body(body, signature, doc)
+        return _parse_body(body, signature, doc, parse_token)
 
 
-def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
+def _parse_body(
+    body: bytes, signature: bytes, doc: Any, parse_token: Callable[[bytes], Token]
+) -> Invocation:
     if not isinstance(doc, dict):
         raise _fail("an invocation body is a map")
     if set(doc) - _BODY_KEYS:
@@ -141,7 +149,7 @@ def _parse_body(body: bytes, signature: bytes, doc: Any) -> Invocation:
         raise _fail("an invocation body is not canonical msgpack")
     if not isinstance(doc["token"], bytes):
         raise _fail("the token is bytes")
-    token = Token.from_bytes(doc["token"])
+    token = parse_token(doc["token"])
     action = doc["action"]
     if type(action) is not str or action not in ACTIONS:
         raise _fail("unknown action", "unknown-caveat")
