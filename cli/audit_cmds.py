@@ -12,8 +12,7 @@ from pds import audit
 from pds.accesslog import Checkpoint
 
 from .heads import check_pinned, pin, warn
-from .output import emit, iso
-from .params import from_ms
+from .output import emit, iso_ms
 from .state import AppState, InputError, json_option, owner_options, pass_state, unlocked_vault
 
 __all__ = ["audit_group"]
@@ -69,7 +68,7 @@ def export(
         document,
         [
             f"wrote the audit package of vault {opened.vault_id} to {target}",
-            f"  {checkpoint.size} log entries, checkpoint signed {iso(from_ms(checkpoint.time))}",
+            f"  {checkpoint.size} log entries, checkpoint signed {iso_ms(checkpoint.time)}",
             f"  files: {', '.join(files)}",
             f"  verify offline: pds audit verify {target}",
         ],

@@ -12,8 +12,8 @@ import click
 
 import pds
 
-from .output import emit, iso, table
-from .params import CommaList, DidKey, Duration, Expiry, from_ms, read_token
+from .output import emit, iso, iso_ms, table
+from .params import CommaList, DidKey, Duration, Expiry, read_token
 from .state import (
     AppState,
     Timestamp,
@@ -72,13 +72,13 @@ def token_document(token: pds.Token) -> dict[str, Any]:
         "collections": list(caveats.collections),
         "fields": None if caveats.fields is None else sorted(caveats.fields),
         "records_window": [
-            None if start is None else iso(from_ms(start)),
-            None if end is None else iso(from_ms(end)),
+            None if start is None else iso_ms(start),
+            None if end is None else iso_ms(end),
         ],
         "purposes": sorted(caveats.purposes),
         "basis": caveats.basis,
-        "not_before": iso(from_ms(caveats.not_before)),
-        "expires": iso(from_ms(caveats.expires)),
+        "not_before": iso_ms(caveats.not_before),
+        "expires": iso_ms(caveats.expires),
         "uses": caveats.uses,
         "delegable": caveats.depth,
         "defer_seconds": None if caveats.defer is None else caveats.defer // 1000,

@@ -26,8 +26,7 @@ import pds
 from pds import errors
 from pds.accesslog import Checkpoint
 
-from .output import iso
-from .params import from_ms
+from .output import iso_ms
 from .state import InputError
 
 __all__ = [
@@ -93,7 +92,7 @@ class HeadCheck:
     def warning(self, vault_id: str) -> str:
         seen = "an earlier visit"
         if self.pinned is not None:
-            seen = f"{iso(from_ms(self.pinned.time))} (size {self.pinned.size})"
+            seen = f"{iso_ms(self.pinned.time)} (size {self.pinned.size})"
         return (
             f"WARNING: the store's log for {vault_id} does not extend the head seen on "
             f"{seen}: possible rollback or fork ({self.reason})"

@@ -20,7 +20,7 @@ from pds import errors, merkle
 from pds.accesslog import Checkpoint
 
 from .heads import check_pinned, pin, warn
-from .output import emit, iso
+from .output import emit, from_ms, iso, iso_ms
 from .state import (
     AppState,
     Timestamp,
@@ -70,6 +70,11 @@ def short_did(did: str) -> str:
 
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _when_ms(ms: int) -> str:
+    moment = from_ms(ms)
+    return f"{ms} ms after 1970" if moment is None else _when(moment)
 
 
 def _action(entry: pds.AccessEntry) -> str:
@@ -144,7 +149,7 @@ def describe_entry(entry: pds.AccessEntry) -> str:
         audience = short_did(str(details.get("audience", "?")))
         collections = ", ".join(details.get("collections") or [])
         expires = details.get("expires")
-        until = "" if not isinstance(expires, int) else f" until {_when(_from_ms(expires))}"
+        until = "" if not isinstance(expires, int) else f" until {_when_ms(expires)}"
         text = f"{who} granted {audience} access to {collections}{_why(entry)}{until}"
     elif kind == "delegation":
         audience = short_did(str(details.get("audience", "?")))
@@ -173,10 +178,6 @@ def describe_entry(entry: pds.AccessEntry) -> str:
         text += f" (disclosed after {_when(entry.disclose_after)}"
         text += f": {entry.defer_reason})" if entry.defer_reason else ")"
     return f"{_when(entry.time)}  #{entry.index}  {text}"
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def _check_head(opened: pds.Vault) -> bool:
@@ -330,7 +331,7 @@ def head(
         "origin": checkpoint.origin,
         "size": checkpoint.size,
         "root": _b64(checkpoint.root),
-        "time": iso(_from_ms(checkpoint.time)),
+        "time": iso_ms(checkpoint.time),
         "signed_now": signed_now,
     }
     if as_json:

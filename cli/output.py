@@ -35,6 +35,21 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def from_ms(ms: int) -> datetime | None:
+    """A time in milliseconds since the Unix epoch (as tokens and the log store it), or
+    ``None`` if no calendar date has it (tokens may carry times up to 2**63 ms)."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def iso_ms(ms: int) -> str:
+    """``iso`` of a time in milliseconds; past year 9999, the milliseconds themselves."""
+    moment = from_ms(ms)
+    return f"{ms} ms after 1970" if moment is None else iso(moment)
+
+
 def emit(as_json: bool, document: Mapping[str, Any], text: str | Iterable[str]) -> None:
     """Print the result of a command: ``document`` as JSON, or ``text`` for people."""
     if as_json:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ __all__ = [
     "DidKey",
     "Duration",
     "Expiry",
-    "from_ms",
     "load_token",
     "optional_list",
     "read_token",
@@ -39,11 +38,6 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 # did:key with a base58btc (multibase "z") key: the library parses and checks the key
 # itself; this only turns an obviously wrong value into a usage error that names the option.
 _DID_KEY = re.compile(r"did:key:z[1-9A-HJ-NP-Za-km-z]{40,120}")
-
-
-def from_ms(ms: int) -> datetime:
-    """A time in milliseconds since the Unix epoch (as tokens and the log store it)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def parse_duration(text: str) -> timedelta | None:

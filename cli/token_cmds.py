@@ -16,8 +16,8 @@ from pds import capability, errors
 
 from .grant_cmds import report_token
 from .heads import check_pinned, pin, warn
-from .output import emit, iso, pretty_json, table
-from .params import CommaList, DidKey, Duration, Expiry, from_ms, load_token, optional_list
+from .output import emit, iso, iso_ms, pretty_json, table
+from .params import CommaList, DidKey, Duration, Expiry, load_token, optional_list
 from .state import AppState, Timestamp, json_option, pass_state
 
 __all__ = ["read", "token"]
@@ -35,8 +35,8 @@ def _window_text(window: Sequence[int | None]) -> str | None:
     start, end = window
     if start is None and end is None:
         return None
-    first = "any time" if start is None else iso(from_ms(start))
-    last = "now" if end is None else iso(from_ms(end))
+    first = "any time" if start is None else iso_ms(start)
+    last = "now" if end is None else iso_ms(end)
     return f"written from {first} to {last}"
 
 
@@ -49,7 +49,7 @@ def _link_lines(number: int, link: dict[str, Any]) -> list[str]:
         f"  abilities:   {', '.join(link['abilities'])}",
         f"  collections: {', '.join(link['collections'])}",
         f"  purposes:    {', '.join(repr(p) for p in link['purposes'])}",
-        f"  valid:       {iso(from_ms(link['not_before']))} to {iso(from_ms(link['expires']))}",
+        f"  valid:       {iso_ms(link['not_before'])} to {iso_ms(link['expires'])}",
         f"  delegable:   {link['depth']} more link(s)",
     ]
     if link["fields"] is not None:
@@ -167,7 +167,7 @@ def verify(source: str, vault_did: str | None, moment: datetime | None, as_json:
             f"  grants:    {', '.join(effective['abilities'])} on "
             f"{', '.join(effective['collections'])} for "
             f"{', '.join(repr(p) for p in effective['purposes'])}",
-            f"  until:     {iso(from_ms(effective['expires']))}",
+            f"  until:     {iso_ms(effective['expires'])}",
             f"  checked at {document['checked_at']} "
             f"(clock skew allowed: {document['clock_skew_seconds']} s)",
             "  not checked offline: revocation, use budget, the vault's lifetime policy",

@@ -87,7 +87,9 @@ class LogEntry:
             isinstance(doc["vault"], str)
             and _is_int(doc["index"])
             and _is_int(doc["time"])
+            and type(doc["kind"]) is str
             and doc["kind"] in KINDS
+            and type(doc["result"]) is str
             and doc["result"] in RESULTS
             and (link is None or (isinstance(link, bytes) and len(link) == 32))
             and (after is None or _is_int(after))

@@ -177,15 +177,29 @@ def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int
     if doc["vault"] != vault_id:
         raise IntegrityError("revocation-list", "the revocation list is for another vault")
     revoked: dict[bytes, int] = {}
-    for statement, sig in doc["revocations"]:
+    for entry in doc["revocations"]:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and type(entry[0]) is bytes
+            and type(entry[1]) is bytes
+        ):
+            raise FormatError("revocations.bin holds a malformed revocation")
+        statement, sig = entry
         try:
             _crypto.verify(identity, capability.REVOCATION_LABEL, statement, sig)
         except _crypto.AuthenticationFailed:
             raise IntegrityError("revocation", "a revocation signature fails") from None
         item = _codec.decode(statement)
-        if item["vault"] != vault_id:
+        if not (
+            isinstance(item, dict)
+            and type(item.get("link")) is bytes
+            and type(item.get("revoked_at")) is int
+        ):
+            raise FormatError("revocations.bin holds a malformed revocation")
+        if item.get("vault") != vault_id:
             raise IntegrityError("revocation", "a revocation is for another vault")
-        revoked[item["link"]] = int(item["revoked_at"])
+        revoked[item["link"]] = item["revoked_at"]
     return revoked
 
 
@@ -378,12 +392,17 @@ def _judge(
         i.hex() for i in token.link_ids
     ]:
         problems.append(("wrong-holder", "the entry's actor or chain is not the token's"))
-    if details.get("purpose") not in caveats.purposes:
+    purpose = details.get("purpose")
+    if type(purpose) is not str or purpose not in caveats.purposes:
         problems.append(("wrong-purpose", "the purpose was not granted"))
     if entry.kind not in caveats.abilities:
         problems.append(("wrong-ability", f"the token does not grant {entry.kind!r}"))
     collections = details.get("collections") or []
-    if not all(capability.collection_allowed(caveats.collections, c) for c in collections):
+    # Details of another shape cannot show the access in scope: that is a violation too.
+    if not isinstance(collections, list) or not all(
+        type(c) is str and capability.collection_allowed(caveats.collections, c)
+        for c in collections
+    ):
         problems.append(("out-of-scope", "a collection read is outside the token's scope"))
     return problems
 

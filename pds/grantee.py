@@ -163,9 +163,15 @@ class Grantee:
             (k.collection, k.epoch, k.sealed) for k in token.leaf.keys
         ]
         for entry in extra:
-            if len(entry) != 3:
-                raise FormatError("malformed key entry in the response")
-            entries.append((str(entry[0]), int(entry[1]), bytes(entry[2])))
+            if not (
+                isinstance(entry, (list, tuple))
+                and len(entry) == 3
+                and type(entry[0]) is str
+                and type(entry[1]) is int
+                and type(entry[2]) is bytes
+            ):
+                raise IntegrityError("response", "malformed key entry in the response")
+            entries.append((entry[0], entry[1], entry[2]))
         for collection, epoch, sealed in entries:
             try:
                 secrets[(collection, epoch)] = _crypto.unseal(sealed, self._x25519)
@@ -192,8 +198,16 @@ class Grantee:
         identity = parsed.root.issuer
         fields = parsed.leaf.caveats.fields
         if resp.action == "list":
-            return GrantedRead(
-                [
+            listed = []
+            for item in resp.records:
+                if not (
+                    isinstance(item, dict)
+                    and type(item.get("record")) is str
+                    and type(item.get("collection")) is str
+                    and all(type(item.get(k)) is int for k in ("version", "created_at", "epoch"))
+                ):
+                    raise IntegrityError("response", "malformed record in the response")
+                listed.append(
                     Record(
                         record_id=item["record"],
                         collection=item["collection"],
@@ -205,12 +219,8 @@ class Grantee:
                         erased=False,
                         data=None,
                     )
-                    for item in resp.records
-                ],
-                resp.cursor,
-                resp.access,
-                _pending(resp),
-            )
+                )
+            return GrantedRead(listed, resp.cursor, resp.access, _pending(resp))
         secrets = self.epoch_secrets(parsed, resp.keys)
         # Remember epochs shared after the link was issued, so a delegation made later
         # can pass them on.
@@ -238,6 +248,8 @@ class Grantee:
             secret = secrets.get((manifest.collection, manifest.epoch))
             if secret is None:
                 raise IntegrityError("link-key", "no epoch secret for a served batch")
+            if type(doc["sealed_reader"]) is not bytes or type(doc["writer"]) is not bytes:
+                raise IntegrityError("response", "malformed batch in the response")
             try:
                 reader_share = _crypto.unseal(doc["sealed_reader"], secret)
             except _crypto.AuthenticationFailed:

@@ -306,6 +306,15 @@ class Response:
                 or not _codec.is_version(doc["v"], RESPONSE_VERSION)
             ):
                 raise FormatError("response version or fields")
+            if not (
+                type(doc["vault"]) is str
+                and type(doc["request"]) is bytes
+                and doc["action"] in ACTIONS
+                and all(type(doc[k]) is list for k in ("batches", "records", "keys", "pending"))
+                and (doc["cursor"] is None or type(doc["cursor"]) is str)
+                and _count(doc["access"])
+            ):
+                raise FormatError("a response field has the wrong type")
             return cls(
                 vault_id=doc["vault"],
                 request_id=doc["request"],

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pds import _codec, _crypto, _export, _owner
 from pds._context import Clock, Context, call_provider, ms_to_datetime
-from pds._ids import new_id
+from pds._ids import check_record_id, new_id
 from pds._owner import wrap_identity
 from pds._serve import Host
 from pds._store.base import Backend, VaultRow
@@ -190,8 +190,11 @@ class Store:
 
     def open_vault(self, vault_id: str) -> Vault:
         """The vault with this id, locked. Raises ``VaultNotFound``."""
-        if not isinstance(vault_id, str) or not vault_id or len(vault_id) > 64:
-            raise VaultNotFound("no such vault")
+        try:
+            # Vault ids follow the record id rule (import checks them with it).
+            check_record_id(vault_id)
+        except FormatError:
+            raise VaultNotFound("no such vault") from None
         row = self._ctx.backend.get_vault(vault_id)
         if row is None:
             raise VaultNotFound("no such vault")

@@ -1288,6 +1288,8 @@ class Vault:
         # Recompute the tree from the entries themselves (O(log n) memory): the stored
         # subtree hashes are only a cache, and a host could rewrite them with an entry.
         builder = merkle.RootBuilder()
+        if head.size == 0 and head.root != merkle.EMPTY_ROOT:
+            raise InvalidProof("the log does not extend the pinned checkpoint", "log-fork")
         for index, raw in self._ctx.backend.iter_log(self.vault_id, 0, size):
             if index != builder.size:
                 raise InvalidProof("an entry is missing from the log", "log-gap")

@@ -24,6 +24,7 @@ import sqlite_utils
 
 from pds import _faults
 from pds.errors import (
+    FormatError,
     NotAStore,
     SchemaTooNew,
     StoreBusy,
@@ -416,6 +417,8 @@ class SQLiteBackend:
             raise _translate(exc) from None
         except UnicodeDecodeError:
             raise StoreCorrupt("a stored text value is not UTF-8") from None
+        except UnicodeEncodeError:
+            raise FormatError("text with characters UTF-8 cannot encode") from None
         if _faults.SEAM.armed:
             _faults.point("executed")
         return cursor
@@ -427,6 +430,8 @@ class SQLiteBackend:
             self._conn.executemany(sql, params)
         except sqlite3.Error as exc:
             raise _translate(exc) from None
+        except UnicodeEncodeError:
+            raise FormatError("text with characters UTF-8 cannot encode") from None
         if _faults.SEAM.armed:
             _faults.point("executed")
 
