@@ -317,6 +317,10 @@ class Checkpoint:
         """Parse a checkpoint note strictly (it is verified separately). Raises ``FormatError``."""
         if not isinstance(text, str) or len(text) > 4096 or "\r" in text:
             raise FormatError("not a pds checkpoint")
+        try:
+            text.encode("utf-8")  # a signed note is UTF-8: no lone surrogates
+        except UnicodeEncodeError:
+            raise FormatError("not a pds checkpoint (not UTF-8)") from None
         body, separator, signatures = text.partition("\n\n")
         lines = body.split("\n")
         if not separator or len(lines) != 4 or not signatures.endswith("\n"):
