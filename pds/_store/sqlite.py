@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import itertools
 import secrets
 import sqlite3
 import types
@@ -292,19 +291,10 @@ def _field_types(cls: Any) -> tuple[frozenset[type], ...]:
     return tuple(result)
 
 
-@functools.cache
-def _signatures(cls: Any) -> frozenset[tuple[type, ...]]:
-    """Every allowed tuple of value types for a full row of ``cls`` (a handful: only a few
-    fields are optional), so a full row is checked with one set lookup."""
-    return frozenset(itertools.product(*_field_types(cls)))
-
-
 def _typed(cls: type[R], values: Sequence[Any]) -> R:
     """Build a row and check every value's type: a cell rewritten with another SQLite
     storage class is a corrupt (or tampered) store, never a crash further on."""
     kind: Any = cls  # Classes are hashable; mypy cannot see it through the TypeVar.
-    if tuple(map(type, values)) in _signatures(kind):
-        return cls(*values)
     allowed = _field_types(kind)
     if len(values) > len(allowed):
         raise StoreCorrupt("a stored row has the wrong shape")
