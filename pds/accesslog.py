@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -25,6 +25,8 @@ from pds import _codec, _crypto, merkle
 from pds._context import ms_to_datetime
 from pds._store.base import Backend
 from pds.errors import FormatError, IntegrityError, InvalidProof
+
+T = TypeVar("T")
 
 __all__ = ["Checkpoint", "LogEntry"]
 
@@ -234,21 +236,47 @@ class MerkleLog:
 
     def subtree(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) from stored complete subtrees (start is aligned as in RFC 9162)."""
-        size = end - start
-        if size & (size - 1) == 0 and start % size == 0:
-            return self._node(size.bit_length() - 1, start // size)
-        k = merkle.split(size)
-        return merkle.node_hash(self.subtree(start, start + k), self.subtree(start + k, end))
+        return self._prefetched(lambda subtree: subtree(start, end))
+
+    def _prefetched(self, compute: Callable[[merkle.Subtree], T]) -> T:
+        """Run ``compute`` over the stored subtree hashes, read in one query: a first pass
+        only notes which complete subtrees it touches (the path depends on sizes alone)."""
+        wanted: list[tuple[int, int]] = []
+
+        def note(start: int, end: int) -> bytes:
+            size = end - start
+            if size & (size - 1) == 0 and start % size == 0:
+                wanted.append((size.bit_length() - 1, start // size))
+            else:
+                k = merkle.split(size)
+                note(start, start + k)
+                note(start + k, end)
+            return merkle.EMPTY_ROOT
+
+        compute(note)
+        nodes = self._backend.log_nodes(self._vault_id, wanted)
+
+        def subtree(start: int, end: int) -> bytes:
+            size = end - start
+            if size & (size - 1) == 0 and start % size == 0:
+                node = nodes.get((size.bit_length() - 1, start // size))
+                if node is None:
+                    raise IntegrityError("log-missing", "a log subtree hash is missing")
+                return node
+            k = merkle.split(size)
+            return merkle.node_hash(subtree(start, start + k), subtree(start + k, end))
+
+        return compute(subtree)
 
     def root(self, size: int | None = None) -> bytes:
         size = self.size() if size is None else size
         return merkle.EMPTY_ROOT if size == 0 else self.subtree(0, size)
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
-        return merkle.inclusion_path(index, size, self.subtree)
+        return self._prefetched(lambda subtree: merkle.inclusion_path(index, size, subtree))
 
     def consistency(self, old_size: int, size: int) -> list[bytes]:
-        return merkle.consistency_path(old_size, size, self.subtree)
+        return self._prefetched(lambda subtree: merkle.consistency_path(old_size, size, subtree))
 
     def entry(self, index: int) -> LogEntry:
         for _, raw in self._backend.iter_log(self._vault_id, index, index + 1):

@@ -245,6 +245,12 @@ class Backend(Protocol):
         ...
 
     def log_node(self, vault_id: str, level: int, index: int) -> bytes | None: ...
+    def log_nodes(
+        self, vault_id: str, coordinates: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        """The stored subtree hashes at these ``(level, index)`` (absent ones left out)."""
+        ...
+
     def iter_log(
         self, vault_id: str, start: int, end: int, *, newest_first: bool = False
     ) -> Iterator[tuple[int, bytes]]:

@@ -1005,6 +1005,28 @@ class SQLiteBackend:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def log_nodes(
+        self, vault_id: str, coordinates: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        unique = list(dict.fromkeys(coordinates))
+        found: dict[tuple[int, int], bytes] = {}
+        point = (
+            "SELECT level, idx, hash FROM log_nodes WHERE vault_id = ? AND level = ? AND idx = ?"
+        )
+        for start in range(0, len(unique), _IN_CHUNK // 3):
+            chunk = unique[start : start + _IN_CHUNK // 3]
+            # One primary-key lookup per node, in one statement (a row-value IN list would
+            # scan the table).
+            rows = self._execute(
+                " UNION ALL ".join([point] * len(chunk)),
+                [n for level, index in chunk for n in (vault_id, level, index)],
+            ).fetchall()
+            for level, index, digest in rows:
+                if type(level) is not int or type(index) is not int or type(digest) is not bytes:
+                    raise StoreCorrupt("a stored value has the wrong type")
+                found[(level, index)] = digest
+        return found
+
     def iter_log(
         self, vault_id: str, start: int, end: int, *, newest_first: bool = False
     ) -> Iterator[tuple[int, bytes]]:
