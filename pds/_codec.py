@@ -14,7 +14,7 @@ Canonical form (see ``docs/spec/encoding.md``):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -152,6 +152,39 @@ def is_version(value: Any, expected: int) -> bool:
     return type(value) is int and value == expected
 
 
+def _unpack(
+    data: bytes,
+    max_size: int,
+    pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None = None,
+) -> Any:
+    """msgpack's C decoder with every limit set; its errors become ``FormatError``."""
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            object_pairs_hook=pairs_hook,
+            ext_hook=_reject_ext,
+            max_bin_len=max_size,
+            max_str_len=max_size,
+            max_array_len=max_size,
+            max_map_len=max_size,
+            max_ext_len=0,
+        )
+    except FormatError:
+        raise
+    except (
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+        ValueError,
+        TypeError,
+    ) as exc:
+        raise FormatError("not a valid msgpack document") from exc
+    except RecursionError as exc:
+        raise FormatError("value nests too deeply") from exc
+
+
 def decode_typed(data: bytes, *, max_size: int) -> Any:
     """Decode canonical msgpack for a parser that checks the rest itself: the exact sorted
     key list of every map (``has_keys``) and the type of every value, floats refused.
@@ -164,30 +197,10 @@ def decode_typed(data: bytes, *, max_size: int) -> Any:
         raise FormatError("expected bytes")
     if len(data) > max_size:
         raise FormatError("document too large")
+    value = _unpack(data, max_size)
     try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_reject_ext,
-            max_bin_len=max_size,
-            max_str_len=max_size,
-            max_array_len=max_size,
-            max_map_len=max_size,
-            max_ext_len=0,
-        )
         canonical = msgpack.packb(value, use_bin_type=True, use_single_float=False)
-    except FormatError:
-        raise
-    except (
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-        OverflowError,
-        ValueError,
-        TypeError,
-        RecursionError,
-    ) as exc:
+    except (OverflowError, ValueError, TypeError) as exc:  # msgpack's own nesting limit
         raise FormatError("not a valid msgpack document") from exc
     if canonical != data:
         raise FormatError("not in canonical form")
@@ -211,31 +224,7 @@ def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = F
     # Every map's keys are checked sorted (so unique) while decoding; then a plain re-encode
     # in C reproduces the input exactly when every other encoding was minimal (shortest
     # integers, float64, no extension types). The tree walk covers the rest.
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            object_pairs_hook=_sorted_pairs,
-            ext_hook=_reject_ext,
-            max_bin_len=max_size,
-            max_str_len=max_size,
-            max_array_len=max_size,
-            max_map_len=max_size,
-            max_ext_len=0,
-        )
-    except FormatError:
-        raise
-    except (
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-        ValueError,
-        TypeError,
-    ) as exc:
-        raise FormatError("not a valid msgpack document") from exc
-    except RecursionError as exc:
-        raise FormatError("value nests too deeply") from exc
+    value = _unpack(data, max_size, _sorted_pairs)
     _check_tree(value, json_only)
     try:
         canonical = msgpack.packb(value, use_bin_type=True, use_single_float=False)
