@@ -60,11 +60,6 @@ def arm_crash(k: int | None, *, trace: str | None = None) -> None:
     SEAM.update()
 
 
-def points_passed() -> int:
-    """How many crash points this process passed since the seam was last armed."""
-    return SEAM.passed
-
-
 @contextmanager
 def fail_storage(at: int, *, persistent: bool = False) -> Iterator[None]:
     """Inside the block, the ``at``-th storage call from its start fails with a disk I/O
