@@ -15,6 +15,7 @@ import secrets
 import sqlite3
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,11 +94,13 @@ def _check_wal_owner(path: Path) -> None:
             return
     except FileNotFoundError:
         return
-    in_file = _probe_store_id(f"file:{path}?immutable=1")
+    # The path is percent-encoded: a '?' or '#' in it would end the URI's path.
+    location = urllib.parse.quote(str(path))
+    in_file = _probe_store_id(f"file:{location}?immutable=1")
     if in_file is None:
         return  # no id in the file yet (a store older than the check, or never checkpointed)
     try:
-        in_wal = _probe_store_id(f"file:{path}?mode=ro")
+        in_wal = _probe_store_id(f"file:{location}?mode=ro")
     except sqlite3.OperationalError as exc:
         if isinstance(_translate(exc), StoreBusy):
             return  # another process is recovering the log: it is this store's
