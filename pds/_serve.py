@@ -29,9 +29,8 @@ from pds.errors import (
     StaleInvocation,
     VaultDestroyed,
     VaultNotFound,
-    WrongHolder,
 )
-from pds.invocation import FRESHNESS_MS, INVOCATION_SIGNATURE_LABEL, Invocation, Response
+from pds.invocation import FRESHNESS_MS, Invocation, Response
 
 DEFAULT_MAX_LIFETIME_MS = 366 * 24 * 3600 * 1000
 
@@ -139,15 +138,7 @@ class Host:
             )
             self._chains.remember(cache_key, caveats)
         capability.check_times(token, now)
-        try:
-            _crypto.verify(
-                token.leaf.audience,
-                INVOCATION_SIGNATURE_LABEL,
-                invocation.body,
-                invocation.signature,
-            )
-        except _crypto.AuthenticationFailed:
-            raise WrongHolder("the invocation is not signed by the token's holder") from None
+        invocation.verify_holder()
         if abs(now - invocation.time) > FRESHNESS_MS:
             raise StaleInvocation("the invocation is outside the freshness window")
         capability.check_request(

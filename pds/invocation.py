@@ -16,7 +16,7 @@ from typing import Any
 
 from pds import _codec, _crypto
 from pds.capability import Token, b64url_decode
-from pds.errors import FormatError, MalformedToken
+from pds.errors import FormatError, MalformedToken, WrongHolder
 
 __all__ = ["ACTIONS", "Invocation", "Response"]
 
@@ -96,6 +96,16 @@ class Invocation:
 
     def __repr__(self) -> str:
         return f"Invocation(action={self.action!r}, request={self.request_id.hex()[:16]}…)"
+
+    def verify_holder(self) -> None:
+        """Check the signature over the body with the token's final audience (the holder).
+        Raises ``WrongHolder``."""
+        try:
+            _crypto.verify(
+                self.token.leaf.audience, INVOCATION_SIGNATURE_LABEL, self.body, self.signature
+            )
+        except _crypto.AuthenticationFailed:
+            raise WrongHolder("the invocation is not signed by the token's holder") from None
 
     @classmethod
     def parse(
