@@ -46,7 +46,7 @@ from .base import (
     VaultRow,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STORE_FORMAT = "pds-store"
 STORE_ID = "store_id"
 COMMITS = "commits"
@@ -270,8 +270,82 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
     )
 
 
+def _rebuild_without_rowid(
+    db: sqlite_utils.Database, table: str, columns: Sequence[str], key: str, *indexes: str
+) -> None:
+    """Replace ``table`` by a ``WITHOUT ROWID`` table of the same name with these column
+    definitions (in the table's column order) and primary ``key``, holding every row of the
+    old one; then make its other ``indexes`` (the old ones went with the old table). Each
+    statement goes through the fault seam like every other statement of the store."""
+    names = ", ".join(column.split(" ", 1)[0] for column in columns)
+    statements = (
+        f'CREATE TABLE "{table}_v3" ({", ".join(columns)}, PRIMARY KEY ({key})) WITHOUT ROWID',
+        # In key order: the new B-tree fills page by page.
+        f'INSERT INTO "{table}_v3" ({names}) SELECT {names} FROM "{table}" ORDER BY {key}',
+        f'DROP TABLE "{table}"',
+        f'ALTER TABLE "{table}_v3" RENAME TO "{table}"',
+        *indexes,
+    )
+    for sql in statements:
+        if _faults.SEAM.armed:
+            _faults.storage_call("execute")
+        db.execute(sql)
+        if _faults.SEAM.armed:
+            _faults.point("executed")
+
+
+def _migrate_to_3(db: sqlite_utils.Database) -> None:
+    """Rebuild the small-row tables keyed by something other than an integer as
+    ``WITHOUT ROWID`` tables, with the columns, types, constraints and keys of schema 2.
+
+    Schema 2 made them rowid tables plus an automatic unique index on the key, so every
+    insert wrote two B-trees and every key lookup descended two; stored in key order, an
+    insert writes one and a lookup descends one. Tables whose rows are larger than about a
+    twentieth of a page stay as they are (``log_entries``, ``log_checkpoints``, ``links``,
+    ``revocations``), and so does ``meta``, which every pds version reads first. (A primary
+    key column of a WITHOUT ROWID table is NOT NULL whether it says so or not; here it
+    says so.) The caller's transaction makes the whole rebuild all or nothing.
+    """
+    _rebuild_without_rowid(
+        db,
+        "log_nodes",
+        [
+            '"vault_id" TEXT NOT NULL',
+            '"level" INTEGER NOT NULL',
+            '"idx" INTEGER NOT NULL',
+            '"hash" BLOB NOT NULL',
+        ],
+        '"vault_id", "level", "idx"',
+    )
+    _rebuild_without_rowid(
+        db,
+        "nonces",
+        ['"nonce" BLOB NOT NULL', '"vault_id" TEXT NOT NULL', '"time" INTEGER NOT NULL'],
+        '"nonce"',
+        'CREATE INDEX "idx_nonces_time" ON "nonces" ("time")',
+    )
+    _rebuild_without_rowid(
+        db,
+        "link_keys",
+        [
+            '"link_id" BLOB NOT NULL',
+            '"collection" TEXT NOT NULL',
+            '"epoch" INTEGER NOT NULL',
+            '"sealed" BLOB NOT NULL',
+        ],
+        '"link_id", "collection", "epoch"',
+    )
+    _rebuild_without_rowid(
+        db, "link_uses", ['"link_id" BLOB NOT NULL', '"count" INTEGER'], '"link_id"'
+    )
+
+
 # Migration k takes a store from schema version k - 1 to k. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_1, _migrate_to_2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+]
 
 _RECORD_COLUMNS = (
     "vault_id, record_id, version, collection, created_at, epoch, batch_id, deleted, "
