@@ -187,7 +187,7 @@ def _unpack(
 
 def decode_typed(data: bytes, *, max_size: int) -> Any:
     """Decode canonical msgpack for a parser that checks the rest itself: the exact sorted
-    key list of every map (``has_keys``) and the type of every value, floats refused.
+    key list of every map (``tuple(doc) == keys``) and the type of every value, floats refused.
 
     This is ``decode`` without its Python hooks and tree walk (the parsers of tokens and
     invocations, the hottest path, visit every value anyway): msgpack's C decoder bounds
@@ -205,12 +205,6 @@ def decode_typed(data: bytes, *, max_size: int) -> Any:
     if canonical != data:
         raise FormatError("not in canonical form")
     return value
-
-
-def has_keys(value: Any, keys: tuple[str, ...]) -> bool:
-    """Whether ``value`` is a map whose keys are exactly ``keys``, in that (sorted) order:
-    with ``decode_typed``, the canonical key order of a fixed-schema map."""
-    return type(value) is dict and tuple(value) == keys
 
 
 def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = False) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -268,6 +268,15 @@ def link_id(payload: bytes) -> bytes:
 
 
 # -- strict parsing ----------------------------------------------------------------------
+#
+# Every cold request parses an invocation and its token, so these parsers (and those in
+# ``invocation``) are written for speed without dropping a rule. Each map: one comparison
+# of its keys with the exact canonical key tuple (the fast path for well-formed input; on
+# a mismatch a ``*_keys_error`` helper works out which rule failed, in the order the rules
+# are listed there), then its values unpacked at once and each checked inline with exact
+# types (the decoder yields only plain str, bytes, int, list and dict). Where an inline
+# check fails, the helper that states the rule (``_text``, ``_int``) is called to decide
+# and raise that rule's error, so each message lives in one place.
 
 
 def _fail(message: str, reason: str = "malformed") -> MalformedToken:
@@ -287,17 +296,22 @@ def _int(value: Any, what: str, minimum: int = 0) -> int:
     return value
 
 
-def _opt_int(value: Any, what: str, minimum: int = 0) -> int | None:
-    return None if value is None else _int(value, what, minimum)
-
-
 def _text_list(value: Any, what: str, *, allow_empty: bool = False) -> list[str]:
     if not isinstance(value, list) or len(value) > _MAX_ITEMS or (not value and not allow_empty):
         raise _fail(f"{what} must be a non-empty list")
-    items = [_text(item, what) for item in value]
-    if items != sorted(set(items)):
+    # One pass: every item is text (that rule is reported first, whatever the order), and
+    # each item is greater than the one before it, which is exactly "sorted and unique".
+    ordered = True
+    previous = None
+    for item in value:
+        if type(item) is not str or not 0 < len(item) <= _MAX_TEXT:
+            _text(item, what)
+        if previous is not None and item <= previous:
+            ordered = False
+        previous = item
+    if not ordered:
         raise _fail(f"{what} must be sorted and unique")
-    return items
+    return value
 
 
 def _public_key(value: Any, what: str) -> bytes:
@@ -322,42 +336,107 @@ def check_pattern(pattern: str) -> str:
     return pattern
 
 
-def _parse_caveats(doc: Mapping[str, Any]) -> Caveats:
-    abilities = _text_list(doc["ability"], "ability")
-    for ability in abilities:
-        if ability in RESERVED_ABILITIES:
-            raise _fail(f"ability {ability!r} is not supported by this version", "unknown-caveat")
-        if ability not in ABILITIES:
-            raise _fail("unknown ability", "unknown-caveat")
-    collections = _text_list(doc["collections"], "collections")
-    for pattern in collections:
+def _caveats(
+    ability: Any,
+    collections: Any,
+    fields: Any,
+    window: Any,
+    purpose: Any,
+    basis: Any,
+    nbf: Any,
+    exp: Any,
+    uses: Any,
+    depth: Any,
+    defer: Any,
+) -> Caveats:
+    # The rules apply in this order (the first that fails is reported).
+    abilities = _text_list(ability, "ability")
+    if not ABILITIES.issuperset(abilities):
+        for name in abilities:
+            if name in RESERVED_ABILITIES:
+                raise _fail(f"ability {name!r} is not supported by this version", "unknown-caveat")
+            if name not in ABILITIES:
+                raise _fail("unknown ability", "unknown-caveat")
+    patterns = _text_list(collections, "collections")
+    for pattern in patterns:
         check_pattern(pattern)
-    fields_value = doc["fields"]
-    fields = None if fields_value is None else frozenset(_text_list(fields_value, "fields"))
-    window = doc["window"]
+    if fields is not None:
+        fields = frozenset(_text_list(fields, "fields"))
     if not isinstance(window, list) or len(window) != 2:
         raise _fail("window must be [start, end]")
-    start, end = _opt_int(window[0], "window start"), _opt_int(window[1], "window end")
+    start, end = window
+    if start is not None:
+        _int(start, "window start")
+    if end is not None:
+        _int(end, "window end")
     if start is not None and end is not None and start >= end:
         raise _fail("window start must be before its end")
-    purposes = frozenset(_text_list(doc["purpose"], "purpose"))
-    basis = None if doc["basis"] is None else _text(doc["basis"], "basis")
-    not_before, expires = _int(doc["nbf"], "nbf"), _int(doc["exp"], "exp")
-    if not_before >= expires:
+    purposes = frozenset(_text_list(purpose, "purpose"))
+    if basis is not None and (type(basis) is not str or not 0 < len(basis) <= _MAX_TEXT):
+        basis = _text(basis, "basis")
+    if type(nbf) is not int or not 0 <= nbf < 2**63:
+        _int(nbf, "nbf")
+    if type(exp) is not int or not 0 <= exp < 2**63:
+        _int(exp, "exp")
+    if nbf >= exp:
         raise _fail("nbf must be before exp")
+    if uses is not None:
+        _int(uses, "uses", 1)
+    if type(depth) is not int or not 0 <= depth < 2**63:
+        _int(depth, "depth")
+    if defer is not None:
+        _int(defer, "defer", 1)
+    # Positional arguments (faster than keywords here), in field order.
     return Caveats(
-        abilities=frozenset(abilities),
-        collections=tuple(collections),
-        fields=fields,
-        window=(start, end),
-        purposes=purposes,
-        basis=basis,
-        not_before=not_before,
-        expires=expires,
-        uses=_opt_int(doc["uses"], "uses", 1),
-        depth=_int(doc["depth"], "depth"),
-        defer=_opt_int(doc["defer"], "defer", 1),
+        frozenset(abilities),  # abilities
+        tuple(patterns),  # collections
+        fields,
+        (start, end),  # window
+        purposes,
+        basis,
+        nbf,  # not_before
+        exp,  # expires
+        uses,
+        depth,
+        defer,
     )
+
+
+def _link_keys_error(doc: Any) -> MalformedToken:
+    """The error for a link payload whose keys are not exactly ``_LINK_KEY_ORDER``."""
+    if not isinstance(doc, dict):
+        return _fail("a link payload is a map")
+    if set(doc) - _LINK_KEYS:
+        return _fail("unknown caveat", "unknown-caveat")
+    if set(doc) != _LINK_KEYS:
+        return _fail("a link is missing a field")
+    # The right keys, in another order than the canonical one.
+    return _fail("a link payload is not canonical msgpack")
+
+
+def _sealed_keys(value: Any) -> tuple[SealedKey, ...]:
+    if not isinstance(value, list) or len(value) > MAX_KEYS:
+        raise _fail("keys must be a list")
+    keys: list[SealedKey] = []
+    # As in _text_list: every entry is checked first, then the (collection, epoch) pairs
+    # must be strictly increasing, that is sorted and unique.
+    ordered = True
+    previous: tuple[str, int] | None = None
+    for entry in value:
+        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[2], bytes):
+            raise _fail("a key entry is [collection, epoch, sealed]")
+        collection, epoch, sealed = entry
+        if type(collection) is not str or not 0 < len(collection) <= _MAX_TEXT:
+            collection = _text(collection, "key collection")
+        if type(epoch) is not int or not 1 <= epoch < 2**63:
+            _int(epoch, "epoch", 1)
+        if previous is not None and (collection, epoch) <= previous:
+            ordered = False
+        previous = (collection, epoch)
+        keys.append(SealedKey(collection, epoch, sealed))
+    if not ordered:
+        raise _fail("keys must be sorted and unique")
+    return tuple(keys)
 
 
 def _parse_link(payload: Any, signature: Any) -> Link:
@@ -369,47 +448,64 @@ def _parse_link(payload: Any, signature: Any) -> Link:
         doc = _codec.decode_typed(payload, max_size=MAX_TOKEN_BYTES)
     except FormatError:
         raise _fail("a link payload is not canonical msgpack") from None
-    if not isinstance(doc, dict):
-        raise _fail("a link payload is a map")
-    if set(doc) - _LINK_KEYS:
-        raise _fail("unknown caveat", "unknown-caveat")
-    if set(doc) != _LINK_KEYS:
-        raise _fail("a link is missing a field")
-    # decode_typed leaves the key order to us; every value is type-checked below.
-    if not _codec.has_keys(doc, _LINK_KEY_ORDER):
-        raise _fail("a link payload is not canonical msgpack")
-    if not _codec.is_version(doc["v"], TOKEN_VERSION):
+    # Fast path: exactly the link's keys, in canonical order (decode_typed leaves the key
+    # order to us); otherwise _link_keys_error names the rule that failed.
+    if type(doc) is not dict or tuple(doc) != _LINK_KEY_ORDER:
+        raise _link_keys_error(doc)
+    # In _LINK_KEY_ORDER; every value is type-checked below.
+    (
+        ability,
+        aud,
+        basis,
+        collections,
+        defer,
+        depth,
+        exp,
+        fields_value,
+        iss,
+        keys_value,
+        nbf,
+        parent,
+        purpose,
+        salt,
+        uses,
+        version,
+        vault_id,
+        window,
+    ) = doc.values()
+    if type(version) is not int or version != TOKEN_VERSION:  # _codec.is_version
         raise _fail("unsupported link version", "version")
-    vault_id = _text(doc["vault"], "vault")
-    parent = doc["parent"]
-    if parent is not None and (not isinstance(parent, bytes) or len(parent) != 32):
+    if type(vault_id) is not str or not 0 < len(vault_id) <= _MAX_TEXT:
+        vault_id = _text(vault_id, "vault")
+    if parent is not None and (type(parent) is not bytes or len(parent) != 32):
         raise _fail("parent must be a 32-byte link id")
-    salt = doc["salt"]
-    if not isinstance(salt, bytes) or len(salt) != 16:
+    if type(salt) is not bytes or len(salt) != 16:
         raise _fail("salt must be 16 bytes")
-    keys_value = doc["keys"]
-    if not isinstance(keys_value, list) or len(keys_value) > MAX_KEYS:
-        raise _fail("keys must be a list")
-    keys: list[SealedKey] = []
-    for entry in keys_value:
-        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[2], bytes):
-            raise _fail("a key entry is [collection, epoch, sealed]")
-        keys.append(
-            SealedKey(_text(entry[0], "key collection"), _int(entry[1], "epoch", 1), entry[2])
-        )
-    if [(k.collection, k.epoch) for k in keys] != sorted({(k.collection, k.epoch) for k in keys}):
-        raise _fail("keys must be sorted and unique")
-    return Link(
-        payload=payload,
-        signature=signature,
-        vault_id=vault_id,
-        issuer=_public_key(doc["iss"], "iss"),
-        audience=_public_key(doc["aud"], "aud"),
-        parent=parent,
-        caveats=_parse_caveats(doc),
-        keys=tuple(keys),
-        link_id=link_id(payload),
+    keys = _sealed_keys(keys_value)
+    issuer = _public_key(iss, "iss")
+    audience = _public_key(aud, "aud")
+    caveats = _caveats(
+        ability, collections, fields_value, window, purpose, basis, nbf, exp, uses, depth, defer
     )
+    # Positional arguments (faster than keywords here), in field order.
+    return Link(
+        payload,
+        signature,
+        vault_id,
+        issuer,
+        audience,
+        parent,
+        caveats,
+        keys,
+        link_id(payload),
+    )
+
+
+def _token_keys_error(doc: Any) -> MalformedToken:
+    """The error for a token whose keys are not exactly ``("links", "v")``."""
+    if not isinstance(doc, dict) or set(doc) != {"v", "links"}:
+        return _fail("a token is a map of v and links")
+    return _fail("a token is not canonical msgpack")
 
 
 def _parse_unverified_token(data: bytes) -> Token:
@@ -420,13 +516,11 @@ def _parse_unverified_token(data: bytes) -> Token:
         doc = _codec.decode_typed(data, max_size=MAX_TOKEN_BYTES)
     except FormatError:
         raise _fail("a token is not canonical msgpack") from None
-    if not isinstance(doc, dict) or set(doc) != {"v", "links"}:
-        raise _fail("a token is a map of v and links")
-    if not _codec.has_keys(doc, ("links", "v")):
-        raise _fail("a token is not canonical msgpack")
-    if not _codec.is_version(doc["v"], TOKEN_VERSION):
+    if type(doc) is not dict or tuple(doc) != ("links", "v"):  # fast path, as in _parse_link
+        raise _token_keys_error(doc)
+    links, version = doc.values()
+    if type(version) is not int or version != TOKEN_VERSION:  # _codec.is_version
         raise _fail("unsupported token version", "version")
-    links = doc["links"]
     if not isinstance(links, list) or not 1 <= len(links) <= MAX_CHAIN:
         raise _fail(f"a token has 1 to {MAX_CHAIN} links")
     parsed = []
@@ -555,8 +649,9 @@ def verify_chain(
             raise InvalidSignature("a link signature does not verify") from None
         if previous is not None:
             check_narrowing(link.caveats, previous.caveats)
-        if not all(collection_allowed(link.caveats.collections, k.collection) for k in link.keys):
-            raise CaveatWidened("a link carries keys outside its scope", reason="widened:keys")
+        for key in link.keys:
+            if not collection_allowed(link.caveats.collections, key.collection):
+                raise CaveatWidened("a link carries keys outside its scope", reason="widened:keys")
         previous = link
     root = token.root.caveats
     if max_lifetime_ms is not None and root.expires - root.not_before > max_lifetime_ms:

@@ -48,6 +48,7 @@ _BODY_KEYS = frozenset(
 _ARG_KEYS = frozenset({"collection", "records", "since", "until", "limit", "cursor"})
 _BODY_KEY_ORDER = tuple(sorted(_BODY_KEYS))
 _ARG_KEY_ORDER = tuple(sorted(_ARG_KEYS))
+_OUTER_KEY_ORDER = ("body", "sig", "v")
 
 
 def _fail(message: str, reason: str = "malformed") -> MalformedToken:
@@ -124,13 +125,13 @@ class Invocation:
         try:
             # decode_typed: every map's key order and every value are checked here.
             outer = _codec.decode_typed(data, max_size=MAX_INVOCATION_BYTES)
-            if not isinstance(outer, dict) or set(outer) != {"v", "body", "sig"}:
-                raise _fail("an invocation is a map of v, body and sig")
-            if not _codec.has_keys(outer, ("body", "sig", "v")):
-                raise _fail("an invocation is not canonical msgpack")
-            if not _codec.is_version(outer["v"], INVOCATION_VERSION):
+            # Fast path: exactly the keys, in canonical order (decode_typed leaves the key
+            # order to us); otherwise _outer_keys_error names the rule that failed.
+            if type(outer) is not dict or tuple(outer) != _OUTER_KEY_ORDER:
+                raise _outer_keys_error(outer)
+            body, signature, version = outer.values()
+            if type(version) is not int or version != INVOCATION_VERSION:  # is_version
                 raise _fail("unsupported invocation version", "version")
-            body, signature = outer["body"], outer["sig"]
             if not isinstance(body, bytes) or not isinstance(signature, bytes):
                 raise _fail("body and sig are bytes")
             if len(signature) != _crypto.SIGNATURE_SIZE:
@@ -143,81 +144,109 @@ class Invocation:
         return _parse_body(body, signature, doc, parse_token)
 
 
+def _outer_keys_error(outer: Any) -> MalformedToken:
+    """The error for an invocation whose keys are not exactly ``_OUTER_KEY_ORDER``."""
+    if not isinstance(outer, dict) or set(outer) != {"v", "body", "sig"}:
+        return _fail("an invocation is a map of v, body and sig")
+    return _fail("an invocation is not canonical msgpack")
+
+
+def _body_keys_error(doc: Any) -> MalformedToken:
+    """The error for a body whose keys (or whose arguments' keys) are not exactly
+    ``_BODY_KEY_ORDER`` (``_ARG_KEY_ORDER``), or whose version is wrong: the first of
+    these rules that fails, in this order."""
+    if not isinstance(doc, dict):
+        return _fail("an invocation body is a map")
+    if set(doc) - _BODY_KEYS:
+        return _fail("unknown invocation field", "unknown-caveat")
+    if set(doc) != _BODY_KEYS or not _codec.is_version(doc["v"], INVOCATION_VERSION):
+        return _fail("an invocation body is missing a field or has the wrong version")
+    args = doc["args"]
+    if not isinstance(args, dict) or set(args) != _ARG_KEYS:
+        return _fail("invocation arguments are collection, records, since, until, limit, cursor")
+    # The right keys, in another order than the canonical one.
+    return _fail("an invocation body is not canonical msgpack")
+
+
 def _parse_body(
     body: bytes, signature: bytes, doc: Any, parse_token: Callable[[bytes], Token]
 ) -> Invocation:
-    if not isinstance(doc, dict):
-        raise _fail("an invocation body is a map")
-    if set(doc) - _BODY_KEYS:
-        raise _fail("unknown invocation field", "unknown-caveat")
-    if set(doc) != _BODY_KEYS or not _codec.is_version(doc["v"], INVOCATION_VERSION):
-        raise _fail("an invocation body is missing a field or has the wrong version")
-    args = doc["args"]
-    if not isinstance(args, dict) or set(args) != _ARG_KEYS:
-        raise _fail("invocation arguments are collection, records, since, until, limit, cursor")
-    if not (_codec.has_keys(doc, _BODY_KEY_ORDER) and _codec.has_keys(args, _ARG_KEY_ORDER)):
-        raise _fail("an invocation body is not canonical msgpack")
-    if not isinstance(doc["token"], bytes):
+    # Fast path: the body's and the arguments' keys exactly, in canonical order, and the
+    # version; on any mismatch _body_keys_error names the first rule that failed.
+    if type(doc) is not dict or tuple(doc) != _BODY_KEY_ORDER:
+        raise _body_keys_error(doc)
+    # In _BODY_KEY_ORDER; every value is type-checked below.
+    action, agent, args, correlation, defer, nonce, purpose, time, token_bytes, version, vault = (
+        doc.values()
+    )
+    if type(version) is not int or version != INVOCATION_VERSION:  # _codec.is_version
+        raise _body_keys_error(doc)
+    if type(args) is not dict or tuple(args) != _ARG_KEY_ORDER:
+        raise _body_keys_error(doc)
+    collection, cursor, limit, records, since, until = args.values()  # _ARG_KEY_ORDER
+    if type(token_bytes) is not bytes:
         raise _fail("the token is bytes")
-    token = parse_token(doc["token"])
-    action = doc["action"]
+    token = parse_token(token_bytes)
     if type(action) is not str or action not in ACTIONS:
         raise _fail("unknown action", "unknown-caveat")
-    checks = (
-        isinstance(doc["vault"], str),
-        isinstance(doc["purpose"], str) and 0 < len(doc["purpose"]) <= 256,
-        _count(doc["time"]),
-        isinstance(doc["nonce"], bytes) and len(doc["nonce"]) == 16,
-        args["collection"] is None or isinstance(args["collection"], str),
-        args["since"] is None or _count(args["since"]),
-        args["until"] is None or _count(args["until"]),
-        _count(args["limit"]) and 1 <= args["limit"] <= MAX_REQUEST_RECORDS,
-        args["cursor"] is None or (isinstance(args["cursor"], str) and len(args["cursor"]) < 64),
-    )
-    if not all(checks):
+    if not (
+        type(vault) is str
+        and type(purpose) is str
+        and 0 < len(purpose) <= 256
+        and type(time) is int
+        and 0 <= time < 2**63  # _count
+        and type(nonce) is bytes
+        and len(nonce) == 16
+        and (collection is None or type(collection) is str)
+        and (since is None or _count(since))
+        and (until is None or _count(until))
+        and type(limit) is int
+        and 1 <= limit <= MAX_REQUEST_RECORDS  # a _count in [1, MAX_REQUEST_RECORDS]
+        and (cursor is None or (type(cursor) is str and len(cursor) < 64))
+    ):
         raise _fail("an invocation field has the wrong type or range")
-    for name in ("agent", "correlation"):
-        value = doc[name]
-        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 256):
-            raise _fail(f"{name} is text of 1 to 256 characters")
-    defer = doc["defer"]
+    if agent is not None and (type(agent) is not str or not 0 < len(agent) <= 256):
+        raise _fail("agent is text of 1 to 256 characters")
+    if correlation is not None and (
+        type(correlation) is not str or not 0 < len(correlation) <= 256
+    ):
+        raise _fail("correlation is text of 1 to 256 characters")
     if defer is not None:
         if (
-            not isinstance(defer, list)
+            type(defer) is not list
             or len(defer) != 2
             or not _count(defer[0])
-            or not isinstance(defer[1], str)
+            or type(defer[1]) is not str
             or not 0 < len(defer[1]) <= 256
         ):
             raise _fail("defer is [disclose_after, reason]")
         defer = (defer[0], defer[1])
-    records = args["records"]
     if records is not None:
-        if (
-            not isinstance(records, list)
-            or not 0 < len(records) <= MAX_REQUEST_RECORDS
-            or not all(isinstance(r, str) and 0 < len(r) <= 128 for r in records)
-        ):
+        if type(records) is not list or not 0 < len(records) <= MAX_REQUEST_RECORDS:
             raise _fail("records is a list of record ids")
+        for record in records:
+            if type(record) is not str or not 0 < len(record) <= 128:
+                raise _fail("records is a list of record ids")
         records = tuple(records)
+    # Positional arguments (faster than keywords here), in field order.
     return Invocation(
-        body=body,
-        signature=signature,
-        vault_id=doc["vault"],
-        token=token,
-        action=action,
-        purpose=doc["purpose"],
-        time=doc["time"],
-        nonce=doc["nonce"],
-        collection=args["collection"],
-        records=records,
-        since=args["since"],
-        until=args["until"],
-        limit=args["limit"],
-        cursor=args["cursor"],
-        agent=doc["agent"],
-        correlation=doc["correlation"],
-        defer=defer,
+        body,
+        signature,
+        vault,  # vault_id
+        token,
+        action,
+        purpose,
+        time,
+        nonce,
+        collection,
+        records,
+        since,
+        until,
+        limit,
+        cursor,
+        agent,
+        correlation,
+        defer,
     )
 
 
