@@ -45,9 +45,19 @@ def _canonical(value: Any, depth: int, allow_bytes: bool = True) -> Any:
             if type(key) is not str:
                 raise FormatError("map keys must be text")
         # Code point order is UTF-8 byte order, so sorting the str keys is the rule.
-        return {key: _canonical(value[key], depth + 1, allow_bytes) for key in sorted(value)}
+        result = {}
+        for key in sorted(value):
+            item = value[key]
+            # Text, the commonest leaf, is kept without a call.
+            result[key] = item if type(item) is str else _canonical(item, depth + 1, allow_bytes)
+        return result
     if kind is list:
-        return [_canonical(item, depth + 1, allow_bytes) for item in value]
+        return [
+            item
+            if type(item) is str or (type(item) is int and _INT_MIN <= item <= _INT_MAX)
+            else _canonical(item, depth + 1, allow_bytes)
+            for item in value
+        ]
     if depth > MAX_DEPTH:
         raise FormatError("value nests too deeply")
     if isinstance(value, bytes):
