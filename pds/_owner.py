@@ -160,6 +160,9 @@ class OwnerKeys:
     x25519_secret: bytes
     epoch_secrets: dict[tuple[str, int], bytes] = field(default_factory=dict)
     reader_shares: LRU = field(default_factory=LRU)
+    # The reader share this writer seals into its batches, per collection epoch:
+    # ``(collection, epoch, epoch public key) -> (R, sealed R)`` (see ``Vault._write_batch``).
+    writer_shares: dict[tuple[str, int, bytes], tuple[bytes, bytes]] = field(default_factory=dict)
 
 
 def _identity_context(vault_id: str) -> bytes:

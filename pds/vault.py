@@ -483,12 +483,12 @@ class Vault:
             infos: list[RecordInfo] = []
             for start in range(0, len(items), _envelope.BATCH_MAX):
                 chunk = items[start : start + _envelope.BATCH_MAX]
-                infos.extend(self._write_batch(keys.identity, epoch_row, chunk, versions, now))
+                infos.extend(self._write_batch(keys, epoch_row, chunk, versions, now))
         return infos
 
     def _write_batch(
         self,
-        writer: _crypto.SigningKey,
+        keys: _owner.OwnerKeys,
         epoch_row: EpochRow,
         chunk: list[_Item],
         versions: dict[str, int],
@@ -496,11 +496,25 @@ class Vault:
     ) -> list[RecordInfo]:
         ctx = self._ctx
         rng = ctx.rng
+        writer = keys.identity
         collection, epoch = epoch_row.collection, epoch_row.epoch
         batch_id = rng(16)
-        reader_share = rng(_crypto.KEY_SIZE)
-        batch_host_share = rng(_crypto.KEY_SIZE)
-        sealed_reader = _crypto.seal(reader_share, epoch_row.public_key, rng)
+        # The reader share is reused by this unlocked vault for every batch of the epoch:
+        # whoever can open one can open them all (they hold the epoch secret), and record
+        # keys stay unique through the binding's fresh batch id. Sealing it afresh would
+        # cost an X25519 key pair and a box per batch (docs/spec/records.md).
+        shared = (collection, epoch, epoch_row.public_key)
+        reader = keys.writer_shares.get(shared)
+        if reader is None:
+            reader_share = rng(_crypto.KEY_SIZE)
+            batch_host_share = rng(_crypto.KEY_SIZE)
+            sealed_reader = _crypto.seal(reader_share, epoch_row.public_key, rng)
+            keys.writer_shares[shared] = (reader_share, sealed_reader)
+        else:
+            reader_share, sealed_reader = reader
+            batch_host_share = rng(_crypto.KEY_SIZE)
+        # An owner read of these records needs no unseal.
+        keys.reader_shares.remember(batch_id, reader_share)
         wrapped_host = ctx.host_wrap(
             batch_host_share, _envelope.host_wrap_context(self.vault_id, batch_id)
         )

@@ -61,6 +61,10 @@ def build(tmp: Path) -> World:
         target = a.put("notes", {"secret": "target content", "n": 1})
         multi_1 = a.put("notes", {"v": 1, "text": "first version"})
         multi_2 = a.put("notes", {"v": 2, "text": "second version"}, record_id=multi_1.record_id)
+        # A new unlock: the mates' batch gets its own reader share (an unlocked vault reuses
+        # one per epoch), so another batch's sealed share is a real substitution.
+        a.lock()
+        a.unlock(key_file=key_file)
         mates = a.put_many("notes", [{"mate": i, "text": "batch"} for i in range(3)])
         keyed = a.put("keyed", {"text": "epoch target"})
         gone = a.put("notes", {"text": "deleted soon"})

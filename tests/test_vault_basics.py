@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,42 @@ def test_export_import_round_trip(vault: pds.Vault, owner_key_file: Path, tmp_pa
         assert copy.get(later.record_id).data == {"n": 3}
         with pytest.raises(errors.RecordDeleted):
             copy.get(gone.record_id)
+
+
+def test_reader_share_is_sealed_once_per_epoch_and_unlock(
+    store: pds.Store, vault: pds.Vault, owner_key_file: Path
+) -> None:
+    """An unlocked vault seals one reader share per collection epoch and reuses it; a new
+    unlock or a new epoch draws a fresh one. Every record still reads back, owner and
+    grantee alike (docs/spec/records.md)."""
+
+    def sealed_readers() -> list[bytes]:
+        with contextlib.closing(sqlite3.connect(store.path)) as conn:
+            rows = conn.execute("SELECT sealed_reader FROM batches ORDER BY bseq").fetchall()
+        return [row[0] for row in rows]
+
+    first = vault.put("notes", {"n": 1})
+    second = vault.put("notes", {"n": 2})
+    vault.lock()
+    vault.unlock(key_file=owner_key_file)
+    third = vault.put("notes", {"n": 3})
+    vault.rotate("notes")
+    fourth = vault.put("notes", {"n": 4})
+    readers = sealed_readers()
+    assert len(readers) == 4
+    assert readers[0] == readers[1]
+    assert len({readers[1], readers[2], readers[3]}) == 3
+    infos = [first, second, third, fourth]
+    assert len({info.record_id for info in infos}) == 4
+
+    reopened = store.open_vault(vault.vault_id)
+    reopened.unlock(key_file=owner_key_file)
+    assert [reopened.get(info.record_id).data for info in infos] == [{"n": n} for n in range(1, 5)]
+    key = pds.PrincipalKey.generate()
+    token = reopened.grant(
+        key.did, collections=["notes"], purpose="care", expires=dt.timedelta(days=1)
+    )
+    read = pds.Grantee(key).read(store, token, collection="notes", purpose="care")
+    assert sorted(str(record.data) for record in read.records) == [
+        str({"n": n}) for n in range(1, 5)
+    ]
