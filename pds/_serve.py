@@ -8,7 +8,6 @@ own transaction and raised.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,9 +124,13 @@ class Host:
         # The verdict depends on the vault (id, identity key, policy) as much as on the
         # token: all of them are in the key, so a token verified for one vault never
         # skips a check for another, and a tightened policy applies at once.
-        cache_key = hashlib.sha256(
-            _codec.encode([invocation.vault_id, row.identity_public, row.policy, token.to_bytes()])
-        ).digest()
+        # The token is named by each link's id (a hash of its payload) and signature.
+        cache_key = (
+            invocation.vault_id,
+            row.identity_public,
+            row.policy,
+            _crypto.sha256(b"".join(link.link_id + link.signature for link in token.links)),
+        )
         caveats: capability.Caveats | None = self._chains.get(cache_key)
         if caveats is None:
             caveats = capability.verify_chain(

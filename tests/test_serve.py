@@ -29,6 +29,7 @@ from pds.errors import (
     FormatError,
     HostKeyError,
     IntegrityError,
+    InvalidSignature,
     MalformedToken,
     NotPermitted,
     NotYetValid,
@@ -636,6 +637,23 @@ def test_a_token_for_another_vault_is_refused_after_it_was_served(
         token, agency, vault_id=other.vault_id, action="list", time_ms=world.clock.ms
     )
     with pytest.raises(WrongVault):
+        world.store.serve(forged)
+
+
+def test_a_token_with_another_signature_is_not_served_from_the_chain_cache(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """The host caches verified chains: the same link payloads under a changed signature
+    are another token, and verify (and fail) on their own."""
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency)
+    assert len(world.grantee(agency).read(world.store, token).records) == 1
+    (root,) = token.links
+    bad = bytes([root.signature[0] ^ 1]) + root.signature[1:]
+    altered = pds.Token((dataclasses.replace(root, signature=bad),))
+    assert altered.link_ids == token.link_ids
+    forged = forge_invocation(altered, agency, time_ms=world.clock.ms)
+    with pytest.raises(InvalidSignature):
         world.store.serve(forged)
 
 
