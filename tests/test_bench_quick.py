@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 FIGURES = (
     "put_many",
+    "put_many_floor",
     "put",
     "verify_1",
     "verify_3",
@@ -25,6 +26,7 @@ FIGURES = (
     "vs_biscuit",
     "vs_pymacaroons",
     "served_read_1",
+    "served_read_1_floor",
     "served_read_100",
     "log_append",
     "log_inclusion",
