@@ -30,7 +30,7 @@ from pds._store import sqlite as sqlite_store
 from pds._store.base import LinkKeyRow
 from pds._store.sqlite import SQLiteBackend
 from pds.accesslog import Checkpoint
-from pds.errors import Replayed, StoreError
+from pds.errors import Replayed, StoreCorrupt, StoreError
 
 if TYPE_CHECKING:
     from tests.tokens_helpers import T0_MS, ManualClock
@@ -415,6 +415,18 @@ def test_a_schema_2_store_is_rebuilt_on_open_and_keeps_working(old: Old, tmp_pat
         pass
     assert _rows(old.path) == before
     assert _schema_version(old.path) == 3
+
+
+def test_a_schema_2_store_with_a_tampered_key_is_refused_as_corrupt(old: Old) -> None:
+    """A rowid table let a key cell be NULL (SQLite's legacy rule); only a change outside
+    pds makes one, and the migration refuses it with a clear error, leaving schema 2."""
+    with _raw(old.path) as con:
+        assert con.execute("UPDATE nonces SET nonce = NULL WHERE rowid = 1").rowcount == 1
+        con.commit()
+    with pytest.raises(StoreCorrupt, match="nonces row has a missing or repeated key"):
+        old.open()
+    assert _schema_version(old.path) == 2
+    assert not any(_without_rowid(old.path)[table] for table in REBUILT)
 
 
 def test_a_store_left_open_by_schema_2_code_works_after_another_opener_migrates(

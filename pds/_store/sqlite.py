@@ -289,7 +289,15 @@ def _rebuild_without_rowid(
     for sql in statements:
         if _faults.SEAM.armed:
             _faults.storage_call("execute")
-        db.execute(sql)
+        try:
+            db.execute(sql)
+        except sqlite3.IntegrityError:
+            # Schema 2 let a key cell be NULL (or repeat) only if the file was changed
+            # outside pds; the new key refuses it, and the store cannot be migrated.
+            raise StoreCorrupt(
+                f"a stored {table} row has a missing or repeated key: the store was changed "
+                "outside pds and cannot be migrated"
+            ) from None
         if _faults.SEAM.armed:
             _faults.point("executed")
 
