@@ -27,17 +27,22 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import pds
 from pds import _faults
 from pds.errors import RecordDeleted, RecordNotFound, Replayed, Revoked
+
+if TYPE_CHECKING:
+    from tests.crash_helpers import in_child
+else:
+    from crash_helpers import in_child
 
 pytestmark = pytest.mark.slow
 
@@ -140,28 +145,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 # -- running a child to its k-th crash point
 
 
-def _in_child(crash_at: int | None, action: Callable[[], None]) -> bool:
-    """Run ``action`` in a forked child armed to crash at point ``crash_at``; True if it
-    finished. The parent holds no open database while it forks."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            _faults.arm_crash(crash_at)
-            action()
-        except BaseException:
-            traceback.print_exc()
-            code = 3
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code == _faults.CRASH_EXIT_CODE:
-        return False
-    assert code == 0, f"the child failed with exit status {code} (not a crash point)"
-    return True
-
-
 def _count_points(action: Callable[[], None], trace: Path) -> int:
     trace.unlink(missing_ok=True)
 
@@ -169,7 +152,7 @@ def _count_points(action: Callable[[], None], trace: Path) -> int:
         _faults.arm_crash(None, trace=str(trace))
         action()
 
-    assert _in_child(None, traced)
+    assert in_child(None, traced)
     return len(trace.read_text().splitlines())
 
 
@@ -393,14 +376,14 @@ def test_a_crash_at_every_point_leaves_the_operation_whole_or_absent(
     outcomes: list[bool] = []
     for k in range(1, MAX_POINTS):
         world.restore()
-        if _in_child(k, _run(world, name, act)):
+        if in_child(k, _run(world, name, act)):
             # No crash point left: the operation completed; it must be there.
             assert applied(world)
             _check_store(world, name)
             print(f"{operation}: completed after {k - 1} crash points")
             break
         # A crash while recovering from the crash, at a point that moves with k.
-        assert not _in_child(1 + (k - 1) % reopen_points, _reopen(world, name))
+        assert not in_child(1 + (k - 1) % reopen_points, _reopen(world, name))
         outcomes.append(applied(world))
         _check_store(world, name)
     else:

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import shutil
 import sqlite3
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -33,8 +31,10 @@ from pds.accesslog import Checkpoint
 from pds.errors import Replayed, StoreCorrupt, StoreError
 
 if TYPE_CHECKING:
+    from tests.crash_helpers import in_child
     from tests.tokens_helpers import T0_MS, ManualClock
 else:
+    from crash_helpers import in_child
     from tokens_helpers import T0_MS, ManualClock
 
 REBUILT = ("log_nodes", "nonces", "link_keys", "link_uses")
@@ -496,28 +496,6 @@ def test_a_storage_failure_anywhere_in_the_migration_leaves_schema_2(old: Old) -
         _assert_works(old, store)
 
 
-def _in_child(crash_at: int | None, action: Callable[[], None]) -> bool:
-    """Run ``action`` in a forked child armed to end at crash point ``crash_at`` like a
-    power cut; True if it finished. The parent holds no open database while it forks."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            _faults.arm_crash(crash_at)
-            action()
-        except BaseException:
-            traceback.print_exc()
-            code = 3
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code == _faults.CRASH_EXIT_CODE:
-        return False
-    assert code == 0, f"the child failed with exit status {code} (not a crash point)"
-    return True
-
-
 @pytest.mark.slow
 def test_a_crash_anywhere_in_the_migration_leaves_schema_2_or_3(old: Old) -> None:
     """A process ended at any crash point of the migrating open (no rollback, no cleanup)
@@ -530,7 +508,7 @@ def test_a_crash_anywhere_in_the_migration_leaves_schema_2_or_3(old: Old) -> Non
     k = 1
     while True:
         old.restore()
-        finished = _in_child(k, migrate)
+        finished = in_child(k, migrate)
         if finished:
             break
         version = _schema_version(old.path)
