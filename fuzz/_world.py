@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import io
 import shutil
 import tempfile
@@ -26,28 +25,12 @@ import pds
 from pds import _crypto, audit
 from pds.invocation import Response
 from pds.keys import SymmetricKey
+from tests.vectors.common import CounterRng  # the vector generators' deterministic stream
 
 __all__ = ["NOW_MS", "CounterRng", "World", "world"]
 
 NOW_MS = 1_750_000_000_000
 """The fixed time of the world (June 2025), in ms. ``NOW_MS / 1000`` is exact in a float."""
-
-
-class CounterRng:
-    """SHA-256(seed || counter as 8 bytes big-endian), counter = 0, 1, 2, ..., as one stream."""
-
-    def __init__(self, seed: bytes) -> None:
-        self._seed = seed
-        self._counter = 0
-        self._buffer = b""
-
-    def __call__(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            block = self._seed + self._counter.to_bytes(8, "big")
-            self._buffer += hashlib.sha256(block).digest()
-            self._counter += 1
-        out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
 
 
 def fixed_clock() -> float:
