@@ -92,7 +92,7 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
     ctx = vault._ctx
     backend = ctx.backend
     owner_public = _crypto.x25519_public(keys.x25519_secret)
-    counts = dict.fromkeys(_COUNTED, 0)
+    counts = dict.fromkeys(_COUNTED.values(), 0)
     with backend.snapshot(), _open_destination(destination) as stream:
         row = vault._refresh()
         out = _HashingWriter(stream)
@@ -346,16 +346,17 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "checkpoint": {"t": (str,), "note": (str,)},
     "end": {"t": (str,), "counts": (dict,), "digest": (bytes,), "signature": (bytes,)},
 }
-_COUNTED = (
-    "epochs",
-    "batches",
-    "records",
-    "links",
-    "link_keys",
-    "revocations",
-    "log",
-    "checkpoints",
-)
+# The frames the end frame counts: frame kind -> its name in ``counts``.
+_COUNTED = {
+    "epoch": "epochs",
+    "batch": "batches",
+    "record": "records",
+    "link": "links",
+    "link_key": "link_keys",
+    "revocation": "revocations",
+    "log": "log",
+    "checkpoint": "checkpoints",
+}
 
 
 def _check_shape(document: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -422,7 +423,7 @@ def import_vault(
         )
         master = _owner.unwrap_master(row.unlock, header["wrapped_master"], secret, vault_id)
         keys = _owner.open_owner_keys(master, row)
-        counts = dict.fromkeys(_COUNTED, 0)
+        counts = dict.fromkeys(_COUNTED.values(), 0)
         epochs: set[tuple[str, int]] = set()
         batch_ids: set[bytes] = set()
         pending: set[tuple[str, int]] = set()

@@ -44,16 +44,6 @@ from pds.errors import PDSError
 __all__ = ["TestOneInput", "repair"]
 
 _LENGTH = struct.Struct(">I")
-_COUNTED = {
-    "epoch": "epochs",
-    "batch": "batches",
-    "record": "records",
-    "link": "links",
-    "link_key": "link_keys",
-    "revocation": "revocations",
-    "log": "log",
-    "checkpoint": "checkpoints",
-}
 # What a repair may run into on a mutated frame; the frame is then left as it is.
 _REPAIR_ERRORS = (PDSError, TypeError, ValueError, KeyError, IndexError, AttributeError)
 
@@ -152,7 +142,7 @@ def repair(data: bytes, w: World) -> bytes:
         for f in frames
         if isinstance(f, dict) and f.get("t") == "log" and isinstance(f.get("entry"), bytes)
     ]
-    counts = dict.fromkeys(_COUNTED.values(), 0)
+    counts = dict.fromkeys(_export._COUNTED.values(), 0)
     out = io.BytesIO()
     out.write(_export.MAGIC)
     for position, frame in enumerate(frames):
@@ -171,8 +161,8 @@ def repair(data: bytes, w: World) -> bytes:
                 body = _codec.encode(frame)
             except PDSError:
                 continue
-            if isinstance(kind, str) and kind in _COUNTED:
-                counts[_COUNTED[kind]] += 1
+            if isinstance(kind, str) and kind in _export._COUNTED:
+                counts[_export._COUNTED[kind]] += 1
         else:
             body = frame
         out.write(_LENGTH.pack(len(body)) + body)
