@@ -56,11 +56,11 @@ from pds.keys import KdfParams, PrincipalKey, SymmetricKey
 if TYPE_CHECKING:
     from cli.main import cli as pds_cli
     from cli.state import OwnerCredential
-    from tests.test_leak_scan import database_files, forms, hits, text_forms
+    from tests.test_leak_scan import database_files, exception_text, forms, hits, text_forms
 else:
     from pds_cli.main import cli as pds_cli
     from pds_cli.state import OwnerCredential
-    from test_leak_scan import database_files, forms, hits, text_forms
+    from test_leak_scan import database_files, exception_text, forms, hits, text_forms
 
 KDF = KdfParams.interactive()
 PDS_VARIABLES = ("PDS_STORE", "PDS_PASSPHRASE", "PDS_NEW_PASSPHRASE", "PDS_STATE_DIR")
@@ -147,21 +147,6 @@ def key_forms(secret: bytes) -> list[bytes]:
 
 def scan(haystack: bytes, needles: dict[str, list[bytes]]) -> list[str]:
     return hits(haystack, needles)
-
-
-def displayed_exception_text(exc: BaseException) -> str:
-    """``str``, ``repr`` and args of the exception and of every exception chained to it
-    (``__cause__``, and ``__context__`` even where suppressed: a tool that ignores the
-    suppression shows it), and the formatted traceback."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        parts += [str(current), repr(current), *map(repr, current.args)]
-        current = current.__cause__ or current.__context__
-    parts += traceback.format_exception(exc)
-    return "\n".join(parts)
 
 
 def test_canary_forms_are_found_wherever_planted() -> None:
@@ -870,9 +855,9 @@ def test_no_canary_in_exception_text(run: Run) -> None:
     assert len(run.raised) >= 25
     for exc in run.raised:
         assert isinstance(exc, errors.PDSError), repr(exc)
-        text = displayed_exception_text(exc).encode("utf-8")
-        assert run.canaries.scan(text) == [], displayed_exception_text(exc)
-        assert scan(text, run.key_needles) == [], displayed_exception_text(exc)
+        text = exception_text(exc).encode("utf-8")
+        assert run.canaries.scan(text) == [], exception_text(exc)
+        assert scan(text, run.key_needles) == [], exception_text(exc)
 
 
 def test_grantees_did_receive_the_plaintext(run: Run) -> None:

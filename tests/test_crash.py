@@ -23,13 +23,17 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgpack
 import pytest
 
 import pds
 from pds import errors
+
+if TYPE_CHECKING:
+    from tests.crash_helpers import half_written_batches
+else:
+    from crash_helpers import half_written_batches
 from pds.keys import SymmetricKey
 
 WRITER = Path(__file__).parent / "helpers" / "crash_writer.py"
@@ -99,14 +103,7 @@ def _raw_checks(db: Path) -> dict[str, tuple[int, bytes]]:
     try:
         assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         # Every batch has exactly the records its signed manifest lists, no more, no less.
-        for batch_id, manifest in con.execute("SELECT batch_id, manifest FROM batches"):
-            listed = {(e[0], e[1]) for e in msgpack.unpackb(manifest)["entries"]}
-            stored = set(
-                con.execute(
-                    "SELECT record_id, version FROM records WHERE batch_id = ?", (batch_id,)
-                ).fetchall()
-            )
-            assert stored == listed, f"batch {batch_id.hex()} is half written"
+        assert half_written_batches(con) == []
         orphans = con.execute(
             "SELECT COUNT(*) FROM records WHERE batch_id NOT IN (SELECT batch_id FROM batches)"
         ).fetchone()[0]

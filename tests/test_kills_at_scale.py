@@ -74,8 +74,10 @@ from pds.accesslog import Checkpoint, LogEntry
 from pds.keys import PrincipalKey, SymmetricKey, public_key_from_did
 
 if TYPE_CHECKING:
+    from tests.crash_helpers import half_written_batches
     from tests.helpers.kills_writer import COLLECTIONS, PURPOSE, data_digest, scope_collections
 else:
+    from crash_helpers import half_written_batches
     from helpers.kills_writer import COLLECTIONS, PURPOSE, data_digest, scope_collections
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -254,19 +256,9 @@ def _snapshot(db: Path, vault_id: str, model: Model, nonces: list[str]) -> Snaps
         assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         # Every batch written since the last kill holds exactly what its signed manifest
         # lists (a batch is never half written).
-        batches = con.execute(
-            "SELECT bseq, batch_id, manifest FROM batches WHERE vault_id = ? AND bseq > ?",
-            (vault_id, model.bseq_seen),
-        ).fetchall()
-        for bseq, batch_id, manifest in batches:
-            listed = {(e[0], e[1]) for e in msgpack.unpackb(manifest)["entries"]}
-            stored = set(
-                con.execute(
-                    "SELECT record_id, version FROM records WHERE batch_id = ?", (batch_id,)
-                ).fetchall()
-            )
-            assert stored == listed, f"batch {batch_id.hex()} is half written"
-            model.bseq_seen = max(model.bseq_seen, bseq)
+        assert half_written_batches(con, model.bseq_seen) == []
+        (latest,) = con.execute("SELECT MAX(bseq) FROM batches").fetchone()
+        model.bseq_seen = max(model.bseq_seen, latest or 0)
         orphans = con.execute(
             "SELECT COUNT(*) FROM records WHERE batch_id NOT IN (SELECT batch_id FROM batches)"
         ).fetchone()[0]

@@ -79,8 +79,10 @@ def hits(haystack: bytes, needles: dict[str, list[bytes]]) -> list[str]:
 
 
 def exception_text(exc: BaseException) -> str:
-    """str, repr, and the formatted traceback of an exception and its whole chain."""
-    parts = []
+    """``str``, ``repr`` and args of the exception and of every exception chained to it
+    (``__cause__``, and ``__context__`` even where suppressed: a tool that ignores the
+    suppression shows it), and the formatted traceback."""
+    parts: list[str] = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
