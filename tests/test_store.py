@@ -18,6 +18,7 @@ import pytest
 
 import pds
 from pds import _crypto, _envelope, errors
+from pds._store.base import RecordRow
 from pds._store.sqlite import SCHEMA_VERSION, SQLiteBackend
 from pds.keys import PrincipalKey, SymmetricKey
 
@@ -102,6 +103,34 @@ def test_bad_synchronous_value_is_refused(tmp_path: Path, value: Any) -> None:
     with pytest.raises(errors.FormatError):
         pds.open_store(tmp_path / "store.db", synchronous=value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_get_records_returns_each_ids_newest_version_in_the_order_given(
+    tmp_path: Path,
+) -> None:
+    """Rows come back from SQLite in no promised order; the newest version of each id
+    must win whatever the order, ids come back in the order asked, unknown ids are left
+    out, and another vault's rows are never returned."""
+    backend = SQLiteBackend(tmp_path / "store.db")
+    try:
+
+        def row(vault: str, record: str, version: int) -> RecordRow:
+            return RecordRow(
+                vault, record, version, "c", version, 1, b"b" * 16, False, b"n", b"v%d" % version
+            )
+
+        with backend.transaction():
+            # Versions inserted out of order, and a row of another vault with a higher one.
+            backend.insert_records([row("v", "a", 2), row("v", "b", 1), row("w", "a", 9)])
+            backend.insert_records([row("v", "a", 3), row("v", "a", 1), row("v", "b", 2)])
+        got = backend.get_records("v", ["b", "missing", "a", "b"])
+        assert [(r.record_id, r.version, r.ciphertext) for r in got] == [
+            ("b", 2, b"v2"),
+            ("a", 3, b"v3"),
+        ]
+        assert all(r.vault_id == "v" for r in got)
+    finally:
+        backend.close()
 
 
 # -- locations -------------------------------------------------------------------------

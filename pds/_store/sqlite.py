@@ -980,14 +980,18 @@ class SQLiteBackend:
         for start in range(0, len(unique), _IN_CHUNK):
             chunk = unique[start : start + _IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
+            # Unordered (an ORDER BY here sorts in a temporary B-tree): the newest version
+            # of each id is kept as the rows come.
             rows = self._execute(
                 f"SELECT {_RECORD_COLUMNS} FROM records WHERE vault_id = ? "
-                f"AND record_id IN ({marks}) ORDER BY record_id, version DESC",
+                f"AND record_id IN ({marks})",
                 [vault_id, *chunk],
             ).fetchall()
             for raw in rows:
                 record = _record(raw)
-                latest.setdefault(record.record_id, record)
+                kept = latest.get(record.record_id)
+                if kept is None or record.version > kept.version:
+                    latest[record.record_id] = record
         return [latest[record_id] for record_id in unique if record_id in latest]
 
     def set_policy(self, vault_id: str, policy: bytes) -> None:
