@@ -369,8 +369,9 @@ def _field_types(cls: Any) -> tuple[frozenset[type], ...]:
     """The exact types each field of a row class may hold, in field order."""
     hints = typing.get_type_hints(cls)
     result = []
-    for item in dataclasses.fields(cls):
-        hint = hints[item.name]
+    names = cls._fields if hasattr(cls, "_fields") else [f.name for f in dataclasses.fields(cls)]
+    for name in names:
+        hint = hints[name]
         allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
         result.append(frozenset(type(None) if a is None else a for a in allowed))
     return tuple(result)
