@@ -843,6 +843,34 @@ def test_blob_cell_with_another_storage_class_is_refused(
         assert vault.get(world.multi).data == world.expected[a(world, world.multi)]
 
 
+# A listing reads these columns of every current row without a key (it works while
+# locked): a retyped cell is refused as a corrupt store, never returned or a TypeError.
+# (Values a column's affinity would convert back, like '2' into an INTEGER column, are
+# not a change of storage class.)
+_LISTED_RETYPES = [
+    ("record_id", "x'01'"),
+    ("version", "'two'"),
+    ("created_at", "'soon'"),
+    ("epoch", "1.5"),
+    ("batch_id", "'text, not bytes'"),
+    ("deleted", "2"),
+    ("deleted", "'no'"),
+    ("size", "x'00'"),
+]
+
+
+@pytest.mark.parametrize(("column", "value"), _LISTED_RETYPES)
+def test_listed_cell_with_another_storage_class_is_refused(
+    world: World, column: str, value: str
+) -> None:
+    where, params = record_where(world, world.target)
+    sql(world, f"UPDATE records SET {column} = {value} WHERE {where}", *params)
+    with pds.open_store(world.db) as store:
+        vault = store.open_vault(world.vault_a)
+        with pytest.raises(errors.StoreCorrupt):
+            vault.list(limit=1000)
+
+
 # -- answers for another record id ---------------------------------------------------------
 
 

@@ -448,6 +448,38 @@ def _record(row: Sequence[Any]) -> RecordRow:
     return _typed(RecordRow, values)
 
 
+def _meta(row: Sequence[Any]) -> RecordMeta:
+    # A listing builds one per record listed: checked inline, as in ``_record``.
+    if len(row) == 10:
+        seq, vault_id, record_id, version, collection, created, epoch, batch, deleted, size = row
+        if (
+            type(seq) is int
+            and type(vault_id) is str
+            and type(record_id) is str
+            and type(version) is int
+            and type(collection) is str
+            and type(created) is int
+            and type(epoch) is int
+            and type(batch) is bytes
+            and type(size) is int
+        ):
+            return RecordMeta(
+                seq,
+                vault_id,
+                record_id,
+                version,
+                collection,
+                created,
+                epoch,
+                batch,
+                _flag(deleted),
+                size,
+            )
+    values = list(row)
+    values[8] = _flag(values[8])
+    return _typed(RecordMeta, values)
+
+
 class _Cursor:
     """A cursor whose fetches raise pds errors (a fetch reads pages and decodes text, so it
     can meet corruption too), never with the stored bytes in the message."""
@@ -964,7 +996,7 @@ class SQLiteBackend:
             "ORDER BY created_at, seq LIMIT ?",
             params,
         ).fetchall()
-        return [_typed(RecordMeta, (*r[:8], _flag(r[8]), r[9])) for r in rows]
+        return [_meta(r) for r in rows]
 
     def finish_import(self, vault_id: str) -> None:
         self._execute("UPDATE records SET current = 0 WHERE vault_id = ?", (vault_id,))
