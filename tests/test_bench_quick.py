@@ -28,6 +28,7 @@ FIGURES = (
     "served_read_1",
     "served_read_1_floor",
     "served_read_100",
+    "served_read_100_floor",
     "log_append",
     "log_inclusion",
     "log_consistency",
