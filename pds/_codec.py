@@ -48,13 +48,24 @@ def _canonical(value: Any, depth: int, allow_bytes: bool = True) -> Any:
         result = {}
         for key in sorted(value):
             item = value[key]
-            # Text, the commonest leaf, is kept without a call.
-            result[key] = item if type(item) is str else _canonical(item, depth + 1, allow_bytes)
+            leaf = type(item)
+            # The common leaves (text, in-range integers, bytes where allowed, None) are
+            # kept without a call; everything else is checked by the full rules.
+            result[key] = (
+                item
+                if leaf is str
+                or (leaf is int and _INT_MIN <= item <= _INT_MAX)
+                or (leaf is bytes and allow_bytes)
+                or item is None
+                else _canonical(item, depth + 1, allow_bytes)
+            )
         return result
     if kind is list:
         return [
             item
-            if type(item) is str or (type(item) is int and _INT_MIN <= item <= _INT_MAX)
+            if type(item) is str
+            or (type(item) is int and _INT_MIN <= item <= _INT_MAX)
+            or (type(item) is bytes and allow_bytes)
             else _canonical(item, depth + 1, allow_bytes)
             for item in value
         ]

@@ -157,9 +157,27 @@ def test_encode_refuses(value: Any) -> None:
         _codec.encode(value)
 
 
-def test_json_only_refuses_binary() -> None:
+@pytest.mark.parametrize("value", [{"a": [b"x"]}, {"a": b"x"}, [b"x"], b"x"], ids=repr)
+def test_json_only_refuses_binary(value: Any) -> None:
     with pytest.raises(FormatError):
-        _codec.encode({"a": [b"x"]}, json_only=True)
+        _codec.encode(value, json_only=True)
+
+
+def _reference(value: Any) -> Any:
+    """The canonical form by its definition, slowly: every map's keys sorted by their
+    UTF-8 bytes, recursively (msgpack already picks the shortest encodings)."""
+    if isinstance(value, dict):
+        return {k: _reference(value[k]) for k in sorted(value, key=lambda k: k.encode())}
+    if isinstance(value, list):
+        return [_reference(item) for item in value]
+    return value
+
+
+@given(any_values)
+def test_encoding_matches_the_definition(value: Any) -> None:
+    # The encoder's fast paths (leaves kept without a call) must not change a byte.
+    expected = msgpack.packb(_reference(value), use_bin_type=True, use_single_float=False)
+    assert _codec.encode(value) == expected
 
 
 def _nested(depth: int) -> Any:
