@@ -20,6 +20,7 @@ FIGURES = (
     "put_many",
     "put_many_floor",
     "put",
+    "put_floor",
     "verify_1",
     "verify_3",
     "verify_8",
