@@ -10,11 +10,14 @@ once for the invocation, on the very messages pds verifies (prepared outside the
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import nacl.bindings
 
 import pds
@@ -24,12 +27,13 @@ from bench.measure import Figure, Target, interleaved, rate_figure, seconds_per_
 from bench.peers import PeerUnavailable, biscuit_verification, macaroon_verification
 from pds import capability
 from pds._serve import max_lifetime_ms
+from pds.capability import LINK_ID_LABEL, LINK_SIGNATURE_LABEL
 from pds.invocation import INVOCATION_SIGNATURE_LABEL, Invocation
 
 __all__ = ["CHAIN_LENGTHS", "FIGURES", "Chain", "build_chains", "run"]
 
 CHAIN_LENGTHS = (1, 3, 8)
-FIGURES = ("verify_1", "verify_3", "verify_8", "vs_biscuit", "vs_pymacaroons")
+FIGURES = ("verify_1", "verify_1_floor", "verify_3", "verify_8", "vs_biscuit", "vs_pymacaroons")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,35 @@ def raw_verify(messages: list[tuple[bytes, bytes]]) -> None:
         nacl.bindings.crypto_sign_open(signed, public)
 
 
+def _canonical_document(data: bytes) -> Any:
+    """msgpack's C decoder, then the re-encode comparison that proves the bytes canonical
+    (without it, two encodings of one link would have two link ids)."""
+    value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    if msgpack.packb(value, use_bin_type=True) != data:
+        raise RuntimeError("the floor was given non-canonical bytes")
+    return value
+
+
+def floor_verify(data: bytes) -> None:
+    """What the token and invocation formats (docs/spec/token.md) make any verifier do,
+    with bare primitives and no rule checked: decode the invocation, its body, the token
+    and each link payload canonically, hash each payload into its link id, and verify each
+    link's signature and the invocation's over their labelled inputs. A lower bound for
+    ``verify_*``: the parsers' rules (types, ranges, narrowing, times) come on top."""
+    outer = _canonical_document(data)
+    body = _canonical_document(outer["body"])
+    token = _canonical_document(body["token"])
+    for payload, signature in token["links"]:
+        link = _canonical_document(payload)
+        hashlib.sha256(LINK_ID_LABEL + payload).digest()
+        nacl.bindings.crypto_sign_open(
+            signature + LINK_SIGNATURE_LABEL + b"\x00" + payload, link["iss"]
+        )
+    nacl.bindings.crypto_sign_open(
+        outer["sig"] + INVOCATION_SIGNATURE_LABEL + b"\x00" + outer["body"], link["aud"]
+    )
+
+
 def run(config: Config, workdir: Path, only: frozenset[str]) -> list[Figure]:
     owner = open_owner_vault(workdir)
     try:
@@ -133,6 +166,10 @@ def run(config: Config, workdir: Path, only: frozenset[str]) -> list[Figure]:
             measures.append(
                 lambda messages=messages: seconds_per_call(lambda: raw_verify(messages), calls)
             )
+        one = by_length[1].invocation
+        floor_verify(one)
+        floor_index = len(measures)
+        measures.append(lambda one=one: seconds_per_call(lambda: floor_verify(one), calls))
         # Where each peer's samples are, or why the peer is unavailable.
         peers: dict[str, int | str] = {}
         for name, factory in (
@@ -169,6 +206,23 @@ def run(config: Config, workdir: Path, only: frozenset[str]) -> list[Figure]:
                 },
             )
         )
+    figures.append(
+        rate_figure(
+            name="verify_1_floor",
+            title="verify_1's floor: the formats' decoding, hashing and signatures, no rules",
+            pds_seconds=samples[floor_index],
+            baseline_seconds=samples[1],
+            baseline_label="raw PyNaCl Ed25519 verify x 2",
+            target=None,
+            unit="verifications/s",
+            note=(
+                "the invocation, body, token and link decoded canonically by msgpack, the "
+                "link id hashed, both signatures checked on their labelled inputs; no "
+                "type, range, narrowing or time rule"
+            ),
+            details={"calls_per_repeat": calls},
+        )
+    )
     pds_one = samples[0]
     figures.append(
         _peer_figure(

@@ -22,6 +22,7 @@ FIGURES = (
     "put",
     "put_floor",
     "verify_1",
+    "verify_1_floor",
     "verify_3",
     "verify_8",
     "vs_biscuit",
