@@ -133,3 +133,46 @@ def test_missing_peers_are_reported_unavailable(tmp_path: Path) -> None:
         assert figures[name]["status"] == "unavailable"
         assert "not installed" in figures[name]["unavailable"]
     assert figures["verify_1"]["status"] in ("PASS", "MISS")
+
+
+WHATIF_CASES = {
+    "raw executemany (baseline)": 3,
+    "floor (current formats)": 3,
+    "batch_aead": 3,
+    "batch_aead_lean": 3,
+    "piece: canonical msgpack of a record": 3,
+    "piece: random base32 id": 3,
+    "piece: insert into one B-tree": 3,
+    "raw insert + commit (baseline)": 4,
+    "floor (current schema)": 4,
+    "floor_lean": 4,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_whatif_quick_reports_every_case() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.whatif", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    rows = {}
+    for line in completed.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] in WHATIF_CASES:
+            rows[cells[0]] = [float(cell) for cell in cells[1:]]
+    assert set(rows) == set(WHATIF_CASES)
+    for name, columns in WHATIF_CASES.items():
+        assert len(rows[name]) == columns - 1, name
+        assert all(_number(value) and value > 0 for value in rows[name]), name
+    # Read from the write-ahead log: the raw baseline writes about one page per commit,
+    # a put's floor many more (a row in each table and index it touches).
+    raw_frames = rows["raw insert + commit (baseline)"][2]
+    assert raw_frames < 2
+    assert rows["floor (current schema)"][2] > 3 * raw_frames
+    assert rows["floor_lean"][2] > raw_frames
