@@ -74,6 +74,11 @@ class Host:
         # Unwrapped batch host shares: the host key is in this process anyway, and
         # unwrapping costs an AEAD per batch per request.
         self._host_shares = LRU()
+        # Batch rows and whether an epoch seals fields, by vault: a store never changes
+        # either once written, except to crypto-erase a destroyed vault, and every request
+        # reads its vault row (and refuses a destroyed vault) before it uses them.
+        self._batch_rows = LRU()
+        self._seals_fields = LRU()
         # Links this host has seen committed to the store (links are never removed while
         # their vault can be served), so a warm request skips their lookups.
         self._registered: set[bytes] = set()
@@ -238,8 +243,7 @@ class Host:
         def seals_fields(record: RecordRow) -> bool:
             marker = (record.collection, record.epoch)
             if marker not in sealed:
-                epoch = backend.get_epoch(row.vault_id, record.collection, record.epoch)
-                sealed[marker] = epoch is not None and epoch.seal_fields
+                sealed[marker] = self._epoch_seals_fields(row.vault_id, *marker)
             return sealed[marker]
 
         def visible(record: RecordRow) -> bool:
@@ -374,13 +378,28 @@ class Host:
             self._host_shares.remember(marker, cached)
         return cached
 
+    def _epoch_seals_fields(self, vault_id: str, collection: str, epoch: int) -> bool:
+        marker = (vault_id, collection, epoch)
+        cached: bool | None = self._seals_fields.get(marker)
+        if cached is None:
+            found = self._ctx.backend.get_epoch(vault_id, collection, epoch)
+            if found is None:
+                return False  # not remembered: a missing epoch is not a stored fact
+            cached = found.seal_fields
+            self._seals_fields.remember(marker, cached)
+        return cached
+
     def _batches(self, row: VaultRow, records: list[RecordRow]) -> dict[bytes, BatchRow]:
         batches: dict[bytes, BatchRow] = {}
         for record in records:
             if record.batch_id not in batches:
-                found = self._ctx.backend.get_batch(row.vault_id, record.batch_id)
+                marker = (row.vault_id, record.batch_id)
+                found: BatchRow | None = self._batch_rows.get(marker)
                 if found is None:
-                    raise IntegrityError("batch-missing", "a served record's batch is missing")
+                    found = self._ctx.backend.get_batch(row.vault_id, record.batch_id)
+                    if found is None:
+                        raise IntegrityError("batch-missing", "a served record's batch is missing")
+                    self._batch_rows.remember(marker, found)
                 batches[record.batch_id] = found
         return batches
 

@@ -37,6 +37,7 @@ from pds.errors import (
     Replayed,
     StaleInvocation,
     StoreError,
+    VaultDestroyed,
     VaultNotFound,
     WrongHolder,
     WrongVault,
@@ -655,6 +656,21 @@ def test_a_token_with_another_signature_is_not_served_from_the_chain_cache(
     forged = forge_invocation(altered, agency, time_ms=world.clock.ms)
     with pytest.raises(InvalidSignature):
         world.store.serve(forged)
+
+
+def test_a_warm_host_refuses_a_vault_destroyed_through_another_store(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """The host keeps batch rows it has served (a store never changes them, except to
+    crypto-erase a destroyed vault): a vault destroyed by another Store object on the same
+    file is refused by the warm host, never served from what it remembers."""
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    assert len(grantee.read(world.store, token).records) == 1
+    world.open_vault(world.open_store()).destroy()
+    with pytest.raises(VaultDestroyed):
+        grantee.read(world.store, token)
 
 
 # -- log first, then release ----------------------------------------------------------
