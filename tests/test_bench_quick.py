@@ -57,18 +57,26 @@ def _check_stats(stats: Any) -> None:
     assert stats["samples"] and all(_number(v) for v in stats["samples"])
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(120)
-def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+def _run(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = _run("bench", "--quick", "--out", str(out))
     assert completed.returncode == 0, completed.stderr[-4000:]
     document = json.loads(out.read_text())
     assert document["meta"]["quick"] is True
@@ -99,14 +107,7 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
 
 
 def test_unknown_figure_is_a_usage_error() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "no_such_figure"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    completed = _run("bench", "--only", "no_such_figure")
     assert completed.returncode == 2
     assert "unknown figure" in completed.stderr
 
@@ -118,14 +119,14 @@ def test_missing_peers_are_reported_unavailable(tmp_path: Path) -> None:
         package.mkdir(parents=True)
         (package / "__init__.py").write_text(f"raise ImportError('no {module} here')\n")
     out = tmp_path / "peers.json"
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "tokens", "--out", str(out)],
-        cwd=REPO,
+    completed = _run(
+        "bench",
+        "--quick",
+        "--only",
+        "tokens",
+        "--out",
+        str(out),
         env={**os.environ, "PYTHONPATH": str(tmp_path / "shadow")},
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     figures = {figure["name"]: figure for figure in json.loads(out.read_text())["figures"]}
@@ -152,14 +153,7 @@ WHATIF_CASES = {
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_whatif_quick_reports_every_case() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.whatif", "--quick"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    completed = _run("bench.whatif", "--quick")
     assert completed.returncode == 0, completed.stderr[-4000:]
     rows = {}
     for line in completed.stdout.splitlines():
