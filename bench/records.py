@@ -130,6 +130,16 @@ _FLOOR_INSERT = (
 )
 
 
+def floor_encode(doc: dict[str, Any]) -> bytes:
+    """A flat record's canonical msgpack (its keys sorted), with msgpack alone."""
+    return msgpack.packb(dict(sorted(doc.items())), use_bin_type=True)
+
+
+def floor_record_id() -> str:
+    """A random 128-bit record id as 26 lowercase base32 characters (docs/spec/records.md)."""
+    return base64.b32encode(os.urandom(16)).decode("ascii").rstrip("=").lower()
+
+
 def _floor_rows(
     docs: list[dict[str, Any]], hashes: list[bytes] | None = None
 ) -> list[tuple[Any, ...]]:
@@ -144,8 +154,8 @@ def _floor_rows(
     batch_id, reader, host = os.urandom(16), os.urandom(32), os.urandom(32)
     rows = []
     for doc in docs:
-        plaintext = msgpack.packb(dict(sorted(doc.items())), use_bin_type=True)
-        record_id = base64.b32encode(os.urandom(16)).decode("ascii").rstrip("=").lower()
+        plaintext = floor_encode(doc)
+        record_id = floor_record_id()
         binding = msgpack.packb(
             ["pds/record/v1", vault, collection, record_id, 1, 1, batch_id, False],
             use_bin_type=True,

@@ -20,7 +20,6 @@ transaction per record. Every case uses WAL and ``synchronous=FULL``, like the f
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import os
@@ -39,7 +38,15 @@ import nacl.bindings
 
 from bench.fixtures import documents, open_owner_vault, raw_connection
 from bench.measure import interleaved
-from bench.records import _BLOBS_TABLE, _FLOOR_INSERT, _floor_insert, _floor_put, _floor_rows
+from bench.records import (
+    _BLOBS_TABLE,
+    _FLOOR_INSERT,
+    _floor_insert,
+    _floor_put,
+    _floor_rows,
+    floor_encode,
+    floor_record_id,
+)
 
 __all__ = ["main"]
 
@@ -73,10 +80,6 @@ _BATCH_BLOBS = (
 Rows = list[tuple[Any, ...]]
 
 
-def _record_id() -> str:
-    return base64.b32encode(os.urandom(16)).decode("ascii").rstrip("=").lower()
-
-
 def _batch_rows(docs: list[dict[str, Any]]) -> tuple[Rows, Rows]:
     """Each record encoded canonically with a random id; one AEAD per batch over the
     batch's encoded records; record rows without ciphertext, and one blob row per batch."""
@@ -86,10 +89,10 @@ def _batch_rows(docs: list[dict[str, Any]]) -> tuple[Rows, Rows]:
         batch_id, key = os.urandom(16), os.urandom(32)
         parts = []
         for doc in docs[start : start + _BATCH]:
-            plaintext = msgpack.packb(dict(sorted(doc.items())), use_bin_type=True)
+            plaintext = floor_encode(doc)
             parts.append(plaintext)
             rows.append(
-                (_VAULT, _record_id(), _COLLECTION, _NOW, batch_id, len(plaintext), None, None)
+                (_VAULT, floor_record_id(), _COLLECTION, _NOW, batch_id, len(plaintext), None, None)
             )
         nonce = os.urandom(24)
         sealed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
@@ -170,12 +173,12 @@ def _put_many_cases(directory: Path, count: int, repeats: int) -> list[tuple[str
     results.append(
         (
             "piece: canonical msgpack of a record",
-            piece(lambda: msgpack.packb(dict(sorted(doc.items())), use_bin_type=True)),
+            piece(lambda: floor_encode(doc)),
         )
     )
-    results.append(("piece: random base32 id", piece(_record_id)))
+    results.append(("piece: random base32 id", piece(floor_record_id)))
     with _database(directory, "one") as connection:
-        keyed = [(_VAULT, _record_id(), os.urandom(16), 300) for _ in range(count)]
+        keyed = [(_VAULT, floor_record_id(), os.urandom(16), 300) for _ in range(count)]
         start = perf_counter()
         connection.execute("BEGIN IMMEDIATE")
         connection.executemany("INSERT INTO one VALUES (?, ?, 1, ?, ?)", keyed)
