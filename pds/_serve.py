@@ -76,7 +76,8 @@ class Host:
         self._host_shares = LRU()
         # Batch rows and whether an epoch seals fields, by vault: a store never changes
         # either once written, except to crypto-erase a destroyed vault, and every request
-        # reads its vault row (and refuses a destroyed vault) before it uses them.
+        # checks under the write lock that its vault is live (the nonce insert) before it
+        # uses them.
         self._batch_rows = LRU()
         self._seals_fields = LRU()
         # Links this host has seen committed to the store (links are never removed while
@@ -176,6 +177,12 @@ class Host:
                 if budget is not None and spent.get(link.link_id, 0) >= budget:
                     raise BudgetExhausted("the token's use budget is spent")
         if not backend.remember_nonce(row.vault_id, invocation.nonce, invocation.time):
+            # The vault row was read before this transaction: a destroy may have committed
+            # since (the nonce insert checks it, under the write lock). Nothing is logged
+            # or released for a destroyed vault.
+            current = backend.get_vault(row.vault_id)
+            if current is None or current.destroyed_at is not None:
+                raise VaultDestroyed("the vault was destroyed")
             raise Replayed("this invocation was seen before")
         if now - self._pruned >= PRUNE_EVERY_MS:
             # Nonces older than twice the freshness window guard nothing (such invocations
@@ -363,7 +370,13 @@ class Host:
     def _log_refusal(
         self, invocation: Invocation, row: VaultRow, now: int, denied: AccessDenied
     ) -> None:
-        with self._ctx.backend.transaction():
+        backend = self._ctx.backend
+        with backend.transaction():
+            # A destroy may have committed since the vault row was read: its log ends
+            # with the destroy entry.
+            current = backend.get_vault(row.vault_id)
+            if current is None or current.destroyed_at is not None:
+                raise VaultDestroyed("the vault was destroyed") from None
             self._log(invocation, row, now, [], "refused", denied.reason)
 
     def _batch_share(self, row: VaultRow, batch: BatchRow) -> bytes:

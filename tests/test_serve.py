@@ -673,6 +673,82 @@ def test_a_warm_host_refuses_a_vault_destroyed_through_another_store(
         grantee.read(world.store, token)
 
 
+def _destroy_between_check_and_commit(
+    world: World, monkeypatch: pytest.MonkeyPatch, *, content_deleted: bool
+) -> None:
+    """Make the next serve race a destroy by another Store on the same file: the destroy
+    commits after the host has read the vault row (live) and checked the token, before
+    the host's own transaction. Without ``content_deleted`` the destroy stops after its
+    first commit (the crypto-erase), as if its process died there: the records' rows are
+    still in the file."""
+    other = world.open_store()
+    doomed = world.open_vault(other)
+    if not content_deleted:
+        monkeypatch.setattr(other.backend, "delete_vault_content", lambda vault_id: None)
+    host = world.store._host  # White-box: the window is inside Host.serve.
+    check = host._check
+
+    def check_then_destroy(*args: Any) -> Any:
+        caveats = check(*args)
+        doomed.destroy()
+        return caveats
+
+    monkeypatch.setattr(host, "_check", check_then_destroy)
+
+
+def _log_and_nonce_rows(world: World) -> tuple[int, int]:
+    with raw(world.db) as con:
+        (entries,) = con.execute(
+            "SELECT COUNT(*) FROM log_entries WHERE vault_id = ?", (world.vault.vault_id,)
+        ).fetchone()
+        (nonces,) = con.execute(
+            "SELECT COUNT(*) FROM nonces WHERE vault_id = ?", (world.vault.vault_id,)
+        ).fetchone()
+    return int(entries), int(nonces)
+
+
+@pytest.mark.parametrize("content_deleted", [False, True], ids=["erased-only", "destroyed"])
+def test_a_destroy_committed_after_the_vault_check_releases_and_logs_nothing(
+    world: World,
+    agency: pds.PrincipalKey,
+    monkeypatch: pytest.MonkeyPatch,
+    content_deleted: bool,
+) -> None:
+    """The host reads the vault row before its write transaction; a destroy that commits
+    in between is caught under the write lock: a warm host (batch rows and host shares in
+    memory) releases nothing, and the destroyed vault's log ends with its destroy entry."""
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    assert len(grantee.read(world.store, token).records) == 1
+    invocation = grantee.invoke(token).to_bytes()
+    entries, _ = _log_and_nonce_rows(world)
+    _destroy_between_check_and_commit(world, monkeypatch, content_deleted=content_deleted)
+    with pytest.raises(VaultDestroyed):
+        world.store.serve(invocation)
+    # One entry more: the destroy's own. No nonce is kept for the request.
+    assert _log_and_nonce_rows(world) == (entries + 1, 0 if content_deleted else 1)
+
+
+def test_a_refusal_racing_a_destroy_is_not_logged_after_it(
+    world: World, agency: pds.PrincipalKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request refused in the write transaction (here: a revoked link) while a destroy
+    committed after the host's vault check is answered as a destroyed vault, and the
+    refusal is not appended after the destroy entry."""
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    grantee.read(world.store, token)
+    world.vault.revoke(token)
+    invocation = grantee.invoke(token).to_bytes()
+    entries, nonces = _log_and_nonce_rows(world)
+    _destroy_between_check_and_commit(world, monkeypatch, content_deleted=False)
+    with pytest.raises(VaultDestroyed):
+        world.store.serve(invocation)
+    assert _log_and_nonce_rows(world) == (entries + 1, nonces)
+
+
 # -- log first, then release ----------------------------------------------------------
 
 

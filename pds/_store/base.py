@@ -226,7 +226,9 @@ class Backend(Protocol):
         ...
 
     def remember_nonce(self, vault_id: str, nonce: bytes, time: int) -> bool:
-        """Record an invocation nonce; ``False`` if it was seen before."""
+        """Record an invocation nonce; ``False`` if it was seen before, or if the vault
+        is missing or destroyed (checked in the same statement, so a destroy committed
+        after the caller read the vault row is seen here)."""
         ...
 
     def prune_nonces(self, older_than: int) -> None: ...

@@ -1129,9 +1129,12 @@ class SQLiteBackend:
         )
 
     def remember_nonce(self, vault_id: str, nonce: bytes, time: int) -> bool:
+        # The vault's liveness is checked by the same statement: inside the write
+        # transaction, a destroy cannot commit between the check and the serve's commit.
         cursor = self._execute(
-            "INSERT OR IGNORE INTO nonces (nonce, vault_id, time) VALUES (?, ?, ?)",
-            (nonce, vault_id, time),
+            "INSERT OR IGNORE INTO nonces (nonce, vault_id, time) SELECT ?, ?, ? "
+            "WHERE EXISTS (SELECT 1 FROM vaults WHERE vault_id = ? AND destroyed_at IS NULL)",
+            (nonce, vault_id, time, vault_id),
         )
         return cursor.rowcount == 1
 
