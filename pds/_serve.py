@@ -176,14 +176,8 @@ class Host:
                 budget = link.caveats.uses
                 if budget is not None and spent.get(link.link_id, 0) >= budget:
                     raise BudgetExhausted("the token's use budget is spent")
-        if not backend.remember_nonce(row.vault_id, invocation.nonce, invocation.time):
-            # The vault row was read before this transaction: a destroy may have committed
-            # since (the nonce insert checks it, under the write lock). Nothing is logged
-            # or released for a destroyed vault.
-            current = backend.get_vault(row.vault_id)
-            if current is None or current.destroyed_at is not None:
-                raise VaultDestroyed("the vault was destroyed")
-            raise Replayed("this invocation was seen before")
+        if not backend.remember_nonce(row.vault_id, invocation.nonce, invocation.time, row.policy):
+            caveats = self._recheck(invocation, row, now)
         if now - self._pruned >= PRUNE_EVERY_MS:
             # Nonces older than twice the freshness window guard nothing (such invocations
             # are stale anyway): pruning them now and then keeps the cache small.
@@ -193,6 +187,23 @@ class Host:
             backend.add_uses(budgeted)
         self._register_links(token, row, now)
         return self._select(invocation, row, caveats)
+
+    def _recheck(self, invocation: Invocation, row: VaultRow, now: int) -> capability.Caveats:
+        """The nonce was refused: a replay, or the vault changed after ``row`` was read and
+        checked (the nonce insert compares it under the write lock). Nothing is logged or
+        released for a destroyed vault; a changed policy is checked again, under the lock."""
+        backend = self._ctx.backend
+        current = backend.get_vault(row.vault_id)
+        if current is None or current.destroyed_at is not None:
+            raise VaultDestroyed("the vault was destroyed")
+        if current.policy == row.policy:
+            raise Replayed("this invocation was seen before")
+        caveats = self._check(invocation, current, now)
+        if not backend.remember_nonce(
+            current.vault_id, invocation.nonce, invocation.time, current.policy
+        ):
+            raise Replayed("this invocation was seen before")
+        return caveats
 
     def _register_links(self, token: capability.Token, row: VaultRow, now: int) -> None:
         """Remember delegations the first time they are seen, with the keys they carry, so

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from pds.errors import (
     HostKeyError,
     IntegrityError,
     InvalidSignature,
+    LifetimeExceeded,
     MalformedToken,
     NotPermitted,
     NotYetValid,
@@ -673,27 +674,36 @@ def test_a_warm_host_refuses_a_vault_destroyed_through_another_store(
         grantee.read(world.store, token)
 
 
+def _between_check_and_commit(
+    world: World, monkeypatch: pytest.MonkeyPatch, change: Callable[[], object]
+) -> None:
+    """Make the next serve race ``change`` (made through another Store on the same file):
+    it commits after the host has read the vault row and checked the token, before the
+    host's own write transaction."""
+    host = world.store._host  # White-box: the window is inside Host.serve.
+    check = host._check
+    pending = [change]
+
+    def check_then_change(*args: Any) -> Any:
+        caveats = check(*args)
+        while pending:
+            pending.pop()()
+        return caveats
+
+    monkeypatch.setattr(host, "_check", check_then_change)
+
+
 def _destroy_between_check_and_commit(
     world: World, monkeypatch: pytest.MonkeyPatch, *, content_deleted: bool
 ) -> None:
-    """Make the next serve race a destroy by another Store on the same file: the destroy
-    commits after the host has read the vault row (live) and checked the token, before
-    the host's own transaction. Without ``content_deleted`` the destroy stops after its
-    first commit (the crypto-erase), as if its process died there: the records' rows are
-    still in the file."""
+    """A destroy races the next serve. Without ``content_deleted`` it stops after its first
+    commit (the crypto-erase), as if its process died there: the records' rows are still
+    in the file."""
     other = world.open_store()
     doomed = world.open_vault(other)
     if not content_deleted:
         monkeypatch.setattr(other.backend, "delete_vault_content", lambda vault_id: None)
-    host = world.store._host  # White-box: the window is inside Host.serve.
-    check = host._check
-
-    def check_then_destroy(*args: Any) -> Any:
-        caveats = check(*args)
-        doomed.destroy()
-        return caveats
-
-    monkeypatch.setattr(host, "_check", check_then_destroy)
+    _between_check_and_commit(world, monkeypatch, doomed.destroy)
 
 
 def _log_and_nonce_rows(world: World) -> tuple[int, int]:
@@ -747,6 +757,36 @@ def test_a_refusal_racing_a_destroy_is_not_logged_after_it(
     with pytest.raises(VaultDestroyed):
         world.store.serve(invocation)
     assert _log_and_nonce_rows(world) == (entries + 1, nonces)
+
+
+@pytest.mark.parametrize(("days", "served"), [(7, False), (60, True)])
+def test_a_policy_changed_after_the_check_is_applied_under_the_write_lock(
+    world: World,
+    agency: pds.PrincipalKey,
+    monkeypatch: pytest.MonkeyPatch,
+    days: int,
+    served: bool,
+) -> None:
+    """The owner sets a policy between the host's check of a 30-day token and its write
+    transaction: the host checks the request again under the lock, so a lowered cap
+    refuses it (and logs why) and a raised one serves it."""
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    assert len(grantee.read(world.store, token).records) == 1  # the chain is cached
+    owner = world.open_vault(world.open_store())
+    _between_check_and_commit(
+        world,
+        monkeypatch,
+        lambda: owner.set_policy(max_token_lifetime=dt.timedelta(days=days)),
+    )
+    if served:
+        assert len(grantee.read(world.store, token).records) == 1
+        assert refusals(world.vault) == []
+    else:
+        with pytest.raises(LifetimeExceeded):
+            grantee.read(world.store, token)
+        assert refusals(world.vault) == ["lifetime"]
 
 
 # -- log first, then release ----------------------------------------------------------

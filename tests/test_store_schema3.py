@@ -360,8 +360,8 @@ def test_hot_path_statements_use_the_primary_key_and_write_one_btree(
                     (0, 0): b"h" * 32,
                     (1, 0): b"g" * 32,
                 }
-                assert backend.remember_nonce("v", b"n" * 16, 5)
-                assert not backend.remember_nonce("v", b"n" * 16, 6)
+                assert backend.remember_nonce("v", b"n" * 16, 5, None)
+                assert not backend.remember_nonce("v", b"n" * 16, 6, None)
                 backend.prune_nonces(3)
                 backend.insert_link_keys([LinkKeyRow(b"l" * 32, "c", 1, b"s")])
                 assert [k.sealed for k in backend.link_keys(b"l" * 32)] == [b"s"]

@@ -225,10 +225,10 @@ class Backend(Protocol):
         """Set a link's spent budget (an import)."""
         ...
 
-    def remember_nonce(self, vault_id: str, nonce: bytes, time: int) -> bool:
-        """Record an invocation nonce; ``False`` if it was seen before, or if the vault
-        is missing or destroyed (checked in the same statement, so a destroy committed
-        after the caller read the vault row is seen here)."""
+    def remember_nonce(self, vault_id: str, nonce: bytes, time: int, policy: bytes | None) -> bool:
+        """Record an invocation nonce; ``False`` if it was seen before, or if the vault is
+        missing, destroyed or no longer has ``policy`` (checked in the same statement, so a
+        change committed after the caller read the vault row is seen here)."""
         ...
 
     def prune_nonces(self, older_than: int) -> None: ...

@@ -1128,13 +1128,14 @@ class SQLiteBackend:
             "INSERT OR REPLACE INTO link_uses (link_id, count) VALUES (?, ?)", (link_id, count)
         )
 
-    def remember_nonce(self, vault_id: str, nonce: bytes, time: int) -> bool:
-        # The vault's liveness is checked by the same statement: inside the write
-        # transaction, a destroy cannot commit between the check and the serve's commit.
+    def remember_nonce(self, vault_id: str, nonce: bytes, time: int, policy: bytes | None) -> bool:
+        # The vault's state is checked by the same statement: inside the write transaction,
+        # a destroy or a policy change cannot commit between this check and the serve's.
         cursor = self._execute(
             "INSERT OR IGNORE INTO nonces (nonce, vault_id, time) SELECT ?, ?, ? "
-            "WHERE EXISTS (SELECT 1 FROM vaults WHERE vault_id = ? AND destroyed_at IS NULL)",
-            (nonce, vault_id, time, vault_id),
+            "WHERE EXISTS (SELECT 1 FROM vaults WHERE vault_id = ? AND destroyed_at IS NULL "
+            "AND policy IS ?)",
+            (nonce, vault_id, time, vault_id, policy),
         )
         return cursor.rowcount == 1
 
