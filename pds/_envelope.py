@@ -15,6 +15,7 @@ batch listing ``(record id, version, deleted, SHA-256(binding || nonce || cipher
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,10 @@ EPOCH_SIGNATURE_LABEL = b"pds/epoch/v1"
 _HOST_SHARE_KDF = b"pds-host-share1"
 _RECORD_KEY_KDF = b"pds-record-key1"
 _HOST_WRAP_CONTEXT = b"pds/host-share/v1\x00"
+
+# One msgpack packer per thread for bindings (no secret passes through it): building a
+# packer costs about as much as packing a binding.
+_packers = threading.local()
 
 
 def binding(
@@ -61,10 +66,17 @@ def binding(
         raise FormatError("a record binding field has the wrong type")
     # A flat array of text, integers, bytes and a boolean: msgpack's own encoding of it is
     # already the canonical one, so the generic canonicaliser is not needed on this hot path.
-    return msgpack.packb(
-        [RECORD_LABEL, vault_id, collection, record_id, version, epoch, batch_id, deleted],
-        use_bin_type=True,
-    )
+    try:
+        packer: msgpack.Packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    try:
+        packed: bytes = packer.pack(
+            [RECORD_LABEL, vault_id, collection, record_id, version, epoch, batch_id, deleted]
+        )
+    except UnicodeEncodeError:
+        raise FormatError("a record binding field is not UTF-8 text") from None
+    return packed
 
 
 def host_share(batch_host_share: bytes, record_binding: bytes) -> bytes:

@@ -437,6 +437,8 @@ class Host:
     ) -> Response:
         shares: dict[bytes, bytes] = {}
         fields = invocation.token.leaf.caveats.fields
+        reading = invocation.action == "read"
+        vault_id = row.vault_id
         records: list[dict[str, Any]] = []
         for record in selection.rows:
             batch = batches[record.batch_id]
@@ -449,12 +451,12 @@ class Host:
                 "batch": record.batch_id,
                 "size": len(record.ciphertext or b""),
             }
-            if invocation.action == "read" and record.nonce is not None and batch.wrapped_host:
+            if reading and record.nonce is not None and batch.wrapped_host:
                 batch_share = shares.get(batch.batch_id)
                 if batch_share is None:
                     batch_share = shares[batch.batch_id] = self._batch_share(row, batch)
                 binding = _envelope.binding(
-                    row.vault_id,
+                    vault_id,
                     record.collection,
                     record.record_id,
                     record.version,
@@ -475,7 +477,7 @@ class Host:
                     item["host_share"] = _envelope.host_share(batch_share, binding)
             records.append(item)
         batch_docs = []
-        if invocation.action == "read":
+        if reading:
             batch_docs = [
                 {
                     "batch": b.batch_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import struct
+import threading
 from typing import Any
 
 import msgpack
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pds import _codec
+from pds import _codec, _envelope
 from pds.errors import FormatError
 
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
@@ -454,3 +455,43 @@ def test_typed_random_bytes_raise_only_format_error(raw: bytes) -> None:
     # Any other exception type fails the test.
     with contextlib.suppress(FormatError):
         _typed(raw)
+
+
+# -- record bindings (packed by a reused per-thread packer) ---------------------------
+
+
+def _binding_fields(n: int) -> tuple[str, str, str, int, int, bytes, bool]:
+    return (
+        f"v{n}",
+        "a/é" * (n % 3 + 1),
+        f"r{n}",
+        n * 7919 % 2**63,
+        n % 5,
+        bytes([n % 256]) * 16,
+        n % 2 == 1,
+    )
+
+
+def test_a_binding_is_the_canonical_encoding_of_its_fields_in_every_thread() -> None:
+    """``binding`` packs with a packer kept per thread: each result is still exactly the
+    canonical encoding of its fields, in threads packing at the same time, and after a
+    pack that failed half-way (a lone surrogate cannot be UTF-8)."""
+    with pytest.raises(FormatError):
+        _envelope.binding("v", "\ud800", "r", 1, 1, b"b", False)
+    wrong: list[int] = []
+
+    def pack(offset: int) -> None:
+        for n in range(offset, offset + 2_000):
+            fields = _binding_fields(n)
+            if _envelope.binding(*fields) != _codec.encode([_envelope.RECORD_LABEL, *fields]):
+                wrong.append(n)
+
+    threads = [threading.Thread(target=pack, args=(k * 2_000,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    pack(8_000)
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    top = ("v", "c", "r", 2**63 - 1, 2**63 - 1, b"", True)
+    assert _envelope.binding(*top) == _codec.encode([_envelope.RECORD_LABEL, *top])
