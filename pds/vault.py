@@ -445,6 +445,7 @@ class Vault:
         check_record_id(record_id)
         self._keys()
         with self._ctx.backend.transaction():
+            self._refresh()
             latest = self._ctx.backend.latest_record(self.vault_id, record_id)
             if latest is None:
                 raise RecordNotFound("no such record")
@@ -620,6 +621,8 @@ class Vault:
         check_record_id(record_id)
         self._keys()
         with self._ctx.backend.transaction():
+            # Another process may have destroyed the vault since this object unlocked it.
+            self._refresh()
             row = self._ctx.backend.latest_record(self.vault_id, record_id)
             if row is None:
                 raise RecordNotFound("no such record")
@@ -636,6 +639,7 @@ class Vault:
         check_record_id(record_id)
         self._keys()
         with self._ctx.backend.transaction():
+            self._refresh()
             rows = self._ctx.backend.record_history(self.vault_id, record_id)
             if not rows:
                 raise RecordNotFound("no such record")
@@ -1243,6 +1247,7 @@ class Vault:
         """Sign (as the owner) and store a checkpoint of the log's current head."""
         keys = self._keys()
         with self._ctx.backend.transaction():
+            self._refresh()
             log = MerkleLog(self._ctx.backend, self.vault_id)
             size = log.size()
             now = self._ctx.now_ms()

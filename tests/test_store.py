@@ -10,7 +10,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -432,3 +433,50 @@ def test_destroy_crypto_erases_the_vault(tmp_path: Path, owner_key_file: Path) -
         with pytest.raises(errors.VaultExists):
             store.import_vault(tmp_path / "doomed.pdsx", key_file=owner_key_file)
     assert _raw(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+@pytest.mark.parametrize("content_deleted", [True, False], ids=["destroyed", "erased-only"])
+def test_a_vault_destroyed_by_another_process_refuses_an_unlocked_object(
+    tmp_path: Path, owner_key_file: Path, monkeypatch: pytest.MonkeyPatch, content_deleted: bool
+) -> None:
+    """A Vault object unlocked before another Store (another process, in production)
+    destroyed the vault still holds its keys in memory: every owner call refuses with
+    VaultDestroyed, and none is logged after the destroy entry. Without
+    ``content_deleted`` the destroy stopped after its first commit (the crypto-erase), as
+    if its process died there: the records' rows are still in the file."""
+    db = tmp_path / "store.db"
+    with pds.open_store(db) as store, pds.open_store(db) as other:
+        vault_id = store.create_vault(key_file=owner_key_file)
+        vault = store.open_vault(vault_id)
+        vault.unlock(key_file=owner_key_file)
+        record_id = vault.put("notes", {"n": 1}).record_id
+        assert vault.get(record_id).data == {"n": 1}
+        doomed = other.open_vault(vault_id)
+        doomed.unlock(key_file=owner_key_file)
+        if not content_deleted:
+            monkeypatch.setattr(other.backend, "delete_vault_content", lambda vault_id: None)
+        doomed.destroy()
+        entries = _raw(db, "SELECT COUNT(*) FROM log_entries WHERE vault_id = ?", vault_id)
+        calls: dict[str, Callable[[], object]] = {
+            "get": lambda: vault.get(record_id),
+            "history": lambda: vault.history(record_id),
+            "list": lambda: vault.list("notes"),
+            "put": lambda: vault.put("notes", {"n": 2}),
+            "delete": lambda: vault.delete(record_id),
+            "checkpoint": vault.checkpoint,
+            "grant": lambda: vault.grant(
+                PrincipalKey.generate().did,
+                collections=["notes"],
+                purpose="p",
+                expires=timedelta(days=1),
+            ),
+        }
+        ran = []
+        for name, call in calls.items():
+            try:
+                call()
+            except errors.VaultDestroyed:
+                continue
+            ran.append(name)
+        assert ran == []
+        assert _raw(db, "SELECT COUNT(*) FROM log_entries WHERE vault_id = ?", vault_id) == entries
