@@ -1177,16 +1177,17 @@ class SQLiteBackend:
     ) -> dict[tuple[int, int], bytes]:
         unique = list(dict.fromkeys(coordinates))
         found: dict[tuple[int, int], bytes] = {}
-        point = (
-            "SELECT level, idx, hash FROM log_nodes WHERE vault_id = ? AND level = ? AND idx = ?"
-        )
-        for start in range(0, len(unique), _IN_CHUNK // 3):
-            chunk = unique[start : start + _IN_CHUNK // 3]
-            # One primary-key lookup per node, in one statement (a row-value IN list would
-            # scan the table).
+        for start in range(0, len(unique), _IN_CHUNK // 2):
+            chunk = unique[start : start + _IN_CHUNK // 2]
+            # The wanted coordinates as a table of constants, joined to the nodes: one
+            # primary-key lookup per node in one statement (a row-value IN list would scan
+            # the table; a UNION ALL of point queries costs ~10% more per proof).
+            values = ", ".join(["(?, ?)"] * len(chunk))
             rows = self._execute(
-                " UNION ALL ".join([point] * len(chunk)),
-                [n for level, index in chunk for n in (vault_id, level, index)],
+                f"WITH wanted (level, idx) AS (VALUES {values}) "
+                "SELECT n.level, n.idx, n.hash FROM wanted CROSS JOIN log_nodes AS n "
+                "ON n.vault_id = ? AND n.level = wanted.level AND n.idx = wanted.idx",
+                [*(n for coordinate in chunk for n in coordinate), vault_id],
             ).fetchall()
             for level, index, digest in rows:
                 if type(level) is not int or type(index) is not int or type(digest) is not bytes:
