@@ -193,9 +193,7 @@ class Host:
         checked (the nonce insert compares it under the write lock). Nothing is logged or
         released for a destroyed vault; a changed policy is checked again, under the lock."""
         backend = self._ctx.backend
-        current = backend.get_vault(row.vault_id)
-        if current is None or current.destroyed_at is not None:
-            raise VaultDestroyed("the vault was destroyed")
+        current = self._live_vault(row.vault_id)
         if current.policy == row.policy:
             raise Replayed("this invocation was seen before")
         caveats = self._check(invocation, current, now)
@@ -381,14 +379,19 @@ class Host:
     def _log_refusal(
         self, invocation: Invocation, row: VaultRow, now: int, denied: AccessDenied
     ) -> None:
-        backend = self._ctx.backend
-        with backend.transaction():
+        with self._ctx.backend.transaction():
             # A destroy may have committed since the vault row was read: its log ends
             # with the destroy entry.
-            current = backend.get_vault(row.vault_id)
-            if current is None or current.destroyed_at is not None:
-                raise VaultDestroyed("the vault was destroyed") from None
+            self._live_vault(row.vault_id)
             self._log(invocation, row, now, [], "refused", denied.reason)
+
+    def _live_vault(self, vault_id: str) -> VaultRow:
+        """The vault's row as stored now; ``VaultDestroyed`` if it is gone or destroyed
+        (called under the write lock, after a check made before it)."""
+        current = self._ctx.backend.get_vault(vault_id)
+        if current is None or current.destroyed_at is not None:
+            raise VaultDestroyed("the vault was destroyed") from None
+        return current
 
     def _batch_share(self, row: VaultRow, batch: BatchRow) -> bytes:
         if batch.wrapped_host is None:
