@@ -62,7 +62,8 @@ def run(config: Config, workdir: Path, only: frozenset[str]) -> list[Figure]:
             ) as pds_file,
         ):
             base.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, entry BLOB NOT NULL)")
-            # The floor's other writes, keyed as in a pds store.
+            # The floor's other writes, WITHOUT ROWID as in a pds store (with shorter
+            # node keys: no vault id, band or tile).
             base.execute(
                 "CREATE TABLE nonces (nonce BLOB PRIMARY KEY, time INTEGER NOT NULL) WITHOUT ROWID"
             )

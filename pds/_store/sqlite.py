@@ -46,7 +46,7 @@ from .base import (
     VaultRow,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STORE_FORMAT = "pds-store"
 STORE_ID = "store_id"
 COMMITS = "commits"
@@ -286,6 +286,14 @@ def _rebuild_without_rowid(
         f'ALTER TABLE "{table}_v3" RENAME TO "{table}"',
         *indexes,
     )
+    _run_migration_statements(db, table, statements)
+
+
+def _run_migration_statements(
+    db: sqlite_utils.Database, table: str, statements: Sequence[str]
+) -> None:
+    """Run a table rebuild's statements, each through the fault seam like every other
+    statement of the store."""
     for sql in statements:
         if _faults.SEAM.armed:
             _faults.storage_call("execute")
@@ -348,11 +356,56 @@ def _migrate_to_3(db: sqlite_utils.Database) -> None:
     )
 
 
+_TILE_HEIGHT = 4
+"""Levels per band of ``log_nodes`` (schema 4): a tile holds the 30 nodes of levels
+4b..4b+3 under one node of level 4b+4, about 2.3 KB, within a page or two."""
+
+
+def _tile_key(level: str, index: str) -> tuple[str, str]:
+    """SQL for the ``(band, tile)`` of the log node at ``(level, index)`` (SQL operands).
+
+    Band ``b`` holds levels ``4b .. 4b+3``; a node's tile in it is the index of its
+    ancestor at level ``4b+4``. Keyed by ``(vault_id, band, tile, level, idx)``, the
+    siblings a proof's path needs at a band's four levels lie in one tile, so a proof deep
+    in a large log touches about one page per band instead of one per level. The one
+    definition: the migration, the inserts and the lookups all use it.
+    """
+    height = _TILE_HEIGHT
+    return (
+        f"({level}) / {height}",
+        f"({index}) >> ((({level}) / {height} + 1) * {height} - ({level}))",
+    )
+
+
+_NODE_BAND, _NODE_TILE = _tile_key("?2", "?3")
+_WANTED_BAND, _WANTED_TILE = _tile_key("wanted.level", "wanted.idx")
+
+
+def _migrate_to_4(db: sqlite_utils.Database) -> None:
+    """Key ``log_nodes`` by ``(vault_id, band, tile, level, idx)`` (see ``_tile_key``):
+    two derived columns in front of ``level, idx``, so a proof's nodes cluster by tile.
+    Same rows, same hashes; the caller's transaction makes it all or nothing."""
+    band, tile = _tile_key('"level"', '"idx"')
+    statements = (
+        'CREATE TABLE "log_nodes_v4" ("vault_id" TEXT NOT NULL, "band" INTEGER NOT NULL, '
+        '"tile" INTEGER NOT NULL, "level" INTEGER NOT NULL, "idx" INTEGER NOT NULL, '
+        '"hash" BLOB NOT NULL, '
+        'PRIMARY KEY ("vault_id", "band", "tile", "level", "idx")) WITHOUT ROWID',
+        'INSERT INTO "log_nodes_v4" ("vault_id", "band", "tile", "level", "idx", "hash") '
+        f'SELECT "vault_id", {band}, {tile}, "level", "idx", "hash" FROM "log_nodes" '
+        "ORDER BY 1, 2, 3, 4, 5",
+        'DROP TABLE "log_nodes"',
+        'ALTER TABLE "log_nodes_v4" RENAME TO "log_nodes"',
+    )
+    _run_migration_statements(db, "log_nodes", statements)
+
+
 # Migration k takes a store from schema version k - 1 to k. Append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
+    _migrate_to_4,
 ]
 
 _RECORD_COLUMNS = (
@@ -1161,13 +1214,15 @@ class SQLiteBackend:
             (vault_id, index, time, entry),
         )
         self._executemany(
-            "INSERT INTO log_nodes (vault_id, level, idx, hash) VALUES (?, ?, ?, ?)",
+            "INSERT INTO log_nodes (vault_id, band, tile, level, idx, hash) "
+            f"VALUES (?1, {_NODE_BAND}, {_NODE_TILE}, ?2, ?3, ?4)",
             [(vault_id, level, idx, digest) for level, idx, digest in nodes],
         )
 
     def log_node(self, vault_id: str, level: int, index: int) -> bytes | None:
         row = self._execute(
-            "SELECT hash FROM log_nodes WHERE vault_id = ? AND level = ? AND idx = ?",
+            f"SELECT hash FROM log_nodes WHERE vault_id = ?1 AND band = {_NODE_BAND} "
+            f"AND tile = {_NODE_TILE} AND level = ?2 AND idx = ?3",
             (vault_id, level, index),
         ).fetchone()
         return None if row is None else bytes(row[0])
@@ -1186,7 +1241,8 @@ class SQLiteBackend:
             rows = self._execute(
                 f"WITH wanted (level, idx) AS (VALUES {values}) "
                 "SELECT n.level, n.idx, n.hash FROM wanted CROSS JOIN log_nodes AS n "
-                "ON n.vault_id = ? AND n.level = wanted.level AND n.idx = wanted.idx",
+                f"ON n.vault_id = ? AND n.band = {_WANTED_BAND} AND n.tile = {_WANTED_TILE} "
+                "AND n.level = wanted.level AND n.idx = wanted.idx",
                 [*(n for coordinate in chunk for n in coordinate), vault_id],
             ).fetchall()
             for level, index, digest in rows:
