@@ -9,6 +9,7 @@ one has a log of over 256 entries, so its subtree hashes reach band 2.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -17,6 +18,7 @@ import pytest
 import pds
 from pds._store.base import LinkKeyRow
 from pds._store.sqlite import SQLiteBackend
+from pds.errors import SchemaTooNew, StoreError
 
 if TYPE_CHECKING:
     from tests.migration_helpers import (
@@ -311,3 +313,74 @@ def test_hot_path_statements_use_the_primary_key_and_write_one_btree(
         "link_keys": {"INSERT", "SELECT"},
         "link_uses": {"INSERT", "SELECT"},
     }
+
+
+# -- (d) a newer pds migrates the store under a running process
+
+
+def _future_migration(path: Path, kind: str, *, bump: bool = True) -> None:
+    """What a later schema could do, done with raw ``sqlite3`` by "a newer pds": add a
+    NOT NULL column to ``log_nodes`` (this pds's log appends leave it empty), or rename a
+    column of ``records`` (this pds's reads name the old one); then record the version."""
+    with raw(path) as conn:
+        if kind == "new column":
+            conn.executescript(
+                'CREATE TABLE "log_nodes_v5" ("vault_id" TEXT NOT NULL, "band" INTEGER NOT '
+                'NULL, "tile" INTEGER NOT NULL, "level" INTEGER NOT NULL, "idx" INTEGER NOT '
+                'NULL, "hash" BLOB NOT NULL, "extra" BLOB NOT NULL, PRIMARY KEY ("vault_id", '
+                '"band", "tile", "level", "idx")) WITHOUT ROWID;'
+                'INSERT INTO "log_nodes_v5" SELECT *, x\'\' FROM "log_nodes";'
+                'DROP TABLE "log_nodes"; ALTER TABLE "log_nodes_v5" RENAME TO "log_nodes";'
+            )
+        else:
+            conn.execute('ALTER TABLE "records" RENAME COLUMN "ciphertext" TO "sealed"')
+        if bump:
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(CURRENT + 1),)
+            )
+        conn.commit()
+
+
+def _log_size(path: Path) -> int:
+    with raw(path) as conn:
+        (count,) = conn.execute("SELECT COUNT(*) FROM log_entries").fetchone()
+    return int(count)
+
+
+@pytest.mark.parametrize("kind", ["new column", "renamed column"])
+@pytest.mark.parametrize("bump", [True, False], ids=["newer", "same version"])
+def test_a_process_open_while_a_newer_pds_migrates_is_told_schema_too_new(
+    tmp_path: Path, kind: str, bump: bool
+) -> None:
+    path = tmp_path / "store.db"
+    key_file = tmp_path / "owner.key"
+    pds.SymmetricKey.create_file(key_file)
+    agency = pds.PrincipalKey.generate()
+    with pds.open_store(path) as store:
+        vault = store.open_vault(store.create_vault(key_file=key_file))
+        vault.unlock(key_file=key_file)
+        record = vault.put("tax/2024", {"income": 1}).record_id
+        token = vault.grant(
+            agency.did, collections=["tax/*"], purpose="benefit check", expires=dt.timedelta(days=1)
+        )
+        grantee = pds.Grantee(agency)
+        # Positive control: both operations work before the migration.
+        assert vault.get(record).data == {"income": 1}
+        assert len(grantee.read(store, token).records) == 1
+        _future_migration(path, kind, bump=bump)
+        size = _log_size(path)
+        for operation in (lambda: vault.get(record), lambda: grantee.read(store, token)):
+            with pytest.raises(StoreError) as failed:
+                operation()
+            if bump:
+                assert type(failed.value) is SchemaTooNew
+                assert f"schema version {CURRENT + 1}" in str(failed.value)
+                assert "restart the process with the newer pds" in str(failed.value)
+            else:
+                # The same failure without a newer version stored stays a storage failure.
+                assert type(failed.value) is StoreError, failed.value
+            assert _log_size(path) == size  # refused whole: nothing logged
+    if bump:
+        # And a new open refuses the store, as before.
+        with pytest.raises(SchemaTooNew):
+            pds.open_store(path, create=False)

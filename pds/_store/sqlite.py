@@ -620,13 +620,40 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             raise _translate(exc) from None
 
+    def _failed(self, exc: sqlite3.Error) -> StoreError | NotAStore:
+        """The pds error for a statement that failed.
+
+        A statement of this pds failing on the schema itself (a table or column it names is
+        gone, a NOT NULL column it does not fill) means a newer pds migrated the store
+        while this process had it open: that is ``SchemaTooNew``, not a bare storage
+        failure. The stored version is read only then, never on the way to a success.
+        """
+        error = _translate(exc)
+        if type(error) is StoreError and isinstance(
+            exc, sqlite3.IntegrityError | sqlite3.OperationalError
+        ):
+            try:
+                row = self._conn.execute(
+                    "SELECT value FROM meta WHERE key = 'schema_version'"
+                ).fetchone()
+            except sqlite3.Error:
+                return error
+            text = row[0] if row is not None else None
+            if type(text) is str and text.isdigit() and int(text) > SCHEMA_VERSION:
+                return SchemaTooNew(
+                    f"a newer pds migrated the store to schema version {text} while this "
+                    f"process had it open (this pds reads up to {SCHEMA_VERSION}); restart "
+                    "the process with the newer pds"
+                )
+        return error
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         try:
             if _faults.SEAM.armed:
                 _faults.storage_call("execute")
             cursor = _Cursor(self._conn.execute(sql, params))
         except sqlite3.Error as exc:
-            raise _translate(exc) from None
+            raise self._failed(exc) from None
         except UnicodeDecodeError:
             raise StoreCorrupt("a stored text value is not UTF-8") from None
         except UnicodeEncodeError:
@@ -641,7 +668,7 @@ class SQLiteBackend:
                 _faults.storage_call("executemany")
             self._conn.executemany(sql, params)
         except sqlite3.Error as exc:
-            raise _translate(exc) from None
+            raise self._failed(exc) from None
         except UnicodeEncodeError:
             raise FormatError("text with characters UTF-8 cannot encode") from None
         if _faults.SEAM.armed:
