@@ -3,8 +3,12 @@
 is rebuilt that way when it is opened, all or nothing.
 
 The schema-2 store is made and filled as ``migration_helpers.build_old`` says. Every test
-here runs with pds pinned at schema 3 (the same patch, three migrations): what schema 4
-changes in ``log_nodes`` is tested in ``test_store_schema4.py``.
+here runs with pds pinned at schema 3 (the same patch, three migrations); that the migrated
+store still does its job is checked by this pds unpinned, which migrates it on to the
+current schema. What schema 4 changes in ``log_nodes`` is tested in
+``test_store_schema4.py``. (A process of the schema-2 release left running while another
+migrated the store to 3 kept serving, both writing the same columns; this pds writes schema
+4's, so it can no longer play that process: see docs/concepts.md.)
 """
 
 from __future__ import annotations
