@@ -24,43 +24,11 @@ from pds._store import sqlite as sqlite_store
 from pds.errors import StoreCorrupt
 
 if TYPE_CHECKING:
-    from tests.migration_helpers import (
-        CURRENT,
-        SMALL_ROW_TABLES,
-        Old,
-        assert_works,
-        build_old,
-        columns,
-        crash_at_each_point,
-        fail_each_storage_call,
-        integrity,
-        raw,
-        rows,
-        schema,
-        schema_at,
-        schema_version,
-        without_rowid,
-    )
+    from tests import migration_helpers as helpers
 else:
-    from migration_helpers import (
-        CURRENT,
-        SMALL_ROW_TABLES,
-        Old,
-        assert_works,
-        build_old,
-        columns,
-        crash_at_each_point,
-        fail_each_storage_call,
-        integrity,
-        raw,
-        rows,
-        schema,
-        schema_at,
-        schema_version,
-        without_rowid,
-    )
+    import migration_helpers as helpers
 
-REBUILT = SMALL_ROW_TABLES
+REBUILT = helpers.SMALL_ROW_TABLES
 """The tables schema 3 makes WITHOUT ROWID."""
 KEPT = ("meta", "log_entries", "log_checkpoints", "links", "revocations", "records", "batches")
 """Tables whose rows are large (or ``meta``, the format anchor): rowid tables still."""
@@ -68,18 +36,18 @@ KEPT = ("meta", "log_entries", "log_checkpoints", "links", "revocations", "recor
 
 @pytest.fixture(autouse=True)
 def _pinned_at_schema_3() -> Iterator[None]:
-    with schema_at(3):
+    with helpers.schema_at(3):
         yield
 
 
 @pytest.fixture(scope="module")
-def old_store(tmp_path_factory: pytest.TempPathFactory) -> Old:
-    old = build_old(tmp_path_factory.mktemp("schema2"), 2)
+def old_store(tmp_path_factory: pytest.TempPathFactory) -> helpers.Old:
+    old = helpers.build_old(tmp_path_factory.mktemp("schema2"), 2)
     # Positive control: this really is the schema-2 layout, with rows in every table that
     # schema 3 rebuilds.
-    flags = without_rowid(old.path)
+    flags = helpers.without_rowid(old.path)
     assert not any(flags[table] for table in (*REBUILT, *KEPT))
-    with raw(old.path) as conn:
+    with helpers.raw(old.path) as conn:
         autoindexes = {
             row[0]
             for row in conn.execute(
@@ -94,42 +62,42 @@ def old_store(tmp_path_factory: pytest.TempPathFactory) -> Old:
 
 
 @pytest.fixture
-def old(old_store: Old) -> Old:
+def old(old_store: helpers.Old) -> helpers.Old:
     old_store.restore()
     old_store.clock.set(old_store.head.time)
     return old_store
 
 
-def _assert_migrated(old: Old) -> None:
+def _assert_migrated(old: helpers.Old) -> None:
     """The file is at schema 3, laid out as a new store is, with every row it had."""
-    assert schema_version(old.path) == sqlite_store.SCHEMA_VERSION == 3
-    flags = without_rowid(old.path)
+    assert helpers.schema_version(old.path) == sqlite_store.SCHEMA_VERSION == 3
+    flags = helpers.without_rowid(old.path)
     assert all(flags[table] for table in REBUILT), flags
     assert not any(flags[table] for table in KEPT), flags
-    assert rows(old.path) == old.rows
-    assert integrity(old.path) == ["ok"]
+    assert helpers.rows(old.path) == old.rows
+    assert helpers.integrity(old.path) == ["ok"]
 
 
-def _assert_untouched(old: Old) -> None:
+def _assert_untouched(old: helpers.Old) -> None:
     """The file is the schema-2 store it was: same version, layout and rows."""
-    assert schema_version(old.path) == 2
-    assert not any(without_rowid(old.path)[table] for table in REBUILT)
-    assert rows(old.path) == old.rows
-    assert integrity(old.path) == ["ok"]
+    assert helpers.schema_version(old.path) == 2
+    assert not any(helpers.without_rowid(old.path)[table] for table in REBUILT)
+    assert helpers.rows(old.path) == old.rows
+    assert helpers.integrity(old.path) == ["ok"]
 
 
-def _assert_works_at_current(old: Old) -> None:
+def _assert_works_at_current(old: helpers.Old) -> None:
     """This pds, unpinned, opens the store (migrating it on to the current schema) and
     what it holds still does its job. (Pinned at schema 3, this pds cannot write to a
     schema-3 store: it writes the current layout.)"""
-    with schema_at(CURRENT), old.open() as store:
-        assert schema_version(old.path) == CURRENT
-        assert_works(old, store)
+    with helpers.schema_at(helpers.CURRENT), old.open() as store:
+        assert helpers.schema_version(old.path) == helpers.CURRENT
+        helpers.assert_works(old, store)
 
 
-def _check(old: Old) -> int:
+def _check(old: helpers.Old) -> int:
     """Schema 2 untouched or schema 3 whole; the version it is at."""
-    if schema_version(old.path) == 2:
+    if helpers.schema_version(old.path) == 2:
         _assert_untouched(old)
         return 2
     _assert_migrated(old)
@@ -142,11 +110,11 @@ def _check(old: Old) -> int:
 def test_a_new_store_keeps_small_rows_without_rowid(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     pds.open_store(path).close()
-    assert schema_version(path) == sqlite_store.SCHEMA_VERSION == 3
-    flags = without_rowid(path)
+    assert helpers.schema_version(path) == sqlite_store.SCHEMA_VERSION == 3
+    flags = helpers.without_rowid(path)
     assert all(flags[table] for table in REBUILT), flags
     assert not any(flags[table] for table in KEPT), flags
-    with raw(path) as conn:
+    with helpers.raw(path) as conn:
         objects = {
             (kind, name): tbl
             for kind, name, tbl in conn.execute("SELECT type, name, tbl_name FROM sqlite_master")
@@ -167,12 +135,12 @@ def test_a_new_store_keeps_small_rows_without_rowid(tmp_path: Path) -> None:
 
 
 def test_the_rebuilt_tables_have_the_columns_and_keys_of_schema_2(
-    old_store: Old, tmp_path: Path
+    old_store: helpers.Old, tmp_path: Path
 ) -> None:
     new = tmp_path / "store.db"
     pds.open_store(new).close()
     for table in REBUILT:
-        before, after = columns(old_store.pristine, table), columns(new, table)
+        before, after = helpers.columns(old_store.pristine, table), helpers.columns(new, table)
         # Same names, order, types, defaults and primary key positions...
         assert [(c[0], c[1], c[2], c[4], c[5]) for c in before] == [
             (c[0], c[1], c[2], c[4], c[5]) for c in after
@@ -181,7 +149,7 @@ def test_the_rebuilt_tables_have_the_columns_and_keys_of_schema_2(
         # WITHOUT ROWID table enforces whatever its declaration says).
         for old_column, new_column in zip(before, after, strict=True):
             assert new_column[3] == (old_column[3] or bool(old_column[5])), (table, new_column)
-    with raw(new) as conn:
+    with helpers.raw(new) as conn:
         (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'idx_nonces_time'")
         assert sql[0] == 'CREATE INDEX "idx_nonces_time" ON "nonces" ("time")'
 
@@ -189,13 +157,15 @@ def test_the_rebuilt_tables_have_the_columns_and_keys_of_schema_2(
 # -- (b) a schema-2 store is migrated when opened
 
 
-def test_a_schema_2_store_is_rebuilt_on_open_and_keeps_working(old: Old, tmp_path: Path) -> None:
+def test_a_schema_2_store_is_rebuilt_on_open_and_keeps_working(
+    old: helpers.Old, tmp_path: Path
+) -> None:
     with old.open():
         _assert_migrated(old)
     # The migrated store is laid out exactly as a new one.
     new = tmp_path / "new.db"
     pds.open_store(new).close()
-    assert schema(old.path) == schema(new)
+    assert helpers.schema(old.path) == helpers.schema(new)
     # Opening again migrates nothing more.
     with old.open():
         pass
@@ -203,23 +173,23 @@ def test_a_schema_2_store_is_rebuilt_on_open_and_keeps_working(old: Old, tmp_pat
     _assert_works_at_current(old)
 
 
-def test_a_schema_2_store_with_a_tampered_key_is_refused_as_corrupt(old: Old) -> None:
+def test_a_schema_2_store_with_a_tampered_key_is_refused_as_corrupt(old: helpers.Old) -> None:
     """A rowid table let a key cell be NULL (SQLite's legacy rule); only a change outside
     pds makes one, and the migration refuses it with a clear error, leaving schema 2."""
-    with raw(old.path) as con:
+    with helpers.raw(old.path) as con:
         assert con.execute("UPDATE nonces SET nonce = NULL WHERE rowid = 1").rowcount == 1
         con.commit()
     with pytest.raises(StoreCorrupt, match="nonces row has a missing or repeated key"):
         old.open()
-    assert schema_version(old.path) == 2
-    assert not any(without_rowid(old.path)[table] for table in REBUILT)
+    assert helpers.schema_version(old.path) == 2
+    assert not any(helpers.without_rowid(old.path)[table] for table in REBUILT)
 
 
 # -- (c) all or nothing
 
 
-def test_a_storage_failure_anywhere_in_the_migration_leaves_schema_2(old: Old) -> None:
-    added, failed = fail_each_storage_call(old, _check)
+def test_a_storage_failure_anywhere_in_the_migration_leaves_schema_2(old: helpers.Old) -> None:
+    added, failed = helpers.fail_each_storage_call(old, _check)
     # Every statement of migration 3 is a storage call the seam can fail: 4 per table and
     # the nonces' index...
     assert added >= 4 * len(REBUILT) + 1, added
@@ -230,10 +200,10 @@ def test_a_storage_failure_anywhere_in_the_migration_leaves_schema_2(old: Old) -
 
 
 @pytest.mark.slow
-def test_a_crash_anywhere_in_the_migration_leaves_schema_2_or_3(old: Old) -> None:
+def test_a_crash_anywhere_in_the_migration_leaves_schema_2_or_3(old: helpers.Old) -> None:
     """A process ended at any crash point of the migrating open (no rollback, no cleanup)
     leaves the schema-2 store as it was or the whole schema-3 store; either opens."""
-    outcomes = crash_at_each_point(old, _check)
+    outcomes = helpers.crash_at_each_point(old, _check)
     # Crashes landed before the commit (still schema 2) and after it (schema 3), and the
     # points inside the migration are among them.
     assert 2 in outcomes and 3 in outcomes, outcomes

@@ -21,41 +21,9 @@ from pds._store.sqlite import SQLiteBackend
 from pds.errors import SchemaTooNew, StoreError
 
 if TYPE_CHECKING:
-    from tests.migration_helpers import (
-        CURRENT,
-        SMALL_ROW_TABLES,
-        Old,
-        assert_works,
-        build_old,
-        columns,
-        crash_at_each_point,
-        fail_each_storage_call,
-        integrity,
-        raw,
-        rows,
-        schema,
-        schema_at,
-        schema_version,
-        without_rowid,
-    )
+    from tests import migration_helpers as helpers
 else:
-    from migration_helpers import (
-        CURRENT,
-        SMALL_ROW_TABLES,
-        Old,
-        assert_works,
-        build_old,
-        columns,
-        crash_at_each_point,
-        fail_each_storage_call,
-        integrity,
-        raw,
-        rows,
-        schema,
-        schema_at,
-        schema_version,
-        without_rowid,
-    )
+    import migration_helpers as helpers
 
 NODE_COLUMNS = ["vault_id", "band", "tile", "level", "idx", "hash"]
 OLD_NODE_COLUMNS = ["vault_id", "level", "idx", "hash"]
@@ -71,21 +39,21 @@ def expected_key(level: int, index: int) -> tuple[int, int]:
 
 
 def _nodes(path: Path) -> list[tuple[Any, ...]]:
-    with raw(path) as conn:
+    with helpers.raw(path) as conn:
         return [
             tuple(row) for row in conn.execute(f"SELECT {', '.join(NODE_COLUMNS)} FROM log_nodes")
         ]
 
 
-def _old_nodes(old: Old) -> list[tuple[Any, ...]]:
+def _old_nodes(old: helpers.Old) -> list[tuple[Any, ...]]:
     """The old store's log_nodes rows, as (vault_id, level, idx, hash)."""
-    assert [c[1] for c in columns(old.pristine, "log_nodes")] == OLD_NODE_COLUMNS
+    assert [c[1] for c in helpers.columns(old.pristine, "log_nodes")] == OLD_NODE_COLUMNS
     return old.rows["log_nodes"]
 
 
 @pytest.fixture(scope="module")
-def old_store(tmp_path_factory: pytest.TempPathFactory) -> Old:
-    old = build_old(tmp_path_factory.mktemp("schema3"), 3, owner_reads=260)
+def old_store(tmp_path_factory: pytest.TempPathFactory) -> helpers.Old:
+    old = helpers.build_old(tmp_path_factory.mktemp("schema3"), 3, owner_reads=260)
     # Positive control: the schema-3 layout, with nodes in three bands.
     assert old.head.size > 256
     assert max(row[1] for row in _old_nodes(old)) >= 8
@@ -93,17 +61,17 @@ def old_store(tmp_path_factory: pytest.TempPathFactory) -> Old:
 
 
 @pytest.fixture
-def old(old_store: Old) -> Old:
+def old(old_store: helpers.Old) -> helpers.Old:
     old_store.restore()
     old_store.clock.set(old_store.head.time)
     return old_store
 
 
-def _assert_migrated(old: Old) -> None:
+def _assert_migrated(old: helpers.Old) -> None:
     """The file is at schema 4 with every row it had; the nodes keyed by band and tile."""
-    assert schema_version(old.path) == CURRENT == 4
-    assert without_rowid(old.path)["log_nodes"]
-    after = rows(old.path)
+    assert helpers.schema_version(old.path) == helpers.CURRENT == 4
+    assert helpers.without_rowid(old.path)["log_nodes"]
+    after = helpers.rows(old.path)
     nodes = sorted(
         (
             (vault_id, level, index, digest)
@@ -116,19 +84,19 @@ def _assert_migrated(old: Old) -> None:
     assert after == before
     for _, band, tile, level, index, _ in _nodes(old.path):
         assert (band, tile) == expected_key(level, index), (level, index)
-    assert integrity(old.path) == ["ok"]
+    assert helpers.integrity(old.path) == ["ok"]
 
 
-def _assert_untouched(old: Old) -> None:
-    assert schema_version(old.path) == 3
-    assert [c[1] for c in columns(old.path, "log_nodes")] == OLD_NODE_COLUMNS
-    assert rows(old.path) == old.rows
-    assert integrity(old.path) == ["ok"]
+def _assert_untouched(old: helpers.Old) -> None:
+    assert helpers.schema_version(old.path) == 3
+    assert [c[1] for c in helpers.columns(old.path, "log_nodes")] == OLD_NODE_COLUMNS
+    assert helpers.rows(old.path) == old.rows
+    assert helpers.integrity(old.path) == ["ok"]
 
 
-def _check(old: Old) -> int:
+def _check(old: helpers.Old) -> int:
     """Schema 3 untouched or schema 4 whole; the version it is at."""
-    if schema_version(old.path) == 3:
+    if helpers.schema_version(old.path) == 3:
         _assert_untouched(old)
         return 3
     _assert_migrated(old)
@@ -141,9 +109,9 @@ def _check(old: Old) -> int:
 def test_a_new_store_keys_log_nodes_by_band_and_tile(tmp_path: Path) -> None:
     new = tmp_path / "new.db"
     pds.open_store(new).close()
-    assert schema_version(new) == CURRENT == 4
+    assert helpers.schema_version(new) == helpers.CURRENT == 4
     # (cid, name, type, notnull, default, pk): the key is the first five columns, in order.
-    assert [(c[1], c[2], c[3], c[5]) for c in columns(new, "log_nodes")] == [
+    assert [(c[1], c[2], c[3], c[5]) for c in helpers.columns(new, "log_nodes")] == [
         ("vault_id", "TEXT", 1, 1),
         ("band", "INTEGER", 1, 2),
         ("tile", "INTEGER", 1, 3),
@@ -151,18 +119,18 @@ def test_a_new_store_keys_log_nodes_by_band_and_tile(tmp_path: Path) -> None:
         ("idx", "INTEGER", 1, 5),
         ("hash", "BLOB", 1, 0),
     ]
-    assert without_rowid(new)["log_nodes"]
+    assert helpers.without_rowid(new)["log_nodes"]
     # Nothing else changed from schema 3.
-    with schema_at(3):
+    with helpers.schema_at(3):
         three = tmp_path / "three.db"
         pds.open_store(three).close()
-    assert {r for r in schema(new) if r[2] != "log_nodes"} == {
-        r for r in schema(three) if r[2] != "log_nodes"
+    assert {r for r in helpers.schema(new) if r[2] != "log_nodes"} == {
+        r for r in helpers.schema(three) if r[2] != "log_nodes"
     }
-    assert {r[:2] for r in schema(new) if r[2] == "log_nodes"} == {("table", "log_nodes")}
+    assert {r[:2] for r in helpers.schema(new) if r[2] == "log_nodes"} == {("table", "log_nodes")}
 
 
-def test_a_proof_reads_one_tile_per_band(old: Old) -> None:
+def test_a_proof_reads_one_tile_per_band(old: helpers.Old) -> None:
     """What the key is for: the siblings on any leaf's path through a complete tree of
     2**8 leaves (levels 0..7, two bands) lie in two tiles, as the stored rows say."""
     with old.open():
@@ -181,54 +149,56 @@ def test_a_proof_reads_one_tile_per_band(old: Old) -> None:
 # -- (b) a schema-3 (or older) store is migrated when opened
 
 
-def test_a_schema_3_store_is_rekeyed_on_open_and_keeps_working(old: Old, tmp_path: Path) -> None:
+def test_a_schema_3_store_is_rekeyed_on_open_and_keeps_working(
+    old: helpers.Old, tmp_path: Path
+) -> None:
     with old.open() as store:
         _assert_migrated(old)
-        assert_works(old, store)
+        helpers.assert_works(old, store)
     # Appended at schema 4: every node (migrated or new) is keyed as defined.
     for _, band, tile, level, index, _ in _nodes(old.path):
         assert (band, tile) == expected_key(level, index), (level, index)
     # Laid out exactly as a new store.
     new = tmp_path / "new.db"
     pds.open_store(new).close()
-    assert schema(old.path) == schema(new)
+    assert helpers.schema(old.path) == helpers.schema(new)
     # Opening again migrates nothing more.
-    before = rows(old.path)
+    before = helpers.rows(old.path)
     with old.open():
         pass
-    assert rows(old.path) == before
+    assert helpers.rows(old.path) == before
 
 
 def test_a_schema_2_store_is_migrated_through_3_to_4_in_one_open(tmp_path: Path) -> None:
-    two = build_old(tmp_path / "two", 2)
-    assert not without_rowid(two.path)["log_nodes"]
+    two = helpers.build_old(tmp_path / "two", 2)
+    assert not helpers.without_rowid(two.path)["log_nodes"]
     with two.open() as store:
         _assert_migrated(two)
-        assert_works(two, store)
+        helpers.assert_works(two, store)
 
 
 # -- (c) all or nothing
 
 
-def test_a_storage_failure_anywhere_in_the_migration_leaves_schema_3(old: Old) -> None:
-    added, failed = fail_each_storage_call(old, _check)
+def test_a_storage_failure_anywhere_in_the_migration_leaves_schema_3(old: helpers.Old) -> None:
+    added, failed = helpers.fail_each_storage_call(old, _check)
     # The migration's four statements (create, copy, drop, rename) each a storage call...
     assert added >= 4, added
     # ...and each failed once, leaving schema 3.
     assert failed >= added
     old.restore()
     with old.open() as store:
-        assert_works(old, store)
+        helpers.assert_works(old, store)
 
 
 @pytest.mark.slow
-def test_a_crash_anywhere_in_the_migration_leaves_schema_3_or_4(old: Old) -> None:
-    outcomes = crash_at_each_point(old, _check)
+def test_a_crash_anywhere_in_the_migration_leaves_schema_3_or_4(old: helpers.Old) -> None:
+    outcomes = helpers.crash_at_each_point(old, _check)
     assert 3 in outcomes and 4 in outcomes, outcomes
     assert outcomes.count(3) >= 2 * 4
     old.restore()
     with old.open() as store:
-        assert_works(old, store)
+        helpers.assert_works(old, store)
 
 
 # -- the hot paths use the key
@@ -274,7 +244,7 @@ def test_hot_path_statements_use_the_primary_key_and_write_one_btree(
         }
         checked: dict[str, set[str]] = {}
         for sql in seen:
-            table = next((t for t in SMALL_ROW_TABLES if f" {t} " in f"{sql} "), None)
+            table = next((t for t in helpers.SMALL_ROW_TABLES if f" {t} " in f"{sql} "), None)
             if table is None:
                 continue
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
@@ -322,7 +292,7 @@ def _future_migration(path: Path, kind: str, *, bump: bool = True) -> None:
     """What a later schema could do, done with raw ``sqlite3`` by "a newer pds": add a
     NOT NULL column to ``log_nodes`` (this pds's log appends leave it empty), or rename a
     column of ``records`` (this pds's reads name the old one); then record the version."""
-    with raw(path) as conn:
+    with helpers.raw(path) as conn:
         if kind == "new column":
             conn.executescript(
                 'CREATE TABLE "log_nodes_v5" ("vault_id" TEXT NOT NULL, "band" INTEGER NOT '
@@ -336,13 +306,14 @@ def _future_migration(path: Path, kind: str, *, bump: bool = True) -> None:
             conn.execute('ALTER TABLE "records" RENAME COLUMN "ciphertext" TO "sealed"')
         if bump:
             conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(CURRENT + 1),)
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                (str(helpers.CURRENT + 1),),
             )
         conn.commit()
 
 
 def _log_size(path: Path) -> int:
-    with raw(path) as conn:
+    with helpers.raw(path) as conn:
         (count,) = conn.execute("SELECT COUNT(*) FROM log_entries").fetchone()
     return int(count)
 
@@ -374,7 +345,7 @@ def test_a_process_open_while_a_newer_pds_migrates_is_told_schema_too_new(
                 operation()
             if bump:
                 assert type(failed.value) is SchemaTooNew
-                assert f"schema version {CURRENT + 1}" in str(failed.value)
+                assert f"schema version {helpers.CURRENT + 1}" in str(failed.value)
                 assert "restart the process with the newer pds" in str(failed.value)
             else:
                 # The same failure without a newer version stored stays a storage failure.
