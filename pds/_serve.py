@@ -167,7 +167,7 @@ class Host:
     ) -> _Selection:
         backend = self._ctx.backend
         token = invocation.token
-        if backend.revoked_among(list(token.link_ids)):
+        if backend.revoked_among(row.vault_id, list(token.link_ids)):
             raise Revoked("a link of this token was revoked")
         budgeted = [link.link_id for link in token.links if link.caveats.uses is not None]
         if budgeted:
@@ -524,7 +524,9 @@ def live_links(
             )
         except (_crypto.AuthenticationFailed, AccessDenied):
             continue  # A link we cannot read back is not trusted with new keys.
-        if token.link_id != link.link_id or backend.revoked_among(list(token.link_ids)):
+        if token.link_id != link.link_id or backend.revoked_among(
+            row.vault_id, list(token.link_ids)
+        ):
             continue
         tokens.append(token)
     return tokens

@@ -1017,7 +1017,7 @@ class Vault:
             raise FormatError("a revocation reason is text of at most 1024 characters")
         with self._ctx.backend.transaction():
             self._refresh()
-            if self._ctx.backend.revoked_among([link_id]):
+            if self._ctx.backend.revoked_among(self.vault_id, [link_id]):
                 return link_id
             now = self._ctx.now_ms()
             statement = _codec.encode(
@@ -1060,7 +1060,7 @@ class Vault:
         now = self._ctx.now_ms()
         links = list(backend.iter_links(self.vault_id))
         parents = {link.link_id: link.parent_id for link in links}
-        revoked = set(backend.revoked_among([link.link_id for link in links]))
+        revoked = set(backend.revoked_among(self.vault_id, [link.link_id for link in links]))
         spent = backend.use_counts([link.link_id for link in links if link.uses is not None])
         result = []
         for link in links:

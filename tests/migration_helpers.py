@@ -1,14 +1,14 @@
-"""Helpers shared by the schema-migration suites (test_store_schema3, test_store_schema4).
+"""Helpers shared by the schema-migration suites (test_store_schema3, 4 and 5).
 
-An old store is a store filled through the public API (records, a grant with a use
-budget, served reads: nonces, use counts, log entries and subtree hashes; a rotation: epoch
-keys sealed to the grant; owner reads and a signed checkpoint), its rows then copied into an
-empty store made by the store's own open path with only the first ``version`` migrations
-(``SCHEMA_VERSION`` and ``MIGRATIONS`` patched for the duration, as the release that
-introduced that schema ran). Columns a later schema added are left out of the copy; no
-schema so far changed what a kept column means. (This pds writes its current layout, so
-it cannot fill an old one itself.) Files are inspected with raw ``sqlite3``; nothing here
-mocks the store.
+An old store is a store filled through the public API (records, a grant with a use budget,
+served reads: nonces, use counts, log entries and subtree hashes; a rotation: epoch keys
+sealed to the grant; a second grant, revoked; owner reads and a signed checkpoint), its
+rows then copied into an empty store made by the store's own open path with only the first
+``version`` migrations (``SCHEMA_VERSION`` and ``MIGRATIONS`` patched for the duration, as
+the release that introduced that schema ran). Columns a later schema added are left out of
+the copy; no schema so far changed what a kept column means. (This pds writes its current
+layout, so it cannot fill an old one itself.) Files are inspected with raw ``sqlite3``;
+nothing here mocks the store.
 
 Test modules import this file as ``migration_helpers`` (pytest puts ``tests/`` on
 ``sys.path``); mypy sees it as ``tests.migration_helpers``.
@@ -31,7 +31,7 @@ import pds
 from pds import _faults, merkle
 from pds._store import sqlite as sqlite_store
 from pds.accesslog import Checkpoint
-from pds.errors import Replayed, StoreError
+from pds.errors import Replayed, Revoked, StoreError
 
 if TYPE_CHECKING:
     from tests.crash_helpers import in_child
@@ -144,6 +144,8 @@ class Old:
     head: Checkpoint
     rotated_record: str
     """A record written after the rotation: the grantee opens it with a sealed epoch key."""
+    revoked: pds.Token
+    """A grant to ``agency`` that the owner revoked: refused in every schema."""
     rows: dict[str, list[tuple[Any, ...]]]
 
     def restore(self) -> None:
@@ -188,6 +190,10 @@ def build_old(root: Path, version: int, *, owner_reads: int = 3) -> Old:
         clock.advance(1_000)
         invocation = grantee.invoke(token).to_bytes()
         assert len(store.serve(invocation).records) == 3
+        revoked = vault.grant(
+            agency.did, collections=["tax/*"], purpose="audit", expires=dt.timedelta(days=30)
+        )
+        vault.revoke(revoked)  # a revocations row
         vault.rotate(COLLECTION)  # seals the new epoch's key to the grant: link_keys rows
         rotated = vault.put(COLLECTION, {"income": 2000}).record_id
         for _ in range(owner_reads):
@@ -211,6 +217,7 @@ def build_old(root: Path, version: int, *, owner_reads: int = 3) -> Old:
         served=invocation,
         head=head,
         rotated_record=rotated,
+        revoked=revoked,
         rows=rows(path),
     )
 
@@ -270,6 +277,9 @@ def assert_works(old: Old, store: pds.Store) -> None:
     read = grantee.read(store, old.token, records=[old.rotated_record])
     assert read.pending == []
     assert [record.data for record in read.records] == [{"income": 2000}]
+    # revocations: the grant revoked at the old schema is refused.
+    with pytest.raises(Revoked):
+        grantee.read(store, old.revoked)
     # And the log grows on from the stored subtree hashes.
     head = vault.checkpoint()
     assert head.size > old.head.size

@@ -149,6 +149,41 @@ def test_revocation_by_token_text_raw_id_and_twice(world: World) -> None:
     }
 
 
+def test_another_vaults_revocation_of_a_link_does_not_touch_this_vault(world: World) -> None:
+    """A revocation binds the vault whose owner signed it. The owner of another vault in
+    the same store, who learns a link id (every delegate can compute it), revokes it in
+    their own vault: this vault's grant is still served and listed as active, its own
+    revocation list and log are unchanged, and its owner's own revocation of the same link
+    is then recorded, signed, logged and enforced (not taken as already done)."""
+    chain = chain_of_three(world)
+    (root_key, root), _, (leaf_key, leaf) = chain
+    other = world.open_vault(world.store, world.store.create_vault(key_file=world.key_file))
+    assert other.revoke(root) == root.link_id
+    assert other.revoke(leaf.link_id.hex()) == leaf.link_id
+    for host in (world.store, world.open_store()):
+        assert reads(world, root_key, root, host) == "served"
+        assert reads(world, leaf_key, leaf, host) == "served"
+    status = {g.link_id: g.status for g in world.vault.grants()}
+    assert status[root.link_id.hex()] == status[leaf.link_id.hex()] == "active"
+    own = _codec.decode(_codec.decode(world.vault.revocation_list())["body"])
+    assert own["revocations"] == []
+    size = world.vault.log_size()
+    # This vault's owner revokes the same link: a revocation of its own, enforced.
+    assert world.vault.revoke(root, reason="withdrawn") == root.link_id
+    assert world.vault.log_size() == size + 1
+    own = _codec.decode(_codec.decode(world.vault.revocation_list())["body"])
+    assert [_codec.decode(statement)["link"] for statement, _ in own["revocations"]] == [
+        root.link_id
+    ]
+    assert reads(world, root_key, root, world.store) == "revoked"
+    assert reads(world, leaf_key, leaf, world.store) == "revoked"
+    # The other vault's list holds its own two statements, about its own vault.
+    theirs = _codec.decode(_codec.decode(other.revocation_list())["body"])
+    statements = [_codec.decode(statement) for statement, _ in theirs["revocations"]]
+    assert {s["link"] for s in statements} == {root.link_id, leaf.link_id}
+    assert {s["vault"] for s in statements} == {other.vault_id}
+
+
 def test_revocation_is_seen_by_every_store_object_and_process(world: World) -> None:
     chain = chain_of_three(world)
     (root_key, root), _, (leaf_key, leaf) = chain

@@ -1,24 +1,22 @@
 """Schema 4: ``log_nodes`` is keyed by ``(vault_id, band, tile, level, idx)``, so the nodes
 a proof reads in one band of four levels lie together, and a schema-3 store is rekeyed that
-way when it is opened, all or nothing. (Also here: the hot paths' statements use the
-primary keys of the current schema.)
+way when it is opened, all or nothing.
 
 The old stores are made and filled as ``migration_helpers.build_old`` says; the schema-3
-one has a log of over 256 entries, so its subtree hashes reach band 2.
+one has a log of over 256 entries, so its subtree hashes reach band 2. Every test here runs
+with pds pinned at schema 4 (four migrations); what later schemas change is tested in their
+own suites, and the current schema's hot paths in ``test_store_schema5.py``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import pds
-from pds._store.base import LinkKeyRow
-from pds._store.sqlite import SQLiteBackend
-from pds.errors import SchemaTooNew, StoreError
 
 if TYPE_CHECKING:
     from tests import migration_helpers as helpers
@@ -27,6 +25,12 @@ else:
 
 NODE_COLUMNS = ["vault_id", "band", "tile", "level", "idx", "hash"]
 OLD_NODE_COLUMNS = ["vault_id", "level", "idx", "hash"]
+
+
+@pytest.fixture(autouse=True)
+def _pinned_at_schema_4() -> Iterator[None]:
+    with helpers.schema_at(4):
+        yield
 
 
 def expected_key(level: int, index: int) -> tuple[int, int]:
@@ -69,7 +73,7 @@ def old(old_store: helpers.Old) -> helpers.Old:
 
 def _assert_migrated(old: helpers.Old) -> None:
     """The file is at schema 4 with every row it had; the nodes keyed by band and tile."""
-    assert helpers.schema_version(old.path) == helpers.CURRENT == 4
+    assert helpers.schema_version(old.path) == 4
     assert helpers.without_rowid(old.path)["log_nodes"]
     after = helpers.rows(old.path)
     nodes = sorted(
@@ -109,7 +113,7 @@ def _check(old: helpers.Old) -> int:
 def test_a_new_store_keys_log_nodes_by_band_and_tile(tmp_path: Path) -> None:
     new = tmp_path / "new.db"
     pds.open_store(new).close()
-    assert helpers.schema_version(new) == helpers.CURRENT == 4
+    assert helpers.schema_version(new) == 4
     # (cid, name, type, notnull, default, pk): the key is the first five columns, in order.
     assert [(c[1], c[2], c[3], c[5]) for c in helpers.columns(new, "log_nodes")] == [
         ("vault_id", "TEXT", 1, 1),
@@ -199,159 +203,3 @@ def test_a_crash_anywhere_in_the_migration_leaves_schema_3_or_4(old: helpers.Old
     old.restore()
     with old.open() as store:
         helpers.assert_works(old, store)
-
-
-# -- the hot paths use the key
-
-
-def test_hot_path_statements_use_the_primary_key_and_write_one_btree(
-    tmp_path: Path,
-) -> None:
-    """EXPLAIN the statements the backend really runs: lookups search the table by its
-    primary key (the nonce insert also reads its vault's row by key), and each insert writes
-    the table alone (plus the time index for nonces)."""
-    with pds.open_store(tmp_path / "store.db") as store:
-        backend = cast(SQLiteBackend, store.backend)
-        conn = backend._conn  # White-box: the statements are the backend's own.
-        # A live vault "v": a nonce is remembered only for one.
-        conn.execute(
-            "INSERT INTO vaults (vault_id, created_at, identity_public, unlock) "
-            "VALUES ('v', 0, x'00', x'00')"
-        )
-        seen: list[str] = []
-        conn.set_trace_callback(seen.append)
-        try:
-            with backend.transaction():
-                backend.append_log("v", 0, 1, b"entry", [(0, 0, b"h" * 32), (1, 0, b"g" * 32)])
-                assert backend.log_node("v", 1, 0) == b"g" * 32
-                assert backend.log_nodes("v", [(0, 0), (1, 0), (2, 0)]) == {
-                    (0, 0): b"h" * 32,
-                    (1, 0): b"g" * 32,
-                }
-                assert backend.remember_nonce("v", b"n" * 16, 5, None)
-                assert not backend.remember_nonce("v", b"n" * 16, 6, None)
-                backend.prune_nonces(3)
-                backend.insert_link_keys([LinkKeyRow(b"l" * 32, "c", 1, b"s")])
-                assert [k.sealed for k in backend.link_keys(b"l" * 32)] == [b"s"]
-                backend.add_uses([b"l" * 32])
-                backend.add_uses([b"l" * 32])
-                assert backend.use_counts([b"l" * 32]) == {b"l" * 32: 2}
-        finally:
-            conn.set_trace_callback(None)
-        roots = {
-            int(page): str(name)
-            for name, page in conn.execute("SELECT name, rootpage FROM sqlite_master")
-        }
-        checked: dict[str, set[str]] = {}
-        for sql in seen:
-            table = next((t for t in helpers.SMALL_ROW_TABLES if f" {t} " in f"{sql} "), None)
-            if table is None:
-                continue
-            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
-            for step in plan:
-                if step == "SCAN CONSTANT ROW" or step.startswith("SCALAR SUBQUERY"):
-                    continue  # The nonce insert's SELECT of its own values.
-                if step in ("CO-ROUTINE wanted", "SCAN wanted") or (
-                    step.startswith("SCAN ") and step.endswith(" CONSTANT ROWS")
-                ):
-                    continue  # The node lookup's table of wanted coordinates, in the query.
-                if step.startswith("SEARCH vaults "):
-                    # The nonce insert's check that the vault is live: by the vaults key.
-                    assert step.endswith("(vault_id=?)") and sql.startswith("INSERT"), (sql, plan)
-                    continue
-                assert "sqlite_autoindex" not in step, (sql, plan)
-                if table == "log_nodes" and step.startswith("SEARCH"):
-                    # The whole key, not a range of the vault's nodes.
-                    assert step.endswith(
-                        "(vault_id=? AND band=? AND tile=? AND level=? AND idx=?)"
-                    ), (sql, plan)
-                assert not step.startswith("SCAN"), (sql, plan)
-                if step.startswith("SEARCH"):
-                    assert "USING PRIMARY KEY" in step or "idx_nonces_time" in step, (sql, plan)
-            written = {
-                roots[int(row[3])]  # (addr, opcode, p1, p2 = the root page, ...)
-                for row in conn.execute(f"EXPLAIN {sql}")
-                if row[1] == "OpenWrite"
-            }
-            if sql.startswith(("INSERT", "DELETE")):
-                expected = {table, "idx_nonces_time"} if table == "nonces" else {table}
-                assert written == expected, (sql, written)
-            checked.setdefault(table, set()).add(sql.split()[0])
-    assert checked == {
-        "log_nodes": {"INSERT", "SELECT", "WITH"},
-        "nonces": {"INSERT", "DELETE"},
-        "link_keys": {"INSERT", "SELECT"},
-        "link_uses": {"INSERT", "SELECT"},
-    }
-
-
-# -- (d) a newer pds migrates the store under a running process
-
-
-def _future_migration(path: Path, kind: str, *, bump: bool = True) -> None:
-    """What a later schema could do, done with raw ``sqlite3`` by "a newer pds": add a
-    NOT NULL column to ``log_nodes`` (this pds's log appends leave it empty), or rename a
-    column of ``records`` (this pds's reads name the old one); then record the version."""
-    with helpers.raw(path) as conn:
-        if kind == "new column":
-            conn.executescript(
-                'CREATE TABLE "log_nodes_v5" ("vault_id" TEXT NOT NULL, "band" INTEGER NOT '
-                'NULL, "tile" INTEGER NOT NULL, "level" INTEGER NOT NULL, "idx" INTEGER NOT '
-                'NULL, "hash" BLOB NOT NULL, "extra" BLOB NOT NULL, PRIMARY KEY ("vault_id", '
-                '"band", "tile", "level", "idx")) WITHOUT ROWID;'
-                'INSERT INTO "log_nodes_v5" SELECT *, x\'\' FROM "log_nodes";'
-                'DROP TABLE "log_nodes"; ALTER TABLE "log_nodes_v5" RENAME TO "log_nodes";'
-            )
-        else:
-            conn.execute('ALTER TABLE "records" RENAME COLUMN "ciphertext" TO "sealed"')
-        if bump:
-            conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                (str(helpers.CURRENT + 1),),
-            )
-        conn.commit()
-
-
-def _log_size(path: Path) -> int:
-    with helpers.raw(path) as conn:
-        (count,) = conn.execute("SELECT COUNT(*) FROM log_entries").fetchone()
-    return int(count)
-
-
-@pytest.mark.parametrize("kind", ["new column", "renamed column"])
-@pytest.mark.parametrize("bump", [True, False], ids=["newer", "same version"])
-def test_a_process_open_while_a_newer_pds_migrates_is_told_schema_too_new(
-    tmp_path: Path, kind: str, bump: bool
-) -> None:
-    path = tmp_path / "store.db"
-    key_file = tmp_path / "owner.key"
-    pds.SymmetricKey.create_file(key_file)
-    agency = pds.PrincipalKey.generate()
-    with pds.open_store(path) as store:
-        vault = store.open_vault(store.create_vault(key_file=key_file))
-        vault.unlock(key_file=key_file)
-        record = vault.put("tax/2024", {"income": 1}).record_id
-        token = vault.grant(
-            agency.did, collections=["tax/*"], purpose="benefit check", expires=dt.timedelta(days=1)
-        )
-        grantee = pds.Grantee(agency)
-        # Positive control: both operations work before the migration.
-        assert vault.get(record).data == {"income": 1}
-        assert len(grantee.read(store, token).records) == 1
-        _future_migration(path, kind, bump=bump)
-        size = _log_size(path)
-        for operation in (lambda: vault.get(record), lambda: grantee.read(store, token)):
-            with pytest.raises(StoreError) as failed:
-                operation()
-            if bump:
-                assert type(failed.value) is SchemaTooNew
-                assert f"schema version {helpers.CURRENT + 1}" in str(failed.value)
-                assert "restart the process with the newer pds" in str(failed.value)
-            else:
-                # The same failure without a newer version stored stays a storage failure.
-                assert type(failed.value) is StoreError, failed.value
-            assert _log_size(path) == size  # refused whole: nothing logged
-    if bump:
-        # And a new open refuses the store, as before.
-        with pytest.raises(SchemaTooNew):
-            pds.open_store(path, create=False)

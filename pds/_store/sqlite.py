@@ -46,7 +46,7 @@ from .base import (
     VaultRow,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STORE_FORMAT = "pds-store"
 STORE_ID = "store_id"
 COMMITS = "commits"
@@ -279,11 +279,11 @@ def _rebuild_without_rowid(
     statement goes through the fault seam like every other statement of the store."""
     names = ", ".join(column.split(" ", 1)[0] for column in columns)
     statements = (
-        f'CREATE TABLE "{table}_v3" ({", ".join(columns)}, PRIMARY KEY ({key})) WITHOUT ROWID',
+        f'CREATE TABLE "{table}_new" ({", ".join(columns)}, PRIMARY KEY ({key})) WITHOUT ROWID',
         # In key order: the new B-tree fills page by page.
-        f'INSERT INTO "{table}_v3" ({names}) SELECT {names} FROM "{table}" ORDER BY {key}',
+        f'INSERT INTO "{table}_new" ({names}) SELECT {names} FROM "{table}" ORDER BY {key}',
         f'DROP TABLE "{table}"',
-        f'ALTER TABLE "{table}_v3" RENAME TO "{table}"',
+        f'ALTER TABLE "{table}_new" RENAME TO "{table}"',
         *indexes,
     )
     _run_migration_statements(db, table, statements)
@@ -400,12 +400,38 @@ def _migrate_to_4(db: sqlite_utils.Database) -> None:
     _run_migration_statements(db, "log_nodes", statements)
 
 
+def _migrate_to_5(db: sqlite_utils.Database) -> None:
+    """Key ``revocations`` by ``(vault_id, link_id)`` instead of ``link_id`` alone.
+
+    A revocation is the statement of one vault's owner and binds that vault only: keyed by
+    the link alone, the owner of any vault in the store could revoke (by its id) a link of
+    another vault, and that vault's own later revocation of it was then taken as already
+    done. Rows stay as they are (each with the vault that revoked it); the table stays a
+    rowid table (its rows are large), the key becomes its unique index. Old processes' SQL
+    still works against it (same columns). The caller's transaction makes it all or nothing.
+    """
+    statements = (
+        'CREATE TABLE "revocations_new" ("link_id" BLOB NOT NULL, "vault_id" TEXT NOT NULL, '
+        '"revoked_at" INTEGER NOT NULL, "statement" BLOB NOT NULL, "signature" BLOB NOT NULL, '
+        'PRIMARY KEY ("vault_id", "link_id"))',
+        'INSERT INTO "revocations_new" ("link_id", "vault_id", "revoked_at", "statement", '
+        '"signature") SELECT "link_id", "vault_id", "revoked_at", "statement", "signature" '
+        'FROM "revocations" ORDER BY "vault_id", "link_id"',
+        'DROP TABLE "revocations"',
+        'ALTER TABLE "revocations_new" RENAME TO "revocations"',
+        'CREATE INDEX "idx_revocations_vault_id_revoked_at" '
+        'ON "revocations" ("vault_id", "revoked_at")',
+    )
+    _run_migration_statements(db, "revocations", statements)
+
+
 # Migration k takes a store from schema version k - 1 to k. Append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _migrate_to_5,
 ]
 
 _RECORD_COLUMNS = (
@@ -1170,12 +1196,13 @@ class SQLiteBackend:
             (row.link_id, row.vault_id, row.revoked_at, row.statement, row.signature),
         )
 
-    def revoked_among(self, link_ids: Sequence[bytes]) -> list[bytes]:
+    def revoked_among(self, vault_id: str, link_ids: Sequence[bytes]) -> list[bytes]:
         if not link_ids:
             return []
         marks = ", ".join("?" * len(link_ids))
         rows = self._execute(
-            f"SELECT link_id FROM revocations WHERE link_id IN ({marks})", list(link_ids)
+            f"SELECT link_id FROM revocations WHERE vault_id = ? AND link_id IN ({marks})",
+            [vault_id, *link_ids],
         ).fetchall()
         return [row[0] for row in rows]
 
