@@ -11,12 +11,20 @@ from pds.errors import FormatError
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 _COLLECTION_PATTERN = re.compile(rf"{_SEGMENT}(/{_SEGMENT}){{0,7}}")
+MAX_COLLECTION = 256
+"""Characters in a collection name: a token's text items (patterns, a sealed key's
+collection) hold at most 256, so every collection can be granted by name."""
 
 
 def check_collection(collection: str) -> str:
-    if not isinstance(collection, str) or not _COLLECTION_PATTERN.fullmatch(collection):
+    if (
+        not isinstance(collection, str)
+        or len(collection) > MAX_COLLECTION
+        or not _COLLECTION_PATTERN.fullmatch(collection)
+    ):
         raise FormatError(
-            "a collection name is 1-8 '/'-separated segments of letters, digits, '_', '.', '-'"
+            "a collection name is 1-8 '/'-separated segments of letters, digits, '_', '.', "
+            f"'-', at most {MAX_COLLECTION} characters in all"
         )
     return collection
 

@@ -1068,3 +1068,36 @@ def test_the_host_refuses_a_widened_delegation_and_logs_why(world: World) -> Non
         world.grantee(delegate).read(world.store, forged)
     assert served.value.reason == "widened:fields"
     assert refusals(world.vault) == ["widened:fields"]
+
+
+def test_the_longest_collection_name_can_be_granted_and_one_longer_is_refused(
+    world: World,
+) -> None:
+    """A collection name holds at most 256 characters, as a token's text items do: the
+    longest one is written, granted by name, by ``*`` and by its parent's ``p/*``, delegated
+    and read; one character more is refused when written (it could never be granted)."""
+    longest = "/".join(["a" * 64, "b" * 64, "c" * 64, "d" * 61])
+    assert len(longest) == 256
+    parent = longest.rsplit("/", 1)[0] + "/*"
+    world.vault.put(longest, {"n": 1})
+    holder, delegate = pds.PrincipalKey.generate(), pds.PrincipalKey.generate()
+    for collections in ([longest], ["*"], [parent]):
+        token = world.vault.grant(
+            holder.did,
+            collections=collections,
+            purpose="p",
+            expires=dt.timedelta(days=1),
+            delegable=1,
+        )
+        world.clock.advance(1_000)
+        assert [r.data for r in world.grantee(holder).read(world.store, token).records] == [
+            {"n": 1}
+        ]
+        narrower = world.grantee(holder).delegate(token, to=delegate.did, collections=[longest])
+        world.clock.advance(1_000)
+        assert len(world.grantee(delegate).read(world.store, narrower).records) == 1
+    for too_long in (longest + "e", "/".join(["a" * 64] * 5)):
+        with pytest.raises(FormatError) as refused:
+            world.vault.put(too_long, {"n": 1})
+        assert "at most 256 characters" in str(refused.value)
+    assert world.vault.collections() == [longest]
