@@ -8,6 +8,7 @@ test moves explicitly (nothing sleeps). Invocations the grantee API would refuse
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -967,6 +968,24 @@ def test_invocation_text_is_canonical_base64(world: World, agency: pds.Principal
     for variant in variants:
         with pytest.raises(MalformedToken):
             Invocation.parse(variant)
+    # The final character's unused low bits set: a second spelling of the same bytes,
+    # refused too (token.md, parsing an invocation, step 1). Agents of 0..3 characters
+    # give a text whose length leaves unused bits.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    texts = (world.grantee(agency).invoke(token, agent="a" * k).to_text() for k in range(1, 5))
+    text = next(t for t in texts if len(t) % 4 != len("pdsi1_") % 4)
+    last = text[-1]
+    other = next(
+        c for c in alphabet if c != last and alphabet.index(c) >> 2 == alphabet.index(last) >> 2
+    )
+    body = text[len("pdsi1_") :]
+    padded = "=" * (-len(body) % 4)
+    assert base64.urlsafe_b64decode(body[:-1] + other + padded) == base64.urlsafe_b64decode(
+        body + padded
+    )
+    assert Invocation.parse(text).to_text() == text
+    with pytest.raises(MalformedToken):
+        Invocation.parse(text[:-1] + other)
 
 
 @pytest.mark.parametrize(

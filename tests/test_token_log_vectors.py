@@ -233,7 +233,7 @@ def text_item(value: Any) -> str:
 
 
 def int_at_least(value: Any, minimum: int) -> int:
-    if not is_int(value) or value < minimum:
+    if not is_int(value) or not minimum <= value < 2**63:  # every integer is below 2^63
         malformed()
     assert isinstance(value, int)
     return value
@@ -264,7 +264,7 @@ def valid_pattern(pattern: str) -> bool:
     if pattern == "*":
         return True
     name = pattern[:-2] if pattern.endswith("/*") else pattern
-    return COLLECTION.fullmatch(name) is not None
+    return len(name) <= 256 and COLLECTION.fullmatch(name) is not None
 
 
 def parse_caveats(doc: dict[str, Any]) -> dict[str, Any]:

@@ -950,6 +950,8 @@ def token_vectors() -> Json:
             "a key's epoch is an integer >= 1",
             {"keys": [["health/visits", 0, bytes(80)]]},
         ),
+        ("exp of 2^63", "every integer is below 2^63", {"exp": 2**63}),
+        ("uses of 2^64 - 1", "every integer is below 2^63", {"uses": 2**64 - 1}),
     ]
     for name, rule, values in shape_cases:
         add(name, rule, root_with(setter(**values)), "malformed")
