@@ -630,6 +630,7 @@ BAD_COLLECTIONS = [
     "é",
     "x" * 65,
     "/".join(["s"] * 9),
+    "/".join(["s" * 64] * 4) + "/x",  # five good segments, 261 characters: over 256
     "a/../b",
     "nul\x00",
     42,
@@ -662,7 +663,9 @@ def test_bad_record_id(vault: pds.Vault, record_id: Any) -> None:
 
 
 def test_good_names_at_the_limits(vault: pds.Vault) -> None:
-    collection = "/".join(["s" * 64] * 8)
+    # Eight segments, three of the longest (64), 256 characters in all.
+    collection = "/".join(["s" * 64, "t" * 64, "u" * 64, *["v" * 11] * 4, "w" * 13])
+    assert len(collection) == 256 and len(collection.split("/")) == 8
     record_id = "R" + "x" * 127
     info = vault.put(collection, {"a": 1}, record_id=record_id)
     assert (info.collection, info.record_id) == (collection, record_id)
