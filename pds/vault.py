@@ -1008,11 +1008,12 @@ class Vault:
         """Revoke a link (a token, its hex link id, or the raw id) and every descendant.
 
         Takes effect on the next request. The revocation is signed by the vault identity
-        key, so an auditor can tell when it happened. Returns the link id. Revoking twice
-        keeps the first revocation.
+        key, so an auditor can tell when it happened, and binds this vault only. Returns
+        the link id. Revoking twice keeps the first revocation. Raises ``FormatError`` for
+        a token issued for another vault.
         """
         keys = self._keys()
-        link_id = _link_id(link)
+        link_id = _link_id(link, self.vault_id)
         if not isinstance(reason, str) or len(reason) > 1024:
             raise FormatError("a revocation reason is text of at most 1024 characters")
         with self._ctx.backend.transaction():
@@ -1395,12 +1396,16 @@ def _access_entry(entry: LogEntry, details: dict[str, Any]) -> AccessEntry:
     )
 
 
-def _link_id(link: capability.Token | str | bytes) -> bytes:
+def _link_id(link: capability.Token | str | bytes, vault_id: str) -> bytes:
+    """The link id to revoke in vault ``vault_id``: a token must be one of its own (a bare
+    id is taken as given: it may name a delegation the host has not seen yet)."""
+    if isinstance(link, str) and link.startswith(capability.TOKEN_PREFIX):
+        link = capability.Token.from_text(link)
     if isinstance(link, capability.Token):
+        if link.vault_id != vault_id:
+            raise FormatError("the token was issued for another vault")
         return link.link_id
     if isinstance(link, str):
-        if link.startswith(capability.TOKEN_PREFIX):
-            return capability.Token.from_text(link).link_id
         try:
             raw = bytes.fromhex(link)
         except ValueError:

@@ -152,13 +152,18 @@ def test_revocation_by_token_text_raw_id_and_twice(world: World) -> None:
 def test_another_vaults_revocation_of_a_link_does_not_touch_this_vault(world: World) -> None:
     """A revocation binds the vault whose owner signed it. The owner of another vault in
     the same store, who learns a link id (every delegate can compute it), revokes it in
-    their own vault: this vault's grant is still served and listed as active, its own
+    their own vault (by id: a token of another vault is refused as a mistake): this
+    vault's grant is still served and listed as active, its own
     revocation list and log are unchanged, and its owner's own revocation of the same link
     is then recorded, signed, logged and enforced (not taken as already done)."""
     chain = chain_of_three(world)
     (root_key, root), _, (leaf_key, leaf) = chain
     other = world.open_vault(world.store, world.store.create_vault(key_file=world.key_file))
-    assert other.revoke(root) == root.link_id
+    # A token of this vault given to the other one is a mistake, refused; bare ids are not.
+    for token in (root, root.to_text()):
+        with pytest.raises(FormatError, match="another vault"):
+            other.revoke(token)
+    assert other.revoke(root.link_id) == root.link_id
     assert other.revoke(leaf.link_id.hex()) == leaf.link_id
     for host in (world.store, world.open_store()):
         assert reads(world, root_key, root, host) == "served"
