@@ -180,7 +180,7 @@ def get_record(demo: Demo) -> None:
     opened = demo.vault()
     record = opened.get(demo.records["measles"])
     demo.say(f"record {record.record_id}, verified (signed by {record.writer[:24]}...):")
-    for line in pretty_json(record.data).splitlines():
+    for line in pretty_json(record.data):
         demo.say(f"  {line}")
     demo.check(record.data == demo.expected[record.record_id], "decrypted data differs")
     demo.fact(record=record.record_id, version=record.version, writer=record.writer)

@@ -26,7 +26,7 @@ import pds
 from pds import errors
 from pds.accesslog import Checkpoint
 
-from .output import iso_ms
+from .output import iso_ms, printable
 from .state import InputError
 
 __all__ = [
@@ -113,7 +113,7 @@ def check_pinned(vault: pds.Vault) -> HeadCheck:
 
 def warn(message: str) -> None:
     """A loud line on stderr (never on stdout: ``--json`` output stays one document)."""
-    click.echo(message, err=True)
+    click.echo(printable(message), err=True)
 
 
 def pin(vault: pds.Vault, head: Checkpoint | None = None, *, force: bool = False) -> HeadCheck:

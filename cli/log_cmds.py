@@ -20,7 +20,7 @@ from pds import errors, merkle
 from pds.accesslog import Checkpoint
 
 from .heads import check_pinned, pin, warn
-from .output import emit, from_ms, iso, iso_ms
+from .output import emit, from_ms, iso, iso_ms, printable
 from .state import (
     AppState,
     Timestamp,
@@ -337,7 +337,9 @@ def head(
     if as_json:
         emit(True, document, [])
     else:
-        click.echo(text, nl=False)
+        # The note's own line breaks are kept; anything else a terminal must not see in
+        # it is escaped (a note pds signs has none).
+        click.echo("\n".join(printable(line) for line in text.split("\n")), nl=False)
     return 0
 
 

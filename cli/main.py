@@ -36,6 +36,7 @@ from .demo import demo
 from .grant_cmds import grant, grants, revocations, revoke
 from .key_cmds import key
 from .log_cmds import log
+from .output import printable
 from .records import delete, get, history, list_records, put
 from .state import DEFAULT_STORE, STORE_ENV, AppState
 from .token_cmds import read, token
@@ -50,7 +51,8 @@ EXIT_INTERRUPTED = 130
 
 
 def _one_line(message: str) -> str:
-    return " ".join(message.split())
+    """The message on one line, with any character a terminal must not see escaped."""
+    return printable(" ".join(message.split()))
 
 
 def _report(message: str, exc: BaseException | None, *, debug: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -22,7 +23,9 @@ __all__ = [
     "RecordProgress",
     "emit",
     "iso",
+    "json_text",
     "pretty_json",
+    "printable",
     "record_document",
     "record_info_document",
     "stderr_is_terminal",
@@ -50,32 +53,78 @@ def iso_ms(ms: int) -> str:
     return f"{ms} ms after 1970" if moment is None else iso(moment)
 
 
+# Characters that must not reach a terminal as they are: controls (CR, newline, ESC that
+# starts ANSI sequences, C1 controls such as CSI), format characters (bidirectional
+# overrides, zero-width characters), line and paragraph separators, and lone surrogates
+# (from undecodable file names, which stdout could not encode anyway).
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal as one line: every control, format, line or
+    paragraph separator and surrogate character is replaced by its escape (``\\u001b``,
+    ``\\U000e0001``). Other characters, backslashes included, are kept as they are.
+
+    Text that a grantee, a token or a file chose (agents, purposes, reasons, collection
+    names, record ids, file names) goes through this before it is printed, so it cannot
+    move the cursor, rewrite earlier lines, recolour or retitle the terminal, or forge a
+    line. ``emit`` applies it to every text line, and the error funnel to every message.
+    """
+    if text.isprintable():
+        # isprintable() is False for every category escaped here (and a few harmless ones,
+        # such as non-breaking spaces, which the loop below keeps).
+        return text
+    escaped: list[str] = []
+    for char in text:
+        if unicodedata.category(char) in _UNPRINTABLE_CATEGORIES:
+            code = ord(char)
+            escaped.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            escaped.append(char)
+    return "".join(escaped)
+
+
+def json_text(document: Any) -> str:
+    """``document`` as the indented JSON that ``--json`` prints."""
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
 def emit(as_json: bool, document: Mapping[str, Any], text: str | Iterable[str]) -> None:
-    """Print the result of a command: ``document`` as JSON, or ``text`` for people."""
+    """Print the result of a command: ``document`` as JSON, or ``text`` for people.
+
+    Each text item is printed as one line through ``printable``: a newline inside an item
+    is shown escaped, so callers pass multi-line blocks as separate items.
+    """
     if as_json:
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        click.echo(json_text(document))
         return
     lines = [text] if isinstance(text, str) else list(text)
     for line in lines:
-        click.echo(line)
+        click.echo(printable(line))
 
 
-def pretty_json(data: Any, indent: str = "") -> str:
-    """``data`` as indented JSON, each line prefixed with ``indent``."""
+def pretty_json(data: Any, indent: str = "") -> list[str]:
+    """``data`` as indented JSON lines for people, each prefixed with ``indent`` (non-ASCII
+    text kept readable; ``emit`` escapes what a terminal must not see)."""
     rendered = json.dumps(data, indent=2, ensure_ascii=False)
-    return "\n".join(indent + line for line in rendered.splitlines())
+    # split("\n"), not splitlines(): the latter would also break at separators inside
+    # strings (U+0085, U+2028, ...), which must stay on their line and be shown escaped.
+    return [indent + line for line in rendered.split("\n")]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A plain left-aligned text table, two spaces between columns."""
-    widths = [len(header) for header in headers]
-    for row in rows:
+    """A plain left-aligned text table, two spaces between columns. Cells go through
+    ``printable`` before they are measured, so escaped cells keep the columns aligned."""
+    heads = [printable(header) for header in headers]
+    cells = [[printable(cell) for cell in row] for row in rows]
+    widths = [len(header) for header in heads]
+    for row in cells:
         widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
 
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+    def line(items: Sequence[str]) -> str:
+        return "  ".join(item.ljust(width) for item, width in zip(items, widths, strict=True))
 
-    return [line(headers).rstrip()] + [line(row).rstrip() for row in rows]
+    return [line(heads).rstrip()] + [line(row).rstrip() for row in cells]
 
 
 def record_info_document(info: pds.RecordInfo) -> dict[str, Any]:

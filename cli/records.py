@@ -157,7 +157,7 @@ def get(
         f"version    {record.version}",
         f"created    {iso(record.created_at)}",
         f"writer     {record.writer}",
-        pretty_json(record.data),
+        *pretty_json(record.data),
     ]
     emit(as_json, document, lines)
 
@@ -257,7 +257,7 @@ def history(
             f"epoch {record.epoch}  {state_note}".rstrip()
         )
         if record.data is not None:
-            lines.append(pretty_json(record.data, indent="    "))
+            lines += pretty_json(record.data, indent="    ")
     document = {
         "vault": opened.vault_id,
         "record": record_id,

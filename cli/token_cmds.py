@@ -407,7 +407,7 @@ def read(
                 f"record {record.record_id}  {record.collection}  version {record.version}  "
                 f"{iso(record.created_at)}"
             )
-            lines.append(pretty_json(record.data, indent="    "))
+            lines += pretty_json(record.data, indent="    ")
     lines.append(f"access logged as entry {result.access} of the vault's log")
     if result.cursor is not None:
         lines.append(f"more records: add --cursor {result.cursor}")
