@@ -3,9 +3,12 @@ capability tokens."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 import click
@@ -26,6 +29,7 @@ from .state import (
 )
 
 __all__ = [
+    "TokenFile",
     "grant",
     "grants",
     "revocations",
@@ -33,7 +37,6 @@ __all__ = [
     "token_document",
     "token_summary",
     "unlock_option",
-    "write_token_file",
 ]
 
 
@@ -112,23 +115,74 @@ def token_summary(document: dict[str, Any]) -> list[str]:
     return lines
 
 
-def report_token(as_json: bool, token: pds.Token, out_file: Path | None, heading: str) -> None:
-    """Write the token to ``out_file`` (if given) and print it with its summary."""
-    write_token_file(out_file, token)
+def report_token(as_json: bool, token: pds.Token, out: TokenFile, heading: str) -> None:
+    """Write the token to ``out`` (if given) and print it with its summary."""
+    out.write(token)
     document = token_document(token)
     lines = [f"{heading} for vault {token.vault_id}:", *token_summary(document)]
-    if out_file is not None:
-        lines.append(f"token written to {out_file}")
+    if out.path is not None:
+        lines.append(f"token written to {out.path}")
     lines.append(f"token: {document['token']}")
     emit(as_json, document, lines)
 
 
-def write_token_file(path: Path | None, token: pds.Token) -> None:
-    """Write the token's text to a new file (never overwriting one)."""
-    if path is None:
-        return
-    with path.open("x", encoding="ascii") as out:
-        out.write(token.to_text() + "\n")
+class TokenFile:
+    """The ``--out`` file of a new token: created (new, mode 0600) before the token is
+    issued, so a file that cannot be written refuses the command before anything is
+    granted, and removed again if issuing fails."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> TokenFile:
+        if self.path is None:
+            return self
+        try:
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+            )
+        except FileExistsError:
+            raise click.ClickException(
+                f"--out file {self.path} exists (it is never overwritten)"
+            ) from None
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot create --out file {self.path}: {exc.strerror}"
+            ) from None
+        return self
+
+    def write(self, token: pds.Token) -> None:
+        """Write the token's text and close the file. If that fails (a full disk), the
+        partial file is removed and the error names the token's link, which exists now."""
+        if self._fd is None or self.path is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(token.to_text() + "\n")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise click.ClickException(
+                f"the token (link {token.link_id.hex()}) was made but --out file {self.path} "
+                f"could not be written: {exc.strerror}"
+            ) from None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is None:
+            return
+        # The token was never written: nothing was issued, or printing it failed.
+        os.close(self._fd)
+        self._fd = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
 
 def _window(
@@ -237,21 +291,22 @@ def grant(
     owner's secret. The grant is recorded in the vault's access log.
     """
     opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
-    token = opened.grant(
-        audience,
-        collections=list(collections),
-        purpose=list(purposes),
-        expires=expires,
-        not_before=not_before,
-        abilities=abilities,
-        fields=fields,
-        window=_window(records_from, records_until),
-        uses=uses,
-        delegable=delegable,
-        basis=basis,
-        defer=defer,
-    )
-    report_token(as_json, token, out_file, "granted a token")
+    with TokenFile(out_file) as out:
+        token = opened.grant(
+            audience,
+            collections=list(collections),
+            purpose=list(purposes),
+            expires=expires,
+            not_before=not_before,
+            abilities=abilities,
+            fields=fields,
+            window=_window(records_from, records_until),
+            uses=uses,
+            delegable=delegable,
+            basis=basis,
+            defer=defer,
+        )
+        report_token(as_json, token, out, "granted a token")
 
 
 def _grant_document(info: pds.GrantInfo) -> dict[str, Any]:

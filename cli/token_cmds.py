@@ -14,7 +14,7 @@ import click
 import pds
 from pds import capability, errors
 
-from .grant_cmds import report_token
+from .grant_cmds import TokenFile, report_token
 from .heads import check_pinned, pin, warn
 from .output import emit, iso, iso_ms, pretty_json, table
 from .params import CommaList, DidKey, Duration, Expiry, load_token, optional_list
@@ -258,20 +258,21 @@ def delegate(
     """
     parsed = load_token(source)
     grantee = _grantee(key_file)
-    child = grantee.delegate(
-        parsed,
-        to=audience,
-        collections=optional_list(collections),
-        purposes=optional_list(purposes),
-        abilities=abilities,
-        fields=fields,
-        not_before=not_before,
-        expires=expires,
-        uses=uses,
-        depth=depth,
-        defer=defer,
-    )
-    report_token(as_json, child, out_file, "delegated token")
+    with TokenFile(out_file) as out:
+        child = grantee.delegate(
+            parsed,
+            to=audience,
+            collections=optional_list(collections),
+            purposes=optional_list(purposes),
+            abilities=abilities,
+            fields=fields,
+            not_before=not_before,
+            expires=expires,
+            uses=uses,
+            depth=depth,
+            defer=defer,
+        )
+        report_token(as_json, child, out, "delegated token")
 
 
 def _read_document(record: pds.Record) -> dict[str, Any]:

@@ -145,6 +145,56 @@ def test_grant_malformed_input_exits_2(granted: Granted, args: list[str], fragme
     assert len(granted.cli.json("grants", granted.vault)["grants"]) == 1  # nothing granted
 
 
+def test_grant_out_file_is_created_before_anything_is_granted(
+    granted: Granted, tmp_path: Path
+) -> None:
+    cli = granted.cli
+    base = ["grant", granted.vault, "--to", granted.agency_did, "-c", "income/*"]
+    base += ["--purpose", "p", *granted.owner]
+    entries = len(cli.json("log", granted.vault, *granted.owner)["entries"])
+    existing = tmp_path / "existing.token"
+    existing.write_text("keep me\n")
+    line = cli.fails(1, *base, "--expires", "1d", "--out", existing)
+    assert line == f"error: --out file {existing} exists (it is never overwritten)"
+    assert existing.read_text() == "keep me\n"
+    line = cli.fails(1, *base, "--expires", "1d", "--out", tmp_path / "missing" / "t.token")
+    assert line.startswith("error: cannot create --out file ")
+    # Neither was granted: no new link, no new log entry.
+    assert len(cli.json("grants", granted.vault)["grants"]) == 1
+    assert len(cli.json("log", granted.vault, *granted.owner)["entries"]) == entries
+    # A grant the library refuses leaves no --out file behind.
+    refused = tmp_path / "refused.token"
+    assert cli.fails(1, *base, "--expires", "400d", "--out", refused) == (
+        "error: access denied (lifetime)"
+    )
+    assert not refused.exists()
+    # The token file is created 0600, like every other secret-bearing output.
+    fresh = tmp_path / "fresh.token"
+    document = cli.json(*base, "--expires", "1d", "--out", fresh)
+    assert fresh.read_text() == document["token"] + "\n"
+    assert fresh.stat().st_mode & 0o777 == 0o600
+
+
+def test_delegate_out_file_is_created_first_and_removed_on_refusal(
+    granted: Granted, tmp_path: Path
+) -> None:
+    cli = granted.cli
+    _, sub_did = granted.principal("sub")
+    base: list[str | Path] = ["token", "delegate", granted.token, "--key", granted.agency_key]
+    base += ["--to", sub_did]
+    refused = tmp_path / "refused.token"
+    assert cli.fails(1, *base, "-c", "health/*", "--out", refused) == (
+        "error: access denied (widened:collections)"
+    )
+    assert not refused.exists()
+    line = cli.fails(1, *base, "--out", tmp_path / "missing" / "t.token")
+    assert line.startswith("error: cannot create --out file ")
+    fresh = tmp_path / "fresh.token"
+    document = cli.json(*base, "--out", fresh)
+    assert fresh.read_text() == document["token"] + "\n"
+    assert fresh.stat().st_mode & 0o777 == 0o600
+
+
 def test_grants_locked_and_unlocked(granted: Granted) -> None:
     cli = granted.cli
     locked = cli.json("grants", granted.vault)["grants"]
