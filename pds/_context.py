@@ -56,6 +56,33 @@ def call_provider(operation: Callable[[], bytes]) -> bytes:
     return result
 
 
+MAX_TIME_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last millisecond a ``datetime`` can hold. Tokens may carry
+times up to 2**63 ms; pds issues none beyond this one (``check_time_ms``)."""
+
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+
+
+def check_time_ms(ms: int, what: str) -> int:
+    """``ms`` if it is at most ``MAX_TIME_MS``; ``FormatError`` naming ``what`` otherwise.
+
+    A time (or a duration added to one) that no calendar date can show would be signed into
+    a token that every later listing of it must still display."""
+    if ms > MAX_TIME_MS:
+        raise FormatError(f"{what} is after 9999-12-31T23:59:59.999Z")
+    return ms
+
+
+def ms_to_datetime_clamped(ms: int) -> datetime:
+    """Milliseconds since the epoch as an aware UTC datetime, a time past year 9999 (which a
+    token from elsewhere may carry: its format allows up to 2**63 ms) shown as
+    9999-12-31T23:59:59.999Z, the latest ``datetime`` with milliseconds. Never raises for
+    a non-negative integer."""
+    if ms > MAX_TIME_MS:
+        return _LATEST
+    return ms_to_datetime(ms)
+
+
 def ms_to_datetime(ms: int) -> datetime:
     """Milliseconds since the epoch as an aware UTC datetime; ``FormatError`` if impossible."""
     try:

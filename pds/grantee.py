@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pds import _crypto, _envelope
-from pds._context import Clock, datetime_to_ms, ms_to_datetime, optional_ms
+from pds._context import Clock, check_time_ms, datetime_to_ms, ms_to_datetime, optional_ms
 from pds._store.base import BatchRow
 from pds.capability import (
     Caveats,
@@ -341,7 +341,8 @@ class Grantee:
     ) -> Token:
         """Extend the chain to ``to`` (a did:key), narrowing any caveat given.
 
-        Raises ``CaveatWidened`` if anything would widen; the epoch secrets this key holds
+        Raises ``CaveatWidened`` if anything would widen, ``FormatError`` for a start,
+        expiry or ``defer`` past 9999-12-31T23:59:59.999Z; the epoch secrets this key holds
         for the narrowed scope are re-sealed to the new audience.
         """
         parsed = self._own(token)
@@ -374,6 +375,11 @@ class Grantee:
             depth=depth if depth is not None else max(base.depth - 1, 0),
             defer=int(defer.total_seconds() * 1000) if defer is not None else base.defer,
         )
+        # Inherited values are checked too: a parent made elsewhere may carry a later time.
+        check_time_ms(caveats.not_before, "not_before")
+        check_time_ms(caveats.expires, "expires")
+        if caveats.defer is not None:
+            check_time_ms(caveats.defer, "defer")
         if caveats.depth == 0 and abilities is None:
             # A link that may not delegate further does not carry the ability to.
             caveats = replace(caveats, abilities=caveats.abilities - {"delegate"})

@@ -17,7 +17,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pds import _codec, _crypto, _envelope, _export, _faults, _owner, _serve, capability, merkle
-from pds._context import Context, call_provider, datetime_to_ms, ms_to_datetime, optional_ms
+from pds._context import (
+    Context,
+    call_provider,
+    check_time_ms,
+    datetime_to_ms,
+    ms_to_datetime,
+    ms_to_datetime_clamped,
+    optional_ms,
+)
 from pds._ids import check_collection, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
@@ -895,17 +903,24 @@ class Vault:
         ``defer`` lets the holder postpone showing an access to the person by up to that
         long (deferred disclosure, e.g. for an investigation with a legal basis).
         Raises ``LifetimeExceeded`` if longer than the vault's policy, ``FormatError`` for
-        malformed caveats.
+        malformed caveats, among them a start, expiry or ``defer`` past
+        9999-12-31T23:59:59.999Z (``MAX_TIME_MS``: no later time can be shown as a date).
         """
         keys = self._keys()
         audience_key = _crypto.parse_did_key(audience)
         recipient = _crypto.ed25519_to_x25519(audience_key)
         now = self._ctx.now_ms()
-        start = datetime_to_ms(not_before) if not_before is not None else now
-        end = (
+        start = check_time_ms(
+            datetime_to_ms(not_before) if not_before is not None else now, "not_before"
+        )
+        end = check_time_ms(
             start + int(expires.total_seconds() * 1000)
             if isinstance(expires, timedelta)
-            else datetime_to_ms(expires)
+            else datetime_to_ms(expires),
+            "expires",
+        )
+        defer_ms = (
+            None if defer is None else check_time_ms(int(defer.total_seconds() * 1000), "defer")
         )
         purposes = [purpose] if isinstance(purpose, str) else list(purpose)
         ability_set = set(abilities) | ({"delegate"} if delegable > 0 else set())
@@ -922,7 +937,7 @@ class Vault:
             expires=end,
             uses=uses,
             depth=delegable,
-            defer=None if defer is None else int(defer.total_seconds() * 1000),
+            defer=defer_ms,
         )
         with self._ctx.backend.transaction():
             row = self._refresh()
@@ -1056,6 +1071,9 @@ class Vault:
         """Every known link (root grants and delegations seen) with its status.
 
         Purposes and collections are shown only while unlocked (they are sealed to the owner).
+        A time past 9999-12-31T23:59:59.999Z (a delegation made elsewhere may carry one: the
+        token format allows up to 2**63 ms) is shown as that instant; the status is decided
+        on the exact value.
         """
         backend = self._ctx.backend
         now = self._ctx.now_ms()
@@ -1094,9 +1112,9 @@ class Vault:
                     link_id=link.link_id.hex(),
                     parent=None if link.parent_id is None else link.parent_id.hex(),
                     audience=_crypto.did_key(link.audience),
-                    created_at=ms_to_datetime(link.created_at),
-                    not_before=ms_to_datetime(link.not_before),
-                    expires=ms_to_datetime(link.expires),
+                    created_at=ms_to_datetime_clamped(link.created_at),
+                    not_before=ms_to_datetime_clamped(link.not_before),
+                    expires=ms_to_datetime_clamped(link.expires),
                     uses=link.uses,
                     used=None if link.uses is None else spent.get(link.link_id, 0),
                     status=status,

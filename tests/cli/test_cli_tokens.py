@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -193,6 +194,32 @@ def test_delegate_out_file_is_created_first_and_removed_on_refusal(
     document = cli.json(*base, "--out", fresh)
     assert fresh.read_text() == document["token"] + "\n"
     assert fresh.stat().st_mode & 0o777 == 0o600
+
+
+def test_grant_past_year_9999_is_refused_and_grants_still_lists(granted: Granted) -> None:
+    cli = granted.cli
+    base = ["grant", granted.vault, "--to", granted.agency_did, "-c", "income/*"]
+    line = cli.fails(
+        2,
+        *base,
+        "--purpose",
+        "p",
+        "--not-before",
+        "9999-12-31",
+        "--expires",
+        "30d",
+        *granted.owner,
+    )
+    assert line == "error: expires is after 9999-12-31T23:59:59.999Z"
+    assert len(cli.json("grants", granted.vault)["grants"]) == 1
+    # A link an earlier pds issued that far ahead is listed, its time shown as the latest.
+    with sqlite3.connect(cli.store) as db:
+        db.execute("UPDATE links SET expires = ?", (2**62,))
+    db.close()
+    (listed,) = cli.json("grants", granted.vault)["grants"]
+    assert listed["expires"] == "9999-12-31T23:59:59.999Z"
+    assert listed["status"] == "active"
+    assert "9999-12-31T23:59:59.999Z" in cli.ok("grants", granted.vault).stdout
 
 
 def test_grants_locked_and_unlocked(granted: Granted) -> None:

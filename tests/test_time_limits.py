@@ -1,0 +1,80 @@
+"""Times that no ``datetime`` can show (past 9999-12-31T23:59:59.999Z): pds issues no grant
+or delegation carrying one (``FormatError``), and listing a store that holds one (made by
+an earlier pds, or elsewhere) still works."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import pds
+from pds import errors
+from pds._context import MAX_TIME_MS, check_time_ms, ms_to_datetime_clamped
+
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+
+
+def _grant(vault: pds.Vault, audience: str, **overrides: object) -> pds.Token:
+    arguments: dict[str, object] = {
+        "collections": ["health"],
+        "purpose": "care",
+        "expires": timedelta(days=30),
+        "delegable": 1,
+    }
+    arguments.update(overrides)
+    return vault.grant(audience, **arguments)  # type: ignore[arg-type]
+
+
+def test_check_time_ms_and_the_clamp() -> None:
+    assert check_time_ms(MAX_TIME_MS, "expires") == MAX_TIME_MS
+    with pytest.raises(errors.FormatError, match="expires is after 9999-12-31"):
+        check_time_ms(MAX_TIME_MS + 1, "expires")
+    assert ms_to_datetime_clamped(2**63 - 1) == LATEST
+    assert ms_to_datetime_clamped(MAX_TIME_MS + 1) == LATEST
+    assert ms_to_datetime_clamped(0) == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"not_before": datetime(9999, 12, 31, tzinfo=UTC)},  # + 30 days: past year 9999
+        {"expires": timedelta(days=999_999_999)},
+        {"defer": timedelta(days=999_999_999)},
+    ],
+)
+def test_grant_refuses_times_past_year_9999(vault: pds.Vault, overrides: dict[str, object]) -> None:
+    holder = pds.PrincipalKey.generate()
+    size = vault.log_size()
+    with pytest.raises(errors.FormatError, match="after 9999-12-31"):
+        _grant(vault, holder.did, **overrides)
+    assert vault.grants() == []
+    assert vault.log_size() == size
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"expires": timedelta(days=999_999_999)}, {"defer": timedelta(days=999_999_999)}],
+)
+def test_delegate_refuses_times_past_year_9999(
+    vault: pds.Vault, overrides: dict[str, object]
+) -> None:
+    holder = pds.PrincipalKey.generate()
+    token = _grant(vault, holder.did)
+    grantee = pds.Grantee(holder)
+    with pytest.raises(errors.FormatError, match="after 9999-12-31"):
+        grantee.delegate(token, to=pds.PrincipalKey.generate().did, **overrides)  # type: ignore[arg-type]
+
+
+def test_grants_lists_a_stored_time_past_year_9999(vault: pds.Vault, store_path: Path) -> None:
+    holder = pds.PrincipalKey.generate()
+    token = _grant(vault, holder.did)
+    # A link as an earlier pds issued it (--not-before 9999-12-31 --expires 30d).
+    with sqlite3.connect(store_path) as db:
+        db.execute("UPDATE links SET expires = ? WHERE link_id = ?", (2**62, token.link_id))
+    db.close()
+    (info,) = vault.grants()
+    assert info.expires == LATEST
+    assert info.status == "active"
