@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ import click
 
 import pds
 
-from .state import InputError, Timestamp
+from .state import InputError, Timestamp, standard_input
 
 __all__ = [
     "CommaList",
@@ -127,7 +126,7 @@ def read_user_text(source: str, what: str) -> str:
     """The text of ``source``: ``-`` reads stdin, ``@FILE`` reads FILE, anything else is the
     text itself. An unreadable file is malformed input (exit 2)."""
     if source == "-":
-        return sys.stdin.read()
+        return standard_input(what).read()
     if source.startswith("@"):
         path = Path(source[1:])
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,6 +24,7 @@ from .state import (
     json_option,
     owner_options,
     pass_state,
+    standard_input,
     unlocked_vault,
 )
 
@@ -58,9 +58,10 @@ def read_record_document(source: str) -> dict[str, Any]:
     name = "stdin" if source == "-" else source
     try:
         if source == "-":
-            if sys.stdin.isatty():
+            stdin = standard_input("the record")
+            if stdin.isatty():
                 click.echo("reading a JSON object from stdin (end with Ctrl-D)", err=True)
-            raw: bytes | str = sys.stdin.buffer.read()
+            raw: bytes | str = stdin.buffer.read()
         else:
             raw = Path(source).read_bytes()
     except OSError as exc:

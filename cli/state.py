@@ -8,12 +8,15 @@ hidden prompt on the terminal.
 
 from __future__ import annotations
 
+import getpass
 import os
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -35,6 +38,7 @@ __all__ = [
     "owner_options",
     "pass_state",
     "read_passphrase_file",
+    "standard_input",
     "unlock",
     "unlocked_vault",
 ]
@@ -133,19 +137,36 @@ def read_passphrase_file(path: Path) -> str:
     return text.split("\n", 1)[0].rstrip("\r")
 
 
+def standard_input(what: str) -> TextIO:
+    """The process's stdin, to read ``what`` from; ``InputError`` (exit 2) if it is closed
+    (``<&-``: Python then has no ``sys.stdin`` at all)."""
+    stream = sys.stdin
+    if stream is None:
+        raise InputError(f"cannot read {what} from stdin: it is closed")
+    return stream
+
+
 def _prompt_passphrase(label: str, *, confirm: bool, env: str) -> str:
+    no_passphrase = InputError(
+        f"no passphrase entered (set ${env} or use a passphrase or key file option)"
+    )
+    if sys.stdin is None:
+        # Closed stdin: there is nothing to prompt on (getpass would fail on it).
+        raise no_passphrase
     try:
-        value: str = click.prompt(
-            label,
-            hide_input=True,
-            confirmation_prompt=confirm,
-            err=True,
-            type=str,
-        )
+        with warnings.catch_warnings():
+            # Without a terminal, getpass reads stdin and warns that input may be echoed;
+            # the warning is noise on stderr (nothing is echoed: stdin is not a terminal).
+            warnings.simplefilter("ignore", getpass.GetPassWarning)
+            value: str = click.prompt(
+                label,
+                hide_input=True,
+                confirmation_prompt=confirm,
+                err=True,
+                type=str,
+            )
     except click.Abort:
-        raise InputError(
-            f"no passphrase entered (set ${env} or use a passphrase or key file option)"
-        ) from None
+        raise no_passphrase from None
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -364,6 +365,9 @@ def destroy(
     opened = state.open_vault(vault_id)
     unlock(opened, owner_credential(passphrase_file, key_file))
     if not yes:
+        if sys.stdin is None:
+            # Closed stdin: no answer can come, which is not a yes.
+            raise click.ClickException("vault not destroyed: not confirmed (stdin is closed)")
         try:
             confirmed = click.confirm(
                 f"Destroy vault {vault_id}? Every record in it becomes unrecoverable",

@@ -1,0 +1,83 @@
+"""A closed stdin (``<&-``: Python then has no ``sys.stdin``) is missing input, never a
+crash: exit 2 and one line where stdin was to be read, "not confirmed" at a confirmation;
+and a prompt without a terminal prints no Python warning. Run as real processes, since the
+stdin of an in-process runner cannot be closed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.cli.conftest import Granted
+
+
+def _run(
+    granted: Granted, *args: str | Path, closed: bool = True, secret: bool = False
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDS_")}
+    env["PDS_STATE_DIR"] = str(granted.cli.state_dir)
+    if secret:
+        env["PDS_PASSPHRASE"] = granted.cli.passphrase
+    command = [sys.executable, "-m", "pds_cli.main", "--store", str(granted.cli.store)]
+    command += [str(arg) for arg in args]
+    if closed:
+        # sh closes fd 0 and execs pds: Python starts with sys.stdin set to None.
+        command = ["/bin/sh", "-c", 'exec "$@" <&-', "sh", *command]
+    return subprocess.run(
+        command,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        # A new session has no controlling terminal: getpass cannot open /dev/tty.
+        start_new_session=True,
+    )
+
+
+def _one_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["put", "{vault}", "health", "--key-file", "{owner}"], "cannot read the record"),
+        (["token", "inspect", "-"], "cannot read token from stdin: it is closed"),
+        (["read", "--token", "-", "--key", "{agency}"], "cannot read token from stdin"),
+        (["revoke", "{vault}", "-", "--key-file", "{owner}"], "cannot read token from stdin"),
+        (["get", "{vault}", "a" * 26], "no passphrase entered"),
+    ],
+)
+def test_closed_stdin_is_missing_input(granted: Granted, args: list[str], message: str) -> None:
+    values = {"vault": granted.vault, "owner": granted.owner_key, "agency": granted.agency_key}
+    line = _one_error(_run(granted, *(arg.format(**values) for arg in args)), 2)
+    assert message in line
+
+
+def test_closed_stdin_does_not_confirm_a_destroy(granted: Granted) -> None:
+    line = _one_error(_run(granted, "vault", "destroy", granted.vault, *granted.owner), 1)
+    assert line == "error: vault not destroyed: not confirmed (stdin is closed)"
+    (listed,) = granted.cli.json("vault", "list")["vaults"]
+    assert listed["destroyed"] is False
+
+
+def test_a_prompt_without_a_terminal_prints_no_python_warning(granted: Granted) -> None:
+    # stdin is /dev/null and there is no terminal: getpass falls back to stdin.
+    result = _run(granted, "vault", "rotate", granted.vault, closed=False)
+    assert result.returncode == 2
+    assert "Warning" not in result.stderr.replace("Warning: Password input may be echoed.", "")
+    assert "GetPassWarning" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: no passphrase entered")
