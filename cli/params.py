@@ -40,12 +40,16 @@ _DID_KEY = re.compile(r"did:key:z[1-9A-HJ-NP-Za-km-z]{40,120}")
 
 
 def parse_duration(text: str) -> timedelta | None:
-    """``30d`` as a timedelta, or ``None`` if ``text`` is not a duration."""
+    """``30d`` as a timedelta, or ``None`` if ``text`` is not a duration. A duration longer
+    than a ``timedelta`` holds (999999999 days) is ``click.BadParameter`` (exit 2)."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         return None
     amount, unit = int(match.group(1)), match.group(2)
-    return timedelta(**{_UNITS[unit]: amount})
+    try:
+        return timedelta(**{_UNITS[unit]: amount})
+    except OverflowError:
+        raise click.BadParameter(f"{text!r} is too long a duration") from None
 
 
 # click >= 8.5 makes ParamType generic; subscripting it would fail on the older clicks that

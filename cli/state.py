@@ -224,7 +224,8 @@ def unlocked_vault(
 # click >= 8.5 makes ParamType generic; subscripting it would fail on the older clicks that
 # pyproject allows, so the type arguments stay implicit.
 class Timestamp(click.ParamType):  # type: ignore[type-arg]
-    """An ISO 8601 date or timestamp; one without a UTC offset is taken as UTC."""
+    """An ISO 8601 date or timestamp, as an aware datetime in UTC; one without a UTC offset
+    is taken as UTC."""
 
     name = "timestamp"
 
@@ -239,5 +240,9 @@ class Timestamp(click.ParamType):  # type: ignore[type-arg]
             except ValueError:
                 self.fail(f"{value!r} is not an ISO 8601 timestamp", param, ctx)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment
+            return moment.replace(tzinfo=UTC)
+        try:
+            # In UTC, as every time is shown; an offset can push a date past year 1 or 9999.
+            return moment.astimezone(UTC)
+        except OverflowError:
+            self.fail(f"{value!r} is outside the years 1 to 9999 in UTC", param, ctx)

@@ -222,6 +222,36 @@ def test_grant_past_year_9999_is_refused_and_grants_still_lists(granted: Granted
     assert "9999-12-31T23:59:59.999Z" in cli.ok("grants", granted.vault).stdout
 
 
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("grant", ["--expires", "999999999w"], "'999999999w' is too long a duration"),
+        ("grant", ["--expires", "1d", "--defer", "999999999w"], "too long a duration"),
+        ("delegate", ["--expires", "999999999w"], "'999999999w' is too long a duration"),
+        ("verify", ["--at", "0001-01-01T00:00:00+14:00"], "outside the years 1 to 9999"),
+        ("verify", ["--at", "9999-12-31T23:59:59-14:00"], "outside the years 1 to 9999"),
+        ("grant", ["--expires", "1d", "--not-before", "9999-12-31T23:00-14:00"], "outside"),
+    ],
+)
+def test_durations_and_dates_out_of_range_exit_2(
+    granted: Granted, command: str, args: list[str], message: str
+) -> None:
+    cli = granted.cli
+    _, sub_did = granted.principal("sub")
+    prefixes: dict[str, list[str | Path]] = {
+        "grant": ["grant", granted.vault, "--to", sub_did, "-c", "income/*", "--purpose", "p"],
+        "delegate": ["token", "delegate", granted.token, "--key", granted.agency_key],
+        "verify": ["token", "verify", granted.token],
+    }
+    prefix = prefixes[command]
+    if command == "delegate":
+        prefix += ["--to", sub_did]
+    owner = list(granted.owner) if command == "grant" else []
+    line = cli.fails(2, *prefix, *args, *owner)
+    assert message in line
+    assert len(cli.json("grants", granted.vault)["grants"]) == 1
+
+
 def test_grants_locked_and_unlocked(granted: Granted) -> None:
     cli = granted.cli
     locked = cli.json("grants", granted.vault)["grants"]
