@@ -13,9 +13,21 @@ from pds.accesslog import Checkpoint
 
 from .heads import check_pinned, pin, warn
 from .output import emit, iso_ms
-from .state import AppState, InputError, json_option, owner_options, pass_state, unlocked_vault
+from .state import (
+    AppState,
+    InputError,
+    json_option,
+    owner_options,
+    pass_state,
+    read_file_at_most,
+    unlocked_vault,
+)
 
 __all__ = ["audit_group"]
+
+# A checkpoint note is at most 4096 characters (Checkpoint.parse): a trusted head file is
+# read only up to four bytes for each.
+MAX_CHECKPOINT_BYTES = 4 * 4096
 
 
 @click.group("audit")
@@ -99,12 +111,12 @@ def verify(directory: Path, trusted_head: Path | None, as_json: bool) -> int:
     """
     trusted_text = None
     if trusted_head is not None:
+        label = f"trusted head {trusted_head}"
+        data = read_file_at_most(trusted_head, MAX_CHECKPOINT_BYTES, label)
         try:
-            trusted_text = trusted_head.read_text(encoding="utf-8")
+            trusted_text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise InputError(f"trusted head {trusted_head} is not UTF-8 text") from None
-        except OSError as exc:
-            raise InputError(f"cannot read trusted head {trusted_head}: {exc.strerror}") from None
+            raise InputError(f"{label} is not UTF-8 text") from None
     report = audit.verify_audit(directory, trusted_head=trusted_text)
     document = report.to_dict()
     document["trusted_head"] = None if trusted_head is None else str(trusted_head)

@@ -18,8 +18,9 @@ from typing import Any
 import click
 
 import pds
+from pds import capability
 
-from .state import InputError, Timestamp, standard_input
+from .state import InputError, Timestamp, read_at_most, read_file_at_most, standard_input
 
 __all__ = [
     "CommaList",
@@ -37,6 +38,8 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 # did:key with a base58btc (multibase "z") key: the library parses and checks the key
 # itself; this only turns an obviously wrong value into a usage error that names the option.
 _DID_KEY = re.compile(r"did:key:z[1-9A-HJ-NP-Za-km-z]{40,120}")
+# A token's text: base64url of at most MAX_TOKEN_BYTES, with room for whitespace around it.
+MAX_TOKEN_TEXT = 2 * capability.MAX_TOKEN_BYTES
 
 
 def parse_duration(text: str) -> timedelta | None:
@@ -126,25 +129,27 @@ class DidKey(click.ParamType):  # type: ignore[type-arg]
         return text
 
 
-def read_user_text(source: str, what: str) -> str:
+def read_user_text(source: str, what: str, limit: int) -> str:
     """The text of ``source``: ``-`` reads stdin, ``@FILE`` reads FILE, anything else is the
-    text itself. An unreadable file is malformed input (exit 2)."""
+    text itself. An unreadable file, or more than ``limit`` bytes, is malformed input (exit
+    2); no more than ``limit + 1`` bytes are read."""
     if source == "-":
-        return standard_input(what).read()
-    if source.startswith("@"):
-        path = Path(source[1:])
-        try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{what} file {path} is not UTF-8 text") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {what} file {path}: {exc.strerror}") from None
-    return source
+        label = f"{what} on stdin"
+        data = read_at_most(standard_input(what).buffer, limit, label)
+    elif source.startswith("@"):
+        label = f"{what} file {source[1:]}"
+        data = read_file_at_most(Path(source[1:]), limit, label)
+    else:
+        return source
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{label} is not UTF-8 text") from None
 
 
 def read_token(source: str) -> str:
     """A token's text from an argument (the text, ``-`` for stdin, ``@FILE``), stripped."""
-    return read_user_text(source, "token").strip()
+    return read_user_text(source, "token", MAX_TOKEN_TEXT).strip()
 
 
 def load_token(source: str) -> pds.Token:

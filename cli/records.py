@@ -9,6 +9,8 @@ from typing import Any, NoReturn
 
 import click
 
+from pds.vault import MAX_RECORD_SIZE
+
 from .output import (
     emit,
     iso,
@@ -24,6 +26,8 @@ from .state import (
     json_option,
     owner_options,
     pass_state,
+    read_at_most,
+    read_file_at_most,
     standard_input,
     unlocked_vault,
 )
@@ -33,6 +37,9 @@ __all__ = ["delete", "get", "history", "list_records", "put"]
 # Vault.list refuses larger pages; checking here too turns a bad --limit into click's usage
 # error that names the option.
 MAX_LIST_LIMIT = 1000
+# A record's JSON text is read only up to this size (its data may be at most 16 MiB once
+# encoded; JSON spends up to six bytes on a character, and whitespace).
+MAX_RECORD_INPUT = 4 * MAX_RECORD_SIZE
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -56,16 +63,16 @@ def read_record_document(source: str) -> dict[str, Any]:
     (``InputError``, exit 2). Messages name the position, never the content.
     """
     name = "stdin" if source == "-" else source
-    try:
-        if source == "-":
-            stdin = standard_input("the record")
-            if stdin.isatty():
-                click.echo("reading a JSON object from stdin (end with Ctrl-D)", err=True)
-            raw: bytes | str = stdin.buffer.read()
-        else:
-            raw = Path(source).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc.strerror}") from None
+    if source == "-":
+        stdin = standard_input("the record")
+        if stdin.isatty():
+            click.echo("reading a JSON object from stdin (end with Ctrl-D)", err=True)
+        try:
+            raw = read_at_most(stdin.buffer, MAX_RECORD_INPUT, name)
+        except OSError as exc:
+            raise InputError(f"cannot read {name}: {exc.strerror}") from None
+    else:
+        raw = read_file_at_most(Path(source), MAX_RECORD_INPUT, name)
     try:
         document = json.loads(
             raw, object_pairs_hook=_unique_object, parse_constant=_reject_constant

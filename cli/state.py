@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, BinaryIO, TextIO, TypeVar
 
 import click
 
@@ -37,6 +37,8 @@ __all__ = [
     "owner_credential",
     "owner_options",
     "pass_state",
+    "read_at_most",
+    "read_file_at_most",
     "read_passphrase_file",
     "standard_input",
     "unlock",
@@ -47,6 +49,9 @@ PASSPHRASE_ENV = "PDS_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 NEW_PASSPHRASE_ENV = "PDS_NEW_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 STORE_ENV = "PDS_STORE"
 DEFAULT_STORE = "pds.db"
+# A passphrase (the first line of its file) is at most this long: a larger one is a wrong
+# file (or /dev/zero), never read whole.
+MAX_PASSPHRASE_BYTES = 64 * 1024
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,15 +131,61 @@ def kdf_option(function: F) -> F:
     )(function)
 
 
-def read_passphrase_file(path: Path) -> str:
-    """The first line of ``path``, without its line ending."""
+def _size_text(size: int) -> str:
+    for unit, name in ((1024 * 1024, "MiB"), (1024, "KiB")):
+        if size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
+
+
+def _read_prefix(stream: BinaryIO, size: int) -> bytes:
+    """At most ``size`` bytes from the start of ``stream`` (fewer at its end)."""
+    chunks: list[bytes] = []
+    missing = size
+    while missing > 0:
+        chunk = stream.read(missing)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_at_most(stream: BinaryIO, limit: int, label: str) -> bytes:
+    """Everything ``stream`` holds, if that is at most ``limit`` bytes; ``InputError``
+    (exit 2) otherwise. At most ``limit + 1`` bytes are read, so an endless input
+    (``/dev/zero``, ``yes``) is refused without filling memory."""
+    data = _read_prefix(stream, limit + 1)
+    if len(data) > limit:
+        raise InputError(f"{label} is larger than {_size_text(limit)}")
+    return data
+
+
+def read_file_at_most(path: Path, limit: int, label: str) -> bytes:
+    """``read_at_most`` of the file ``path``; an unreadable file is ``InputError`` too."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"passphrase file {path} is not UTF-8 text") from None
+        with path.open("rb") as stream:
+            return read_at_most(stream, limit, label)
     except OSError as exc:
-        raise InputError(f"cannot read passphrase file {path}: {exc.strerror}") from None
-    return text.split("\n", 1)[0].rstrip("\r")
+        raise InputError(f"cannot read {label}: {exc.strerror}") from None
+
+
+def read_passphrase_file(path: Path) -> str:
+    """The first line of ``path``, without its line ending. Only the first line is read
+    (at most ``MAX_PASSPHRASE_BYTES``)."""
+    label = f"passphrase file {path}"
+    try:
+        with path.open("rb") as stream:
+            data = _read_prefix(stream, MAX_PASSPHRASE_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {label}: {exc.strerror}") from None
+    first = data.split(b"\n", 1)[0]
+    if len(first) > MAX_PASSPHRASE_BYTES:
+        raise InputError(f"the first line of {label} is longer than 64 KiB")
+    try:
+        return first.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        raise InputError(f"{label} is not UTF-8 text") from None
 
 
 def standard_input(what: str) -> TextIO:

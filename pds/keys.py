@@ -121,9 +121,28 @@ def write_secret_file(path: Path, content: bytes) -> None:
         os.close(fd)
 
 
+# A principal key file is one short line (prefix, base64url seed, newline); anything
+# longer is not one, and is not read further.
+_MAX_PRINCIPAL_FILE = 4096
+
+
+def _read_start(path: Path, size: int) -> bytes:
+    """At most ``size`` bytes from the start of the file ``path``: a key file that is far
+    too long (``/dev/zero``) is refused by its length without being read whole."""
+    chunks: list[bytes] = []
+    with path.open("rb") as stream:
+        while size > 0:
+            chunk = stream.read(size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+    return b"".join(chunks)
+
+
 def _read_key_file(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        data = _read_start(path, _crypto.KEY_SIZE + 1)
     except FileNotFoundError:
         raise FormatError(f"key file {path} does not exist") from None
     except OSError as exc:
@@ -209,7 +228,10 @@ class PrincipalKey:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> PrincipalKey:
         try:
-            text = Path(path).read_text("ascii").strip()
+            data = _read_start(Path(path), _MAX_PRINCIPAL_FILE + 1)
+            if len(data) > _MAX_PRINCIPAL_FILE:
+                raise FormatError(f"key file {path} is not a pds principal key")
+            text = data.decode("ascii").strip()
         except FileNotFoundError:
             raise FormatError(f"key file {path} does not exist") from None
         except (OSError, UnicodeDecodeError):
