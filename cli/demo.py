@@ -10,7 +10,6 @@ read, delegate, revoke) and the access log (the person's view, an offline audit)
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ import pds
 from pds import audit, errors
 
 from .log_cmds import describe_entry, entry_document
-from .output import pretty_json
+from .output import json_text, pretty_json
 from .state import json_option
 
 __all__ = ["STEPS", "Demo", "DemoFailed", "demo"]
@@ -529,7 +528,7 @@ def demo(keep: bool, as_json: bool) -> None:
             shutil.rmtree(directory, ignore_errors=True)
     document = {"ok": True, "directory": str(directory), "kept": keep, "steps": state.steps}
     if as_json:
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        click.echo(json_text(document))
     else:
         click.echo("")
         click.echo(f"demo complete: all {len(STEPS)} steps held")

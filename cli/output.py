@@ -85,8 +85,11 @@ def printable(text: str) -> str:
 
 
 def json_text(document: Any) -> str:
-    """``document`` as the indented JSON that ``--json`` prints."""
-    return json.dumps(document, indent=2, ensure_ascii=False)
+    """``document`` as the indented JSON that ``--json`` prints: pure ASCII, every other
+    character as a ``\\u`` escape. So the output is valid UTF-8 whatever it holds: a file
+    name that is not UTF-8 reaches Python as lone surrogates (``\\udcff``), which would
+    otherwise be written out as invalid bytes."""
+    return json.dumps(document, indent=2, ensure_ascii=True)
 
 
 def emit(as_json: bool, document: Mapping[str, Any], text: str | Iterable[str]) -> None:

@@ -5,8 +5,12 @@ format characters: text output shows them escaped, ``--json`` keeps them exact."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,11 +20,11 @@ import pds
 if TYPE_CHECKING:
     # mypy reads pds_cli under its folder name (see conftest.py).
     from cli.log_cmds import describe_entry
-    from cli.output import emit, printable
+    from cli.output import emit, json_text, printable
     from tests.cli.conftest import Granted
 else:
     from pds_cli.log_cmds import describe_entry
-    from pds_cli.output import emit, printable
+    from pds_cli.output import emit, json_text, printable
 
 UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
@@ -165,3 +169,29 @@ def test_error_lines_escape_what_the_user_gave(granted: Granted) -> None:
     line = granted.cli.fails(2, "put", granted.vault, "health", "no\x1b]0;x\x07\u202efile")
     assert _unsafe_chars(line) == set()
     assert line == "error: cannot read no\\u001b]0;x\\u0007\\u202efile: No such file or directory"
+
+
+def test_json_output_is_ascii_and_valid_utf8() -> None:
+    document = {"file": "x\udcff.key", "agent": HOSTILE, "name": "Zoë"}
+    text = json_text(document)
+    assert text.isascii()
+    assert json.loads(text.encode("utf-8")) == document
+
+
+def test_json_output_of_an_undecodable_file_name_is_utf8(tmp_path: Path) -> None:
+    # The reported case: a file name that is not UTF-8, with stdout writing surrogates
+    # back as the bytes they stand for (as in the C locale).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDS_")}
+    env["PYTHONIOENCODING"] = "utf-8:surrogateescape"
+    name = os.fsdecode(b"agency-\xff.key")
+    result = subprocess.run(
+        [sys.executable, "-m", "pds_cli.main", "key", "new", name, "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout.decode("utf-8"))  # strict: valid UTF-8
+    assert document["file"] == name
