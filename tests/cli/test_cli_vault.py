@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 from pathlib import Path
@@ -289,3 +290,21 @@ def test_store_from_the_environment(
     cli.ok("vault", "create", "--kdf", "interactive", store_option=False)
     assert (workdir / "pds.db").exists()
     assert (workdir / "pds.db.hostkey").exists()
+
+
+def test_export_refuses_to_replace_what_is_not_a_regular_file(
+    cli: Cli, vault_id: str, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "link-to-pipe"
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        line = cli.fails(2, "vault", "export", vault_id, target)
+        assert line == f"error: {target} exists and is not a regular file: it is not replaced"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert link.is_symlink()
+    # A regular file is still replaced.
+    existing = tmp_path / "old.pdsx"
+    existing.write_text("old")
+    assert cli.json("vault", "export", vault_id, existing)["bytes"] == existing.stat().st_size
