@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 import click
 
 import pds
+from pds import capability
 
 from .output import emit, iso, iso_ms, table
 from .params import CommaList, DidKey, Duration, Expiry, read_token
 from .state import (
     AppState,
+    InputError,
     Timestamp,
     json_option,
     owner_credential,
@@ -373,6 +375,17 @@ def grants(
     emit(as_json, {"vault": opened.vault_id, "grants": documents}, lines)
 
 
+def _revocation_target(vault_id: str, text: str) -> pds.Token | str:
+    """A token (parsed) or a link id (as given). A token of another vault is refused
+    (exit 2): its link is not one of VAULT's, and revoking it there would do nothing."""
+    if not text.startswith(capability.TOKEN_PREFIX):
+        return text
+    token = pds.Token.from_text(text)
+    if token.vault_id != vault_id:
+        raise InputError(f"the token is for vault {token.vault_id}, not {vault_id}")
+    return token
+
+
 @click.command("revoke", short_help="Revoke a token (and its descendants) or a grantee.")
 @click.argument("vault_id", metavar="VAULT")
 @click.argument("link", metavar="[LINK_OR_TOKEN]", required=False)
@@ -403,12 +416,14 @@ def revoke(
     """
     if (link is None) == (audience is None):
         raise click.UsageError("give a LINK_OR_TOKEN or --audience, not both and not neither")
+    # The token is read (and checked) before the owner's secret is asked for.
+    target = None if link is None else _revocation_target(vault_id, read_token(link))
     opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
-    if audience is not None:
+    if target is None:
+        assert audience is not None
         revoked = opened.revoke_all(audience=audience, reason=reason)
     else:
-        assert link is not None
-        revoked = [opened.revoke(read_token(link), reason=reason)]
+        revoked = [opened.revoke(target, reason=reason)]
     ids = [link_id.hex() for link_id in revoked]
     if ids:
         lines = [f"revoked {link_id}" for link_id in ids]

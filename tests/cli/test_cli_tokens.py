@@ -625,6 +625,37 @@ def test_revoke_usage_errors_exit_2(granted: Granted) -> None:
     cli.fails(2, "revoke", granted.vault, "ab" * 16, *granted.owner)
 
 
+def test_revoke_refuses_a_token_of_another_vault(granted: Granted, tmp_path: Path) -> None:
+    cli = granted.cli
+    other_key = tmp_path / "other-owner.key"
+    other = cli.json("vault", "create", "--key-file", other_key)["vault"]
+    foreign = cli.json(
+        "grant",
+        other,
+        "--to",
+        granted.agency_did,
+        "-c",
+        "*",
+        "--purpose",
+        "p",
+        "--expires",
+        "1d",
+        "--key-file",
+        other_key,
+    )
+    entries = len(cli.json("log", granted.vault, *granted.owner)["entries"])
+    for source in (foreign["token"], "-"):
+        line = cli.fails(2, "revoke", granted.vault, source, *granted.owner, input=foreign["token"])
+        assert line == f"error: the token is for vault {other}, not {granted.vault}"
+    assert cli.json("revoke", granted.vault, granted.token, *granted.owner)["revoked"] == [
+        granted.link
+    ]
+    # Nothing was revoked for the foreign token, in either vault.
+    assert len(cli.json("log", granted.vault, *granted.owner)["entries"]) == entries + 1
+    (listed,) = cli.json("grants", other)["grants"]
+    assert listed["status"] == "active"
+
+
 def test_revocations_file(granted: Granted, tmp_path: Path) -> None:
     cli = granted.cli
     target = tmp_path / "revocations.bin"
