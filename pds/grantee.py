@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pds import _crypto, _envelope
 from pds._context import Clock, check_time_ms, datetime_to_ms, ms_to_datetime, optional_ms
+from pds._ids import check_collection, check_record_id, parse_cursor
 from pds._store.base import BatchRow
 from pds.capability import (
     Caveats,
@@ -125,9 +126,17 @@ class Grantee:
         ``agent`` names the person acting in the holder's organisation and ``correlation``
         the holder's reference; both appear in the person's log. ``defer_until`` (with a
         ``defer_reason``) asks that the person be shown this access only after that time;
-        the token must allow deferral that long.
+        the token must allow deferral that long. A malformed ``collection``, record id or
+        ``cursor`` raises ``FormatError`` here, before anything is signed or sent (the host
+        would refuse it, and log the refusal).
         """
         parsed = self._own(token)
+        if collection is not None:
+            check_collection(collection)
+        for record_id in records or ():
+            check_record_id(record_id)
+        if cursor is not None:
+            parse_cursor(cursor)
         purposes = parsed.leaf.caveats.purposes
         if purpose is None:
             if len(purposes) != 1:

@@ -493,6 +493,25 @@ def test_read_malformed_inputs_exit_2(granted: Granted, tmp_path: Path) -> None:
     cli.fails(2, "read", "--token", granted.token, "--key", not_a_key)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cursor", "bad"], "error: malformed list cursor"),
+        (["-c", "bad name!"], "error: a collection name is 1-8 '/'-separated segments"),
+        (["--record", "bad id!"], "error: a record id is 1-128 letters"),
+    ],
+)
+def test_read_malformed_request_exits_2_before_anything_is_sent(
+    granted: Granted, args: list[str], message: str
+) -> None:
+    cli = granted.cli
+    size = len(cli.json("log", granted.vault, *granted.owner)["entries"])
+    line = cli.fails(2, "read", "--token", granted.token, "--key", granted.agency_key, *args)
+    assert line.startswith(message)
+    # Nothing reached the host: no refusal was logged.
+    assert len(cli.json("log", granted.vault, *granted.owner)["entries"]) == size
+
+
 def test_read_needs_an_existing_store(granted: Granted, tmp_path: Path) -> None:
     missing = tmp_path / "elsewhere.db"
     granted.cli.fails(
