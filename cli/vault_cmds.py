@@ -61,13 +61,23 @@ def create(
     """
     params = pds.KdfParams.named(kdf)
     credential = owner_credential(passphrase_file, key_file, confirm=True)
-    store = state.open_store(create=True)
+    # Every input is checked, and the key file made, before the store is: a bad key file
+    # (or one that cannot be created) must not leave a new, empty store behind.
+    if credential.key_file is not None and credential.key_file.exists():
+        pds.SymmetricKey.from_file(credential.key_file)
     created_key = _ensure_key_file(credential.key_file)
-    vault_id = store.create_vault(
-        passphrase=credential.passphrase,
-        key_file=credential.key_file,
-        kdf=params if credential.passphrase is not None else None,
-    )
+    try:
+        store = state.open_store(create=True)
+        vault_id = store.create_vault(
+            passphrase=credential.passphrase,
+            key_file=credential.key_file,
+            kdf=params if credential.passphrase is not None else None,
+        )
+    except BaseException:
+        # A key file made for a vault that was not created unlocks nothing: remove it.
+        if created_key and credential.key_file is not None:
+            credential.key_file.unlink(missing_ok=True)
+        raise
     opened = store.open_vault(vault_id)
     document = {
         "vault": vault_id,

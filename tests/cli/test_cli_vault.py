@@ -308,3 +308,19 @@ def test_export_refuses_to_replace_what_is_not_a_regular_file(
     existing = tmp_path / "old.pdsx"
     existing.write_text("old")
     assert cli.json("vault", "export", vault_id, existing)["bytes"] == existing.stat().st_size
+
+
+def test_a_failed_create_leaves_no_store_or_key_file_behind(cli: Cli, tmp_path: Path) -> None:
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("short\n")
+    line = cli.fails(2, "vault", "create", "--key-file", bad_key)
+    assert line == f"error: key file {bad_key} is not a 32-byte key"
+    cli.fails(1, "vault", "create", "--key-file", tmp_path / "missing" / "owner.key")
+    assert not cli.store.exists()
+    assert not Path(f"{cli.store}.hostkey").exists()
+    # A store that cannot be used: the key file made for it is removed again.
+    not_a_store = tmp_path / "other.db"
+    not_a_store.write_text("not a store")
+    new_key = tmp_path / "new.key"
+    cli.fails(2, "vault", "create", "--key-file", new_key, store=not_a_store)
+    assert not new_key.exists()
