@@ -197,19 +197,57 @@ def standard_input(what: str) -> TextIO:
     return stream
 
 
+def _terminal_available() -> bool:
+    """Whether the process has a controlling terminal (``/dev/tty``) to prompt on."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _read_line_without_terminal(stdin: TextIO, label: str) -> str | None:
+    """The next non-empty line of ``stdin`` (not a terminal: nothing is echoed), without
+    its line ending, after showing ``label`` on stderr; ``None`` at the end of input.
+
+    This is what getpass does without a terminal, minus its warnings that input may be
+    echoed (it cannot be: there is no terminal to echo it)."""
+    while True:
+        click.echo(f"{label}: ", nl=False, err=True)
+        line = stdin.readline()
+        click.echo(err=True)
+        if not line:
+            return None
+        value = line.rstrip("\n").rstrip("\r")
+        if value:
+            return value
+
+
 def _prompt_passphrase(label: str, *, confirm: bool, env: str) -> str:
     no_passphrase = InputError(
         f"no passphrase entered (set ${env} or use a passphrase or key file option)"
     )
-    if sys.stdin is None:
+    stdin = sys.stdin
+    if stdin is None:
         # Closed stdin: there is nothing to prompt on (getpass would fail on it).
         raise no_passphrase
+    if not stdin.isatty() and not _terminal_available():
+        value = _read_line_without_terminal(stdin, label)
+        if value is None:
+            raise no_passphrase
+        if confirm:
+            again = _read_line_without_terminal(stdin, "Repeat for confirmation")
+            if again is None:
+                raise no_passphrase
+            if again != value:
+                raise InputError("the two passphrases entered do not match")
+        return value
     try:
         with warnings.catch_warnings():
-            # Without a terminal, getpass reads stdin and warns that input may be echoed;
-            # the warning is noise on stderr (nothing is echoed: stdin is not a terminal).
+            # Should getpass still fall back to stdin, its warning is noise on stderr.
             warnings.simplefilter("ignore", getpass.GetPassWarning)
-            value: str = click.prompt(
+            prompted: str = click.prompt(
                 label,
                 hide_input=True,
                 confirmation_prompt=confirm,
@@ -218,7 +256,7 @@ def _prompt_passphrase(label: str, *, confirm: bool, env: str) -> str:
             )
     except click.Abort:
         raise no_passphrase from None
-    return value
+    return prompted
 
 
 def owner_credential(

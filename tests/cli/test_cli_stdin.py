@@ -5,6 +5,7 @@ stdin of an in-process runner cannot be closed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +79,37 @@ def test_a_prompt_without_a_terminal_prints_no_python_warning(granted: Granted) 
     # stdin is /dev/null and there is no terminal: getpass falls back to stdin.
     result = _run(granted, "vault", "rotate", granted.vault, closed=False)
     assert result.returncode == 2
-    assert "Warning" not in result.stderr.replace("Warning: Password input may be echoed.", "")
-    assert "GetPassWarning" not in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("error: no passphrase entered")
+    assert "Warning" not in result.stderr  # getpass's GetPassWarning and "may be echoed"
+    assert result.stderr.splitlines() == [
+        "Passphrase: ",
+        "error: no passphrase entered (set $PDS_PASSPHRASE or use a passphrase or key file option)",
+    ]
+
+
+def test_a_passphrase_on_stdin_without_a_terminal(granted: Granted, tmp_path: Path) -> None:
+    store = tmp_path / "p.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDS_")}
+    env["PDS_STATE_DIR"] = str(granted.cli.state_dir)
+    base = [sys.executable, "-m", "pds_cli.main", "--store", str(store), "vault"]
+
+    def run(*args: str, given: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *args],
+            input=given,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+            start_new_session=True,
+        )
+
+    mismatch = run("create", "--kdf", "interactive", given="one\ntwo\n")
+    assert mismatch.returncode == 2
+    assert mismatch.stderr.splitlines()[-1] == ("error: the two passphrases entered do not match")
+    created = run("create", "--kdf", "interactive", "--json", given="\nsecret\nsecret\n")
+    assert created.returncode == 0, created.stderr
+    assert "Warning" not in created.stderr and "secret" not in created.stderr
+    vault = json.loads(created.stdout)["vault"]
+    assert run("rotate", vault, given="secret\n").returncode == 0
+    assert run("rotate", vault, given="wrong\n").returncode == 1
