@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from pds import _codec, _crypto, _envelope, _owner, capability
+from pds import _codec, _crypto, _envelope, _owner, capability, merkle
 from pds._context import Context
 from pds._ids import check_collection, check_record_id
 from pds._store.base import (
@@ -33,7 +33,7 @@ from pds._store.base import (
 )
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
 from pds.capability import Token, verify_chain
-from pds.errors import AccessDenied, FormatError, IntegrityError, VaultExists
+from pds.errors import AccessDenied, FormatError, IntegrityError, InvalidProof, VaultExists
 
 if TYPE_CHECKING:
     from pds.vault import Vault
@@ -210,19 +210,57 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                 }
             )
             counts["revocations"] += 1
+        # The checkpoint is read first (same snapshot) so that the root at its size can be
+        # recomputed from the entries as they stream out: the end signature must never
+        # cover a log the host rewrote under a signed head.
+        note = backend.latest_checkpoint(row.vault_id)
+        head = None if note is None else _stored_head(note, row)
         size = backend.log_size(row.vault_id)
+        builder = merkle.RootBuilder()
+        head_root = builder.root() if head is not None and head.size == 0 else None
         for index, entry in backend.iter_log(row.vault_id, 0, size):
+            _check_stored_entry(entry, index, builder.size, row.vault_id)
             out.frame({"t": "log", "index": index, "entry": entry})
             counts["log"] += 1
-        checkpoint = backend.latest_checkpoint(row.vault_id)
-        if checkpoint is not None:
-            out.frame({"t": "checkpoint", "note": checkpoint})
+            builder.add(merkle.leaf_hash(entry))
+            if head is not None and builder.size == head.size:
+                head_root = builder.root()
+        if builder.size != size:
+            raise InvalidProof("an entry is missing from the log", "log-gap")
+        if head is not None:
+            if head_root != head.root:
+                raise InvalidProof(
+                    "the stored log does not extend its latest signed checkpoint", "log-fork"
+                )
+            out.frame({"t": "checkpoint", "note": note})
             counts["checkpoints"] += 1
         digest = out.digest()
         signature = keys.identity.sign(
             END_SIGNATURE_LABEL, _end_statement(row.vault_id, digest, counts)
         )
         out.frame({"t": "end", "counts": counts, "digest": digest, "signature": signature})
+
+
+def _stored_head(note: str, row: VaultRow) -> Checkpoint:
+    """The stored latest checkpoint, verified: signed by the vault's key, for its log."""
+    head = Checkpoint.parse(note)
+    head.verify(row.identity_public)
+    if head.origin != origin(row.vault_id):
+        raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
+    return head
+
+
+def _check_stored_entry(raw: bytes, index: int, expected: int, vault_id: str) -> None:
+    """A stored log entry must be the next one, parse, and name its own index and vault
+    (as ``Vault.verify_log`` requires; the importer refuses anything else)."""
+    if index != expected:
+        raise InvalidProof("an entry is missing from the log", "log-gap")
+    try:
+        entry = LogEntry.parse(raw)
+    except FormatError:
+        raise InvalidProof("a log entry is malformed", "log-entry") from None
+    if entry.index != index or entry.vault_id != vault_id:
+        raise InvalidProof("a log entry is out of place", "log-entry")
 
 
 # -- import ----------------------------------------------------------------------------

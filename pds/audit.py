@@ -12,6 +12,7 @@ valid, unrevoked, in-scope, right-purpose token authorised it at that moment.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections import Counter
@@ -24,6 +25,7 @@ from pds.accesslog import Checkpoint, LogEntry, open_disclosed, origin, verifier
 from pds.errors import AccessDenied, FormatError, IntegrityError, InvalidProof
 
 if TYPE_CHECKING:
+    from pds._owner import OwnerKeys
     from pds.vault import Vault
 
 __all__ = ["AuditReport", "Violation", "export_audit", "verify_audit"]
@@ -92,12 +94,29 @@ def _unb64(text: Any, what: str) -> bytes:
 
 
 def export_audit(vault: Vault, directory: str | os.PathLike[str]) -> Path:
-    """Write an audit package for ``vault`` into ``directory`` (created; must be empty)."""
+    """Write an audit package for ``vault`` into ``directory`` (created; must be empty).
+
+    Raises ``InvalidProof`` (``log-fork``) and writes nothing if the stored log does not
+    extend the latest signed checkpoint, or if the entries written do not hash to the
+    checkpoint signed for the package (the files written so far are removed): the owner's
+    key never vouches for a log the host rewrote.
+    """
     keys = vault._keys()
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     if any(target.iterdir()):
         raise FormatError(f"the audit directory {target} is not empty")
+    try:
+        _write_package(vault, keys, target)
+    except BaseException:
+        for name in FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (target / name).unlink()
+        raise
+    return target
+
+
+def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
     with vault._ctx.backend.transaction():
         vault._log("export", {"audit": True})
     head = vault.checkpoint()
@@ -123,16 +142,27 @@ def export_audit(vault: Vault, directory: str | os.PathLike[str]) -> Path:
     (target / "checkpoint.txt").write_text(head.to_text())
     (target / "tokens.json").write_text(json.dumps(tokens, indent=2) + "\n")
     (target / "revocations.bin").write_bytes(vault.revocation_list())
+    # The entries are hashed as they are written: checkpoint() compared the stored subtree
+    # hashes with the previous head, but those are a cache the host could rewrite apart
+    # from the entries.
+    builder = merkle.RootBuilder()
     with (target / "log.jsonl").open("w") as out:
-        for _, raw in ctx.backend.iter_log(vault.vault_id, 0, head.size):
-            entry = LogEntry.parse(raw)
+        for index, raw in ctx.backend.iter_log(vault.vault_id, 0, head.size):
+            try:
+                entry = LogEntry.parse(raw)
+            except FormatError:
+                raise InvalidProof("a log entry is malformed", "log-entry") from None
+            if index != builder.size or entry.index != index or entry.vault_id != vault.vault_id:
+                raise InvalidProof("a log entry is missing or out of place", "log-entry")
+            builder.add(merkle.leaf_hash(raw))
             line = {
                 "index": entry.index,
                 "entry": _b64(raw),
                 "key": _b64(entry.disclosure_key(keys.x25519_secret)),
             }
             out.write(json.dumps(line) + "\n")
-    return target
+    if builder.size != head.size or builder.root() != head.root:
+        raise InvalidProof("the stored log entries do not hash to the signed head", "log-fork")
 
 
 def _read_text(path: Path) -> str:

@@ -1168,8 +1168,15 @@ class Vault:
         result: str = "ok",
     ) -> int:
         """Append an owner-side entry (inside the caller's transaction) and, while unlocked,
-        sign and store the new tree head."""
+        sign and store the new tree head.
+
+        Raises ``InvalidProof`` (``log-fork``) before appending, while unlocked, if the
+        stored log no longer extends the latest signed checkpoint: the owner's key must
+        never sign a head over entries the host rewrote.
+        """
         log = MerkleLog(self._ctx.backend, self.vault_id)
+        if self._owner is not None:
+            self.latest_checkpoint()
         now = self._ctx.now_ms()
         index = log.append(
             time=now,
@@ -1263,10 +1270,15 @@ class Vault:
         return log.root(size)
 
     def checkpoint(self) -> Checkpoint:
-        """Sign (as the owner) and store a checkpoint of the log's current head."""
+        """Sign (as the owner) and store a checkpoint of the log's current head.
+
+        Raises ``InvalidProof`` (``log-fork``) if the stored log does not extend the latest
+        signed checkpoint: signing then would sign a fork.
+        """
         keys = self._keys()
         with self._ctx.backend.transaction():
             self._refresh()
+            self.latest_checkpoint()
             log = MerkleLog(self._ctx.backend, self.vault_id)
             size = log.size()
             now = self._ctx.now_ms()
@@ -1277,15 +1289,22 @@ class Vault:
     def latest_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint the owner signed, without any secret.
 
-        Raises ``InvalidProof`` if its signature fails or the stored log does not match it.
+        Raises ``InvalidProof`` if its signature fails, it names another log, or the stored
+        log does not match it (``log-fork``: shorter than it, or another root at its size,
+        computed from the stored subtree hashes; ``verify_log`` recomputes from the entries).
+        A host that deletes the checkpoint rows escapes this check: a head pinned by the
+        client (``verify_log``) is the anchor.
         """
         text = self._ctx.backend.latest_checkpoint(self.vault_id)
         if text is None:
             return None
         head = Checkpoint.parse(text)
         head.verify(self._row.identity_public)
+        if head.origin != origin(self.vault_id):
+            raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
         log = MerkleLog(self._ctx.backend, self.vault_id)
-        if head.size > log.size() or (head.size and log.root(head.size) != head.root):
+        # The root at size 0 is SHA-256(""), so a size-0 head with another root fails too.
+        if head.size > log.size() or log.root(head.size) != head.root:
             raise InvalidProof("the stored log does not match its latest checkpoint", "log-fork")
         return head
 

@@ -26,7 +26,7 @@ import nacl.signing
 import pytest
 
 import pds
-from pds import accesslog, errors, merkle
+from pds import accesslog, audit, errors, merkle
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, open_disclosed
 from pds.keys import SymmetricKey
 
@@ -910,6 +910,13 @@ def test_truncating_and_regrowing_the_log_is_detected(
 ) -> None:
     world, head = pinned_world
     _drop_from(world, 6)
+    # The owner's key refuses to sign a head over a log that no longer extends the latest
+    # signed one the store holds...
+    with pytest.raises(errors.InvalidProof) as refused:
+        world.grant()
+    assert refused.value.reason == "log-fork"
+    # ...so the host hides the heads too: then only the pinned head catches the rewrite.
+    sql(world.path, "DELETE FROM log_checkpoints WHERE vault_id = ? AND size > 6", world.vault_id)
     token = world.grant()
     while world.vault.log_size() < head.size + 2:
         world.read(token)
@@ -918,6 +925,79 @@ def test_truncating_and_regrowing_the_log_is_detected(
     assert caught.value.reason == "log-fork"
     # The new history verifies on its own terms.
     world.vault.verify_log(world.vault.checkpoint())
+
+
+def _rewrite_with_hashes(world: World, index: int) -> None:
+    """A host's rewrite of entry ``index`` with every stored subtree hash recomputed, so
+    the stored tree is coherent, just no longer the one the owner signed."""
+    raws = raw_entries(world.path, world.vault_id)
+    changed = bytearray(raws[index])
+    changed[_sealed_span(raws[index])[5]] ^= 0x01
+    raws[index] = bytes(changed)
+    sql(world.path, "DELETE FROM log_entries WHERE vault_id = ?", world.vault_id)
+    sql(world.path, "DELETE FROM log_nodes WHERE vault_id = ?", world.vault_id)
+    backend = world.store.backend
+    with backend.transaction():
+        log = MerkleLog(backend, world.vault_id)
+        for position, raw in enumerate(raws):
+            log.append_raw(position, LogEntry.parse(raw).time, raw)
+
+
+def _sign_or_export(world: World, operation: str) -> Path:
+    """Run an owner operation that signs a new head; return where its output would go."""
+    output = world.tmp / f"out-{operation}"
+    if operation == "checkpoint":
+        world.vault.checkpoint()
+    elif operation == "grant":
+        world.grant()
+    elif operation == "owner read":
+        world.vault.get(world.vault.list("tax/2024").records[0].record_id)
+    elif operation == "export":
+        world.vault.export(output)
+    else:
+        audit.export_audit(world.vault, output)
+    return output
+
+
+@pytest.mark.parametrize("operation", ["checkpoint", "grant", "owner read", "export", "audit"])
+def test_the_owner_signs_no_head_over_a_rewritten_log(
+    pinned_world: tuple[World, Checkpoint], operation: str
+) -> None:
+    world, head = pinned_world
+    _rewrite_with_hashes(world, 2)
+    stored = world.store.backend.latest_checkpoint(world.vault_id)
+    size = world.vault.log_size()
+    with pytest.raises(errors.InvalidProof) as caught:
+        _sign_or_export(world, operation)
+    assert caught.value.reason == "log-fork"
+    # Nothing was appended or signed, and nothing was written.
+    assert world.store.backend.latest_checkpoint(world.vault_id) == stored
+    assert world.vault.log_size() == size
+    output = world.tmp / f"out-{operation}"
+    assert not output.exists() or not any(output.iterdir())
+    assert not list(world.tmp.glob(".out-*"))
+    with pytest.raises(errors.InvalidProof):
+        world.vault.verify_log(head)
+
+
+@pytest.mark.parametrize("operation", ["export", "audit"])
+def test_an_export_refuses_entries_that_do_not_hash_to_the_signed_head(
+    pinned_world: tuple[World, Checkpoint], operation: str
+) -> None:
+    """An entry rewritten without its stored hashes passes the stored-subtree check
+    (``latest_checkpoint``); the export recomputes the tree from the entries it ships."""
+    world, _ = pinned_world
+    raw = raw_entries(world.path, world.vault_id)[4]
+    changed = bytearray(raw)
+    changed[_sealed_span(raw)[5]] ^= 0x01
+    _replace_entry(world, 4, bytes(changed))
+    assert world.vault.latest_checkpoint() is not None
+    with pytest.raises(errors.InvalidProof) as caught:
+        _sign_or_export(world, operation)
+    assert caught.value.reason == "log-fork"
+    output = world.tmp / f"out-{operation}"
+    assert not output.exists() or not any(output.iterdir())
+    assert not list(world.tmp.glob(".out-*"))
 
 
 def _copy_store(world: World, target: Path) -> list[Path]:

@@ -462,9 +462,16 @@ def test_a_withheld_disclosure_key_is_counted_not_judged(world: World) -> None:
 
 
 def _rewrite_from(world: World, keep: int) -> None:
-    """A dishonest host's rewrite: drop history from ``keep`` on, then append a new one."""
+    """A dishonest host's rewrite: drop history from ``keep`` on, then append a new one.
+
+    It deletes the signed heads beyond ``keep`` too: the owner's key refuses to sign over a
+    log that does not extend the latest stored head, so only a host that hides the heads
+    gets a package signed, and only a head pinned outside the store catches it."""
     conn = sqlite3.connect(world.path)
     with conn:
+        conn.execute(
+            "DELETE FROM log_checkpoints WHERE vault_id = ? AND size > ?", (world.vault_id, keep)
+        )
         conn.execute(
             "DELETE FROM log_entries WHERE vault_id = ? AND idx >= ?", (world.vault_id, keep)
         )
