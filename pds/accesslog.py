@@ -309,6 +309,22 @@ def verifier_key(name: str, public: bytes) -> str:
     return f"{name}+{key_id(name, public).hex()}+{encoded}"
 
 
+def _decimal(text: str) -> int:
+    """A checkpoint number: ASCII decimal digits without leading zeros (C2SP
+    tlog-checkpoint), below 2^63. ``str.isdigit`` would pass other scripts' digits and
+    superscripts, which ``int`` then refuses or reads. Raises ``FormatError``."""
+    if (
+        not text
+        or not text.isascii()
+        or not text.isdecimal()
+        or (len(text) > 1 and text[0] == "0")
+        or len(text) > 19
+        or int(text) >= 2**63
+    ):
+        raise FormatError("a checkpoint number is not canonical decimal")
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """A signed tree head: origin, size, root hash and time, signed by the vault key."""
@@ -354,15 +370,10 @@ class Checkpoint:
         if not separator or len(lines) != 4 or not signatures.endswith("\n"):
             raise FormatError("not a pds checkpoint")
         name, size_text, root_text, time_line = lines
-        if (
-            not name.startswith("pds/vault/")
-            or not size_text.isdigit()
-            or not time_line.startswith("time ")
-        ):
+        if not name.startswith("pds/vault/") or not time_line.startswith("time "):
             raise FormatError("not a pds checkpoint")
-        time_text = time_line[5:]
-        if not time_text.isdigit() or str(int(size_text)) != size_text:
-            raise FormatError("not a pds checkpoint")
+        size = _decimal(size_text)
+        time = _decimal(time_line[5:])
         try:
             root = base64.b64decode(root_text, validate=True)
         except (binascii.Error, ValueError):
@@ -378,7 +389,7 @@ class Checkpoint:
                 raise FormatError("a checkpoint signature is not base64") from None
             if len(raw) != 4 + 64:
                 raise FormatError("a checkpoint signature is 68 bytes")
-            head = cls(name, int(size_text), root, int(time_text), raw[4:], raw[:4])
+            head = cls(name, size, root, time, raw[4:], raw[:4])
             # Verification signs the body rebuilt from the parsed values, so the text
             # received must be exactly that body: no leading zeros, non-ASCII digits or
             # non-canonical base64 may slip through unsigned.

@@ -684,6 +684,33 @@ def test_checkpoint_does_not_verify_with_another_key_or_changed(world: World) ->
             Checkpoint.parse(garbage)
 
 
+_NOTE = (
+    "pds/vault/x\n{size}\n" + base64.b64encode(bytes(32)).decode() + "\ntime {time}\n\n"
+    "\u2014 pds/vault/x " + base64.b64encode(bytes(68)).decode() + "\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("size", "time"),
+    [
+        ("\u00b2", "1"),  # superscript two: str.isdigit() accepts it, int() does not
+        ("1", "\u00b9"),
+        ("\u0663", "1"),  # ARABIC-INDIC DIGIT THREE: int() reads it as 3
+        ("1", "\uff11"),  # FULLWIDTH DIGIT ONE
+        ("01", "1"),
+        ("1", "00"),
+        ("", "1"),
+        ("+1", "1"),
+        ("1", "9223372036854775808"),  # 2^63
+        ("9" * 40, "1"),
+    ],
+)
+def test_checkpoint_numbers_are_canonical_ascii_decimal(size: str, time: str) -> None:
+    assert Checkpoint.parse(_NOTE.format(size="1", time="1")).size == 1
+    with pytest.raises(errors.FormatError):
+        Checkpoint.parse(_NOTE.format(size=size, time=time))
+
+
 def test_owner_operations_sign_a_checkpoint_host_reads_do_not(world: World) -> None:
     token, _ = populated(world)
     after_grant = world.vault.latest_checkpoint()
