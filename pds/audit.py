@@ -174,13 +174,26 @@ def _read_text(path: Path) -> str:
         raise FormatError(f"{path.name} is not readable UTF-8 text") from None
 
 
-def _load_json(path: Path) -> Any:
+def _read_bytes(path: Path) -> bytes:
     try:
-        return json.loads(path.read_text())
+        return path.read_bytes()
     except FileNotFoundError:
         raise FormatError(f"the audit package lacks {path.name}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise FormatError(f"{path.name} is not valid JSON") from None
+    except OSError:
+        raise FormatError(f"{path.name} is not a readable file") from None
+
+
+def _parse_json(text: str, what: str) -> Any:
+    """``json.loads`` that raises only ``FormatError``: it raises ``RecursionError`` for
+    deep nesting and a plain ``ValueError`` for an integer beyond Python's digit limit."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise FormatError(f"{what} is not valid JSON") from None
+
+
+def _load_json(path: Path) -> Any:
+    return _parse_json(_read_text(path), path.name)
 
 
 def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int]:
@@ -269,10 +282,7 @@ def verify_audit(
     entries: list[tuple[LogEntry, bytes | None]] = []
     lines = _read_text(root_dir / "log.jsonl").splitlines()
     for number, line in enumerate(lines):
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            raise FormatError(f"log.jsonl line {number + 1} is not JSON") from None
+        item = _parse_json(line, f"log.jsonl line {number + 1}")
         if not isinstance(item, dict):
             raise FormatError(f"log.jsonl line {number + 1} is not an object")
         entry = LogEntry.parse(_unb64(item.get("entry"), "entry"))
@@ -303,10 +313,7 @@ def verify_audit(
             tokens[token.link_id] = token
         except AccessDenied as denied:
             bad_tokens[token.link_id] = denied.reason
-    try:
-        revoked = _revocations((root_dir / "revocations.bin").read_bytes(), vault_id, identity)
-    except FileNotFoundError:
-        raise FormatError("the audit package lacks revocations.bin") from None
+    revoked = _revocations(_read_bytes(root_dir / "revocations.bin"), vault_id, identity)
 
     # The signed log also records every revocation (its header names the link): a
     # revocation the list omits still counts, from the time the log shows.

@@ -667,6 +667,13 @@ MALFORMED: list[Any] = [
         msgpack.packb({"body": 1, "sig": 2}),
         id="revocations.bin wrong field types",
     ),
+    # json.loads raises RecursionError for deep nesting and ValueError (not a
+    # JSONDecodeError) for an integer longer than Python's digit limit.
+    pytest.param("vault.json", b"[" * 100_000 + b"]" * 100_000, id="vault.json deep"),
+    pytest.param("tokens.json", b"[" * 100_000 + b"]" * 100_000, id="tokens.json deep"),
+    pytest.param("log.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", id="log.jsonl deep"),
+    pytest.param("tokens.json", b"1" * 5000, id="tokens.json huge integer"),
+    pytest.param("log.jsonl", b"1" * 5000 + b"\n", id="log.jsonl huge integer"),
 ]
 
 
@@ -674,5 +681,13 @@ MALFORMED: list[Any] = [
 def test_a_malformed_file_is_a_format_error(package: Path, name: str, content: Any) -> None:
     data = content(package) if callable(content) else content
     (package / name).write_bytes(data)
+    with pytest.raises(errors.FormatError):
+        audit.verify_audit(package)
+
+
+@pytest.mark.parametrize("name", audit.FILES)
+def test_a_directory_in_place_of_a_file_is_a_format_error(package: Path, name: str) -> None:
+    (package / name).unlink()
+    (package / name).mkdir()
     with pytest.raises(errors.FormatError):
         audit.verify_audit(package)
