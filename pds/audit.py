@@ -434,8 +434,9 @@ def _judge(
         problems.append(("wrong-purpose", "the purpose was not granted"))
     if entry.kind not in caveats.abilities:
         problems.append(("wrong-ability", f"the token does not grant {entry.kind!r}"))
-    collections = details.get("collections") or []
-    # Details of another shape cannot show the access in scope: that is a violation too.
+    collections = details.get("collections")
+    # A released access names what it released as a list of collection names; details of
+    # another shape (nil, missing, text) cannot show it in scope: that is a violation too.
     if not isinstance(collections, list) or not all(
         type(c) is str and capability.collection_allowed(caveats.collections, c)
         for c in collections

@@ -128,8 +128,11 @@ def forge_access(
     actor: str | None = None,
     chain: list[str] | None = None,
     link_id: bytes | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> int:
-    """Append an access entry as a dishonest host would: no checks, straight into the log."""
+    """Append an access entry as a dishonest host would: no checks, straight into the log.
+
+    ``changes`` overrides details (a value of ``...`` removes the key)."""
     world.clock.tick()
     backend = world.store.backend
     details = {
@@ -147,6 +150,11 @@ def forge_access(
         "result": result,
         "reason": None,
     }
+    for key, value in (changes or {}).items():
+        if value is ...:
+            del details[key]
+        else:
+            details[key] = value
     owner = bytes(sodium.crypto_sign_ed25519_pk_to_curve25519(identity_public(world.vault)))
     with backend.transaction():
         return MerkleLog(backend, world.vault_id).append(
@@ -279,6 +287,18 @@ def test_an_access_after_revocation_is_flagged(world: World) -> None:
 
 def test_an_access_outside_the_scope_is_flagged(world: World) -> None:
     index = forge_access(world, world.token, collection="health/visits", record=world.health)
+    assert rules(audit.verify_audit(world.export())) == [(index, "out-of-scope")]
+
+
+@pytest.mark.parametrize(
+    "collections", [None, ..., "tax/2024", ["tax/2024", 5]], ids=["nil", "missing", "text", "mixed"]
+)
+def test_an_access_without_a_list_of_collections_is_flagged(world: World, collections: Any) -> None:
+    """A released access must name what it released as a list of collection names; any
+    other shape cannot show the access in scope (it served records, say, in health/)."""
+    index = forge_access(
+        world, world.token, record=world.health, changes={"collections": collections}
+    )
     assert rules(audit.verify_audit(world.export())) == [(index, "out-of-scope")]
 
 
