@@ -112,7 +112,13 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         # uses the owner's secret: a changed header is an integrity failure, not a wrong key.
         header["signature"] = keys.identity.sign(HEADER_SIGNATURE_LABEL, _codec.encode(header))
         out.frame(header)
+        # The importer's checks are applied while exporting (the rows a host stores are not
+        # trusted): a damaged row fails the export, not a later import of a file reported
+        # as written. Memory holds the exported (collection, epoch) pairs, as the importer's.
+        epochs: set[tuple[str, int]] = set()
         for epoch in backend.iter_epochs(row.vault_id):
+            _envelope.verify_epoch_row(row.identity_public, epoch)
+            epochs.add((epoch.collection, epoch.epoch))
             out.frame(
                 {
                     "t": "epoch",
@@ -129,7 +135,9 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         for batch in backend.iter_batches(row.vault_id):
             # Verify before export: an export must never launder tampered rows.
             # Verify without caching: memory must not grow with the vault.
-            vault._verify_batch(batch)
+            manifest = vault._verify_batch(batch)
+            if (batch.collection, batch.epoch) not in epochs:
+                raise IntegrityError("epoch-missing", "a batch's key epoch is missing")
             if batch.wrapped_host is None:
                 raise vault._keys_missing()
             host_share = ctx.host_unwrap(
@@ -150,40 +158,50 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                 }
             )
             counts["batches"] += 1
+            pending = set(manifest.entries)
             for record in backend.iter_batch_records(row.vault_id, batch.batch_id):
-                out.frame(
-                    {
-                        "t": "record",
-                        "batch": record.batch_id,
-                        "record": record.record_id,
-                        "version": record.version,
-                        "collection": record.collection,
-                        "created_at": record.created_at,
-                        "epoch": record.epoch,
-                        "deleted": record.deleted,
-                        "nonce": record.nonce,
-                        "ciphertext": record.ciphertext,
-                    }
-                )
+                document = {
+                    "t": "record",
+                    "batch": record.batch_id,
+                    "record": record.record_id,
+                    "version": record.version,
+                    "collection": record.collection,
+                    "created_at": record.created_at,
+                    "epoch": record.epoch,
+                    "deleted": record.deleted,
+                    "nonce": record.nonce,
+                    "ciphertext": record.ciphertext,
+                }
+                _check_record(document, manifest, pending, row.vault_id)
+                out.frame(document)
                 counts["records"] += 1
                 if progress is not None:
                     progress(counts["records"])
+            if pending:
+                raise IntegrityError("export-incomplete", "a batch's records are missing")
         for link in backend.iter_links(row.vault_id):
-            out.frame(
-                {
-                    "t": "link",
-                    "link": link.link_id,
-                    "parent": link.parent_id,
-                    "audience": link.audience,
-                    "not_before": link.not_before,
-                    "expires": link.expires,
-                    "uses": link.uses,
-                    "created_at": link.created_at,
-                    "sealed_token": link.sealed_token,
-                }
-            )
+            document = {
+                "t": "link",
+                "link": link.link_id,
+                "parent": link.parent_id,
+                "audience": link.audience,
+                "not_before": link.not_before,
+                "expires": link.expires,
+                "uses": link.uses,
+                "created_at": link.created_at,
+                "sealed_token": link.sealed_token,
+            }
+            try:
+                _verify_link(document, keys, row)
+            except FormatError:  # MalformedToken: for a stored row, damage, not bad input
+                raise IntegrityError("link", "a known link's token is malformed") from None
+            out.frame(document)
             counts["links"] += 1
             for key in backend.link_keys(link.link_id):
+                try:
+                    check_collection(key.collection)
+                except FormatError:
+                    raise IntegrityError("link", "a link key names no valid collection") from None
                 out.frame(
                     {
                         "t": "link_key",
@@ -196,10 +214,13 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                 counts["link_keys"] += 1
             used = backend.use_counts([link.link_id]).get(link.link_id, 0) if link.uses else 0
             if used:
+                if link.uses is None or used > link.uses:
+                    raise IntegrityError("link", "a link's use count exceeds its budget")
                 # The budget spent so far travels with the link: an import must not
                 # hand a spent token a fresh budget.
                 out.frame({"t": "link_use", "link": link.link_id, "used": used})
         for revocation in backend.iter_revocations(row.vault_id):
+            verify_revocation_row(revocation, row)
             out.frame(
                 {
                     "t": "revocation",
@@ -261,6 +282,105 @@ def _check_stored_entry(raw: bytes, index: int, expected: int, vault_id: str) ->
         raise InvalidProof("a log entry is malformed", "log-entry") from None
     if entry.index != index or entry.vault_id != vault_id:
         raise InvalidProof("a log entry is out of place", "log-entry")
+
+
+def _check_record(
+    record: dict[str, Any],
+    manifest: _envelope.Manifest,
+    pending: set[tuple[str, int]],
+    vault_id: str,
+) -> None:
+    """A record frame against its batch's verified manifest (import step 7, applied by the
+    exporter too): pending in the batch (removed from ``pending``), bound and hashed as the
+    manifest says. Raises ``IntegrityError``."""
+    key = (record["record"], record["version"])
+    if key not in pending:
+        raise IntegrityError("not-in-batch", "a record is not pending in its batch")
+    pending.discard(key)
+    record_binding = _envelope.binding(
+        vault_id,
+        record["collection"],
+        record["record"],
+        record["version"],
+        record["epoch"],
+        record["batch"],
+        record["deleted"],
+    )
+    _envelope.check_entry(
+        manifest,
+        record_id=record["record"],
+        version=record["version"],
+        deleted=record["deleted"],
+        collection=record["collection"],
+        epoch=record["epoch"],
+        created_at=record["created_at"],
+        record_binding=record_binding,
+        nonce=record["nonce"],
+        ciphertext=record["ciphertext"],
+        # Whether erased content sits below a tombstone is checked when the record is
+        # read; export and import keep the rows exactly as stored.
+        erasable=True,
+    )
+
+
+def _verify_link(link: dict[str, Any], keys: _owner.OwnerKeys, row: VaultRow) -> None:
+    """A link frame (import step 9, applied by the exporter too): its sealed token opens
+    with the owner's key, verifies as a chain of this vault, and its last link is the
+    frame's. Raises ``IntegrityError`` (``link``), or ``MalformedToken``."""
+    try:
+        token = Token.from_bytes(_crypto.unseal(link["sealed_token"], keys.x25519_secret))
+    except _crypto.AuthenticationFailed:
+        raise IntegrityError("link", "a known link failed authentication") from None
+    try:
+        verify_chain(token, vault_id=row.vault_id, identity=row.identity_public)
+    except AccessDenied as denied:
+        raise IntegrityError("link", f"a known link does not verify ({denied.reason})") from None
+    leaf = token.leaf
+    if (
+        leaf.link_id != link["link"]
+        or leaf.parent != link["parent"]
+        or leaf.audience != link["audience"]
+        or leaf.caveats.not_before != link["not_before"]
+        or leaf.caveats.expires != link["expires"]
+        or leaf.caveats.uses != link["uses"]
+    ):
+        raise IntegrityError("link", "a known link does not match its token")
+
+
+def _verify_revocation(revocation: dict[str, Any], row: VaultRow) -> None:
+    """A revocation frame (import step 10, applied by the exporter too): signed by the
+    vault, and its statement names this vault, the link and the time. Raises
+    ``IntegrityError`` (``revocation``)."""
+    try:
+        _crypto.verify(
+            row.identity_public,
+            capability.REVOCATION_LABEL,
+            revocation["statement"],
+            revocation["signature"],
+        )
+        statement = _codec.decode(revocation["statement"])
+    except (_crypto.AuthenticationFailed, FormatError):
+        raise IntegrityError("revocation", "a revocation failed authentication") from None
+    if (
+        not isinstance(statement, dict)
+        or statement.get("vault") != row.vault_id
+        or statement.get("link") != revocation["link"]
+        or statement.get("revoked_at") != revocation["revoked_at"]
+    ):
+        raise IntegrityError("revocation", "a revocation does not match its statement")
+
+
+def verify_revocation_row(revocation: RevocationRow, row: VaultRow) -> None:
+    """A stored revocation, checked as an importer checks its frame."""
+    _verify_revocation(
+        {
+            "link": revocation.link_id,
+            "revoked_at": revocation.revoked_at,
+            "statement": revocation.statement,
+            "signature": revocation.signature,
+        },
+        row,
+    )
 
 
 # -- import ----------------------------------------------------------------------------
@@ -532,34 +652,7 @@ def import_vault(
                     record = _check_shape(document, "record")
                     if manifest is None or record["batch"] != manifest.batch_id:
                         raise IntegrityError("export-order", "a record is outside its batch")
-                    key = (record["record"], record["version"])
-                    if key not in pending:
-                        raise IntegrityError("not-in-batch", "a record is not pending in its batch")
-                    pending.discard(key)
-                    record_binding = _envelope.binding(
-                        vault_id,
-                        record["collection"],
-                        record["record"],
-                        record["version"],
-                        record["epoch"],
-                        record["batch"],
-                        record["deleted"],
-                    )
-                    _envelope.check_entry(
-                        manifest,
-                        record_id=record["record"],
-                        version=record["version"],
-                        deleted=record["deleted"],
-                        collection=record["collection"],
-                        epoch=record["epoch"],
-                        created_at=record["created_at"],
-                        record_binding=record_binding,
-                        nonce=record["nonce"],
-                        ciphertext=record["ciphertext"],
-                        # Whether erased content sits below a tombstone is checked when
-                        # the record is read; the import keeps the rows exactly as exported.
-                        erasable=True,
-                    )
+                    _check_record(record, manifest, pending, vault_id)
                     backend.insert_records(
                         [
                             RecordRow(
@@ -635,28 +728,9 @@ def _import_tail(
     while document["t"] in ("link", "link_key", "link_use"):
         if document["t"] == "link":
             link = _check_shape(document, "link")
-            try:
-                token = Token.from_bytes(_crypto.unseal(link["sealed_token"], keys.x25519_secret))
-            except _crypto.AuthenticationFailed:
-                raise IntegrityError("link", "a known link failed authentication") from None
-            try:
-                verify_chain(token, vault_id=vault_id, identity=row.identity_public)
-            except AccessDenied as denied:
-                raise IntegrityError(
-                    "link", f"a known link does not verify ({denied.reason})"
-                ) from None
+            _verify_link(link, keys, row)
             if link["link"] in links:
                 raise IntegrityError("export-duplicate", "a link appears twice")
-            leaf = token.leaf
-            if (
-                leaf.link_id != link["link"]
-                or leaf.parent != link["parent"]
-                or leaf.audience != link["audience"]
-                or leaf.caveats.not_before != link["not_before"]
-                or leaf.caveats.expires != link["expires"]
-                or leaf.caveats.uses != link["uses"]
-            ):
-                raise IntegrityError("link", "a known link does not match its token")
             backend.insert_link(
                 LinkRow(
                     link["link"],
@@ -697,23 +771,7 @@ def _import_tail(
         if revocation["link"] in revoked:
             raise IntegrityError("export-duplicate", "a revocation appears twice")
         revoked.add(revocation["link"])
-        try:
-            _crypto.verify(
-                row.identity_public,
-                capability.REVOCATION_LABEL,
-                revocation["statement"],
-                revocation["signature"],
-            )
-            statement = _codec.decode(revocation["statement"])
-        except (_crypto.AuthenticationFailed, FormatError):
-            raise IntegrityError("revocation", "a revocation failed authentication") from None
-        if (
-            not isinstance(statement, dict)
-            or statement.get("vault") != vault_id
-            or statement.get("link") != revocation["link"]
-            or statement.get("revoked_at") != revocation["revoked_at"]
-        ):
-            raise IntegrityError("revocation", "a revocation does not match its statement")
+        _verify_revocation(revocation, row)
         backend.insert_revocation(
             RevocationRow(
                 vault_id,

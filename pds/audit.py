@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pds import _codec, _crypto, capability, merkle
+from pds import _codec, _crypto, _export, capability, merkle
 from pds.accesslog import Checkpoint, LogEntry, open_disclosed, origin, verifier_key
 from pds.errors import AccessDenied, FormatError, IntegrityError, InvalidProof
 
@@ -124,8 +124,17 @@ def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
     ctx = vault._ctx
     tokens = []
     for link in ctx.backend.iter_links(vault.vault_id):
-        token = capability.Token.from_bytes(_crypto.unseal(link.sealed_token, keys.x25519_secret))
+        # A damaged stored row is an integrity failure, not a crash or bad input. A token
+        # that opens but fails verification is the auditor's to judge (token-invalid).
+        try:
+            sealed = _crypto.unseal(link.sealed_token, keys.x25519_secret)
+            token = capability.Token.from_bytes(sealed)
+        except (_crypto.AuthenticationFailed, FormatError):
+            raise IntegrityError("link", "a known link failed authentication") from None
         tokens.append({"link": link.link_id.hex(), "token": token.to_text()})
+    # The verifier raises on a revocation that does not verify: refuse to sign such a list.
+    for revocation in ctx.backend.iter_revocations(vault.vault_id):
+        _export.verify_revocation_row(revocation, vault._row)
     (target / "vault.json").write_text(
         json.dumps(
             {

@@ -9,6 +9,7 @@ stream: their peak Python memory stays far below the file size.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import random
 import shutil
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 import pds
-from pds import _codec, errors
+from pds import _codec, audit, errors
 from pds.keys import SymmetricKey
 
 MAGIC = b"pds-export/v1\n"
@@ -587,3 +588,147 @@ def test_import_streams_in_constant_memory(
         vault.unlock(key_file=key_file)
         assert sum(1 for _ in vault.iter_records()) == BIG_RECORDS
     assert peak < MEMORY_FRACTION * size, (peak, size)
+
+
+# -- export verifies what it copies ------------------------------------------------------
+
+
+def _flipped(blob: bytes, position: int = 40) -> bytes:
+    changed = bytearray(blob)
+    changed[position % len(changed)] ^= 0x01
+    return bytes(changed)
+
+
+@dataclass
+class Granted:
+    db: Path
+    key_file: Path
+    vault_id: str
+    token: pds.Token
+
+
+@pytest.fixture
+def granted(tmp_path: Path) -> Granted:
+    """A vault with a budgeted grant that was used, a key shared by a rotation, and a
+    revoked grant: every row kind the export copies."""
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    db = tmp_path / "granted.db"
+    clock = Clock()
+    with pds.open_store(db, clock=clock) as store:
+        vault = store.open_vault(store.create_vault(key_file=key_file))
+        vault.unlock(key_file=key_file)
+        vault.put("tax/2024", {"income": 41000})
+        agency = pds.PrincipalKey.generate()
+        token = vault.grant(
+            agency.did,
+            collections=["tax/*"],
+            purpose="check",
+            uses=3,
+            expires=dt.timedelta(days=30),
+        )
+        pds.Grantee(agency, clock=clock).read(store, token)
+        vault.rotate("tax/2024")
+        other = vault.grant(
+            agency.did, collections=["tax/*"], purpose="check", expires=dt.timedelta(days=1)
+        )
+        vault.revoke(other, reason="done")
+        return Granted(db, key_file, vault.vault_id, token)
+
+
+def _sql(db: Path, statement: str, *params: Any) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            assert conn.execute(statement, params).rowcount >= 1
+    finally:
+        conn.close()
+
+
+def _blob(db: Path, query: str) -> bytes:
+    conn = sqlite3.connect(db)
+    try:
+        (value,) = conn.execute(query).fetchone()
+    finally:
+        conn.close()
+    return bytes(value)
+
+
+DAMAGE: list[Any] = [
+    pytest.param(
+        "UPDATE links SET sealed_token = ? WHERE link_id = ?",
+        lambda g: (
+            _flipped(_blob(g.db, "SELECT sealed_token FROM links LIMIT 1")),
+            g.token.link_id,
+        ),
+        "link",
+        id="link token",
+    ),
+    pytest.param(
+        "UPDATE link_keys SET collection = ?", lambda g: ("not a name",), "link", id="link key"
+    ),
+    pytest.param("UPDATE link_uses SET count = ?", lambda g: (4,), "link", id="use over budget"),
+    pytest.param(
+        "UPDATE revocations SET signature = ?",
+        lambda g: (_flipped(_blob(g.db, "SELECT signature FROM revocations"), 5),),
+        "revocation",
+        id="revocation",
+    ),
+    pytest.param(
+        "UPDATE epochs SET signature = ? WHERE epoch = 1",
+        lambda g: (_flipped(_blob(g.db, "SELECT signature FROM epochs WHERE epoch = 1"), 5),),
+        "epoch-signature",
+        id="epoch",
+    ),
+    pytest.param(
+        "UPDATE records SET ciphertext = ?",
+        lambda g: (_flipped(_blob(g.db, "SELECT ciphertext FROM records"), 5),),
+        "record-hash",
+        id="record",
+    ),
+    pytest.param("DELETE FROM records", lambda g: (), "export-incomplete", id="record missing"),
+]
+
+
+@pytest.mark.parametrize(("statement", "params", "reason"), DAMAGE)
+def test_export_refuses_a_damaged_row_and_leaves_no_file(
+    granted: Granted, tmp_path: Path, statement: str, params: Any, reason: str
+) -> None:
+    """Every row the export copies is checked as the importer would check it: a damaged
+    row fails the export (no file), not a later import of a file reported as written."""
+    _sql(granted.db, statement, *params(granted))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        with pytest.raises(errors.IntegrityError) as caught:
+            vault.export(out / "damaged.pdsx")
+    assert caught.value.reason == reason
+    assert list(out.iterdir()) == []
+
+
+def test_an_undamaged_granted_vault_exports_and_imports(granted: Granted, tmp_path: Path) -> None:
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        vault.export(tmp_path / "ok.pdsx")
+    with pds.open_store(tmp_path / "target.db") as target:
+        assert target.import_vault(tmp_path / "ok.pdsx", key_file=granted.key_file)
+
+
+@pytest.mark.parametrize(
+    ("statement", "params", "reason"), [DAMAGE[0], DAMAGE[3]], ids=["link token", "revocation"]
+)
+def test_audit_export_of_a_damaged_row_is_an_integrity_error(
+    granted: Granted, tmp_path: Path, statement: str, params: Any, reason: str
+) -> None:
+    """The package would not verify (or export_audit crashed with a raw crypto error)."""
+    _sql(granted.db, statement, *params(granted))
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        with pytest.raises(errors.IntegrityError) as caught:
+            audit.export_audit(vault, tmp_path / "package")
+    assert caught.value.reason == reason
+    assert list((tmp_path / "package").iterdir()) == []
