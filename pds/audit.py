@@ -18,7 +18,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pds import _codec, _crypto, _export, capability, merkle
 from pds.accesslog import Checkpoint, LogEntry, open_disclosed, origin, verifier_key
@@ -103,7 +103,10 @@ def export_audit(vault: Vault, directory: str | os.PathLike[str]) -> Path:
     """
     keys = vault._keys()
     target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
+    # The package discloses every entry's details (personal data): the directory is created
+    # 0700 and every file 0600, whatever the umask. An existing empty directory keeps its
+    # mode.
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
     if any(target.iterdir()):
         raise FormatError(f"the audit directory {target} is not empty")
     try:
@@ -114,6 +117,16 @@ def export_audit(vault: Vault, directory: str | os.PathLike[str]) -> Path:
                 (target / name).unlink()
         raise
     return target
+
+
+def _open_private(path: Path) -> IO[bytes]:
+    """A new file, readable and writable by its owner only (0600, not the umask's mode)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
+def _write_private(path: Path, data: str | bytes) -> None:
+    with _open_private(path) as out:
+        out.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
@@ -135,7 +148,8 @@ def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
     # The verifier raises on a revocation that does not verify: refuse to sign such a list.
     for revocation in ctx.backend.iter_revocations(vault.vault_id):
         _export.verify_revocation_row(revocation, vault._row)
-    (target / "vault.json").write_text(
+    _write_private(
+        target / "vault.json",
         json.dumps(
             {
                 "format": PACKAGE_FORMAT,
@@ -146,16 +160,16 @@ def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
             },
             indent=2,
         )
-        + "\n"
+        + "\n",
     )
-    (target / "checkpoint.txt").write_text(head.to_text())
-    (target / "tokens.json").write_text(json.dumps(tokens, indent=2) + "\n")
-    (target / "revocations.bin").write_bytes(vault.revocation_list())
+    _write_private(target / "checkpoint.txt", head.to_text())
+    _write_private(target / "tokens.json", json.dumps(tokens, indent=2) + "\n")
+    _write_private(target / "revocations.bin", vault.revocation_list())
     # The entries are hashed as they are written: checkpoint() compared the stored subtree
     # hashes with the previous head, but those are a cache the host could rewrite apart
     # from the entries.
     builder = merkle.RootBuilder()
-    with (target / "log.jsonl").open("w") as out:
+    with _open_private(target / "log.jsonl") as out:
         for index, raw in ctx.backend.iter_log(vault.vault_id, 0, head.size):
             try:
                 entry = LogEntry.parse(raw)
@@ -169,7 +183,7 @@ def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
                 "entry": _b64(raw),
                 "key": _b64(entry.disclosure_key(keys.x25519_secret)),
             }
-            out.write(json.dumps(line) + "\n")
+            out.write((json.dumps(line) + "\n").encode("ascii"))
     if builder.size != head.size or builder.root() != head.root:
         raise InvalidProof("the stored log entries do not hash to the signed head", "log-fork")
 

@@ -228,6 +228,22 @@ def test_the_package_layout(world: World) -> None:
         audit.export_audit(world.vault, package)
 
 
+def test_the_package_is_private_whatever_the_umask(world: World) -> None:
+    """log.jsonl holds every entry's disclosure key: nobody but the owner may read it."""
+    world.read(world.token)
+    package = world.tmp / "private" / "package"
+    previous = os.umask(0)
+    try:
+        audit.export_audit(world.vault, package)
+    finally:
+        os.umask(previous)
+    assert package.stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in package.iterdir()} == dict.fromkeys(
+        audit.FILES, 0o600
+    )
+    assert audit.verify_audit(package, vault_did=world.vault.did).clean
+
+
 def test_verification_needs_no_store(world: World, tmp_path: Path) -> None:
     honest_activity(world)
     trusted = world.vault.checkpoint().to_text()
