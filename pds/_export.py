@@ -116,7 +116,9 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         # trusted): a damaged row fails the export, not a later import of a file reported
         # as written. Memory holds the exported (collection, epoch) pairs, as the importer's.
         epochs: set[tuple[str, int]] = set()
+        epoch_order = _Ascending("an epoch")
         for epoch in backend.iter_epochs(row.vault_id):
+            epoch_order.check((epoch.collection.encode(), epoch.epoch))
             _envelope.verify_epoch_row(row.identity_public, epoch)
             epochs.add((epoch.collection, epoch.epoch))
             out.frame(
@@ -179,7 +181,9 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                     progress(counts["records"])
             if pending:
                 raise IntegrityError("export-incomplete", "a batch's records are missing")
+        link_order = _Ascending("a link")
         for link in backend.iter_links(row.vault_id):
+            link_order.check((link.created_at, link.link_id))
             document = {
                 "t": "link",
                 "link": link.link_id,
@@ -197,11 +201,13 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                 raise IntegrityError("link", "a known link's token is malformed") from None
             out.frame(document)
             counts["links"] += 1
+            key_order = _Ascending("a link key")
             for key in backend.link_keys(link.link_id):
                 try:
                     check_collection(key.collection)
                 except FormatError:
                     raise IntegrityError("link", "a link key names no valid collection") from None
+                key_order.check((key.collection.encode(), key.epoch))
                 out.frame(
                     {
                         "t": "link_key",
@@ -219,7 +225,9 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                 # The budget spent so far travels with the link: an import must not
                 # hand a spent token a fresh budget.
                 out.frame({"t": "link_use", "link": link.link_id, "used": used})
+        revocation_order = _Ascending("a revocation")
         for revocation in backend.iter_revocations(row.vault_id):
+            revocation_order.check((revocation.revoked_at, revocation.link_id))
             verify_revocation_row(revocation, row)
             out.frame(
                 {
@@ -282,6 +290,25 @@ def _check_stored_entry(raw: bytes, index: int, expected: int, vault_id: str) ->
         raise InvalidProof("a log entry is malformed", "log-entry") from None
     if entry.index != index or entry.vault_id != vault_id:
         raise InvalidProof("a log entry is out of place", "log-entry")
+
+
+class _Ascending:
+    """The frames of a section in strictly ascending order of their key, as export.md's
+    layout orders them (the exporter's store order, checked by both sides): a smaller key
+    is ``export-order``, an equal one a repeated frame (``export-duplicate``). Holds one
+    key, so the check costs no memory that grows with the vault."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._last: tuple[Any, ...] | None = None
+
+    def check(self, key: tuple[Any, ...]) -> None:
+        if self._last is not None:
+            if key == self._last:
+                raise IntegrityError("export-duplicate", f"{self._what} frame appears twice")
+            if key < self._last:
+                raise IntegrityError("export-order", f"{self._what} frame is out of order")
+        self._last = key
 
 
 def _check_record(
@@ -582,6 +609,7 @@ def import_vault(
         master = _owner.unwrap_master(row.unlock, header["wrapped_master"], secret, vault_id)
         keys = _owner.open_owner_keys(master, row)
         counts = dict.fromkeys(_COUNTED.values(), 0)
+        epoch_order = _Ascending("an epoch")
         epochs: set[tuple[str, int]] = set()
         batch_ids: set[bytes] = set()
         pending: set[tuple[str, int]] = set()
@@ -592,8 +620,7 @@ def import_vault(
             while document["t"] == "epoch":
                 epoch = _check_shape(document, "epoch")
                 check_collection(epoch["collection"])
-                if (epoch["collection"], epoch["epoch"]) in epochs:
-                    raise IntegrityError("export-duplicate", "an epoch appears twice")
+                epoch_order.check((epoch["collection"].encode(), epoch["epoch"]))
                 epoch_row = EpochRow(
                     vault_id,
                     epoch["collection"],
@@ -723,14 +750,20 @@ def _import_tail(
     frame (which must be ``end``)."""
     backend = ctx.backend
     vault_id = row.vault_id
-    links: dict[bytes, int | None] = {}
-    used: set[bytes] = set()
+    # Each link's keys and use count follow it directly: only the current link's matter.
+    link_order = _Ascending("a link")
+    current: dict[str, Any] | None = None
+    key_order = _Ascending("a link key")
+    use_seen = False
+    links: set[bytes] = set()
     while document["t"] in ("link", "link_key", "link_use"):
         if document["t"] == "link":
             link = _check_shape(document, "link")
+            link_order.check((link["created_at"], link["link"]))
             _verify_link(link, keys, row)
             if link["link"] in links:
                 raise IntegrityError("export-duplicate", "a link appears twice")
+            links.add(link["link"])
             backend.insert_link(
                 LinkRow(
                     link["link"],
@@ -744,30 +777,33 @@ def _import_tail(
                     link["sealed_token"],
                 )
             )
-            links[link["link"]] = link["uses"]
+            current, key_order, use_seen = link, _Ascending("a link key"), False
             counts["links"] += 1
         elif document["t"] == "link_use":
             use = _check_shape(document, "link_use")
-            if use["link"] not in links or use["link"] in used:
+            if current is None or use["link"] != current["link"] or use_seen:
                 raise IntegrityError("export-order", "a link's use count is not after the link")
-            budget = links[use["link"]]
+            budget = current["uses"]
             if budget is None or not 0 < use["used"] <= budget:
                 raise FormatError("a link's use count is outside its budget")
             backend.set_uses(use["link"], use["used"])
-            used.add(use["link"])
+            use_seen = True
         else:
             key = _check_shape(document, "link_key")
-            if key["link"] not in links:
-                raise IntegrityError("export-order", "a link key precedes its link")
+            if current is None or key["link"] != current["link"] or use_seen:
+                raise IntegrityError("export-order", "a link key is not after its link")
             check_collection(key["collection"])
+            key_order.check((key["collection"].encode(), key["epoch"]))
             backend.insert_link_keys(
                 [LinkKeyRow(key["link"], key["collection"], key["epoch"], key["sealed"])]
             )
             counts["link_keys"] += 1
         document = reader.next()
+    revocation_order = _Ascending("a revocation")
     revoked: set[bytes] = set()
     while document["t"] == "revocation":
         revocation = _check_shape(document, "revocation")
+        revocation_order.check((revocation["revoked_at"], revocation["link"]))
         if revocation["link"] in revoked:
             raise IntegrityError("export-duplicate", "a revocation appears twice")
         revoked.add(revocation["link"])
@@ -800,7 +836,8 @@ def _import_tail(
         head.verify(row.identity_public)
         if head.origin != origin(vault_id) or head.size > counts["log"]:
             raise IntegrityError("checkpoint", "the checkpoint is not for this log")
-        if head.size and log.root(head.size) != head.root:
+        # At size 0 the root is SHA-256(""): a size-0 head with another root fails too.
+        if log.root(head.size) != head.root:
             raise IntegrityError("checkpoint", "the log does not match its signed checkpoint")
         backend.put_checkpoint(vault_id, head.size, head.time, note)
         counts["checkpoints"] += 1

@@ -10,6 +10,7 @@ stream: their peak Python memory stays far below the file size.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import random
 import shutil
@@ -24,7 +25,8 @@ from typing import Any
 import pytest
 
 import pds
-from pds import _codec, audit, errors
+from pds import _codec, _export, audit, errors
+from pds.accesslog import Checkpoint
 from pds.keys import SymmetricKey
 
 MAGIC = b"pds-export/v1\n"
@@ -628,11 +630,13 @@ def granted(tmp_path: Path) -> Granted:
             expires=dt.timedelta(days=30),
         )
         pds.Grantee(agency, clock=clock).read(store, token)
-        vault.rotate("tax/2024")
-        other = vault.grant(
-            agency.did, collections=["tax/*"], purpose="check", expires=dt.timedelta(days=1)
-        )
-        vault.revoke(other, reason="done")
+        vault.put("tax/2025", {"income": 42000})
+        vault.rotate()  # shares the new epochs of tax/2024 and tax/2025: two link keys
+        for _ in range(2):
+            other = vault.grant(
+                agency.did, collections=["tax/*"], purpose="check", expires=dt.timedelta(days=1)
+            )
+            vault.revoke(other, reason="done")
         return Granted(db, key_file, vault.vault_id, token)
 
 
@@ -665,12 +669,15 @@ DAMAGE: list[Any] = [
         id="link token",
     ),
     pytest.param(
-        "UPDATE link_keys SET collection = ?", lambda g: ("not a name",), "link", id="link key"
+        "UPDATE link_keys SET collection = ? WHERE collection = 'tax/2025'",
+        lambda g: ("not a name",),
+        "link",
+        id="link key",
     ),
     pytest.param("UPDATE link_uses SET count = ?", lambda g: (4,), "link", id="use over budget"),
     pytest.param(
         "UPDATE revocations SET signature = ?",
-        lambda g: (_flipped(_blob(g.db, "SELECT signature FROM revocations"), 5),),
+        lambda g: (_flipped(_blob(g.db, "SELECT signature FROM revocations LIMIT 1"), 5),),
         "revocation",
         id="revocation",
     ),
@@ -682,7 +689,7 @@ DAMAGE: list[Any] = [
     ),
     pytest.param(
         "UPDATE records SET ciphertext = ?",
-        lambda g: (_flipped(_blob(g.db, "SELECT ciphertext FROM records"), 5),),
+        lambda g: (_flipped(_blob(g.db, "SELECT ciphertext FROM records LIMIT 1"), 5),),
         "record-hash",
         id="record",
     ),
@@ -732,3 +739,115 @@ def test_audit_export_of_a_damaged_row_is_an_integrity_error(
             audit.export_audit(vault, tmp_path / "package")
     assert caught.value.reason == reason
     assert list((tmp_path / "package").iterdir()) == []
+
+
+# -- the order of frames inside a section ------------------------------------------------
+
+
+def _documents(data: bytes) -> list[dict[str, Any]]:
+    return [_codec.decode(data[start + 4 : end]) for start, end in _frames(data)]
+
+
+def _resigned(documents: list[dict[str, Any]], granted: Granted) -> bytes:
+    """The file an exporter holding the vault key would write with these frames: the end
+    frame recomputed and signed, so only the importer's own checks can refuse it."""
+    body = [d for d in documents if d["t"] != "end"]
+    counts = dict.fromkeys(_export._COUNTED.values(), 0)
+    for document in body:
+        if document["t"] in _export._COUNTED:
+            counts[_export._COUNTED[document["t"]]] += 1
+    data = MAGIC
+    for document in body:
+        encoded = _codec.encode(document)
+        data += struct.pack(">I", len(encoded)) + encoded
+    digest = hashlib.sha256(data).digest()
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        signature = vault._keys().identity.sign(
+            _export.END_SIGNATURE_LABEL, _export._end_statement(granted.vault_id, digest, counts)
+        )
+    end = _codec.encode({"t": "end", "counts": counts, "digest": digest, "signature": signature})
+    return data + struct.pack(">I", len(end)) + end
+
+
+def _swap_first_two(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    first, second = [i for i, d in enumerate(documents) if d["t"] == kind][:2]
+    swapped = list(documents)
+    swapped[first], swapped[second] = swapped[second], swapped[first]
+    return swapped
+
+
+def _use_before_keys(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    use = next(i for i, d in enumerate(documents) if d["t"] == "link_use")
+    key = next(i for i, d in enumerate(documents) if d["t"] == "link_key")
+    moved = list(documents)
+    moved.insert(key, moved.pop(use))
+    return moved
+
+
+def _links_swapped(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first two links, each with its keys and use count, in the other order."""
+    start = next(i for i, d in enumerate(documents) if d["t"] == "link")
+    end = next(i for i, d in enumerate(documents) if d["t"] == "revocation")
+    groups: list[list[dict[str, Any]]] = []
+    for document in documents[start:end]:
+        if document["t"] == "link":
+            groups.append([])
+        groups[-1].append(document)
+    groups[0], groups[1] = groups[1], groups[0]
+    return documents[:start] + [d for g in groups for d in g] + documents[end:]
+
+
+def _empty_checkpoint(documents: list[dict[str, Any]], granted: Granted) -> list[dict[str, Any]]:
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        note = Checkpoint.sign(vault._keys().identity, granted.vault_id, 0, b"\x42" * 32, 1)
+    return [
+        {"t": "checkpoint", "note": note.to_text()} if d["t"] == "checkpoint" else d
+        for d in documents
+    ]
+
+
+def _batch_repeated_later(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first batch with its records again after the last batch (not adjacent)."""
+    start = next(i for i, d in enumerate(documents) if d["t"] == "batch")
+    end = next(i for i in range(start + 1, len(documents)) if documents[i]["t"] != "record")
+    last = next(i for i, d in enumerate(documents) if d["t"] == "link")
+    return documents[:last] + documents[start:end] + documents[last:]
+
+
+REORDERED: list[Any] = [
+    pytest.param(lambda d, g: _batch_repeated_later(d), "export-duplicate", id="batch again"),
+    pytest.param(lambda d, g: _swap_first_two(d, "epoch"), "export-order", id="epochs"),
+    pytest.param(lambda d, g: _links_swapped(d), "export-order", id="links"),
+    pytest.param(lambda d, g: _swap_first_two(d, "link_key"), "export-order", id="link keys"),
+    pytest.param(lambda d, g: _use_before_keys(d), "export-order", id="use before keys"),
+    pytest.param(lambda d, g: _swap_first_two(d, "revocation"), "export-order", id="revocations"),
+    pytest.param(_empty_checkpoint, "checkpoint", id="size-0 checkpoint, root not H('')"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), REORDERED)
+def test_frames_out_of_order_in_their_section_are_refused(
+    granted: Granted, tmp_path: Path, change: Any, reason: str
+) -> None:
+    """export.md: frames are ordered inside their section too, and an importer refuses any
+    other order, even in a file the vault key signed (another exporter's, say)."""
+    buffer = io.BytesIO()
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        vault.export(buffer)
+    documents = _documents(buffer.getvalue())
+    with pds.open_store(tmp_path / "control.db") as target:
+        target.import_vault(io.BytesIO(_resigned(documents, granted)), key_file=granted.key_file)
+    with pds.open_store(tmp_path / "target.db") as target:
+        with pytest.raises(errors.IntegrityError) as caught:
+            target.import_vault(
+                io.BytesIO(_resigned(change(documents, granted), granted)),
+                key_file=granted.key_file,
+            )
+        assert caught.value.reason == reason
+        assert target.list_vaults() == []
