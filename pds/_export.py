@@ -114,13 +114,11 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         out.frame(header)
         # The importer's checks are applied while exporting (the rows a host stores are not
         # trusted): a damaged row fails the export, not a later import of a file reported
-        # as written. Memory holds the exported (collection, epoch) pairs, as the importer's.
-        epochs: set[tuple[str, int]] = set()
+        # as written.
         epoch_order = _Ascending("an epoch")
         for epoch in backend.iter_epochs(row.vault_id):
             epoch_order.check((epoch.collection.encode(), epoch.epoch))
             _envelope.verify_epoch_row(row.identity_public, epoch)
-            epochs.add((epoch.collection, epoch.epoch))
             out.frame(
                 {
                     "t": "epoch",
@@ -138,7 +136,8 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
             # Verify before export: an export must never launder tampered rows.
             # Verify without caching: memory must not grow with the vault.
             manifest = vault._verify_batch(batch)
-            if (batch.collection, batch.epoch) not in epochs:
+            # Every epoch row was verified above, in this snapshot.
+            if backend.get_epoch(row.vault_id, batch.collection, batch.epoch) is None:
                 raise IntegrityError("epoch-missing", "a batch's key epoch is missing")
             if batch.wrapped_host is None:
                 raise vault._keys_missing()
@@ -610,8 +609,6 @@ def import_vault(
         keys = _owner.open_owner_keys(master, row)
         counts = dict.fromkeys(_COUNTED.values(), 0)
         epoch_order = _Ascending("an epoch")
-        epochs: set[tuple[str, int]] = set()
-        batch_ids: set[bytes] = set()
         pending: set[tuple[str, int]] = set()
         manifest: _envelope.Manifest | None = None
         with backend.transaction():
@@ -633,7 +630,6 @@ def import_vault(
                 )
                 _envelope.verify_epoch_row(row.identity_public, epoch_row)
                 backend.insert_epoch(epoch_row)
-                epochs.add((epoch_row.collection, epoch_row.epoch))
                 counts["epochs"] += 1
                 document = reader.next()
             while document["t"] in ("batch", "record"):
@@ -641,10 +637,11 @@ def import_vault(
                     if pending:
                         raise IntegrityError("export-incomplete", "a batch's records are missing")
                     batch = _check_shape(document, "batch")
-                    if batch["batch"] in batch_ids:
+                    # Looked up in the transaction, not kept in memory: memory must not grow
+                    # with the number of batches.
+                    if backend.get_batch(vault_id, batch["batch"]) is not None:
                         raise IntegrityError("export-duplicate", "a batch appears twice")
-                    batch_ids.add(batch["batch"])
-                    if (batch["collection"], batch["epoch"]) not in epochs:
+                    if backend.get_epoch(vault_id, batch["collection"], batch["epoch"]) is None:
                         raise IntegrityError("epoch-missing", "a batch's key epoch is missing")
                     batch_row = BatchRow(
                         vault_id,
@@ -750,20 +747,18 @@ def _import_tail(
     frame (which must be ``end``)."""
     backend = ctx.backend
     vault_id = row.vault_id
-    # Each link's keys and use count follow it directly: only the current link's matter.
+    # Each link's keys and use count follow it directly, so only the current link is kept.
     link_order = _Ascending("a link")
     current: dict[str, Any] | None = None
     key_order = _Ascending("a link key")
     use_seen = False
-    links: set[bytes] = set()
     while document["t"] in ("link", "link_key", "link_use"):
         if document["t"] == "link":
             link = _check_shape(document, "link")
             link_order.check((link["created_at"], link["link"]))
             _verify_link(link, keys, row)
-            if link["link"] in links:
+            if backend.get_link(link["link"]) is not None:
                 raise IntegrityError("export-duplicate", "a link appears twice")
-            links.add(link["link"])
             backend.insert_link(
                 LinkRow(
                     link["link"],
@@ -800,13 +795,11 @@ def _import_tail(
             counts["link_keys"] += 1
         document = reader.next()
     revocation_order = _Ascending("a revocation")
-    revoked: set[bytes] = set()
     while document["t"] == "revocation":
         revocation = _check_shape(document, "revocation")
         revocation_order.check((revocation["revoked_at"], revocation["link"]))
-        if revocation["link"] in revoked:
+        if backend.revoked_among([revocation["link"]]):
             raise IntegrityError("export-duplicate", "a revocation appears twice")
-        revoked.add(revocation["link"])
         _verify_revocation(revocation, row)
         backend.insert_revocation(
             RevocationRow(

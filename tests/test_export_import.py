@@ -10,6 +10,7 @@ stream: their peak Python memory stays far below the file size.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import random
@@ -590,6 +591,30 @@ def test_import_streams_in_constant_memory(
         vault.unlock(key_file=key_file)
         assert sum(1 for _ in vault.iter_records()) == BIG_RECORDS
     assert peak < MEMORY_FRACTION * size, (peak, size)
+
+
+def test_import_memory_does_not_grow_with_the_number_of_batches(tmp_path: Path) -> None:
+    """export.md's memory bound holds for many small batches too: nothing per batch (its
+    id, say) stays in memory; a repeated batch is found in the transaction instead."""
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    exports = []
+    with pds.open_store(tmp_path / "source.db", synchronous="normal") as store:
+        vault = store.open_vault(store.create_vault(key_file=key_file))
+        vault.unlock(key_file=key_file)
+        for extra in (300, 2000):
+            for i in range(extra):
+                vault.put("c", {"i": i})  # one batch each
+            buffer = io.BytesIO()
+            vault.export(buffer)
+            exports.append(buffer.getvalue())
+    peaks = []
+    for number, data in enumerate(exports):
+        with pds.open_store(tmp_path / f"target{number}.db", synchronous="normal") as target:
+            source = io.BytesIO(data)
+            peaks.append(_peak(functools.partial(target.import_vault, source, key_file=key_file)))
+    # 2,000 more batches: a set of their ids alone would add well over 100 KiB.
+    assert peaks[1] < peaks[0] + 48 * 1024, peaks
 
 
 # -- export verifies what it copies ------------------------------------------------------
