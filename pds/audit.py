@@ -99,7 +99,9 @@ def export_audit(vault: Vault, directory: str | os.PathLike[str]) -> Path:
     Raises ``InvalidProof`` (``log-fork``) and writes nothing if the stored log does not
     extend the latest signed checkpoint, or if the entries written do not hash to the
     checkpoint signed for the package (the files written so far are removed): the owner's
-    key never vouches for a log the host rewrote.
+    key never vouches for a log the host rewrote. Raises ``IntegrityError`` (``link``,
+    ``revocation``) the same way for a stored link whose token does not open or a stored
+    revocation that does not verify.
     """
     keys = vault._keys()
     target = Path(directory)

@@ -1392,6 +1392,11 @@ class Vault:
         ``destination`` is a path or a binary file object. The vault must be unlocked: the
         export is signed by the vault identity key and carries the host shares sealed to
         the owner, so the file is useless to a grantee and to the host alone.
+
+        Every stored row is checked as an importer checks it before it is written: a damaged
+        row raises ``IntegrityError`` (with the importer's reason code), a log that does not
+        extend the latest signed checkpoint ``InvalidProof`` (``log-fork``); a file written
+        to a path is then removed.
         """
         self._keys()
         with self._ctx.backend.transaction():
