@@ -798,7 +798,7 @@ def _import_tail(
     while document["t"] == "revocation":
         revocation = _check_shape(document, "revocation")
         revocation_order.check((revocation["revoked_at"], revocation["link"]))
-        if backend.revoked_among([revocation["link"]]):
+        if backend.revoked_among(vault_id, [revocation["link"]]):
             raise IntegrityError("export-duplicate", "a revocation appears twice")
         _verify_revocation(revocation, row)
         backend.insert_revocation(
