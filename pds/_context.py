@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pds import _crypto
 from pds._store.base import Backend
@@ -83,11 +83,17 @@ def ms_to_datetime_clamped(ms: int) -> datetime:
     return ms_to_datetime(ms)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def ms_to_datetime(ms: int) -> datetime:
-    """Milliseconds since the epoch as an aware UTC datetime; ``FormatError`` if impossible."""
+    """Milliseconds since the epoch as an aware UTC datetime, exactly (no float on the way:
+    ``ms / 1000`` loses milliseconds past the 23rd century); ``FormatError`` if
+    impossible."""
     try:
-        return datetime.fromtimestamp(ms / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError, TypeError):
+        return _EPOCH + timedelta(milliseconds=ms)
+    except (OverflowError, ValueError, TypeError):
         raise FormatError("a timestamp is out of range") from None
 
 
@@ -98,4 +104,4 @@ def optional_ms(value: datetime | None) -> int | None:
 def datetime_to_ms(value: datetime) -> int:
     if value.tzinfo is None:
         raise FormatError("datetimes must be timezone-aware")
-    return int(value.timestamp() * 1000)
+    return (value - _EPOCH) // _MS

@@ -5,14 +5,20 @@ an earlier pds, or elsewhere) still works."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 import pds
 from pds import errors
-from pds._context import MAX_TIME_MS, check_time_ms, ms_to_datetime_clamped
+from pds._context import (
+    MAX_TIME_MS,
+    check_time_ms,
+    datetime_to_ms,
+    ms_to_datetime,
+    ms_to_datetime_clamped,
+)
 
 LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 
@@ -35,6 +41,21 @@ def test_check_time_ms_and_the_clamp() -> None:
     assert ms_to_datetime_clamped(2**63 - 1) == LATEST
     assert ms_to_datetime_clamped(MAX_TIME_MS + 1) == LATEST
     assert ms_to_datetime_clamped(0) == datetime(1970, 1, 1, tzinfo=UTC)
+    # Exact to the millisecond up to the last one (a float division lost some past the
+    # 23rd century: 9999-12-31T23:59:59.999 came back as ...59.998993).
+    assert ms_to_datetime(MAX_TIME_MS) == LATEST == ms_to_datetime_clamped(MAX_TIME_MS)
+
+
+@pytest.mark.parametrize(
+    "ms", [0, 1, 1_735_696_800_123, 7_258_118_400_001, 100_000_000_000_007, MAX_TIME_MS]
+)
+def test_milliseconds_and_datetimes_convert_exactly(ms: int) -> None:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert ms_to_datetime(ms) == moment
+    assert datetime_to_ms(moment) == ms
+    assert datetime_to_ms(moment.astimezone(timezone(timedelta(hours=-9)))) == ms
+    # A microsecond under the next millisecond is still this one.
+    assert datetime_to_ms(moment + timedelta(microseconds=999)) == ms
 
 
 @pytest.mark.parametrize(
