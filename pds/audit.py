@@ -133,6 +133,7 @@ def _write_private(path: Path, data: str | bytes) -> None:
 
 def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
     with vault._ctx.backend.transaction():
+        vault.latest_checkpoint()  # a forked log: refused before anything is logged
         vault._log("export", {"audit": True})
     head = vault.checkpoint()
     identity = vault._row.identity_public

@@ -178,6 +178,10 @@ class Vault:
         self._manifests = _owner.LRU(256)
         # Verified epoch certificates, with whether their collection seals fields.
         self._verified_epochs: dict[tuple[str, int, bytes], bool] = {}
+        # The last checkpoint text this object verified (or signed), with its parse: the
+        # latest checkpoint is read before every owner-side entry, and is usually the one
+        # this object signed after the previous one.
+        self._verified_head: tuple[str, bytes, Checkpoint] | None = None
 
     def __repr__(self) -> str:
         state = "locked" if self._owner is None else "unlocked"
@@ -1168,15 +1172,14 @@ class Vault:
         result: str = "ok",
     ) -> int:
         """Append an owner-side entry (inside the caller's transaction) and, while unlocked,
-        sign and store the new tree head.
-
-        Raises ``InvalidProof`` (``log-fork``) before appending, while unlocked, if the
-        stored log no longer extends the latest signed checkpoint: the owner's key must
-        never sign a head over entries the host rewrote.
+        sign and store the new tree head, unless the stored log no longer extends the
+        latest signed checkpoint: the owner's key never signs a head over entries the host
+        rewrote. The entry is appended either way (a revocation or a destroy must not wait
+        for the host to mend its log); ``checkpoint``, ``latest_checkpoint``, ``verify_log``
+        and the exports refuse such a log with ``InvalidProof`` (``log-fork``).
         """
         log = MerkleLog(self._ctx.backend, self.vault_id)
-        if self._owner is not None:
-            self.latest_checkpoint()
+        signing = self._owner is not None and self._extends_latest_checkpoint()
         now = self._ctx.now_ms()
         index = log.append(
             time=now,
@@ -1189,13 +1192,18 @@ class Vault:
         )
         if _faults.SEAM.armed:
             _faults.point(f"{kind}: log entry written, head not signed")
-        if self._owner is not None:
+        if signing and self._owner is not None:
             size = index + 1
-            checkpoint = Checkpoint.sign(
-                self._owner.identity, self.vault_id, size, log.root(size), now
+            self._store_head(
+                Checkpoint.sign(self._owner.identity, self.vault_id, size, log.root(size), now)
             )
-            self._ctx.backend.put_checkpoint(self.vault_id, size, now, checkpoint.to_text())
         return index
+
+    def _store_head(self, head: Checkpoint) -> None:
+        """Store a head this object signed (and remember it as verified)."""
+        text = head.to_text()
+        self._ctx.backend.put_checkpoint(self.vault_id, head.size, head.time, text)
+        self._verified_head = (text, self._row.identity_public, head)
 
     def log(
         self,
@@ -1283,8 +1291,16 @@ class Vault:
             size = log.size()
             now = self._ctx.now_ms()
             head = Checkpoint.sign(keys.identity, self.vault_id, size, log.root(size), now)
-            self._ctx.backend.put_checkpoint(self.vault_id, size, now, head.to_text())
+            self._store_head(head)
         return head
+
+    def _extends_latest_checkpoint(self) -> bool:
+        """Whether the stored log extends the latest signed checkpoint (or has none)."""
+        try:
+            self.latest_checkpoint()
+        except (InvalidProof, FormatError):
+            return False
+        return True
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint the owner signed, without any secret.
@@ -1298,10 +1314,16 @@ class Vault:
         text = self._ctx.backend.latest_checkpoint(self.vault_id)
         if text is None:
             return None
-        head = Checkpoint.parse(text)
-        head.verify(self._row.identity_public)
-        if head.origin != origin(self.vault_id):
-            raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
+        identity = self._row.identity_public
+        cached = self._verified_head
+        if cached is not None and cached[0] == text and cached[1] == identity:
+            head = cached[2]  # the same text, verified with the same key: parsing is pure
+        else:
+            head = Checkpoint.parse(text)
+            head.verify(identity)
+            if head.origin != origin(self.vault_id):
+                raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
+            self._verified_head = (text, identity, head)
         log = MerkleLog(self._ctx.backend, self.vault_id)
         # The root at size 0 is SHA-256(""), so a size-0 head with another root fails too.
         if head.size > log.size() or log.root(head.size) != head.root:
@@ -1401,6 +1423,7 @@ class Vault:
         self._keys()
         with self._ctx.backend.transaction():
             self._refresh()
+            self.latest_checkpoint()  # a forked log: refused before anything is logged
             self._log("export", {})
         _export.export_vault(self, destination, progress=progress)
 
