@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
@@ -68,6 +69,22 @@ def _end_statement(vault_id: str, digest: bytes, counts: dict[str, int]) -> byte
     return _codec.encode({"vault": vault_id, "digest": digest, "counts": counts})
 
 
+def check_destination(destination: Any) -> None:
+    """Refuse (``FormatError``) a destination path that exists and is not a regular file:
+    the export renames a new file over it, which would replace a FIFO, a device node or a
+    socket instead of writing to it (a file object is written to as it is)."""
+    if hasattr(destination, "write"):
+        return
+    try:
+        mode = Path(destination).stat().st_mode
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, TypeError):
+        return  # Whatever is wrong with the path shows when the file is made.
+    if not stat.S_ISREG(mode):
+        raise FormatError("the export destination exists and is not a regular file")
+
+
 @contextmanager
 def _open_destination(destination: Any) -> Iterator[IO[bytes]]:
     if hasattr(destination, "write"):
@@ -80,6 +97,7 @@ def _open_destination(destination: Any) -> Iterator[IO[bytes]]:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        check_destination(path)  # again: it may have appeared since the export began
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

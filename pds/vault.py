@@ -1418,9 +1418,11 @@ class Vault:
         Every stored row is checked as an importer checks it before it is written: a damaged
         row raises ``IntegrityError`` (with the importer's reason code), a log that does not
         extend the latest signed checkpoint ``InvalidProof`` (``log-fork``); a file written
-        to a path is then removed.
+        to a path is then removed. A path that exists and is not a regular file (a FIFO, a
+        device) is refused with ``FormatError``: the new file is renamed over the path.
         """
         self._keys()
+        _export.check_destination(destination)
         with self._ctx.backend.transaction():
             self._refresh()
             self.latest_checkpoint()  # a forked log: refused before anything is logged

@@ -13,9 +13,11 @@ import datetime as dt
 import functools
 import hashlib
 import io
+import os
 import random
 import shutil
 import sqlite3
+import stat
 import struct
 import tracemalloc
 from collections.abc import Iterator
@@ -297,6 +299,28 @@ def test_failed_export_leaves_no_file(source: Source, tmp_path: Path) -> None:
         with pytest.raises(errors.VaultLocked):
             vault.export(tmp_path / "locked.pdsx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_destination_that_is_not_a_regular_file(
+    source: Source, tmp_path: Path
+) -> None:
+    """The export renames a new file over its destination path: a FIFO (or a device
+    node, or a symlink to one) there is refused before anything is logged or written,
+    and is still what it was."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    with pds.open_store(source.db) as store:
+        vault = store.open_vault(source.vault_id)
+        vault.unlock(key_file=source.key_file)
+        size = vault.log_size()
+        for destination in (fifo, link, str(fifo)):
+            with pytest.raises(errors.FormatError, match="not a regular file"):
+                vault.export(destination)
+        assert vault.log_size() == size
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "pipe"]
 
 
 def test_import_progress_counts_records(
