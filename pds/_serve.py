@@ -14,7 +14,7 @@ from typing import Any
 from pds import _codec, _crypto, _envelope, _faults, capability
 from pds._context import Context
 from pds._ids import parse_cursor
-from pds._owner import LRU
+from pds._owner import LRU, OwnerKeys
 from pds._store.base import BatchRow, LinkKeyRow, LinkRow, RecordRow, VaultRow
 from pds.accesslog import MerkleLog
 from pds.errors import (
@@ -508,25 +508,32 @@ class Host:
         )
 
 
-def live_links(
-    ctx: Context, row: VaultRow, owner_x25519_secret: bytes, now: int
-) -> list[capability.Token]:
-    """The known links (as their tokens) that are unexpired and unrevoked, ancestors
-    included: the ones trusted with key epochs."""
+def live_links(ctx: Context, row: VaultRow, keys: OwnerKeys, now: int) -> list[capability.Token]:
+    """The known links (as their tokens) that are valid, unexpired and unrevoked, ancestors
+    included: the ones trusted with key epochs.
+
+    Each is judged from its own signed bytes (the copy sealed to the owner), verified as a
+    served read verifies a chain, against the owner's identity key: the ``links`` table is
+    the host's, and a row it forged (a token it signed itself, sealed to the owner's public
+    key) or edited (an expiry raised) gets no epoch secret."""
     backend = ctx.backend
+    policy = max_lifetime_ms(row)
     tokens = []
     for link in list(backend.iter_links(row.vault_id)):
-        if link.expires <= now:
-            continue
         try:
             token = capability.Token.from_bytes(
-                _crypto.unseal(link.sealed_token, owner_x25519_secret)
+                _crypto.unseal(link.sealed_token, keys.x25519_secret)
+            )
+            if token.link_id != link.link_id:
+                continue
+            capability.verify_chain(
+                token, vault_id=row.vault_id, identity=keys.identity.public, max_lifetime_ms=policy
             )
         except (_crypto.AuthenticationFailed, AccessDenied):
-            continue  # A link we cannot read back is not trusted with new keys.
-        if token.link_id != link.link_id or backend.revoked_among(
-            row.vault_id, list(token.link_ids)
-        ):
+            continue  # A link we cannot read back or verify is not trusted with new keys.
+        if min(each.caveats.expires for each in token.links) <= now:
+            continue
+        if backend.revoked_among(row.vault_id, list(token.link_ids)):
             continue
         tokens.append(token)
     return tokens
@@ -535,14 +542,14 @@ def live_links(
 def share_epoch(
     ctx: Context,
     row: VaultRow,
-    owner_x25519_secret: bytes,
+    keys: OwnerKeys,
     collection: str,
     epoch: int,
     secret: bytes,
     now: int,
 ) -> None:
     """Seal a new epoch secret to every known, live link whose scope covers the collection."""
-    for token in live_links(ctx, row, owner_x25519_secret, now):
+    for token in live_links(ctx, row, keys, now):
         if capability.collection_allowed(token.leaf.caveats.collections, collection):
             seal_to_link(ctx, token.leaf, collection, epoch, secret)
 

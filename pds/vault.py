@@ -323,7 +323,7 @@ class Vault:
         self._ctx.backend.insert_epoch(row)
         keys.epoch_secrets[(collection, epoch)] = secret
         self._verified_epochs[(collection, epoch, public)] = seal_fields
-        _serve.share_epoch(self._ctx, self._row, keys.x25519_secret, collection, epoch, secret, now)
+        _serve.share_epoch(self._ctx, self._row, keys, collection, epoch, secret, now)
         return row
 
     def _check_epoch(self, row: EpochRow) -> None:
@@ -405,7 +405,7 @@ class Vault:
         backend = self._ctx.backend
         epochs = [(e.collection, e.epoch) for e in backend.iter_epochs(self.vault_id)]
         shared = 0
-        for token in _serve.live_links(self._ctx, self._row, keys.x25519_secret, now):
+        for token in _serve.live_links(self._ctx, self._row, keys, now):
             leaf = token.leaf
             held = {(k.collection, k.epoch) for k in leaf.keys}
             held.update((k.collection, k.epoch) for k in backend.link_keys(leaf.link_id))

@@ -18,7 +18,8 @@ import nacl.signing
 import pytest
 
 import pds
-from pds import _codec, _crypto
+from pds import _codec, _crypto, capability
+from pds.capability import Token
 from pds.errors import FormatError, Revoked, StoreError
 
 if TYPE_CHECKING:
@@ -412,3 +413,80 @@ def test_an_unreadable_revocation_store_denies_and_releases_nothing(world: World
     with raw(world.db) as con:
         con.execute("ALTER TABLE revocations_gone RENAME TO revocations")
     assert len(world.store.serve(invocation).records) == 1
+
+
+def _plant_link(world: World, token: pds.Token, *, expires: int) -> None:
+    """The host writes a ``links`` row for ``token`` (sealed to the owner, as pds stores
+    a known link), claiming ``expires``: the table is the host's to write."""
+    owner_public = _crypto.ed25519_to_x25519(world.vault._row.identity_public)
+    with raw(world.db) as con:
+        con.execute(
+            "INSERT INTO links (link_id, vault_id, parent_id, audience, not_before, expires, "
+            "uses, created_at, sealed_token) VALUES (?, ?, NULL, ?, 0, ?, NULL, 0, ?)",
+            (
+                token.link_id,
+                world.vault.vault_id,
+                token.leaf.audience,
+                expires,
+                _crypto.seal(token.to_bytes(), owner_public, _crypto.system_rng),
+            ),
+        )
+
+
+def test_epoch_secrets_go_only_to_links_the_owner_signed_and_that_are_live(
+    world: World,
+) -> None:
+    """Rotation, a new collection and ``share_keys`` seal epoch secrets only to links whose
+    own signed bytes verify against the vault's identity key and are unexpired: a link row
+    the host forged (a token it signed itself for this vault) or edited (an expired grant's
+    expiry raised) gets nothing, old epochs included."""
+    world.vault.put("tax/a", {"n": 1})
+    thief, expired_holder, honest = (pds.PrincipalKey.generate() for _ in range(3))
+    signer = _crypto.SigningKey.generate(_crypto.system_rng)
+    forged = Token(
+        (
+            capability.make_link(
+                signer=signer,
+                vault_id=world.vault.vault_id,
+                audience=thief.public_key,
+                parent=None,
+                caveats=capability.Caveats(
+                    abilities=frozenset({"read"}),
+                    collections=("*",),
+                    fields=None,
+                    window=(None, None),
+                    purposes=frozenset({"p"}),
+                    basis=None,
+                    not_before=0,
+                    expires=world.clock.ms + 30 * DAY_MS,
+                    uses=None,
+                    depth=0,
+                ),
+                keys=[],
+                salt=bytes(16),
+            ),
+        )
+    )
+    _plant_link(world, forged, expires=world.clock.ms + 30 * DAY_MS)
+    short = grant(world, expired_holder, expires=dt.timedelta(hours=1))
+    control = grant(world, honest)
+    world.clock.advance(2 * HOUR_MS)
+    with raw(world.db) as con:
+        con.execute(
+            "UPDATE links SET expires = ? WHERE link_id = ?",
+            (world.clock.ms + 30 * DAY_MS, short.link_id),
+        )
+    world.vault.rotate("tax/a")
+    world.vault.put("tax/new", {"n": 2})  # a new collection: its first epoch is shared
+    world.vault.share_keys()
+
+    def sealed_to(token: pds.Token) -> set[tuple[str, int]]:
+        with raw(world.db) as con:
+            rows = con.execute(
+                "SELECT collection, epoch FROM link_keys WHERE link_id = ?", (token.link_id,)
+            ).fetchall()
+        return {(str(c), int(e)) for c, e in rows}
+
+    assert sealed_to(control) == {("tax/a", 2), ("tax/new", 1)}  # the positive control
+    assert sealed_to(forged) == set()
+    assert sealed_to(short) == set()
