@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pds import _codec, _crypto, _envelope, _faults, capability
-from pds._context import Context
+from pds._context import MAX_TIME_MS, Context
 from pds._ids import parse_cursor
 from pds._owner import LRU, OwnerKeys
 from pds._store.base import BatchRow, LinkKeyRow, LinkRow, RecordRow, VaultRow
@@ -157,7 +157,10 @@ class Host:
             collection=invocation.collection,
         )
         if invocation.defer is not None and (
-            caveats.defer is None or invocation.defer[0] - now > caveats.defer
+            caveats.defer is None
+            or invocation.defer[0] - now > caveats.defer
+            # No date can show a later one: the person's log must be able to show it.
+            or invocation.defer[0] > MAX_TIME_MS
         ):
             raise NotPermitted("the token does not allow this deferral", reason="scope:defer")
         return caveats

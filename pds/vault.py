@@ -1457,7 +1457,7 @@ def _access_entry(entry: LogEntry, details: dict[str, Any]) -> AccessEntry:
         fields=details.get("fields"),
         disclose_after=None
         if entry.disclose_after is None
-        else ms_to_datetime(entry.disclose_after),
+        else ms_to_datetime_clamped(entry.disclose_after),
         defer_reason=None if not defer else str(defer[1]),
         details=details,
     )

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import base58
 import nacl.bindings as sodium
@@ -27,8 +27,14 @@ import pytest
 
 import pds
 from pds import accesslog, audit, errors, merkle
+from pds._context import MAX_TIME_MS
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, open_disclosed
 from pds.keys import SymmetricKey
+
+if TYPE_CHECKING:
+    from tests.tokens_helpers import forge_invocation
+else:
+    from tokens_helpers import forge_invocation
 
 T0_MS = 1_750_000_000_000
 MINUTE_MS = 60_000
@@ -509,6 +515,36 @@ def test_deferral_the_token_does_not_allow_is_refused(world: World, case: str) -
     entry = world.vault.log(include_deferred=True).entries[0]
     assert (entry.kind, entry.result, entry.reason) == ("read", "refused", "scope:defer")
     assert entry.records == []
+
+
+def test_a_deferral_past_what_a_date_can_show_is_refused(world: World) -> None:
+    """A token may allow deferrals of up to ~7,970 years; a holder asking to disclose after
+    9999-12-31 is refused (and logged), so the person's log can always show every entry;
+    the last millisecond a date can show is served and shown."""
+    populated(world)
+    token = world.grant(purpose="fraud inquiry", defer=dt.timedelta(milliseconds=MAX_TIME_MS))
+    for disclose_after, served in ((MAX_TIME_MS + 1, False), (MAX_TIME_MS, True)):
+        world.clock.tick()
+        invocation = forge_invocation(
+            token,
+            world.agency,
+            time_ms=world.clock.ms,
+            purpose="fraud inquiry",
+            defer=(disclose_after, "investigation"),
+        )
+        if served:
+            world.store.serve(invocation)
+        else:
+            with pytest.raises(errors.NotPermitted) as refused:
+                world.store.serve(invocation)
+            assert refused.value.reason == "scope:defer"
+    entries = world.vault.log(include_deferred=True).entries
+    assert [(e.result, e.reason) for e in entries[:2]] == [
+        ("released", None),
+        ("refused", "scope:defer"),
+    ]
+    assert entries[0].disclose_after == dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)
+    assert world.vault.log().withheld == 1
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
