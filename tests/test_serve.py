@@ -386,6 +386,29 @@ def test_a_replayed_invocation_is_refused_in_process_after_reopen_and_elsewhere(
     assert len(grantee.read(world.store, token).records) == 1
 
 
+def test_a_nonce_is_a_replay_only_in_the_vault_that_saw_it(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """An invocation is signed for one vault: a grantee of another vault that learns a
+    nonce (an invocation seen in transit) and spends it first in its own vault does not
+    make the first vault refuse its own invocation as a replay."""
+    world.vault.put("tax/a", {"n": 1})
+    victim_token = grant(world, agency)
+    other = world.open_vault(world.store, world.store.create_vault(key_file=world.key_file))
+    other.put("tax/b", {"n": 2})
+    attacker = pds.PrincipalKey.generate()
+    attacker_token = other.grant(
+        attacker.did, collections=["tax/*"], purpose="benefit check", expires=dt.timedelta(days=1)
+    )
+    victim = world.grantee(agency).invoke(victim_token)
+    spent = forge_invocation(attacker_token, attacker, time_ms=world.clock.ms, nonce=victim.nonce)
+    assert len(world.store.serve(spent).records) == 1  # the attacker's own vault serves it
+    assert len(world.store.serve(victim.to_bytes()).records) == 1  # and so does the victim's
+    for replay in (spent, victim.to_bytes()):
+        with pytest.raises(Replayed):
+            world.store.serve(replay)  # within each vault, a nonce is still used once
+
+
 @pytest.mark.parametrize(
     ("offset", "fresh"),
     [

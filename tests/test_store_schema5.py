@@ -1,6 +1,8 @@
-"""Schema 5: ``revocations`` is keyed by ``(vault_id, link_id)``: a revocation binds the
-vault whose owner signed it and no other, so two vaults of one store may each revoke the
-same link id. A schema-4 store is rekeyed that way when it is opened, all or nothing.
+"""Schema 5: ``revocations`` is keyed by ``(vault_id, link_id)`` and ``nonces`` by
+``(vault_id, nonce)``: a revocation binds the vault whose owner signed it and no other, so
+two vaults of one store may each revoke the same link id; an invocation is signed for one
+vault, so the same nonce seen by two vaults is no replay. A schema-4 store is rekeyed that
+way when it is opened, all or nothing.
 
 Also here, because they concern the current schema whatever its number: the hot paths'
 statements use the primary keys, and a process left running while a newer pds migrates the
@@ -37,6 +39,10 @@ REVOCATION_COLUMNS = [
 ]
 
 
+NONCE_COLUMNS = [("nonce", "BLOB", 1, 2), ("vault_id", "TEXT", 1, 1), ("time", "INTEGER", 1, 0)]
+REKEYED = ("revocations", "nonces")
+
+
 @pytest.fixture
 def pinned() -> Iterator[None]:
     with helpers.schema_at(5):
@@ -48,7 +54,9 @@ def old_store(tmp_path_factory: pytest.TempPathFactory) -> helpers.Old:
     old = helpers.build_old(tmp_path_factory.mktemp("schema4"), 4)
     # Positive control: the schema-4 layout, keyed by the link alone, with a row.
     assert [c[5] for c in helpers.columns(old.pristine, "revocations")] == [1, 0, 0, 0, 0]
+    assert [c[5] for c in helpers.columns(old.pristine, "nonces")] == [1, 0, 0]
     assert len(old.rows["revocations"]) == 1
+    assert len(old.rows["nonces"]) >= 5
     return old
 
 
@@ -59,15 +67,23 @@ def old(old_store: helpers.Old) -> helpers.Old:
     return old_store
 
 
-def _revocation_columns(path: Path) -> list[tuple[Any, ...]]:
-    return [(c[1], c[2], c[3], c[5]) for c in helpers.columns(path, "revocations")]
+def _columns(path: Path, table: str) -> list[tuple[Any, ...]]:
+    return [(c[1], c[2], c[3], c[5]) for c in helpers.columns(path, table)]
+
+
+def _assert_rekeyed(path: Path) -> None:
+    assert _columns(path, "revocations") == REVOCATION_COLUMNS
+    assert _columns(path, "nonces") == NONCE_COLUMNS
+    tables = helpers.without_rowid(path)
+    assert not tables["revocations"]  # large rows: a rowid table
+    assert tables["nonces"]
 
 
 def _assert_migrated(old: helpers.Old) -> None:
-    """The file is at schema 5 with every row it had; revocations keyed by vault and link."""
+    """The file is at schema 5 with every row it had; revocations and nonces keyed by
+    vault first."""
     assert helpers.schema_version(old.path) == 5
-    assert _revocation_columns(old.path) == REVOCATION_COLUMNS
-    assert not helpers.without_rowid(old.path)["revocations"]  # large rows: a rowid table
+    _assert_rekeyed(old.path)
     assert helpers.rows(old.path) == old.rows
     assert helpers.integrity(old.path) == ["ok"]
 
@@ -75,6 +91,7 @@ def _assert_migrated(old: helpers.Old) -> None:
 def _assert_untouched(old: helpers.Old) -> None:
     assert helpers.schema_version(old.path) == 4
     assert [c[5] for c in helpers.columns(old.path, "revocations")] == [1, 0, 0, 0, 0]
+    assert [c[5] for c in helpers.columns(old.path, "nonces")] == [1, 0, 0]
     assert helpers.rows(old.path) == old.rows
     assert helpers.integrity(old.path) == ["ok"]
 
@@ -91,26 +108,30 @@ def _check(old: helpers.Old) -> int:
 # -- (a) a new store
 
 
-def test_a_new_store_keys_revocations_by_vault_and_link(tmp_path: Path, pinned: None) -> None:
+def test_a_new_store_keys_revocations_and_nonces_by_vault(tmp_path: Path, pinned: None) -> None:
     new = tmp_path / "new.db"
     pds.open_store(new).close()
     assert helpers.schema_version(new) == 5
-    assert _revocation_columns(new) == REVOCATION_COLUMNS
-    # Nothing else changed from schema 4; the time index is made again, on the same columns.
+    _assert_rekeyed(new)
+    # Nothing else changed from schema 4; the time indexes are made again, on the same
+    # columns.
     with helpers.schema_at(4):
         four = tmp_path / "four.db"
         pds.open_store(four).close()
-    assert {r for r in helpers.schema(new) if r[2] != "revocations"} == {
-        r for r in helpers.schema(four) if r[2] != "revocations"
+    assert {r for r in helpers.schema(new) if r[2] not in REKEYED} == {
+        r for r in helpers.schema(four) if r[2] not in REKEYED
     }
     with helpers.raw(new) as conn:
         indexes = {
             str(name): [str(row[2]) for row in conn.execute(f'PRAGMA index_info("{name}")')]
-            for (name,) in conn.execute("SELECT name FROM pragma_index_list('revocations')")
+            for table in REKEYED
+            for (name,) in conn.execute(f"SELECT name FROM pragma_index_list('{table}')")
         }
     assert indexes == {
         "sqlite_autoindex_revocations_1": ["vault_id", "link_id"],
         "idx_revocations_vault_id_revoked_at": ["vault_id", "revoked_at"],
+        "sqlite_autoindex_nonces_1": ["vault_id", "nonce"],  # a WITHOUT ROWID table's key
+        "idx_nonces_time": ["time"],
     }
 
 
@@ -138,7 +159,7 @@ def test_a_schema_2_store_is_migrated_through_to_5_in_one_open(
     two = helpers.build_old(tmp_path / "two", 2)
     with two.open() as store:
         assert helpers.schema_version(two.path) == 5
-        assert _revocation_columns(two.path) == REVOCATION_COLUMNS
+        _assert_rekeyed(two.path)
         helpers.assert_works(two, store)
 
 
@@ -177,8 +198,8 @@ def test_a_storage_failure_anywhere_in_the_migration_leaves_schema_4(
     old: helpers.Old, pinned: None
 ) -> None:
     added, failed = helpers.fail_each_storage_call(old, _check)
-    # The migration's five statements (create, copy, drop, rename, index)...
-    assert added >= 5, added
+    # The migration's ten statements (create, copy, drop, rename, index; twice)...
+    assert added >= 10, added
     # ...each failed once, leaving schema 4.
     assert failed >= added
     old.restore()
@@ -192,7 +213,7 @@ def test_a_crash_anywhere_in_the_migration_leaves_schema_4_or_5(
 ) -> None:
     outcomes = helpers.crash_at_each_point(old, _check)
     assert 4 in outcomes and 5 in outcomes, outcomes
-    assert outcomes.count(4) >= 2 * 5
+    assert outcomes.count(4) >= 2 * 10
     old.restore()
     with old.open() as store:
         helpers.assert_works(old, store)

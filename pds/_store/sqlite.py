@@ -401,14 +401,18 @@ def _migrate_to_4(db: sqlite_utils.Database) -> None:
 
 
 def _migrate_to_5(db: sqlite_utils.Database) -> None:
-    """Key ``revocations`` by ``(vault_id, link_id)`` instead of ``link_id`` alone.
+    """Key ``revocations`` by ``(vault_id, link_id)`` instead of ``link_id`` alone, and the
+    replay cache ``nonces`` by ``(vault_id, nonce)`` instead of the nonce alone.
 
     A revocation is the statement of one vault's owner and binds that vault only: keyed by
     the link alone, the owner of any vault in the store could revoke (by its id) a link of
     another vault, and that vault's own later revocation of it was then taken as already
-    done. Rows stay as they are (each with the vault that revoked it); the table stays a
-    rowid table (its rows are large), the key becomes its unique index. Old processes' SQL
-    still works against it (same columns). The caller's transaction makes it all or nothing.
+    done. An invocation is signed for one vault: keyed by the nonce alone, a grantee of one
+    vault that saw another vault's invocation in transit could spend its nonce first and
+    have it refused as a replay. Rows stay as they are (each with its vault);
+    ``revocations`` stays a rowid table (its rows are large), the key becomes its unique
+    index; ``nonces`` stays ``WITHOUT ROWID``. Old processes' SQL still works against both
+    (same columns). The caller's transaction makes it all or nothing.
     """
     statements = (
         'CREATE TABLE "revocations_new" ("link_id" BLOB NOT NULL, "vault_id" TEXT NOT NULL, '
@@ -423,6 +427,13 @@ def _migrate_to_5(db: sqlite_utils.Database) -> None:
         'ON "revocations" ("vault_id", "revoked_at")',
     )
     _run_migration_statements(db, "revocations", statements)
+    _rebuild_without_rowid(
+        db,
+        "nonces",
+        ['"nonce" BLOB NOT NULL', '"vault_id" TEXT NOT NULL', '"time" INTEGER NOT NULL'],
+        '"vault_id", "nonce"',
+        'CREATE INDEX "idx_nonces_time" ON "nonces" ("time")',
+    )
 
 
 # Migration k takes a store from schema version k - 1 to k. Append, never edit.
