@@ -263,19 +263,30 @@ class Vault:
     ) -> None:
         """Change the owner's secret (a new passphrase, key file or provider).
 
-        Only the vault master key is re-wrapped; records are not re-encrypted. The vault
-        must be unlocked.
+        A new vault master key is drawn, wrapped for the new secret, and the identity key
+        is re-wrapped under it; records and grants are not touched (the identity key and
+        the vault's ``did`` stay the same). So the old secret opens nothing in the store
+        from then on, even with the old wrapped master key found in a leftover page of the
+        write-ahead log, which pds then asks SQLite to checkpoint away. A copy of the
+        store made before the rekey still opens with the old secret. The vault must be
+        unlocked.
         """
         keys = self._keys()
         secret = _owner.OwnerSecret(passphrase, key_file, key_provider)
-        unlock, provider = _owner.new_unlock(secret, kdf, self._ctx.rng)
+        rng = self._ctx.rng
+        unlock, provider = _owner.new_unlock(secret, kdf, rng)
+        master = rng(_crypto.KEY_SIZE)
         context = _owner.master_context(self.vault_id)
-        wrapped = call_provider(lambda: provider.wrap(keys.master, context=context))
+        wrapped = call_provider(lambda: provider.wrap(master, context=context))
+        wrapped_identity = _owner.wrap_identity(master, keys.identity.seed, self.vault_id, rng)
         with self._ctx.backend.transaction():
             self._refresh()
-            self._ctx.backend.update_vault_unlock(self.vault_id, unlock, wrapped)
+            self._ctx.backend.update_vault_unlock(self.vault_id, unlock, wrapped, wrapped_identity)
             self._log("rekey", {"method": secret.method})
+        keys.master = master
         self._refresh()
+        # Best effort: move the old wrapped keys out of the WAL (secure_delete zeroes them).
+        self._ctx.backend.checkpoint()
 
     # -- key epochs
 

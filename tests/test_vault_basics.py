@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import pds
-from pds import errors
+from pds import _owner, errors
 
 
 def test_put_get_update_history(vault: pds.Vault) -> None:
@@ -37,6 +37,54 @@ def test_passphrase_unlock_and_rekey(store: pds.Store) -> None:
     with pytest.raises(errors.WrongPassphrase):
         reopened.unlock(passphrase="correct horse")
     reopened.unlock(passphrase="battery staple")
+    assert reopened.get(record.record_id).data == {"text": "hello"}
+
+
+def test_after_rekey_the_old_secret_opens_nothing_in_the_store(
+    store: pds.Store, store_path: Path, tmp_path: Path
+) -> None:
+    """A rekey draws a new vault master key and re-wraps the identity key under it: the old
+    secret with the old wrapped master key (as a leftover WAL page would hold it) yields a
+    master key that opens nothing stored, and the old wraps are gone from the files."""
+    old_key, new_key = tmp_path / "old.key", tmp_path / "new.key"
+    pds.SymmetricKey.create_file(old_key)
+    pds.SymmetricKey.create_file(new_key)
+    vault_id = store.create_vault(key_file=old_key)
+    vault = store.open_vault(vault_id)
+    vault.unlock(key_file=old_key)
+    record = vault.put("notes", {"text": "hello"})
+    agency = pds.PrincipalKey.generate()
+    token = vault.grant(agency.did, collections=["notes"], purpose="p", expires=dt.timedelta(1))
+    before = store.backend.get_vault(vault_id)
+    assert before is not None and before.wrapped_master and before.wrapped_identity
+    did = vault.did
+    vault.rekey(key_file=new_key)
+    after = store.backend.get_vault(vault_id)
+    assert after is not None
+    assert after.wrapped_identity != before.wrapped_identity
+    secret = _owner.OwnerSecret(None, old_key, None)
+    old_master = _owner.unwrap_master(before.unlock, before.wrapped_master, secret, vault_id)
+    with pytest.raises(errors.IntegrityError):
+        _owner.open_owner_keys(old_master, after)
+    for suffix in ("", "-wal"):
+        path = Path(f"{store_path}{suffix}")
+        if path.exists():
+            data = path.read_bytes()
+            assert before.wrapped_master not in data and before.wrapped_identity not in data
+    # The same identity, records and grants, with the new secret only (this object and a
+    # fresh one).
+    reopened = store.open_vault(vault_id)
+    with pytest.raises(errors.WrongKey):
+        reopened.unlock(key_file=old_key)
+    reopened.unlock(key_file=new_key)
+    for opened in (vault, reopened):
+        assert opened.did == did
+        assert opened.get(record.record_id).data == {"text": "hello"}
+        opened.checkpoint()
+    assert len(pds.Grantee(agency).read(store, token).records) == 1
+    vault.rekey(key_file=old_key)  # this object's keys follow its own rekey
+    reopened = store.open_vault(vault_id)
+    reopened.unlock(key_file=old_key)
     assert reopened.get(record.record_id).data == {"text": "hello"}
 
 

@@ -866,10 +866,13 @@ class SQLiteBackend:
         ).fetchall()
         return [_typed(VaultRow, row) for row in rows]
 
-    def update_vault_unlock(self, vault_id: str, unlock: bytes, wrapped_master: bytes) -> None:
+    def update_vault_unlock(
+        self, vault_id: str, unlock: bytes, wrapped_master: bytes, wrapped_identity: bytes
+    ) -> None:
         self._execute(
-            "UPDATE vaults SET unlock = ?, wrapped_master = ? WHERE vault_id = ?",
-            (unlock, wrapped_master, vault_id),
+            "UPDATE vaults SET unlock = ?, wrapped_master = ?, wrapped_identity = ? "
+            "WHERE vault_id = ?",
+            (unlock, wrapped_master, wrapped_identity, vault_id),
         )
 
     def erase_vault_keys(self, vault_id: str, destroyed_at: int) -> None:
