@@ -61,6 +61,9 @@ class _Selection:
 TOKEN_CACHE_BYTES = 8 * 1024
 """Tokens up to this size are kept parsed (the last 1,024: at most 8 MiB)."""
 
+REGISTERED_LINKS = 65_536
+"""Link ids a host remembers as stored (then looked up again: at most ~3 MiB)."""
+
 PRUNE_EVERY_MS = 30_000
 """How often a host prunes the nonce cache (at most)."""
 
@@ -81,8 +84,9 @@ class Host:
         self._batch_rows = LRU()
         self._seals_fields = LRU()
         # Links this host has seen committed to the store (links are never removed while
-        # their vault can be served), so a warm request skips their lookups.
-        self._registered: set[bytes] = set()
+        # their vault can be served), so a warm request skips their lookups. Bounded: a
+        # holder may delegate without end, and each new link would stay here for good.
+        self._registered = LRU(maxsize=REGISTERED_LINKS)
         self._pruned = 0
         # Parsed tokens by their exact bytes (parsing is pure, tokens are immutable): a
         # holder sends the same token with every request. Verification is cached apart.
@@ -121,7 +125,8 @@ class Host:
         if _faults.SEAM.armed:
             _faults.point("serve: access committed, shares not released")
         # Registered links are committed now (never on a rolled-back request).
-        self._registered.update(invocation.token.link_ids)
+        for link_id in invocation.token.link_ids:
+            self._registered.remember(link_id, True)
         # The access is committed: only now are host shares derived and released.
         return self._release(invocation, row, selection, batches, access)
 

@@ -409,6 +409,26 @@ def test_a_nonce_is_a_replay_only_in_the_vault_that_saw_it(
             world.store.serve(replay)  # within each vault, a nonce is still used once
 
 
+def test_the_hosts_memory_of_stored_links_is_bounded(
+    world: World, agency: pds.PrincipalKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder may delegate without end; the host remembers a bounded number of links as
+    stored, and one it forgot is looked up again, not registered (or logged) twice."""
+    monkeypatch.setattr(_serve, "REGISTERED_LINKS", 2)
+    world.reopen()  # a host made with the small bound
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency, delegable=1)
+    holders = [pds.PrincipalKey.generate() for _ in range(4)]
+    delegations = [world.grantee(agency).delegate(token, to=h.did) for h in holders]
+    for _ in range(2):
+        for holder, delegated in zip(holders, delegations, strict=True):
+            assert len(world.grantee(holder).read(world.store, delegated).records) == 1
+        assert len(world.store._host._registered) == 2
+    kinds = [e.kind for e in world.vault.log(limit=100).entries]
+    assert kinds.count("delegation") == 4
+    assert kinds.count("read") == 8
+
+
 @pytest.mark.parametrize(
     ("offset", "fresh"),
     [
