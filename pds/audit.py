@@ -461,11 +461,16 @@ def _judge(
     if entry.kind not in caveats.abilities:
         problems.append(("wrong-ability", f"the token does not grant {entry.kind!r}"))
     collections = details.get("collections")
-    # A released access names what it released as a list of collection names; details of
-    # another shape (nil, missing, text) cannot show it in scope: that is a violation too.
-    if not isinstance(collections, list) or not all(
-        type(c) is str and capability.collection_allowed(caveats.collections, c)
-        for c in collections
+    # A released access names what it released as a list of collection names (empty only
+    # if it released no record); details of another shape (nil, missing, text, no name for
+    # released records) cannot show it in scope: that is a violation too.
+    if (
+        not isinstance(collections, list)
+        or (details.get("records") and not collections)
+        or not all(
+            type(c) is str and capability.collection_allowed(caveats.collections, c)
+            for c in collections
+        )
     ):
         problems.append(("out-of-scope", "a collection read is outside the token's scope"))
     return problems

@@ -307,11 +307,14 @@ def test_an_access_outside_the_scope_is_flagged(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    "collections", [None, ..., "tax/2024", ["tax/2024", 5]], ids=["nil", "missing", "text", "mixed"]
+    "collections",
+    [None, ..., "tax/2024", ["tax/2024", 5], []],
+    ids=["nil", "missing", "text", "mixed", "empty"],
 )
 def test_an_access_without_a_list_of_collections_is_flagged(world: World, collections: Any) -> None:
-    """A released access must name what it released as a list of collection names; any
-    other shape cannot show the access in scope (it served records, say, in health/)."""
+    """A released access must name what it released as a list of collection names (none
+    only when it released no record); any other shape cannot show the access in scope (it
+    served a record, say, in health/)."""
     index = forge_access(
         world, world.token, record=world.health, changes={"collections": collections}
     )
