@@ -31,6 +31,7 @@ from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRo
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
 from pds.capability import Token
 from pds.errors import (
+    AccessDenied,
     FormatError,
     IntegrityError,
     InvalidProof,
@@ -100,8 +101,9 @@ class GrantInfo:
     """Requests served against the budget; ``None`` when the link has no budget (the host
     counts only budgeted links; the access log has every use)."""
     status: str
-    """``active``, ``revoked`` (it or an ancestor), ``expired``, ``not-yet-valid`` or
-    ``exhausted``."""
+    """``active``, ``revoked`` (it or an ancestor), ``expired``, ``not-yet-valid``,
+    ``exhausted``, or (only while unlocked) ``invalid``: the stored link does not verify
+    against the vault's identity key (a row the host forged or changed)."""
     purposes: list[str] | None
     collections: list[str] | None
 
@@ -1085,10 +1087,12 @@ class Vault:
     def grants(self) -> builtins.list[GrantInfo]:
         """Every known link (root grants and delegations seen) with its status.
 
-        Purposes and collections are shown only while unlocked (they are sealed to the owner).
-        A time past 9999-12-31T23:59:59.999Z (a delegation made elsewhere may carry one: the
-        token format allows up to 2**63 ms) is shown as that instant; the status is decided
-        on the exact value.
+        Purposes and collections are shown only while unlocked (they are sealed to the
+        owner); then each link is also verified from its own signed bytes, and its times
+        are the chain's (a link that does not verify is ``invalid``). A time past
+        9999-12-31T23:59:59.999Z (a delegation made elsewhere may carry one: the token
+        format allows up to 2**63 ms) is shown as that instant; the status is decided on
+        the exact value.
         """
         backend = self._ctx.backend
         now = self._ctx.now_ms()
@@ -1097,39 +1101,55 @@ class Vault:
         revoked = set(backend.revoked_among(self.vault_id, [link.link_id for link in links]))
         spent = backend.use_counts([link.link_id for link in links if link.uses is not None])
         result = []
+        policy = _serve.max_lifetime_ms(self._row)
         for link in links:
             chain: builtins.list[bytes] = []
             cursor: bytes | None = link.link_id
             while cursor is not None and cursor not in chain:
                 chain.append(cursor)
                 cursor = parents.get(cursor)
-            if any(link_id in revoked for link_id in chain):
+            not_before, expires = link.not_before, link.expires
+            caveats = None
+            verified = True
+            if self._owner is not None:
+                # While unlocked, each link is judged by its own signed bytes: the table is
+                # the host's, and a row it forged or edited shows as "invalid".
+                try:
+                    token = capability.Token.from_bytes(
+                        _crypto.unseal(link.sealed_token, self._owner.x25519_secret)
+                    )
+                    verified = token.link_id == link.link_id
+                    capability.verify_chain(
+                        token,
+                        vault_id=self.vault_id,
+                        identity=self._owner.identity.public,
+                        max_lifetime_ms=policy,
+                    )
+                    caveats = token.leaf.caveats
+                    not_before = max(each.caveats.not_before for each in token.links)
+                    expires = min(each.caveats.expires for each in token.links)
+                except (_crypto.AuthenticationFailed, AccessDenied, FormatError):
+                    verified = False
+            if not verified:
+                status, caveats = "invalid", None
+            elif any(link_id in revoked for link_id in chain):
                 status = "revoked"
-            elif now >= link.expires:
+            elif now >= expires:
                 status = "expired"
-            elif now < link.not_before:
+            elif now < not_before:
                 status = "not-yet-valid"
             elif link.uses is not None and spent.get(link.link_id, 0) >= link.uses:
                 status = "exhausted"
             else:
                 status = "active"
-            caveats = None
-            if self._owner is not None:
-                try:
-                    token = capability.Token.from_bytes(
-                        _crypto.unseal(link.sealed_token, self._owner.x25519_secret)
-                    )
-                    caveats = token.leaf.caveats
-                except (_crypto.AuthenticationFailed, FormatError):
-                    caveats = None
             result.append(
                 GrantInfo(
                     link_id=link.link_id.hex(),
                     parent=None if link.parent_id is None else link.parent_id.hex(),
                     audience=_crypto.did_key(link.audience),
                     created_at=ms_to_datetime_clamped(link.created_at),
-                    not_before=ms_to_datetime_clamped(link.not_before),
-                    expires=ms_to_datetime_clamped(link.expires),
+                    not_before=ms_to_datetime_clamped(not_before),
+                    expires=ms_to_datetime_clamped(expires),
                     uses=link.uses,
                     used=None if link.uses is None else spent.get(link.link_id, 0),
                     status=status,

@@ -490,3 +490,14 @@ def test_epoch_secrets_go_only_to_links_the_owner_signed_and_that_are_live(
     assert sealed_to(control) == {("tax/a", 2), ("tax/new", 1)}  # the positive control
     assert sealed_to(forged) == set()
     assert sealed_to(short) == set()
+    # The owner's list of grants judges them the same way: the forged row is invalid, the
+    # edited one expired (at its signed expiry); while locked, only the rows are shown.
+    shown = {g.link_id: g for g in world.vault.grants()}
+    assert shown[forged.link_id.hex()].status == "invalid"
+    assert shown[short.link_id.hex()].status == "expired"
+    assert shown[short.link_id.hex()].expires == dt.datetime.fromtimestamp(
+        short.leaf.caveats.expires / 1000, dt.UTC
+    )
+    assert shown[control.link_id.hex()].status == "active"
+    world.vault.lock()
+    assert {g.link_id: g.status for g in world.vault.grants()}[forged.link_id.hex()] == "active"
