@@ -28,7 +28,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 from nacl.pwhash import argon2id
 
-from pds.errors import FormatError
+from pds.errors import FormatError, KeyDerivationFailed
 
 Rng = Callable[[int], bytes]
 """A source of random bytes; ``os.urandom`` unless a test injects a deterministic one."""
@@ -263,7 +263,17 @@ def parse_did_key(did: str) -> bytes:
 
 
 def argon2id_key(passphrase: bytes, salt: bytes, opslimit: int, memlimit: int) -> bytes:
-    return argon2id.kdf(KEY_SIZE, passphrase, salt, opslimit=opslimit, memlimit=memlimit)
+    """The 32-byte Argon2id13 key. Raises ``KeyDerivationFailed`` if libsodium fails (most
+    often it cannot allocate ``memlimit`` bytes); its message names only the failure."""
+    failed: str | None = None
+    try:
+        return argon2id.kdf(KEY_SIZE, passphrase, salt, opslimit=opslimit, memlimit=memlimit)
+    except (nacl.exceptions.CryptoError, MemoryError) as exc:
+        failed = type(exc).__name__
+    # Raised outside the handler, so the binding's exception is not kept as its context.
+    raise KeyDerivationFailed(
+        f"Argon2id key derivation failed ({failed}): not enough memory for its parameters?"
+    )
 
 
 ARGON2ID_MODERATE = (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE)

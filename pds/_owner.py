@@ -69,6 +69,8 @@ def new_unlock(
     secret: OwnerSecret, kdf: KdfParams | None, rng: _crypto.Rng
 ) -> tuple[bytes, KeyProvider]:
     """Choose the unlock parameters for a new secret: ``(unlock document, KEK provider)``."""
+    if kdf is not None and not isinstance(kdf, KdfParams):
+        raise FormatError("kdf must be a pds.KdfParams")
     if secret.passphrase is not None:
         params = kdf or KdfParams.moderate()
         params.check_floor()
@@ -113,11 +115,11 @@ def unwrap_master(
         try:
             if document["kdf"] != "argon2id13":
                 raise FormatError("unknown KDF")
-            params = KdfParams(int(document["opslimit"]), int(document["memlimit"]))
+            params = KdfParams(document["opslimit"], document["memlimit"])
             salt = document["salt"]
             if not isinstance(salt, bytes) or len(salt) != _crypto.SALT_SIZE:
                 raise FormatError("bad salt")
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):  # FormatError is a ValueError
             raise FormatError("the vault's unlock parameters are malformed") from None
         params.check_floor()
         kek = _crypto.argon2id_key(_passphrase_bytes(secret.passphrase), salt, *_ops_mem(params))

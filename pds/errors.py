@@ -21,6 +21,7 @@ Every exception pds raises on purpose derives from ``PDSError``. The tree::
     │   └── InvalidProof                 a Merkle proof or checkpoint does not verify
     ├── HostKeyError                     the host key is missing or is not this store's
     ├── KeyProviderError                 a caller-supplied key provider failed
+    ├── KeyDerivationFailed              Argon2id could not run (out of memory, say)
     ├── AccessDenied                     a token or invocation was refused (``reason``)
     │   ├── MalformedToken (FormatError) not a well-formed token/invocation; unknown caveat
     │   ├── InvalidSignature             a link or invocation signature fails
@@ -137,6 +138,12 @@ class KeyProviderError(PDSError):
     """A caller-supplied key provider failed to wrap or unwrap a key."""
 
 
+class KeyDerivationFailed(PDSError):
+    """Argon2id failed inside libsodium with parameters pds accepts: the process could not
+    get the memory they ask for, typically. Nothing was unlocked or written; the same
+    parameters may work with more memory."""
+
+
 class StoreError(PDSError):
     """The storage layer failed."""
 
@@ -168,6 +175,7 @@ __all__ = [
     "IntegrityError",
     "InvalidProof",
     "InvalidRecordData",
+    "KeyDerivationFailed",
     "KeyProviderError",
     "NotAStore",
     "NotFound",

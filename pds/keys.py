@@ -152,16 +152,34 @@ def _read_key_file(path: Path) -> bytes:
     return data
 
 
+# The Argon2id ceiling. Stored parameters come from the host (the vault row) or from an
+# export file's self-signed header, and are read before any secret is checked: without a
+# ceiling, one crafted row makes every unlock or import take minutes and allocate as much
+# as libsodium allows. Four times libsodium's SENSITIVE preset (4 passes, 1 GiB) in each
+# dimension leaves room for stronger-than-SENSITIVE choices while bounding one unlock to
+# 4 GiB and about 85 times MODERATE's work (16 passes over 4 GiB, against 3 over 256 MiB):
+# tens of seconds, where the old ceiling (64 passes, 16 GiB) allowed minutes.
+MAX_OPSLIMIT = 16
+MAX_MEMLIMIT = 4 * 1024**3
+
+
 @dataclass(frozen=True, slots=True)
 class KdfParams:
     """Argon2id cost parameters (libsodium's ``crypto_pwhash`` opslimit and memlimit).
 
     ``moderate()`` is the default; ``interactive()`` is the floor: weaker parameters are
-    refused when a vault is created and when stored parameters are read back.
+    refused when a vault is created and when stored parameters are read back, and so are
+    parameters above ``MAX_OPSLIMIT`` or ``MAX_MEMLIMIT`` (a host could otherwise make every
+    unlock take minutes and gigabytes). Both values must be ``int`` (not ``bool``):
+    ``FormatError`` otherwise.
     """
 
     opslimit: int
     memlimit: int
+
+    def __post_init__(self) -> None:
+        if type(self.opslimit) is not int or type(self.memlimit) is not int:
+            raise FormatError("Argon2id opslimit and memlimit must be integers")
 
     @classmethod
     def moderate(cls) -> KdfParams:
@@ -180,20 +198,24 @@ class KdfParams:
         """``"interactive"``, ``"moderate"`` or ``"sensitive"``."""
         presets = {"interactive": cls.interactive, "moderate": cls.moderate}
         presets["sensitive"] = cls.sensitive
-        if name not in presets:
+        if not isinstance(name, str) or name not in presets:
             raise FormatError(f"unknown KDF preset {name!r}")
         return presets[name]()
 
     def check_floor(self) -> None:
-        """Raise ``WeakKdfParameters`` if weaker than libsodium's INTERACTIVE preset."""
+        """Raise ``WeakKdfParameters`` if weaker than libsodium's INTERACTIVE preset, and
+        ``FormatError`` if above ``MAX_OPSLIMIT`` passes or ``MAX_MEMLIMIT`` bytes."""
         floor_ops, floor_mem = _crypto.ARGON2ID_INTERACTIVE
         if self.opslimit < floor_ops or self.memlimit < floor_mem:
             raise WeakKdfParameters(
                 f"Argon2id parameters below the floor (opslimit >= {floor_ops}, "
                 f"memlimit >= {floor_mem} bytes)"
             )
-        if self.opslimit > 64 or self.memlimit > 16 * 1024**3:
-            raise FormatError("Argon2id parameters are implausibly large")
+        if self.opslimit > MAX_OPSLIMIT or self.memlimit > MAX_MEMLIMIT:
+            raise FormatError(
+                f"Argon2id parameters above the ceiling (opslimit <= {MAX_OPSLIMIT}, "
+                f"memlimit <= {MAX_MEMLIMIT} bytes)"
+            )
 
 
 _PRINCIPAL_PREFIX = "pds-ed25519-secret-v1:"

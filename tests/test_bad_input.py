@@ -13,12 +13,16 @@ import random
 import secrets
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import nacl.bindings
+import nacl.exceptions
 import pytest
 
 import pds
@@ -710,6 +714,105 @@ def test_implausible_kdf_parameters_at_create(store: pds.Store) -> None:
         lambda: store.create_vault(passphrase="p", kdf=pds.KdfParams(10**6, KDF.memlimit)),
     )
     raises(errors.FormatError, lambda: pds.KdfParams.named("paranoid"))
+    raises(errors.FormatError, lambda: pds.KdfParams.named([]))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("opslimit", "memlimit"),
+    [
+        (True, KDF.memlimit),
+        (KDF.opslimit, True),
+        ("3", KDF.memlimit),
+        (KDF.opslimit, "x"),
+        (2.5, KDF.memlimit),
+        (float(KDF.opslimit), KDF.memlimit),
+        (KDF.opslimit, float(KDF.memlimit)),
+        (None, KDF.memlimit),
+    ],
+    ids=repr,
+)
+def test_kdf_parameters_must_be_integers(opslimit: Any, memlimit: Any) -> None:
+    raises(errors.FormatError, lambda: pds.KdfParams(opslimit, memlimit))
+
+
+def test_kdf_ceiling_is_sixteen_passes_and_four_gib() -> None:
+    pds.KdfParams(16, 4 * 1024**3).check_floor()  # the ceiling itself is allowed
+    raises(errors.FormatError, pds.KdfParams(17, KDF.memlimit).check_floor)
+    raises(errors.FormatError, pds.KdfParams(KDF.opslimit, 4 * 1024**3 + 1024).check_floor)
+    raises(errors.FormatError, pds.KdfParams(64, 16 * 1024**3).check_floor)
+
+
+@pytest.mark.parametrize("kdf", ["moderate", (3, 2**28), 3], ids=repr)
+def test_kdf_argument_of_the_wrong_type(store: pds.Store, vault: pds.Vault, kdf: Any) -> None:
+    raises(errors.FormatError, lambda: store.create_vault(passphrase="p", kdf=kdf))
+    raises(errors.FormatError, lambda: vault.rekey(passphrase="p", kdf=kdf))
+    assert store.list_vaults()[0].unlock_method == "key"
+    assert len(store.list_vaults()) == 1
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        nacl.exceptions.RuntimeError("Unexpected failure in key derivation"),
+        MemoryError(),
+        nacl.exceptions.TypeError("bad"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_argon2id_failure_is_a_pds_error(
+    store: pds.Store,
+    pass_vault: str,
+    passphrase: str,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: BaseException,
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> bytes:
+        raise failure
+
+    monkeypatch.setattr(nacl.bindings, "crypto_pwhash_alg", fail)
+    vault = store.open_vault(pass_vault)
+    with pytest.raises(errors.KeyDerivationFailed) as info:
+        vault.unlock(passphrase=passphrase)
+    assert_clean(info.value, passphrase)
+    assert "\n" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    assert vault.is_locked
+    raises(errors.KeyDerivationFailed, lambda: store.create_vault(passphrase=passphrase, kdf=KDF))
+    assert [v.vault_id for v in store.list_vaults()] == [pass_vault]
+
+
+_UNLOCK_UNDER_RLIMIT = """
+import resource, sys
+import pds
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+limit = size + 256 * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+store = pds.open_store(sys.argv[1], create=False)
+try:
+    store.open_vault(sys.argv[2]).unlock(passphrase=sys.argv[3])
+except Exception as exc:
+    print(type(exc).__module__, type(exc).__name__)
+else:
+    print("unlocked")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, RLIMIT_AS")
+def test_argon2id_out_of_memory_at_unlock_is_key_derivation_failed(
+    store: pds.Store, store_path: Path, pass_vault: str, passphrase: str
+) -> None:
+    """A host raises the stored memlimit to 1 GiB (under the ceiling); a process with 256
+    MiB of address space to spare cannot allocate it: a pds error, not a nacl one."""
+    _rewrite_unlock(store_path, pass_vault, memlimit=1024**3)
+    result = subprocess.run(
+        [sys.executable, "-c", _UNLOCK_UNDER_RLIMIT, str(store_path), pass_vault, passphrase],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout.split() == ["pds.errors", "KeyDerivationFailed"], result.stderr
 
 
 def _rewrite_unlock(db: Path, vault_id: str, **changes: Any) -> None:
@@ -751,6 +854,9 @@ def test_weakened_stored_kdf_parameters_are_refused_at_unlock(
     "changes",
     [
         {"opslimit": 10**6},
+        {"opslimit": 17},
+        {"opslimit": float(KDF.opslimit)},
+        {"memlimit": float(KDF.memlimit)},
         {"kdf": "scrypt"},
         {"salt": b"short"},
         {"salt": "text"},
