@@ -102,6 +102,8 @@ def optional_ms(value: datetime | None) -> int | None:
 
 
 def datetime_to_ms(value: datetime) -> int:
+    if not isinstance(value, datetime):
+        raise FormatError("a time must be a timezone-aware datetime")
     if value.tzinfo is None:
         raise FormatError("datetimes must be timezone-aware")
     return (value - _EPOCH) // _MS

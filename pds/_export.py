@@ -75,6 +75,8 @@ def check_destination(destination: Any) -> None:
     socket instead of writing to it (a file object is written to as it is)."""
     if hasattr(destination, "write"):
         return
+    if not isinstance(destination, str | os.PathLike):
+        raise FormatError("the export destination is a path or a binary file object")
     try:
         mode = Path(destination).stat().st_mode
     except FileNotFoundError:
@@ -581,6 +583,8 @@ def _open_source(source: Any) -> Iterator[IO[bytes]]:
     if hasattr(source, "read"):
         yield source
         return
+    if not isinstance(source, str | os.PathLike):
+        raise FormatError("the export source is a path or a binary file object")
     try:
         stream = open(Path(source), "rb")  # noqa: SIM115 - closed below
     except OSError as exc:

@@ -39,6 +39,10 @@ class OwnerSecret:
         given = [x for x in (self.passphrase, self.key_file, self.key_provider) if x is not None]
         if len(given) != 1:
             raise FormatError("give exactly one of passphrase, key_file or key_provider")
+        if self.passphrase is not None and not isinstance(self.passphrase, str | bytes):
+            raise FormatError("a passphrase is text or bytes")
+        if self.key_file is not None and not isinstance(self.key_file, str | os.PathLike):
+            raise FormatError("a key file is a path (text or os.PathLike)")
 
     def __repr__(self) -> str:
         return f"OwnerSecret(method={self.method!r})"

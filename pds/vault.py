@@ -306,6 +306,8 @@ class Vault:
         without field sealing. Raises ``FormatError`` if the collection exists.
         """
         check_collection(collection)
+        if type(seal_fields) is not bool:
+            raise FormatError("seal_fields must be True or False")
         self._keys()
         with self._ctx.backend.transaction():
             self._refresh()
@@ -451,10 +453,17 @@ class Vault:
         *,
         record_ids: Iterable[str | None] | None = None,
     ) -> list[RecordInfo]:
-        """Store many records in one collection, all or nothing, in one transaction."""
+        """Store many records in one collection, all or nothing, in one transaction.
+
+        ``items`` is an iterable of JSON objects, ``record_ids`` (if given) one id or None
+        per item; anything else raises ``FormatError``."""
         check_collection(collection)
-        documents = list(items)
-        ids = list(record_ids) if record_ids is not None else [None] * len(documents)
+        documents = _sequence(items, "items")
+        ids = (
+            _sequence(record_ids, "record_ids")
+            if record_ids is not None
+            else [None] * len(documents)
+        )
         if len(ids) != len(documents):
             raise FormatError("record_ids and items differ in length")
         return self._write(
@@ -851,7 +860,7 @@ class Vault:
         """
         if collection is not None:
             check_collection(collection)
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise FormatError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
         after = parse_cursor(cursor) if cursor is not None else None
         self._refresh()
@@ -924,6 +933,18 @@ class Vault:
         9999-12-31T23:59:59.999Z (``MAX_TIME_MS``: no later time can be shown as a date).
         """
         keys = self._keys()
+        collections = _sequence(collections, "collections")
+        purpose = purpose if isinstance(purpose, str) else _sequence(purpose, "purpose")
+        abilities = _sequence(abilities, "abilities")
+        fields = None if fields is None else _sequence(fields, "fields")
+        if not isinstance(expires, datetime | timedelta):
+            raise FormatError("expires is a datetime or a timedelta")
+        if defer is not None and not isinstance(defer, timedelta):
+            raise FormatError("defer is a timedelta")
+        if window is not None and (not isinstance(window, tuple) or len(window) != 2):
+            raise FormatError("window is a (start, end) pair of datetimes or None")
+        if not _is_int(delegable) or (uses is not None and not _is_int(uses)):
+            raise FormatError("delegable and uses are integers")
         audience_key = _crypto.parse_did_key(audience)
         recipient = _crypto.ed25519_to_x25519(audience_key)
         now = self._ctx.now_ms()
@@ -1181,6 +1202,8 @@ class Vault:
     def set_policy(self, *, max_token_lifetime: timedelta) -> None:
         """Cap the lifetime (expiry minus not-before) of tokens this vault honours."""
         self._keys()
+        if not isinstance(max_token_lifetime, timedelta):
+            raise FormatError("max_token_lifetime must be a timedelta")
         lifetime = int(max_token_lifetime.total_seconds() * 1000)
         if lifetime <= 0:
             raise FormatError("the maximum token lifetime must be positive")
@@ -1251,8 +1274,12 @@ class Vault:
         unless ``include_deferred``. Needs the owner's secret (entries are encrypted).
         """
         keys = self._keys()
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise FormatError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        if before is not None and not _is_int(before):
+            raise FormatError("before is an entry index")
+        if actor is not None and not isinstance(actor, str):
+            raise FormatError("actor must be text")
         log = MerkleLog(self._ctx.backend, self.vault_id)
         end = log.size() if before is None else min(before, log.size())
         if end < 0:
@@ -1301,6 +1328,7 @@ class Vault:
         return MerkleLog(self._ctx.backend, self.vault_id).size()
 
     def log_root(self, size: int | None = None) -> bytes:
+        _check_sizes(size)
         log = MerkleLog(self._ctx.backend, self.vault_id)
         current = log.size()
         size = current if size is None else size
@@ -1365,6 +1393,7 @@ class Vault:
         self, index: int, size: int | None = None
     ) -> tuple[LogEntry, builtins.list[bytes]]:
         """Entry ``index`` and its inclusion proof in the tree of ``size`` (default: now)."""
+        _check_sizes(index, size)
         log = MerkleLog(self._ctx.backend, self.vault_id)
         current = log.size()
         size = current if size is None else size
@@ -1373,6 +1402,7 @@ class Vault:
         return log.entry(index), log.inclusion(index, size)
 
     def prove_consistency(self, old_size: int, size: int | None = None) -> builtins.list[bytes]:
+        _check_sizes(old_size, size)
         log = MerkleLog(self._ctx.backend, self.vault_id)
         current = log.size()
         size = current if size is None else size
@@ -1387,6 +1417,8 @@ class Vault:
         the stored entries' hashes, and checks consistency up to the current size. Raises
         ``InvalidProof`` on a rewrite, truncation, rollback or fork.
         """
+        if not isinstance(pinned, str | Checkpoint):
+            raise FormatError("pinned is a Checkpoint or its text")
         head = Checkpoint.parse(pinned) if isinstance(pinned, str) else pinned
         head.verify(self._row.identity_public)
         if head.origin != origin(self.vault_id):
@@ -1512,6 +1544,24 @@ def _link_id(link: capability.Token | str | bytes, vault_id: str) -> bytes:
     if not isinstance(link, bytes) or len(link) != 32:
         raise FormatError("a link id is 32 bytes")
     return link
+
+
+def _is_int(value: object) -> bool:
+    """An ``int`` that is not a ``bool`` (``True`` is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sequence(value: Any, what: str) -> builtins.list[Any]:
+    """A list from an iterable argument of several items. A string (which would iterate
+    as its characters), a mapping, bytes or a non-iterable raise ``FormatError``."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise FormatError(f"{what} must be a list (or another iterable) of items")
+    return builtins.list(value)
+
+
+def _check_sizes(*values: int | None) -> None:
+    if not all(value is None or _is_int(value) for value in values):
+        raise FormatError("log indices and sizes are integers")
 
 
 def _encode_data(data: Any) -> bytes:

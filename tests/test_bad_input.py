@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -676,9 +676,10 @@ def test_good_names_at_the_limits(vault: pds.Vault) -> None:
     assert vault.get(record_id).data == {"a": 1}
 
 
-@pytest.mark.parametrize("limit", [0, -1, 1001, 10**9, 1.5, "10", None])
+@pytest.mark.parametrize("limit", [0, -1, 1001, 10**9, 1.5, "10", None, True, False])
 def test_bad_limit(vault: pds.Vault, limit: Any) -> None:
     raises(errors.FormatError, lambda: vault.list(limit=limit))
+    raises(errors.FormatError, lambda: vault.log(limit=limit))
 
 
 @pytest.mark.parametrize(
@@ -691,6 +692,99 @@ def test_bad_cursor(vault: pds.Vault, cursor: Any) -> None:
 def test_naive_datetimes_are_refused(vault: pds.Vault) -> None:
     raises(errors.FormatError, lambda: vault.list(since=datetime(2024, 1, 1)))
     raises(errors.FormatError, lambda: vault.list(until=datetime(2024, 1, 1)))
+
+
+@pytest.mark.parametrize("when", ["2020", 1577836800, 1577836800.0, b"2020"], ids=repr)
+def test_times_that_are_not_datetimes_are_refused(vault: pds.Vault, when: Any) -> None:
+    raises(errors.FormatError, lambda: vault.list(since=when))
+    raises(errors.FormatError, lambda: vault.list(until=when))
+    raises(errors.FormatError, lambda: vault.log(since=when))
+
+
+# -- arguments of the wrong type -------------------------------------------------------
+
+_DID = pds.PrincipalKey.generate().did
+_DAY = timedelta(days=1)
+
+# Each call passes one argument of a type the public API does not take; each must raise
+# ``FormatError`` (never TypeError, AttributeError, a bare ValueError or a nacl exception),
+# and none may be taken as something else (a collection name "c" as the set of its letters).
+# The store and vault are typed ``Any`` here: the wrong types are the point.
+WRONG_TYPES: dict[str, Callable[[Any, Any, Path], Any]] = {
+    "put_many items None": lambda st, v, p: v.put_many("c", None),
+    "put_many items int": lambda st, v, p: v.put_many("c", 5),
+    "put_many items one mapping": lambda st, v, p: v.put_many("c", {"a": 1}),
+    "put_many record_ids int": lambda st, v, p: v.put_many("c", [{"a": 1}], record_ids=5),
+    "put_many record_ids str": lambda st, v, p: v.put_many("c", [{"a": 1}], record_ids="r"),
+    "create_collection seal_fields str": lambda st, v, p: v.create_collection(
+        "z", seal_fields="no"
+    ),
+    "create_collection seal_fields int": lambda st, v, p: v.create_collection("z", seal_fields=1),
+    "unlock key_file int": lambda st, v, p: st.open_vault(v.vault_id).unlock(key_file=5),
+    "unlock key_file bytes": lambda st, v, p: st.open_vault(v.vault_id).unlock(
+        key_file=str(p).encode()
+    ),
+    "unlock passphrase list": lambda st, v, p: st.open_vault(v.vault_id).unlock(passphrase=["x"]),
+    "create_vault key_file int": lambda st, v, p: st.create_vault(key_file=5),
+    "import_vault key_file int": lambda st, v, p: st.import_vault(p / "x.pdsx", key_file=5),
+    "import_vault source None": lambda st, v, p: st.import_vault(None, key_file=p / "k"),
+    "import_vault source int": lambda st, v, p: st.import_vault(5, key_file=p / "k"),
+    "export destination None": lambda st, v, p: v.export(None),
+    "export destination int": lambda st, v, p: v.export(5),
+    "grant collections str": lambda st, v, p: v.grant(
+        _DID, collections="c", purpose="p", expires=_DAY
+    ),
+    "grant collections None": lambda st, v, p: v.grant(
+        _DID, collections=None, purpose="p", expires=_DAY
+    ),
+    "grant purpose int": lambda st, v, p: v.grant(_DID, collections=["c"], purpose=5, expires=_DAY),
+    "grant expires int": lambda st, v, p: v.grant(_DID, collections=["c"], purpose="p", expires=5),
+    "grant not_before str": lambda st, v, p: v.grant(
+        _DID, collections=["c"], purpose="p", expires=_DAY, not_before="2020"
+    ),
+    "grant abilities None": lambda st, v, p: v.grant(
+        _DID, collections=["c"], purpose="p", expires=_DAY, abilities=None
+    ),
+    "grant abilities str": lambda st, v, p: v.grant(
+        _DID, collections=["c"], purpose="p", expires=_DAY, abilities="read"
+    ),
+    "grant window str": lambda st, v, p: v.grant(
+        _DID, collections=["c"], purpose="p", expires=_DAY, window="ab"
+    ),
+    "grant delegable str": lambda st, v, p: v.grant(
+        _DID, collections=["c"], purpose="p", expires=_DAY, delegable="1"
+    ),
+    "grant delegable bool": lambda st, v, p: v.grant(
+        _DID, collections=["c"], purpose="p", expires=_DAY, delegable=True
+    ),
+    "grant defer int": lambda st, v, p: v.grant(
+        _DID, collections=["c"], purpose="p", expires=_DAY, defer=5
+    ),
+    "set_policy int": lambda st, v, p: v.set_policy(max_token_lifetime=5),
+    "log actor int": lambda st, v, p: v.log(actor=5),
+    "log before str": lambda st, v, p: v.log(before="3"),
+    "log_root str": lambda st, v, p: v.log_root("1"),
+    "prove_inclusion str": lambda st, v, p: v.prove_inclusion("0"),
+    "prove_inclusion bool": lambda st, v, p: v.prove_inclusion(False, True),
+    "prove_consistency str": lambda st, v, p: v.prove_consistency("1"),
+    "verify_log int": lambda st, v, p: v.verify_log(5),
+    "KdfParams.named list": lambda st, v, p: pds.KdfParams.named([]),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_TYPES))
+def test_argument_of_the_wrong_type(
+    store: pds.Store, vault: pds.Vault, tmp_path: Path, owner_key_file: Path, name: str
+) -> None:
+    vault.put("c", {"a": 1}, record_id="r1")
+    vault.get("r1")  # an owner read: the access log is not empty
+    (tmp_path / "k").write_bytes(owner_key_file.read_bytes())
+    raises(errors.FormatError, lambda: WRONG_TYPES[name](store, vault, tmp_path))
+    # Nothing was written or granted, and nothing was created.
+    assert [r.record_id for r in vault.list().records] == ["r1"]
+    assert vault.collections() == ["c"]
+    assert vault.grants() == []
+    assert len(store.list_vaults()) == 1
 
 
 # -- KDF parameters, schema version ----------------------------------------------------
