@@ -61,6 +61,9 @@ MAX_TIME_MS = 253_402_300_799_999
 times up to 2**63 ms; pds issues none beyond this one (``check_time_ms``)."""
 
 _LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+_EARLIEST_MS = -62_135_596_800_000
+"""0001-01-01T00:00:00Z in milliseconds since the epoch."""
 
 
 def check_time_ms(ms: int, what: str) -> int:
@@ -76,10 +79,13 @@ def check_time_ms(ms: int, what: str) -> int:
 def ms_to_datetime_clamped(ms: int) -> datetime:
     """Milliseconds since the epoch as an aware UTC datetime, a time past year 9999 (which a
     token from elsewhere may carry: its format allows up to 2**63 ms) shown as
-    9999-12-31T23:59:59.999Z, the latest ``datetime`` with milliseconds. Never raises for
-    a non-negative integer."""
+    9999-12-31T23:59:59.999Z, the latest ``datetime`` with milliseconds, and one before
+    year 1 (a stored time a host rewrote) as 0001-01-01T00:00:00Z. Never raises for an
+    integer."""
     if ms > MAX_TIME_MS:
         return _LATEST
+    if ms < _EARLIEST_MS:
+        return _EARLIEST
     return ms_to_datetime(ms)
 
 

@@ -15,7 +15,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pds import _crypto, _envelope
-from pds._context import Clock, check_time_ms, datetime_to_ms, ms_to_datetime, optional_ms
+from pds._context import (
+    Clock,
+    check_time_ms,
+    datetime_to_ms,
+    ms_to_datetime,
+    ms_to_datetime_clamped,
+    optional_ms,
+)
 from pds._ids import check_collection, check_record_id, parse_cursor
 from pds._store.base import BatchRow
 from pds.capability import (
@@ -221,7 +228,9 @@ class Grantee:
                         record_id=item["record"],
                         collection=item["collection"],
                         version=item["version"],
-                        created_at=ms_to_datetime(item["created_at"]),
+                        # Clamped, like the owner's listing: a time out of range is
+                        # shown, and fails only a read of that record.
+                        created_at=ms_to_datetime_clamped(item["created_at"]),
                         epoch=item["epoch"],
                         writer="",
                         deleted=False,

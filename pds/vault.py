@@ -753,15 +753,22 @@ class Vault:
         keys = self._keys()
         batch = sources.batches[row.batch_id]
         manifest = self._manifest(batch)
-        record_binding = _envelope.binding(
-            self.vault_id,
-            row.collection,
-            row.record_id,
-            row.version,
-            row.epoch,
-            row.batch_id,
-            row.deleted,
-        )
+        try:
+            record_binding = _envelope.binding(
+                self.vault_id,
+                row.collection,
+                row.record_id,
+                row.version,
+                row.epoch,
+                row.batch_id,
+                row.deleted,
+            )
+        except FormatError:
+            # A stored column no binding can hold (a negative version, say): the host
+            # changed the row, which is an integrity failure, not malformed input.
+            raise IntegrityError(
+                "record-binding", "a stored record's columns are out of range"
+            ) from None
         _envelope.check_entry(
             manifest,
             record_id=row.record_id,
@@ -881,7 +888,9 @@ class Vault:
                     m.record_id,
                     m.collection,
                     m.version,
-                    ms_to_datetime(m.created_at),
+                    # Clamped: one row with a time no datetime can hold (the host wrote
+                    # it) must not make the whole listing fail; reading it is refused.
+                    ms_to_datetime_clamped(m.created_at),
                     m.epoch,
                     m.deleted,
                     m.size,

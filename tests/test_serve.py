@@ -175,6 +175,22 @@ def test_a_grantee_reads_exactly_its_scope_and_each_release_is_logged(
     assert all(r.data is None for r in listed.records)
 
 
+def test_a_listed_time_out_of_range_is_shown_clamped_to_the_grantee(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """A host that rewrites one record's ``created_at`` beyond any datetime does not make
+    the grantee's whole listing fail: that record's time is shown clamped."""
+    changed = world.vault.put("tax/2024", {"income": 100}).record_id
+    kept = world.vault.put("tax/2025", {"income": 200}).record_id
+    with raw(world.db) as con:
+        con.execute("UPDATE records SET created_at = ? WHERE record_id = ?", (2**63 - 1, changed))
+    token = grant(world, agency)
+    listed = world.grantee(agency).read(world.store, token, action="list")
+    times = {r.record_id: r.created_at for r in listed.records}
+    assert set(times) == {changed, kept}
+    assert times[changed] == dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)
+
+
 def test_the_time_window_of_a_grant_is_enforced_by_the_host(
     world: World, agency: pds.PrincipalKey
 ) -> None:

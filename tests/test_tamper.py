@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +343,7 @@ def test_erased_versions_below_a_tombstone_read_as_erased(world: World) -> None:
         ("collection", "other", "record-binding"),
         ("collection", "notes/sub", "record-binding"),
         ("version", 7, "not-in-batch"),
+        ("version", -1, "record-binding"),
         ("epoch", 2, "record-binding"),
         ("epoch", 0, "record-binding"),
         ("created_at", None, "record-binding"),
@@ -358,6 +360,42 @@ def test_changed_record_metadata_is_refused(
     else:
         sql(world, f"UPDATE records SET {column} = ? WHERE {where}", value, *params)
     check(world, {a(world, world.target): reason})
+
+
+def test_older_version_rewritten_negative_fails_history_as_record_binding(
+    world: World,
+) -> None:
+    """records.md: a row's binding is computed from its stored columns; a version no
+    binding can hold is a changed row (``IntegrityError``), not malformed input."""
+    where, params = record_where(world, world.multi, 1)
+    sql(world, f"UPDATE records SET version = -5 WHERE {where}", *params)
+    with fresh(world) as (vault, _):
+        assert vault.get(world.multi).data == world.expected[a(world, world.multi)]
+        with pytest.raises(errors.IntegrityError) as got:
+            vault.history(world.multi)
+        assert got.value.reason == "record-binding"
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        (2**63 - 1, datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)),
+        (-(2**63), datetime(1, 1, 1, tzinfo=UTC)),
+    ],
+    ids=["max", "min"],
+)
+def test_time_out_of_range_is_shown_clamped_and_the_listing_goes_on(
+    world: World, stored: int, shown: datetime
+) -> None:
+    """One row with a ``created_at`` no datetime can hold is listed with its time clamped
+    (the rest of the listing is not lost) and refused when read."""
+    where, params = record_where(world, world.target)
+    sql(world, f"UPDATE records SET created_at = ? WHERE {where}", stored, *params)
+    check(world, {a(world, world.target): "record-binding"})
+    with fresh(world) as (vault, _):
+        listed = {info.record_id: info.created_at for info in vault.iter_records()}
+    assert listed[world.target] == shown
+    assert set(listed) == {key[1] for key in world.expected if key[0] == world.vault_a}
 
 
 def test_record_moved_to_another_batch_is_refused(world: World) -> None:
@@ -921,15 +959,18 @@ def test_store_answering_for_another_record_id_is_refused(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("value", [10**17, -(10**17), "'noon'", "x'00'"])
 def test_record_time_that_is_not_a_time_is_a_pds_error_in_list(world: World, value: Any) -> None:
+    """An integer no datetime can hold is listed clamped (the listing goes on) and refused
+    when read; a value that is no integer at all makes the row malformed."""
     where, params = record_where(world, world.target)
     sql(world, f"UPDATE records SET created_at = {value} WHERE {where}", *params)
     with fresh(world) as (vault, _):
-        with pytest.raises(errors.PDSError):
-            list(vault.iter_records())
         if isinstance(value, int):
+            listed = {info.record_id: info.created_at for info in vault.iter_records()}
+            assert listed[world.target].year == (9999 if value > 0 else 1)
             assert_refused(vault, world.target, "record-binding")
         else:
-            # Not an integer at all: the row itself is malformed.
+            with pytest.raises(errors.PDSError):
+                list(vault.iter_records())
             with pytest.raises(errors.StoreCorrupt):
                 vault.get(world.target)
 
