@@ -200,15 +200,8 @@ class MerkleLog:
         rng: _crypto.Rng,
         disclose_after: int | None = None,
     ) -> int:
-        """Append an entry; call inside the transaction it must commit with.
-
-        The entry's time is ``time``, or the previous entry's if that is later: a request
-        that read the clock and then waited for the write lock behind a later one must not
-        make the log's times run backwards (a reader that pages by time stops at the first
-        older entry). Returns the entry's index."""
-        index, last = self._backend.log_tail(self._vault_id)
-        if last is not None and last > time:
-            time = last
+        """Append an entry; call inside the transaction it must commit with."""
+        index = self.size()
         sealed = _crypto.seal(_codec.encode(dict(details)), owner_x25519_public, rng)
         entry = encode_entry(
             vault_id=self._vault_id,

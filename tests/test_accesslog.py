@@ -573,23 +573,6 @@ def test_a_refusal_is_shown_at_once_whatever_deferral_it_asked(
     assert newest_entry.disclose_after is None
 
 
-def test_entry_times_never_run_backwards(world: World) -> None:
-    """A request that read the clock, then waited for the write lock behind a later one, is
-    logged at the later entry's time, so a page by time (``since``) misses nothing."""
-    token, record_id = populated(world)
-    world.read(token)
-    late = world.clock.ms
-    world.clock.ms = late - 2 * MINUTE_MS  # the next appender's clock reads earlier
-    world.vault.get(record_id)
-    world.read(token, records=[record_id])
-    raw_times = [LogEntry.parse(raw).time for raw in raw_entries(world.path, world.vault_id)]
-    assert raw_times == sorted(raw_times)
-    assert raw_times[-2:] == [late, late]
-    since = world.clock.at(late - MINUTE_MS)
-    shown = [(e.kind, e.result) for e in world.vault.log(since=since).entries]
-    assert shown[:3] == [("read", "released"), ("owner-read", "ok"), ("read", "released")]
-
-
 # -- the tree over the stored entries -----------------------------------------------------
 
 

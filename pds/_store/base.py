@@ -240,10 +240,6 @@ class Backend(Protocol):
 
     # -- the access log (one Merkle log per vault)
     def log_size(self, vault_id: str) -> int: ...
-    def log_tail(self, vault_id: str) -> tuple[int, int | None]:
-        """The log's size and its last entry's time (``None`` if empty): one lookup."""
-        ...
-
     def append_log(
         self,
         vault_id: str,

@@ -1269,18 +1269,6 @@ class SQLiteBackend:
         ).fetchone()
         return 0 if row is None or row[0] is None else int(row[0]) + 1
 
-    def log_tail(self, vault_id: str) -> tuple[int, int | None]:
-        row = self._execute(
-            "SELECT idx, time FROM log_entries WHERE vault_id = ? ORDER BY idx DESC LIMIT 1",
-            (vault_id,),
-        ).fetchone()
-        if row is None:
-            return 0, None
-        index, time = row
-        if type(index) is not int or type(time) is not int:
-            raise StoreCorrupt("a stored log entry row has the wrong shape")
-        return index + 1, time
-
     def append_log(
         self,
         vault_id: str,
