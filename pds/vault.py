@@ -1281,6 +1281,9 @@ class Vault:
 
         Entries whose disclosure is deferred past now are withheld (counted, not shown)
         unless ``include_deferred``. Needs the owner's secret (entries are encrypted).
+        ``since`` keeps entries stamped at or after it: times are in index order only to
+        within ``LOG_TIME_SLACK_MS`` (see there), so the page reads on until an entry older
+        than ``since`` by more than that.
         """
         keys = self._keys()
         if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
@@ -1304,7 +1307,9 @@ class Vault:
                 raise IntegrityError("log-gap", "an entry is missing from the log")
             expected -= 1
             if since_ms is not None and entry.time < since_ms:
-                break
+                if entry.time < since_ms - LOG_TIME_SLACK_MS:
+                    break
+                continue  # an older time, but a later entry may yet be newer: read on
             if len(entries) == limit:
                 cursor = entry.index + 1
                 break
@@ -1507,6 +1512,12 @@ def _check_identity(row: RecordRow, vault_id: str, record_id: str) -> None:
     under a collation the host slipped into the schema)."""
     if row.vault_id != vault_id or row.record_id != record_id:
         raise IntegrityError("record-id", "the store answered with another record")
+
+
+LOG_TIME_SLACK_MS = capability.CLOCK_SKEW_MS
+"""How far an entry's time may fall behind an earlier entry's: a request is stamped with the
+clock it read before it waited for the write lock, and the hosts serving one store may
+differ by the clock skew tokens allow (5 minutes)."""
 
 
 def _access_entry(entry: LogEntry, details: dict[str, Any]) -> AccessEntry:

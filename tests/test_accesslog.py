@@ -573,6 +573,25 @@ def test_a_refusal_is_shown_at_once_whatever_deferral_it_asked(
     assert newest_entry.disclose_after is None
 
 
+def test_a_page_by_time_reads_past_an_entry_logged_out_of_time_order(world: World) -> None:
+    """A request that read the clock, then waited for the write lock behind a later one, is
+    logged after it with an earlier time (times are the ones the checks used, never moved).
+    A page ``since`` a time reads on past such an entry: the later-stamped one is shown,
+    and the earlier-stamped one is not."""
+    token, record_id = populated(world)
+    world.read(token)
+    late = world.clock.ms
+    world.clock.ms = late - 2 * MINUTE_MS  # the next appender's clock reads earlier
+    world.vault.get(record_id)
+    raw_times = [LogEntry.parse(raw).time for raw in raw_entries(world.path, world.vault_id)]
+    assert raw_times[-2:] == [late, late - 2 * MINUTE_MS]  # stored as each was checked
+    since = late - MINUTE_MS
+    shown = world.vault.log(since=world.clock.at(since)).entries
+    # The read (and the grant, a tick before it) are shown; the owner read is not.
+    assert [(e.kind, e.result) for e in shown] == [("read", "released"), ("grant", "ok")]
+    assert all(e.time >= world.clock.at(since) for e in shown)
+
+
 # -- the tree over the stored entries -----------------------------------------------------
 
 
