@@ -102,8 +102,9 @@ class GrantInfo:
     counts only budgeted links; the access log has every use)."""
     status: str
     """``active``, ``revoked`` (it or an ancestor), ``expired``, ``not-yet-valid``,
-    ``exhausted``, or (only while unlocked) ``invalid``: the stored link does not verify
-    against the vault's identity key (a row the host forged or changed)."""
+    ``exhausted``, or (only while unlocked) ``over-policy`` (its grant outlives the vault's
+    token-lifetime policy as set since: refused when used) or ``invalid`` (the stored link
+    does not verify against the vault's identity key: a row the host forged or changed)."""
     purposes: list[str] | None
     collections: list[str] | None
 
@@ -1140,7 +1141,7 @@ class Vault:
                 cursor = parents.get(cursor)
             not_before, expires = link.not_before, link.expires
             caveats = None
-            verified = True
+            verified, over_policy = True, False
             if self._owner is not None:
                 # While unlocked, each link is judged by its own signed bytes: the table is
                 # the host's, and a row it forged or edited shows as "invalid".
@@ -1149,12 +1150,13 @@ class Vault:
                         _crypto.unseal(link.sealed_token, self._owner.x25519_secret)
                     )
                     verified = token.link_id == link.link_id
+                    # Authenticity only: a lifetime over a policy tightened since the grant
+                    # is the owner's own doing, shown as its own status below.
                     capability.verify_chain(
-                        token,
-                        vault_id=self.vault_id,
-                        identity=self._owner.identity.public,
-                        max_lifetime_ms=policy,
+                        token, vault_id=self.vault_id, identity=self._owner.identity.public
                     )
+                    root = token.root.caveats
+                    over_policy = root.expires - root.not_before > policy
                     caveats = token.leaf.caveats
                     not_before = max(each.caveats.not_before for each in token.links)
                     expires = min(each.caveats.expires for each in token.links)
@@ -1170,6 +1172,8 @@ class Vault:
                 status = "not-yet-valid"
             elif link.uses is not None and spent.get(link.link_id, 0) >= link.uses:
                 status = "exhausted"
+            elif over_policy:
+                status = "over-policy"
             else:
                 status = "active"
             result.append(

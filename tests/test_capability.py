@@ -1101,3 +1101,20 @@ def test_the_longest_collection_name_can_be_granted_and_one_longer_is_refused(
             world.vault.put(too_long, {"n": 1})
         assert "at most 256 characters" in str(refused.value)
     assert world.vault.collections() == [longest]
+
+
+def test_a_grant_over_a_policy_tightened_since_is_listed_as_over_policy(world: World) -> None:
+    """The owner's own tightening is not the host's forgery: unlocked, the grant is listed
+    ``over-policy`` (and refused when used), never ``invalid``."""
+    holder = pds.PrincipalKey.generate()
+    world.vault.put("a", {"n": 1})
+    token = world.vault.grant(
+        holder.did, collections=["a"], purpose="p", expires=dt.timedelta(days=30)
+    )
+    assert [g.status for g in world.vault.grants()] == ["active"]
+    world.vault.set_policy(max_token_lifetime=dt.timedelta(days=1))
+    assert [g.status for g in world.vault.grants()] == ["over-policy"]
+    with pytest.raises(LifetimeExceeded):
+        world.grantee(holder).read(world.store, token)
+    world.vault.lock()
+    assert [g.status for g in world.vault.grants()] == ["active"]  # rows only, while locked
