@@ -115,7 +115,7 @@ def verify(source: str, vault_did: str | None, moment: datetime | None, as_json:
     """
     parsed = load_token(source)
     now = moment if moment is not None else datetime.fromtimestamp(time.time(), tz=UTC)
-    now_ms = int(now.timestamp() * 1000)
+    now_ms = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)  # exact
     root = parsed.links[0]
     document: dict[str, Any] = {
         "valid": False,

@@ -107,6 +107,11 @@ def optional_ms(value: datetime | None) -> int | None:
     return None if value is None else datetime_to_ms(value)
 
 
+def timedelta_to_ms(value: timedelta) -> int:
+    """A duration in whole milliseconds, exactly (rounded down, as ``datetime_to_ms``)."""
+    return value // _MS
+
+
 def datetime_to_ms(value: datetime) -> int:
     if not isinstance(value, datetime):
         raise FormatError("a time must be a timezone-aware datetime")

@@ -22,6 +22,7 @@ from pds._context import (
     ms_to_datetime,
     ms_to_datetime_clamped,
     optional_ms,
+    timedelta_to_ms,
 )
 from pds._ids import check_collection, check_record_id, parse_cursor
 from pds._store.base import BatchRow
@@ -369,7 +370,7 @@ class Grantee:
         base = parent.caveats
         now = int(self._clock() * 1000)
         if isinstance(expires, timedelta):
-            expires_ms: int = now + int(expires.total_seconds() * 1000)
+            expires_ms: int = now + timedelta_to_ms(expires)
         elif expires is not None:
             expires_ms = datetime_to_ms(expires)
         else:
@@ -391,7 +392,7 @@ class Grantee:
             expires=expires_ms,
             uses=uses if uses is not None else base.uses,
             depth=depth if depth is not None else max(base.depth - 1, 0),
-            defer=int(defer.total_seconds() * 1000) if defer is not None else base.defer,
+            defer=timedelta_to_ms(defer) if defer is not None else base.defer,
         )
         # Inherited values are checked too: a parent made elsewhere may carry a later time.
         check_time_ms(caveats.not_before, "not_before")

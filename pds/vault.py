@@ -25,6 +25,7 @@ from pds._context import (
     ms_to_datetime,
     ms_to_datetime_clamped,
     optional_ms,
+    timedelta_to_ms,
 )
 from pds._ids import check_collection, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
@@ -962,14 +963,12 @@ class Vault:
             datetime_to_ms(not_before) if not_before is not None else now, "not_before"
         )
         end = check_time_ms(
-            start + int(expires.total_seconds() * 1000)
+            start + timedelta_to_ms(expires)
             if isinstance(expires, timedelta)
             else datetime_to_ms(expires),
             "expires",
         )
-        defer_ms = (
-            None if defer is None else check_time_ms(int(defer.total_seconds() * 1000), "defer")
-        )
+        defer_ms = None if defer is None else check_time_ms(timedelta_to_ms(defer), "defer")
         purposes = [purpose] if isinstance(purpose, str) else list(purpose)
         ability_set = set(abilities) | ({"delegate"} if delegable > 0 else set())
         caveats = capability.Caveats(
@@ -1217,7 +1216,7 @@ class Vault:
         self._keys()
         if not isinstance(max_token_lifetime, timedelta):
             raise FormatError("max_token_lifetime must be a timedelta")
-        lifetime = int(max_token_lifetime.total_seconds() * 1000)
+        lifetime = timedelta_to_ms(max_token_lifetime)
         if lifetime <= 0:
             raise FormatError("the maximum token lifetime must be positive")
         policy = _codec.encode({"max_token_lifetime_ms": lifetime})

@@ -100,3 +100,21 @@ def test_grants_lists_a_stored_time_past_year_9999(vault: pds.Vault, store_path:
     (info,) = vault.grants()
     assert info.expires == LATEST
     assert info.status == "active"
+
+
+def test_durations_are_exact_milliseconds(vault: pds.Vault) -> None:
+    """A duration in float seconds times 1000 truncated 1.001 s to 1000 ms."""
+    holder = pds.PrincipalKey.generate()
+    token = _grant(
+        vault,
+        holder.did,
+        expires=timedelta(seconds=1, milliseconds=1),
+        defer=timedelta(milliseconds=1003),
+    )
+    caveats = token.root.caveats
+    assert caveats.expires - caveats.not_before == 1001
+    assert caveats.defer == 1003
+    delegated = pds.Grantee(holder).delegate(
+        token, to=pds.PrincipalKey.generate().did, defer=timedelta(milliseconds=1003)
+    )
+    assert delegated.leaf.caveats.defer == 1003
