@@ -208,20 +208,20 @@ def _terminal_available() -> bool:
 
 
 def _read_line_without_terminal(stdin: TextIO, label: str) -> str | None:
-    """The next non-empty line of ``stdin`` (not a terminal: nothing is echoed), without
-    its line ending, after showing ``label`` on stderr; ``None`` at the end of input.
+    """The next line of ``stdin`` (not a terminal: nothing is echoed), without its line
+    ending, after showing ``label`` on stderr; ``None`` at the end of input or for an empty
+    line (no one is there to be asked again). At most ``MAX_PASSPHRASE_BYTES`` characters
+    are read: a longer line is refused (``InputError``), never read whole.
 
     This is what getpass does without a terminal, minus its warnings that input may be
     echoed (it cannot be: there is no terminal to echo it)."""
-    while True:
-        click.echo(f"{label}: ", nl=False, err=True)
-        line = stdin.readline()
-        click.echo(err=True)
-        if not line:
-            return None
-        value = line.rstrip("\n").rstrip("\r")
-        if value:
-            return value
+    click.echo(f"{label}: ", nl=False, err=True)
+    line = stdin.readline(MAX_PASSPHRASE_BYTES + 1)
+    click.echo(err=True)
+    value = line.rstrip("\n").rstrip("\r")
+    if len(value) > MAX_PASSPHRASE_BYTES:
+        raise InputError("the passphrase read from standard input is longer than 64 KiB")
+    return value or None
 
 
 def _prompt_passphrase(label: str, *, confirm: bool, env: str) -> str:

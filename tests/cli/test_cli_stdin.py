@@ -107,7 +107,16 @@ def test_a_passphrase_on_stdin_without_a_terminal(granted: Granted, tmp_path: Pa
     mismatch = run("create", "--kdf", "interactive", given="one\ntwo\n")
     assert mismatch.returncode == 2
     assert mismatch.stderr.splitlines()[-1] == ("error: the two passphrases entered do not match")
-    created = run("create", "--kdf", "interactive", "--json", given="\nsecret\nsecret\n")
+    # An empty line is no passphrase (no one is there to ask again: `yes ''` re-prompted
+    # forever), and a line over 64 KiB is refused, never read whole.
+    for given, message in (
+        ("\nsecret\nsecret\n", "error: no passphrase entered"),
+        ("x" * (64 * 1024 + 1), "error: the passphrase read from standard input is longer"),
+    ):
+        refused = run("create", "--kdf", "interactive", given=given)
+        assert refused.returncode == 2
+        assert refused.stderr.splitlines()[-1].startswith(message), refused.stderr
+    created = run("create", "--kdf", "interactive", "--json", given="secret\nsecret\n")
     assert created.returncode == 0, created.stderr
     assert "Warning" not in created.stderr and "secret" not in created.stderr
     vault = json.loads(created.stdout)["vault"]
