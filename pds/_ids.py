@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pds import _crypto
 from pds.errors import FormatError
@@ -27,6 +29,14 @@ def check_collection(collection: str) -> str:
             f"'-', at most {MAX_COLLECTION} characters in all"
         )
     return collection
+
+
+def check_items(value: Any, what: str) -> list[Any]:
+    """A list from an iterable argument of several items. A string (which would iterate
+    as its characters), a mapping, bytes or a non-iterable raise ``FormatError``."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise FormatError(f"{what} must be a list (or another iterable) of items")
+    return list(value)
 
 
 def check_record_id(record_id: str) -> str:

@@ -24,7 +24,7 @@ from pds._context import (
     optional_ms,
     timedelta_to_ms,
 )
-from pds._ids import check_collection, check_record_id, parse_cursor
+from pds._ids import check_collection, check_items, check_record_id, parse_cursor
 from pds._store.base import BatchRow
 from pds.capability import (
     Caveats,
@@ -141,8 +141,10 @@ class Grantee:
         parsed = self._own(token)
         if collection is not None:
             check_collection(collection)
-        for record_id in records or ():
-            check_record_id(record_id)
+        if records is not None:
+            records = check_items(records, "records")
+            for record_id in records:
+                check_record_id(record_id)
         if cursor is not None:
             parse_cursor(cursor)
         purposes = parsed.leaf.caveats.purposes

@@ -27,7 +27,7 @@ from pds._context import (
     optional_ms,
     timedelta_to_ms,
 )
-from pds._ids import check_collection, check_record_id, new_id, parse_cursor
+from pds._ids import check_collection, check_items, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
 from pds.capability import Token
@@ -460,9 +460,9 @@ class Vault:
         ``items`` is an iterable of JSON objects, ``record_ids`` (if given) one id or None
         per item; anything else raises ``FormatError``."""
         check_collection(collection)
-        documents = _sequence(items, "items")
+        documents = check_items(items, "items")
         ids = (
-            _sequence(record_ids, "record_ids")
+            check_items(record_ids, "record_ids")
             if record_ids is not None
             else [None] * len(documents)
         )
@@ -944,10 +944,10 @@ class Vault:
         9999-12-31T23:59:59.999Z (``MAX_TIME_MS``: no later time can be shown as a date).
         """
         keys = self._keys()
-        collections = _sequence(collections, "collections")
-        purpose = purpose if isinstance(purpose, str) else _sequence(purpose, "purpose")
-        abilities = _sequence(abilities, "abilities")
-        fields = None if fields is None else _sequence(fields, "fields")
+        collections = check_items(collections, "collections")
+        purpose = purpose if isinstance(purpose, str) else check_items(purpose, "purpose")
+        abilities = check_items(abilities, "abilities")
+        fields = None if fields is None else check_items(fields, "fields")
         if not isinstance(expires, datetime | timedelta):
             raise FormatError("expires is a datetime or a timedelta")
         if defer is not None and not isinstance(defer, timedelta):
@@ -1572,14 +1572,6 @@ def _link_id(link: capability.Token | str | bytes, vault_id: str) -> bytes:
 def _is_int(value: object) -> bool:
     """An ``int`` that is not a ``bool`` (``True`` is no count)."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _sequence(value: Any, what: str) -> builtins.list[Any]:
-    """A list from an iterable argument of several items. A string (which would iterate
-    as its characters), a mapping, bytes or a non-iterable raise ``FormatError``."""
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise FormatError(f"{what} must be a list (or another iterable) of items")
-    return builtins.list(value)
 
 
 def _check_sizes(*values: int | None) -> None:

@@ -1146,3 +1146,16 @@ def test_a_refused_attempt_is_shown_to_the_person_at_once(
     with pytest.raises(WrongHolder):
         world.store.serve(hidden)
     assert refusals(world.vault) == ["holder"]
+
+
+@pytest.mark.parametrize("records", ["abc", {"abc": 1}, b"abc", 5])
+def test_invoke_refuses_records_that_are_not_a_list_of_ids(
+    world: World, agency: pds.PrincipalKey, records: Any
+) -> None:
+    """A string would iterate as its characters (each a valid one-letter id): a read of
+    them would be served and logged; it is refused before anything is signed or sent."""
+    token = grant(world, agency)
+    size = world.vault.log_size()
+    with pytest.raises(FormatError, match="records must be a list"):
+        world.grantee(agency).invoke(token, records=records)
+    assert world.vault.log_size() == size
