@@ -1,7 +1,8 @@
 """How the owner's secret (passphrase, key file or key provider) unlocks a vault.
 
 The owner's secret never encrypts data directly. It yields a key-encryption key (KEK) that
-wraps the vault master key; changing the passphrase re-wraps only the master key.
+wraps the vault master key; changing the passphrase (a rekey) draws a new master key and
+re-wraps the identity key under it.
 """
 
 from __future__ import annotations

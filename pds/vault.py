@@ -269,11 +269,13 @@ class Vault:
 
         A new vault master key is drawn, wrapped for the new secret, and the identity key
         is re-wrapped under it; records and grants are not touched (the identity key and
-        the vault's ``did`` stay the same). So the old secret opens nothing in the store
-        from then on, even with the old wrapped master key found in a leftover page of the
-        write-ahead log, which pds then asks SQLite to checkpoint away. A copy of the
-        store made before the rekey still opens with the old secret. The vault must be
-        unlocked.
+        the vault's ``did`` stay the same), and the old wraps are overwritten. Then pds
+        asks SQLite to checkpoint the write-ahead log, where the old vault row (old unlock
+        document, master and identity wraps) may still sit: best effort, as after a
+        delete. While another connection is reading the store, SQLite keeps that page
+        until a later checkpoint, and the old secret with it would still open the
+        identity key; so would a copy of the store made before the rekey. The vault must
+        be unlocked.
         """
         keys = self._keys()
         secret = _owner.OwnerSecret(passphrase, key_file, key_provider)
