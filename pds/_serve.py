@@ -516,28 +516,39 @@ class Host:
         )
 
 
-def live_links(ctx: Context, row: VaultRow, keys: OwnerKeys, now: int) -> list[capability.Token]:
-    """The known links (as their tokens) that are valid, unexpired and unrevoked, ancestors
-    included: the ones trusted with key epochs.
+def open_link(link: LinkRow, keys: OwnerKeys, vault_id: str) -> capability.Token | None:
+    """The token a stored link row holds, judged from its own signed bytes: ``None`` unless
+    the copy sealed to the owner opens, names this link and verifies against the owner's
+    identity key (vault, signatures, narrowing). The ``links`` table is the host's: a row
+    it forged (a token it signed itself, sealed to the owner's public key, which anyone
+    can do) or edited (an expiry raised) must be judged by the token, not the row."""
+    try:
+        token = capability.Token.from_bytes(_crypto.unseal(link.sealed_token, keys.x25519_secret))
+        if token.link_id != link.link_id:
+            return None
+        capability.verify_chain(token, vault_id=vault_id, identity=keys.identity.public)
+    except (_crypto.AuthenticationFailed, AccessDenied):
+        return None
+    return token
 
-    Each is judged from its own signed bytes (the copy sealed to the owner), verified as a
-    served read verifies a chain, against the owner's identity key: the ``links`` table is
-    the host's, and a row it forged (a token it signed itself, sealed to the owner's public
-    key) or edited (an expiry raised) gets no epoch secret."""
+
+def over_lifetime(token: capability.Token, max_lifetime: int) -> bool:
+    """Whether the token's root outlives the vault's lifetime policy (a served read refuses
+    it with ``LifetimeExceeded``)."""
+    root = token.root.caveats
+    return root.expires - root.not_before > max_lifetime
+
+
+def live_links(ctx: Context, row: VaultRow, keys: OwnerKeys, now: int) -> list[capability.Token]:
+    """The known links (as their tokens) that verify (``open_link``), are within the
+    lifetime policy, unexpired by their own links' times and unrevoked, ancestors included:
+    the ones trusted with key epochs."""
     backend = ctx.backend
     policy = max_lifetime_ms(row)
     tokens = []
     for link in list(backend.iter_links(row.vault_id)):
-        try:
-            token = capability.Token.from_bytes(
-                _crypto.unseal(link.sealed_token, keys.x25519_secret)
-            )
-            if token.link_id != link.link_id:
-                continue
-            capability.verify_chain(
-                token, vault_id=row.vault_id, identity=keys.identity.public, max_lifetime_ms=policy
-            )
-        except (_crypto.AuthenticationFailed, AccessDenied):
+        token = open_link(link, keys, row.vault_id)
+        if token is None or over_lifetime(token, policy):
             continue  # A link we cannot read back or verify is not trusted with new keys.
         if min(each.caveats.expires for each in token.links) <= now:
             continue

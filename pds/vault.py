@@ -32,7 +32,6 @@ from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRo
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
 from pds.capability import Token
 from pds.errors import (
-    AccessDenied,
     FormatError,
     IntegrityError,
     InvalidProof,
@@ -1144,27 +1143,17 @@ class Vault:
             caveats = None
             verified, over_policy = True, False
             if self._owner is not None:
-                # While unlocked, each link is judged by its own signed bytes: the table is
-                # the host's, and a row it forged or edited shows as "invalid".
-                try:
-                    token = capability.Token.from_bytes(
-                        _crypto.unseal(link.sealed_token, self._owner.x25519_secret)
-                    )
-                    verified = token.link_id == link.link_id
-                    # Authenticity only: a lifetime over a policy tightened since the grant
-                    # is the owner's own doing, shown as its own status below.
-                    capability.verify_chain(
-                        token, vault_id=self.vault_id, identity=self._owner.identity.public
-                    )
-                    root = token.root.caveats
-                    over_policy = root.expires - root.not_before > policy
+                # While unlocked, each link is judged by its own signed bytes; a lifetime
+                # over a policy tightened since is the owner's doing, its own status.
+                token = _serve.open_link(link, self._owner, self.vault_id)
+                verified = token is not None
+                if token is not None:
+                    over_policy = _serve.over_lifetime(token, policy)
                     caveats = token.leaf.caveats
                     not_before = max(each.caveats.not_before for each in token.links)
                     expires = min(each.caveats.expires for each in token.links)
-                except (_crypto.AuthenticationFailed, AccessDenied, FormatError):
-                    verified = False
             if not verified:
-                status, caveats = "invalid", None
+                status = "invalid"
             elif any(link_id in revoked for link_id in chain):
                 status = "revoked"
             elif now >= expires:
