@@ -32,7 +32,7 @@ from pds._store.base import (
     RevocationRow,
     VaultRow,
 )
-from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
+from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin, revoked_digest
 from pds.capability import Token, verify_chain
 from pds.errors import AccessDenied, FormatError, IntegrityError, InvalidProof, VaultExists
 
@@ -245,9 +245,11 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
                 # hand a spent token a fresh budget.
                 out.frame({"t": "link_use", "link": link.link_id, "used": used})
         revocation_order = _Ascending("a revocation")
+        revoked: list[bytes] = []
         for revocation in backend.iter_revocations(row.vault_id):
             revocation_order.check((revocation.revoked_at, revocation.link_id))
             verify_revocation_row(revocation, row)
+            revoked.append(revocation.link_id)
             out.frame(
                 {
                     "t": "revocation",
@@ -263,6 +265,7 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         # cover a log the host rewrote under a signed head.
         note = backend.latest_checkpoint(row.vault_id)
         head = None if note is None else _stored_head(note, row)
+        check_revoked(head, revoked)
         size = backend.log_size(row.vault_id)
         builder = merkle.RootBuilder()
         head_root = builder.root() if head is not None and head.size == 0 else None
@@ -287,6 +290,16 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
             END_SIGNATURE_LABEL, _end_statement(row.vault_id, digest, counts)
         )
         out.frame({"t": "end", "counts": counts, "digest": digest, "signature": signature})
+
+
+def check_revoked(head: Checkpoint | None, revoked: list[bytes]) -> None:
+    """The revocations written or read must be those the checkpoint records (if it records
+    them): a host must not drop one on its way into or out of an export. Raises
+    ``IntegrityError`` (``revocations-changed``)."""
+    if head is not None and head.revoked is not None and revoked_digest(revoked) != head.revoked:
+        raise IntegrityError(
+            "revocations-changed", "the revocations differ from those the checkpoint records"
+        )
 
 
 def _stored_head(note: str, row: VaultRow) -> Checkpoint:
@@ -752,7 +765,12 @@ def import_vault(
                 owner_x25519_public=_crypto.x25519_public(keys.x25519_secret),
                 rng=ctx.rng,
             )
-            head = Checkpoint.sign(keys.identity, vault_id, size, log.root(size), now)
+            revoked = revoked_digest(
+                revocation.link_id for revocation in backend.iter_revocations(vault_id)
+            )
+            head = Checkpoint.sign(
+                keys.identity, vault_id, size, log.root(size), now, revoked=revoked
+            )
             backend.put_checkpoint(vault_id, size, now, head.to_text())
     return vault_id
 
@@ -817,6 +835,7 @@ def _import_tail(
             counts["link_keys"] += 1
         document = reader.next()
     revocation_order = _Ascending("a revocation")
+    revoked: list[bytes] = []
     while document["t"] == "revocation":
         revocation = _check_shape(document, "revocation")
         revocation_order.check((revocation["revoked_at"], revocation["link"]))
@@ -832,6 +851,7 @@ def _import_tail(
                 revocation["signature"],
             )
         )
+        revoked.append(revocation["link"])
         counts["revocations"] += 1
         document = reader.next()
     log = MerkleLog(backend, vault_id)
@@ -854,6 +874,7 @@ def _import_tail(
         # At size 0 the root is SHA-256(""): a size-0 head with another root fails too.
         if log.root(head.size) != head.root:
             raise IntegrityError("checkpoint", "the log does not match its signed checkpoint")
+        check_revoked(head, revoked)
         backend.put_checkpoint(vault_id, head.size, head.time, note)
         counts["checkpoints"] += 1
         document = reader.next()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -325,9 +325,37 @@ def _decimal(text: str) -> int:
     return int(text)
 
 
+def _base64_32(text: str, what: str) -> bytes:
+    """A checkpoint's base64 hash (the root, the revocation digest). Raises ``FormatError``."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise FormatError(f"a checkpoint {what} is not base64") from None
+    if len(raw) != 32:
+        raise FormatError(f"a checkpoint {what} is 32 bytes")
+    return raw
+
+
+REVOKED_LABEL = b"pds/revoked/v1"
+
+
+def revoked_digest(link_ids: Iterable[bytes]) -> tuple[int, bytes]:
+    """The count and digest of a set of revoked link ids that a checkpoint records:
+    SHA-256("pds/revoked/v1" || 0x00 || the distinct 32-byte ids in ascending byte order)
+    (``docs/spec/log.md``)."""
+    ids = sorted(set(link_ids))
+    digest = hashlib.sha256(REVOKED_LABEL + b"\x00")
+    for link_id in ids:
+        if type(link_id) is not bytes or len(link_id) != 32:
+            raise FormatError("a link id is 32 bytes")
+        digest.update(link_id)
+    return len(ids), digest.digest()
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A signed tree head: origin, size, root hash and time, signed by the vault key."""
+    """A signed tree head: origin, size, root hash, time and the revocations recorded so
+    far, signed by the vault key."""
 
     origin: str
     size: int
@@ -336,11 +364,18 @@ class Checkpoint:
     signature: bytes = field(repr=False)
     key_id: bytes = field(default=b"", repr=False)
     """The 4-byte signed-note key id that precedes the signature."""
+    revoked: tuple[int, bytes] | None = None
+    """The ``revoked`` extension: how many links of the vault were revoked and the digest
+    of their ids (``revoked_digest``); ``None`` in a head signed before it existed."""
 
     @property
     def body(self) -> str:
         root = base64.b64encode(self.root).decode()
-        return f"{self.origin}\n{self.size}\n{root}\ntime {self.time}\n"
+        body = f"{self.origin}\n{self.size}\n{root}\ntime {self.time}\n"
+        if self.revoked is not None:
+            count, digest = self.revoked
+            body += f"revoked {count} {base64.b64encode(digest).decode()}\n"
+        return body
 
     def to_text(self) -> str:
         signature = base64.b64encode(self.key_id + self.signature).decode()
@@ -348,13 +383,21 @@ class Checkpoint:
 
     @classmethod
     def sign(
-        cls, signer: _crypto.SigningKey, vault_id: str, size: int, root: bytes, time: int
+        cls,
+        signer: _crypto.SigningKey,
+        vault_id: str,
+        size: int,
+        root: bytes,
+        time: int,
+        *,
+        revoked: tuple[int, bytes] | None,
     ) -> Checkpoint:
-        unsigned = cls(origin(vault_id), size, root, time, b"")
+        """Sign a head; ``revoked`` is its revocation record (``None`` only to make the
+        heads of pds versions before it, for tests)."""
+        name = origin(vault_id)
+        unsigned = cls(name, size, root, time, b"", revoked=revoked)
         signature = signer.sign_raw(unsigned.body.encode())
-        return cls(
-            unsigned.origin, size, root, time, signature, key_id(unsigned.origin, signer.public)
-        )
+        return cls(name, size, root, time, signature, key_id(name, signer.public), revoked)
 
     @classmethod
     def parse(cls, text: str) -> Checkpoint:
@@ -367,19 +410,20 @@ class Checkpoint:
             raise FormatError("not a pds checkpoint (not UTF-8)") from None
         body, separator, signatures = text.partition("\n\n")
         lines = body.split("\n")
-        if not separator or len(lines) != 4 or not signatures.endswith("\n"):
+        if not separator or len(lines) not in (4, 5) or not signatures.endswith("\n"):
             raise FormatError("not a pds checkpoint")
-        name, size_text, root_text, time_line = lines
+        name, size_text, root_text, time_line = lines[:4]
         if not name.startswith("pds/vault/") or not time_line.startswith("time "):
             raise FormatError("not a pds checkpoint")
         size = _decimal(size_text)
         time = _decimal(time_line[5:])
-        try:
-            root = base64.b64decode(root_text, validate=True)
-        except (binascii.Error, ValueError):
-            raise FormatError("a checkpoint root is not base64") from None
-        if len(root) != 32:
-            raise FormatError("a checkpoint root is 32 bytes")
+        root = _base64_32(root_text, "root")
+        revoked = None
+        if len(lines) == 5:
+            parts = lines[4].split(" ")
+            if len(parts) != 3 or parts[0] != "revoked":
+                raise FormatError("not a pds checkpoint")
+            revoked = (_decimal(parts[1]), _base64_32(parts[2], "revocation digest"))
         for line in signatures[:-1].split("\n"):
             if not line.startswith(_SIGNATURE_PREFIX + name + " "):
                 continue
@@ -389,7 +433,7 @@ class Checkpoint:
                 raise FormatError("a checkpoint signature is not base64") from None
             if len(raw) != 4 + 64:
                 raise FormatError("a checkpoint signature is 68 bytes")
-            head = cls(name, size, root, time, raw[4:], raw[:4])
+            head = cls(name, size, root, time, raw[4:], raw[:4], revoked)
             # Verification signs the body rebuilt from the parsed values, so the text
             # received must be exactly that body: no leading zeros, non-ASCII digits or
             # non-canonical base64 may slip through unsigned.

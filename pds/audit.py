@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pds import _codec, _crypto, _export, capability, merkle
-from pds.accesslog import Checkpoint, LogEntry, open_disclosed, origin, verifier_key
+from pds.accesslog import Checkpoint, LogEntry, open_disclosed, origin, revoked_digest, verifier_key
 from pds.errors import AccessDenied, FormatError, IntegrityError, InvalidProof
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Violation:
     ``unknown-token``, ``token-invalid``,
     ``expired``, ``not-yet-valid``, ``revoked``, ``out-of-scope``, ``wrong-purpose``,
     ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``,
-    ``revocation-missing``."""
+    ``revocation-missing``, ``revocation-record``."""
     message: str
 
 
@@ -133,7 +133,9 @@ def _write_private(path: Path, data: str | bytes) -> None:
 
 def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
     with vault._ctx.backend.transaction():
-        vault.latest_checkpoint()  # a forked log: refused before anything is logged
+        # A forked log, or revocations its latest head does not record: refused before
+        # anything is logged.
+        vault._check_revocations()
         vault._log("export", {"audit": True})
     head = vault.checkpoint()
     identity = vault._row.identity_public
@@ -340,6 +342,14 @@ def verify_audit(
         except AccessDenied as denied:
             bad_tokens[token.link_id] = denied.reason
     revoked = _revocations(_read_bytes(root_dir / "revocations.bin"), vault_id, identity)
+    if head.revoked is not None and revoked_digest(revoked) != head.revoked:
+        report.violations.append(
+            Violation(
+                None,
+                "revocation-record",
+                "the revocation list is not the set the checkpoint records",
+            )
+        )
 
     # The signed log also records every revocation (its header names the link): a
     # revocation the list omits still counts, from the time the log shows.

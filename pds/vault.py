@@ -29,7 +29,7 @@ from pds._context import (
 )
 from pds._ids import check_collection, check_items, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
-from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin
+from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin, revoked_digest
 from pds.capability import Token
 from pds.errors import (
     FormatError,
@@ -341,7 +341,8 @@ class Vault:
         self._ctx.backend.insert_epoch(row)
         keys.epoch_secrets[(collection, epoch)] = secret
         self._verified_epochs[(collection, epoch, public)] = seal_fields
-        _serve.share_epoch(self._ctx, self._row, keys, collection, epoch, secret, now)
+        if self._revocations_trusted():
+            _serve.share_epoch(self._ctx, self._row, keys, collection, epoch, secret, now)
         return row
 
     def _check_epoch(self, row: EpochRow) -> None:
@@ -386,7 +387,10 @@ class Vault:
         """Start a new key epoch for one collection (or all) and return the new epochs.
 
         New writes use the new epoch's public key; older records stay readable with the
-        older epochs' secrets and are not re-encrypted. The vault must be unlocked.
+        older epochs' secrets and are not re-encrypted. The new epochs are shared with the
+        live links, unless the stored revocations are not the set the latest signed head
+        records (a host dropped one, ``docs/spec/log.md``): then with no one, and
+        ``share_keys`` says why. The vault must be unlocked.
         """
         self._keys()
         targets = [check_collection(collection)] if collection is not None else None
@@ -401,7 +405,8 @@ class Vault:
                 self._new_epoch(name, epoch, now, seal_fields=sealed)
                 result[name] = epoch
             self._log("rotate", {"epochs": result})
-            self._share_keys(now)
+            if self._revocations_trusted():
+                self._share_keys(now)
         return result
 
     def share_keys(self) -> int:
@@ -411,7 +416,9 @@ class Vault:
         Epochs created while a link is known are shared at once. A delegation the host
         first saw after an epoch was created (or made by a holder that lacked a newer epoch)
         waits for this: its holder's reads list those records as ``pending`` until then.
-        Rotation runs it too. The vault must be unlocked.
+        Rotation runs it too. The vault must be unlocked. Raises ``IntegrityError``
+        (``revocations-changed``) if the stored revocations are not the set the latest
+        signed head records, and ``InvalidProof`` if the log does not extend that head.
         """
         self._keys()
         with self._ctx.backend.transaction():
@@ -420,6 +427,7 @@ class Vault:
 
     def _share_keys(self, now: int) -> int:
         keys = self._keys()
+        self._check_revocations()
         backend = self._ctx.backend
         epochs = [(e.collection, e.epoch) for e in backend.iter_epochs(self.vault_id)]
         shared = 0
@@ -1236,7 +1244,13 @@ class Vault:
         and the exports refuse such a log with ``InvalidProof`` (``log-fork``).
         """
         log = MerkleLog(self._ctx.backend, self.vault_id)
-        signing = self._owner is not None and self._extends_latest_checkpoint()
+        signing, latest = False, None
+        if self._owner is not None:
+            try:
+                latest = self.latest_checkpoint()
+                signing = True
+            except (InvalidProof, FormatError):
+                pass
         now = self._ctx.now_ms()
         index = log.append(
             time=now,
@@ -1249,12 +1263,88 @@ class Vault:
         )
         if _faults.SEAM.armed:
             _faults.point(f"{kind}: log entry written, head not signed")
-        if signing and self._owner is not None:
+        revoked = None
+        if signing:
+            if kind == "revoke" and link_id is not None:
+                revoked = self._revocation_head(latest, link_id)
+            else:
+                revoked = self._head_revocations(latest)
+        if revoked is not None and self._owner is not None:
             size = index + 1
             self._store_head(
-                Checkpoint.sign(self._owner.identity, self.vault_id, size, log.root(size), now)
+                Checkpoint.sign(
+                    self._owner.identity,
+                    self.vault_id,
+                    size,
+                    log.root(size),
+                    now,
+                    revoked=revoked,
+                )
             )
         return index
+
+    def _stored_revocations(self) -> builtins.list[bytes]:
+        return [row.link_id for row in self._ctx.backend.iter_revocations(self.vault_id)]
+
+    def _head_revocations(self, latest: Checkpoint | None) -> tuple[int, bytes]:
+        """The revocations a new head records (``revoked_digest``): the latest head's,
+        carried forward (a stored revocation the host dropped since is caught where the
+        record is checked, ``_check_revocations``, never signed away); counted from the
+        store after a head signed before heads recorded revocations, or none."""
+        if latest is None or latest.revoked is None:
+            return revoked_digest(self._stored_revocations())
+        return latest.revoked
+
+    def _revocation_head(
+        self, latest: Checkpoint | None, link_id: bytes
+    ) -> tuple[int, bytes] | None:
+        """The record of a head signed for the revocation of ``link_id``: the stored set,
+        if it is the recorded one plus this link (or the recorded one, when a revocation
+        the host dropped is made again); otherwise ``None``, and no head is signed."""
+        if latest is None or latest.revoked is None:
+            return self._head_revocations(latest)
+        stored = set(self._stored_revocations())
+        current = revoked_digest(stored)
+        if latest.revoked in (current, revoked_digest(stored - {link_id})):
+            return current
+        return None
+
+    def _revocations_trusted(self) -> bool:
+        """Whether ``_check_revocations`` passes. Where sharing is automatic (a new
+        epoch, a rotation) an untrusted record shares nothing, so that a rotation after a
+        revocation is never blocked: the links get their keys from ``share_keys``, which
+        raises, once the store is mended."""
+        try:
+            self._check_revocations()
+        except (IntegrityError, FormatError):
+            return False
+        return True
+
+    def _check_revocations(self) -> None:
+        """Before the stored revocations are trusted (key epochs shared to every link they
+        do not name, an export or audit package signed over them): they must be the ones
+        the latest checkpoint records. A host that drops a revocation (to have the revoked
+        link sent the next epochs) is refused here; one that also drops the checkpoints
+        signed since is caught by a pinned head (``verify_log``).
+
+        Raises ``InvalidProof`` (a forked log, a bad checkpoint) or ``IntegrityError``
+        (``revocations-changed``).
+        """
+        head = self.latest_checkpoint()
+        if head is None:
+            if next(iter(self._ctx.backend.iter_links(self.vault_id)), None) is not None:
+                # Every grant signs a head: links without one means heads were deleted.
+                raise IntegrityError(
+                    "revocations-changed", "the vault has grants but no signed checkpoint"
+                )
+            return
+        if head.revoked is None:
+            return  # signed before heads recorded revocations: the next head records them
+        if revoked_digest(self._stored_revocations()) != head.revoked:
+            raise IntegrityError(
+                "revocations-changed",
+                "the stored revocations differ from those the latest checkpoint records",
+            )
 
     def _store_head(self, head: Checkpoint) -> None:
         """Store a head this object signed (and remember it as verified)."""
@@ -1353,21 +1443,20 @@ class Vault:
         keys = self._keys()
         with self._ctx.backend.transaction():
             self._refresh()
-            self.latest_checkpoint()
+            latest = self.latest_checkpoint()
             log = MerkleLog(self._ctx.backend, self.vault_id)
             size = log.size()
             now = self._ctx.now_ms()
-            head = Checkpoint.sign(keys.identity, self.vault_id, size, log.root(size), now)
+            head = Checkpoint.sign(
+                keys.identity,
+                self.vault_id,
+                size,
+                log.root(size),
+                now,
+                revoked=self._head_revocations(latest),
+            )
             self._store_head(head)
         return head
-
-    def _extends_latest_checkpoint(self) -> bool:
-        """Whether the stored log extends the latest signed checkpoint (or has none)."""
-        try:
-            self.latest_checkpoint()
-        except (InvalidProof, FormatError):
-            return False
-        return True
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint the owner signed, without any secret.
@@ -1496,7 +1585,9 @@ class Vault:
         _export.check_destination(destination)
         with self._ctx.backend.transaction():
             self._refresh()
-            self.latest_checkpoint()  # a forked log: refused before anything is logged
+            # A forked log, or revocations its latest head does not record: refused
+            # before anything is logged.
+            self._check_revocations()
             self._log("export", {})
         _export.export_vault(self, destination, progress=progress)
 

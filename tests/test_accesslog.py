@@ -688,7 +688,10 @@ def test_checkpoint_is_a_c2sp_signed_note(world: World) -> None:
     assert lines[1] == str(world.vault.log_size()) == "2"
     assert base64.b64decode(lines[2], validate=True) == world.vault.log_root()
     assert lines[3] == f"time {world.clock.ms}"  # an extension line
-    assert len(lines) == 4
+    # The second extension: no revocation yet, the digest of the empty set.
+    empty = hashlib.sha256(b"pds/revoked/v1\x00").digest()
+    assert lines[4] == f"revoked 0 {base64.b64encode(empty).decode()}"
+    assert len(lines) == 5
     assert signatures.endswith("\n")
     (signature_line,) = signatures[:-1].split("\n")
     prefix = f"\u2014 {origin} "
@@ -1217,7 +1220,12 @@ def test_a_head_of_another_vault_or_key_is_refused(
     with pytest.raises(errors.InvalidProof):
         other.verify_log(head)
     impostor = Checkpoint.sign(
-        other._keys().identity, world.vault_id, head.size, head.root, head.time
+        other._keys().identity,
+        world.vault_id,
+        head.size,
+        head.root,
+        head.time,
+        revoked=head.revoked,
     )
     with pytest.raises(errors.InvalidProof):
         world.vault.verify_log(impostor)

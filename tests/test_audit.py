@@ -401,6 +401,12 @@ def test_an_access_after_a_revocation_the_host_deleted_is_flagged(world: World) 
     conn = sqlite3.connect(world.path)
     with conn:
         conn.execute("DELETE FROM revocations")
+    # The owner refuses to sign a package over revocations its latest head does not record.
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.export()
+    assert refused.value.reason == "revocations-changed"
+    with conn:  # so the host drops the heads signed since the revocation too
+        conn.execute("DELETE FROM log_checkpoints WHERE size > 2")
     conn.close()
     world.read(world.token)  # the host now serves the revoked token
     kinds = [e.kind for e in world.vault.access_log()]
@@ -505,9 +511,16 @@ def _rewrite_from(world: World, keep: int) -> None:
 
     It deletes the signed heads beyond ``keep`` too: the owner's key refuses to sign over a
     log that does not extend the latest stored head, so only a host that hides the heads
-    gets a package signed, and only a head pinned outside the store catches it."""
+    gets a package signed, and only a head pinned outside the store catches it. The
+    revocations made in the dropped history go too: the heads record them, and a package is
+    refused over stored revocations that differ from its latest head's."""
+    revoked_at = world.vault.access_log()[keep].time
     conn = sqlite3.connect(world.path)
     with conn:
+        conn.execute(
+            "DELETE FROM revocations WHERE vault_id = ? AND revoked_at >= ?",
+            (world.vault_id, int(revoked_at.timestamp() * 1000)),
+        )
         conn.execute(
             "DELETE FROM log_checkpoints WHERE vault_id = ? AND size > ?", (world.vault_id, keep)
         )
@@ -566,6 +579,7 @@ def test_a_trusted_head_that_does_not_verify_is_refused(world: World, case: str)
             head.size,
             head.root,
             head.time,
+            revoked=head.revoked,
         ).to_text()
     elif case == "another vault":
         other = world.store.open_vault(world.store.create_vault(key_file=world.key_file))
@@ -587,11 +601,21 @@ def test_a_checkpoint_not_signed_by_the_vault_is_refused(world: World, case: str
     head = Checkpoint.parse((package / "checkpoint.txt").read_text())
     impostor = _crypto.SigningKey.generate(_crypto.system_rng)
     if case == "signed by another key":
-        text = Checkpoint.sign(impostor, world.vault_id, head.size, head.root, head.time).to_text()
+        text = Checkpoint.sign(
+            impostor, world.vault_id, head.size, head.root, head.time, revoked=head.revoked
+        ).to_text()
     elif case == "key id forged":
-        signed = Checkpoint.sign(impostor, world.vault_id, head.size, head.root, head.time)
+        signed = Checkpoint.sign(
+            impostor, world.vault_id, head.size, head.root, head.time, revoked=head.revoked
+        )
         text = Checkpoint(
-            head.origin, head.size, head.root, head.time, signed.signature, head.key_id
+            head.origin,
+            head.size,
+            head.root,
+            head.time,
+            signed.signature,
+            head.key_id,
+            head.revoked,
         ).to_text()
     else:
         text = head.to_text().replace(f"time {head.time}", f"time {head.time + 1}", 1)

@@ -29,7 +29,7 @@ import pytest
 
 import pds
 from pds import _codec, _export, audit, errors
-from pds.accesslog import Checkpoint
+from pds.accesslog import Checkpoint, revoked_digest
 from pds.keys import SymmetricKey
 
 MAGIC = b"pds-export/v1\n"
@@ -852,7 +852,9 @@ def _empty_checkpoint(documents: list[dict[str, Any]], granted: Granted) -> list
     with pds.open_store(granted.db) as store:
         vault = store.open_vault(granted.vault_id)
         vault.unlock(key_file=granted.key_file)
-        note = Checkpoint.sign(vault._keys().identity, granted.vault_id, 0, b"\x42" * 32, 1)
+        note = Checkpoint.sign(
+            vault._keys().identity, granted.vault_id, 0, b"\x42" * 32, 1, revoked=revoked_digest([])
+        )
     return [
         {"t": "checkpoint", "note": note.to_text()} if d["t"] == "checkpoint" else d
         for d in documents

@@ -764,9 +764,15 @@ def verify_note(text: str, public: bytes) -> tuple[str, int, bytes, int]:
         bad()
     body, separator, signatures = text.partition("\n\n")
     lines = body.split("\n")
-    if not separator or len(lines) != 4 or not signatures.endswith("\n"):
+    if not separator or len(lines) not in (4, 5) or not signatures.endswith("\n"):
         bad()
-    origin, size_text, root_text, time_line = lines
+    origin, size_text, root_text, time_line = lines[:4]
+    if len(lines) == 5:  # revoked <count> <digest>: absent from heads signed before it
+        parts = lines[4].split(" ")
+        if len(parts) != 3 or parts[0] != "revoked" or not DECIMAL.fullmatch(parts[1]):
+            bad()
+        if len(canonical_b64(parts[2])) != 32:
+            bad()
     if not origin.startswith("pds/vault/") or not DECIMAL.fullmatch(size_text):
         bad()
     if not time_line.startswith("time ") or not DECIMAL.fullmatch(time_line[5:]):
@@ -926,9 +932,22 @@ def test_checkpoint_independently() -> None:
         + "\n"
     )
     root = bytes.fromhex(checkpoint["root"])
+    # The revocation record: the distinct revoked link ids, ascending, after the label.
+    revoked = checkpoint["revoked"]
+    links = sorted(
+        {
+            bytes.fromhex(e["header"]["link"])
+            for e in LOG["entries"]
+            if e["header"]["kind"] == "revoke"
+        }
+    )
+    assert [link.hex() for link in links] == revoked["links"] and len(links) == revoked["count"]
+    digest = hashlib.sha256(b"pds/revoked/v1\x00" + b"".join(links)).digest()
+    assert digest.hex() == revoked["digest"]
     assert checkpoint["body"] == (
         f"{checkpoint['origin']}\n{checkpoint['size']}\n{base64.b64encode(root).decode()}\n"
         f"time {checkpoint['time']}\n"
+        f"revoked {revoked['count']} {base64.b64encode(digest).decode()}\n"
     )
     # Plain Ed25519 over the body: no label (the one pds signature without one).
     assert signature_ok(public, checkpoint["body"].encode(), bytes.fromhex(checkpoint["signature"]))

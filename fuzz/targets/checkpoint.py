@@ -34,7 +34,9 @@ def TestOneInput(data: bytes) -> None:
     with contextlib.suppress(PDSError):
         w.vault.verify_log(text)
     vault_id = head.origin[len(_ORIGIN_PREFIX) :]
-    resigned = Checkpoint.sign(w.identity, vault_id, head.size, head.root, head.time)
+    resigned = Checkpoint.sign(
+        w.identity, vault_id, head.size, head.root, head.time, revoked=head.revoked
+    )
     assert Checkpoint.parse(resigned.to_text()) == resigned
     genuine = w.vault.latest_checkpoint()
     assert genuine is not None

@@ -122,7 +122,9 @@ def _repair_frame(
         head = Checkpoint.parse(frame["note"])
         if head.size <= len(log):
             root = merkle.root([merkle.leaf_hash(entry) for entry in log[: head.size]])
-            head = Checkpoint.sign(signer, vault_id, head.size, root, head.time)
+            head = Checkpoint.sign(
+                signer, vault_id, head.size, root, head.time, revoked=head.revoked
+            )
         frame["note"] = head.to_text()
 
 

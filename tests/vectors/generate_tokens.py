@@ -50,7 +50,7 @@ import msgpack
 
 import pds
 from pds import _codec, _crypto, _serve, accesslog, capability, invocation, merkle
-from pds.accesslog import Checkpoint, LogEntry
+from pds.accesslog import Checkpoint, LogEntry, revoked_digest
 from pds.capability import Caveats, Link, SealedKey, Token
 from pds.errors import AccessDenied, PDSError
 
@@ -1397,6 +1397,12 @@ def log_vectors(directory: Path) -> Json:
         build.close()
 
 
+LINES_RULE = (
+    "the body is origin, size, root, a 'time <ms>' line and a 'revoked <count> <digest>' "
+    "line, which a head signed before it may lack"
+)
+
+
 def _log_vectors(build: LogBuild) -> Json:
     vault = build.vault
     backend = vault._ctx.backend
@@ -1460,6 +1466,11 @@ def _log_vectors(build: LogBuild) -> Json:
         return f"{body}\n\u2014 {signer_name} {line.decode()}\n"
 
     body = head.body
+    origin_line, size_line, root_line, time_line, revoked_line = body.rstrip("\n").split("\n")
+    assert head.revoked is not None
+    revoked_count, revoked_hash = head.revoked
+    revoked_b64 = base64.b64encode(revoked_hash).decode()
+    assert revoked_line == f"revoked {revoked_count} {revoked_b64}"
     root_b64 = base64.b64encode(head.root).decode()
     cosigned = body + "\n" + sign_body(body, mallory, "witness.example/w1").split("\n\n")[1]
     cosigned += note.split("\n\n")[1]
@@ -1468,6 +1479,10 @@ def _log_vectors(build: LogBuild) -> Json:
         {
             "name": "with a cosignature line by another name before the vault's",
             "note": cosigned,
+        },
+        {
+            "name": "signed before heads recorded revocations (no 'revoked' line)",
+            "note": sign_body(body.replace(revoked_line + "\n", "")),
         },
     ]
     for item in valid_checkpoints:
@@ -1479,7 +1494,6 @@ def _log_vectors(build: LogBuild) -> Json:
     sig_b64 = signature_line.rsplit(" ", 1)[1].strip()
     sig_raw = base64.b64decode(sig_b64)
     flipped = sig_raw[:10] + bytes([sig_raw[10] ^ 1]) + sig_raw[11:]
-    origin_line, size_line, root_line, time_line = body.rstrip("\n").split("\n")
     bad_root = base64.b64encode(bytes(32)).decode()
     # A root whose final base64 character has non-zero unused bits decodes to the same bytes.
     b64_alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -1503,14 +1517,50 @@ def _log_vectors(build: LogBuild) -> Json:
         },
         {
             "name": "no time line",
-            "rule": "the body is origin, size, root and one 'time <ms>' extension line",
-            "note": sign_body(f"{origin_line}\n{size_line}\n{root_line}\n"),
+            "rule": LINES_RULE,
+            "note": sign_body(f"{origin_line}\n{size_line}\n{root_line}\n{revoked_line}\n"),
             "expect": fmt,
         },
         {
-            "name": "a second extension line",
-            "rule": "the body is origin, size, root and one 'time <ms>' extension line",
+            "name": "a third extension line",
+            "rule": LINES_RULE,
             "note": sign_body(body + "witness 1\n"),
+            "expect": fmt,
+        },
+        {
+            "name": "the revoked line before the time line",
+            "rule": LINES_RULE,
+            "note": sign_body(
+                f"{origin_line}\n{size_line}\n{root_line}\n{revoked_line}\n{time_line}\n"
+            ),
+            "expect": fmt,
+        },
+        {
+            "name": "revoked line with another keyword",
+            "rule": "the revoked line is 'revoked', a space, the count, a space and the digest",
+            "note": sign_body(body.replace("\nrevoked ", "\nrevocations ", 1)),
+            "expect": fmt,
+        },
+        {
+            "name": "revoked line without its digest",
+            "rule": "the revoked line is 'revoked', a space, the count, a space and the digest",
+            "note": sign_body(body.replace(revoked_line, f"revoked {revoked_count}", 1)),
+            "expect": fmt,
+        },
+        {
+            "name": "revoked count with a leading zero",
+            "rule": "the count is decimal ASCII without leading zeros",
+            "note": sign_body(
+                body.replace(revoked_line, f"revoked 0{revoked_count} {revoked_b64}", 1)
+            ),
+            "expect": fmt,
+        },
+        {
+            "name": "revoked digest of 31 bytes",
+            "rule": "the digest is standard padded base64 of 32 bytes",
+            "note": sign_body(
+                body.replace(revoked_b64, base64.b64encode(revoked_hash[:31]).decode(), 1)
+            ),
             "expect": fmt,
         },
         {
@@ -1713,6 +1763,13 @@ def _log_vectors(build: LogBuild) -> Json:
             "time": head.time,
             "key_id": head.key_id.hex(),
             "signature": head.signature.hex(),
+            "revoked": {
+                "count": revoked_count,
+                "digest": revoked_hash.hex(),
+                "links": sorted(
+                    e.link_id.hex() for e in entries if e.kind == "revoke" and e.link_id
+                ),
+            },
         },
         "valid_checkpoints": valid_checkpoints,
         "invalid_checkpoints": invalid_checkpoints,
@@ -2029,7 +2086,18 @@ def _pinned_cases(
     identity = build.identity
     pinned_size = 8
     pin_time = entries[pinned_size - 1].time
-    pinned = Checkpoint.sign(identity, build.vault_id, pinned_size, roots[pinned_size], pin_time)
+
+    def revoked(size: int) -> tuple[int, bytes]:
+        return revoked_digest(e.link_id for e in entries[:size] if e.link_id and e.kind == "revoke")
+
+    pinned = Checkpoint.sign(
+        identity,
+        build.vault_id,
+        pinned_size,
+        roots[pinned_size],
+        pin_time,
+        revoked=revoked(pinned_size),
+    )
     latest = build.checkpoint
     # A fork: a copy of the store in which entry 6 was rewritten (its time moved by 1 ms)
     # and the log then grew to the same size, its head signed by the owner on that copy.
@@ -2037,10 +2105,17 @@ def _pinned_cases(
     forged["time"] += 1
     fork_leaves = [*leaves[:6], merkle.leaf_hash(_codec.encode(forged)), *leaves[7:]]
     fork_root = merkle.root(fork_leaves)
-    fork_head = Checkpoint.sign(identity, build.vault_id, n, fork_root, latest.time)
+    fork_head = Checkpoint.sign(
+        identity, build.vault_id, n, fork_root, latest.time, revoked=revoked(n)
+    )
     rollback_size = 6
     rollback_head = Checkpoint.sign(
-        identity, build.vault_id, rollback_size, roots[rollback_size], entries[5].time
+        identity,
+        build.vault_id,
+        rollback_size,
+        roots[rollback_size],
+        entries[5].time,
+        revoked=revoked(rollback_size),
     )
     cases: list[Json] = [
         {

@@ -1,0 +1,289 @@
+"""The owner's heads record the vault's revocations (docs/spec/log.md, "The revocation record").
+
+The `revocations` table is the host's. A host that drops a row would have the owner's next
+rotation seal new key epochs to the revoked link; pds compares the stored revocations with
+the set the latest signed head records before it shares a key epoch, exports or writes an
+audit package. These tests drop, add and restore rows the way a host could, with plain
+SQL on the store file, and watch what reaches the revoked grantee.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import io
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pds
+from pds import audit, errors
+from pds.accesslog import Checkpoint
+from pds.keys import SymmetricKey
+from pds.vault import Vault
+
+T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self) -> None:
+        self.now += 60
+
+
+@dataclass
+class World:
+    path: Path
+    key_file: Path
+    clock: Clock
+    store: pds.Store
+    vault: pds.Vault
+    revoked: pds.Grantee
+    revoked_token: pds.Token
+    live: pds.Grantee
+    live_token: pds.Token
+
+    def grant(self, grantee: pds.Grantee) -> pds.Token:
+        self.clock.tick()
+        return self.vault.grant(
+            grantee.did,
+            collections=["tax/*"],
+            purpose="benefit check",
+            expires=dt.timedelta(days=30),
+        )
+
+    def sql(self, statement: str, *params: Any) -> int:
+        conn = sqlite3.connect(self.path)
+        try:
+            with conn:
+                return conn.execute(statement, params).rowcount
+        finally:
+            conn.close()
+
+    def drop_revocations(self) -> None:
+        assert self.sql("DELETE FROM revocations WHERE vault_id = ?", self.vault.vault_id) == 1
+
+    def epochs_held(self, token: pds.Token, collection: str) -> set[int]:
+        """The epochs of ``collection`` sealed to the token's holder in the store."""
+        conn = sqlite3.connect(self.path)
+        try:
+            rows = conn.execute(
+                "SELECT epoch FROM link_keys WHERE link_id = ? AND collection = ?",
+                (token.link_id, collection),
+            ).fetchall()
+        finally:
+            conn.close()
+        return {row[0] for row in rows}
+
+    def head(self) -> Checkpoint:
+        head = self.vault.latest_checkpoint()
+        assert head is not None
+        return head
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    clock = Clock()
+    path = tmp_path / "store.db"
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    store = pds.open_store(path, clock=clock)
+    vault = store.open_vault(store.create_vault(key_file=key_file))
+    vault.unlock(key_file=key_file)
+    vault.put("tax/2024", {"income": 41000}, record_id="return-2024")
+    revoked = pds.Grantee(pds.PrincipalKey.generate(), clock=clock)
+    live = pds.Grantee(pds.PrincipalKey.generate(), clock=clock)
+    opened = World(path, key_file, clock, store, vault, revoked, None, live, None)  # type: ignore[arg-type]
+    opened.revoked_token = opened.grant(revoked)
+    opened.live_token = opened.grant(live)
+    clock.tick()
+    vault.revoke(opened.revoked_token, reason="consent withdrawn")
+    yield opened
+    store.close()
+
+
+def expected_record(*link_ids: bytes) -> tuple[int, bytes]:
+    """The record computed from its definition, without pds."""
+    ids = sorted(set(link_ids))
+    return len(ids), hashlib.sha256(b"pds/revoked/v1\x00" + b"".join(ids)).digest()
+
+
+# -- what the heads record ----------------------------------------------------------------
+
+
+def test_every_head_records_the_revocations_so_far(world: World) -> None:
+    revoked = world.revoked_token.link_id
+    after_revoke = world.head()
+    assert after_revoke.size == world.vault.log_size()  # the revocation signed a head
+    assert after_revoke.revoked == expected_record(revoked)
+    line = f"revoked 1 {base64.b64encode(expected_record(revoked)[1]).decode()}\n"
+    assert line in after_revoke.to_text()
+    world.vault.get("return-2024")  # an owner read carries the record forward
+    assert world.head().size == after_revoke.size + 1
+    assert world.head().revoked == expected_record(revoked)
+    other = world.grant(pds.Grantee(pds.PrincipalKey.generate()))
+    world.vault.revoke(other)
+    assert world.head().revoked == expected_record(revoked, other.link_id)
+    assert world.vault.checkpoint().revoked == expected_record(revoked, other.link_id)
+
+
+# -- a dropped revocation ------------------------------------------------------------------
+
+
+def test_rotation_shares_new_epochs_with_live_links_only(world: World) -> None:
+    """The baseline the attack below is measured against."""
+    epochs = world.vault.rotate("tax/2024")
+    assert epochs == {"tax/2024": 2}
+    assert 2 in world.epochs_held(world.live_token, "tax/2024")
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+
+
+def test_after_a_dropped_revocation_no_new_epoch_reaches_the_revoked_link(world: World) -> None:
+    world.drop_revocations()
+    # The host serves the revoked token again (it decides what it serves)...
+    world.clock.tick()
+    world.revoked.read(world.store, world.revoked_token, collection="tax/2024")
+    # ...but the owner's rotation and new collections share nothing: not to the revoked
+    # link, and, since the record cannot be trusted, not to the live one either.
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 2}
+    world.vault.put("tax/2025", {"income": 43000}, record_id="return-2025")
+    world.vault.put("tax/2024", {"income": 41500}, record_id="return-2024")
+    for token in (world.revoked_token, world.live_token):
+        assert 2 not in world.epochs_held(token, "tax/2024")
+        assert world.epochs_held(token, "tax/2025") == set()
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.share_keys()
+    assert refused.value.reason == "revocations-changed"
+    # What the revoked grantee gets from the colluding host: nothing it can open.
+    world.clock.tick()
+    read = world.revoked.read(world.store, world.revoked_token, collection="tax/2025")
+    assert read.records == []
+    assert [(p[0], p[1]) for p in read.pending] == [("return-2025", "tax/2025")]
+    world.clock.tick()
+    read = world.revoked.read(world.store, world.revoked_token, records=["return-2024"])
+    assert read.records == []
+    assert [p[0] for p in read.pending] == ["return-2024"]
+
+
+def test_a_revocation_made_again_mends_the_record(world: World) -> None:
+    world.drop_revocations()
+    world.vault.rotate("tax/2024")
+    world.clock.tick()
+    world.vault.revoke(world.revoked_token, reason="again")
+    assert world.head().size == world.vault.log_size()
+    assert world.head().revoked == expected_record(world.revoked_token.link_id)
+    assert world.vault.share_keys() == 1  # the live link's missed epoch, and only that
+    assert 2 in world.epochs_held(world.live_token, "tax/2024")
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+
+
+def test_a_revocation_over_a_changed_record_signs_no_head(world: World) -> None:
+    world.drop_revocations()
+    before = world.head()
+    holder = pds.Grantee(pds.PrincipalKey.generate(), clock=world.clock)
+    other = world.grant(holder)
+    world.vault.revoke(other)  # the revocation is made and logged...
+    world.clock.tick()
+    with pytest.raises(errors.Revoked):
+        holder.read(world.store, other)
+    assert world.head().size < world.vault.log_size()  # ...but no head launders the drop
+    assert world.head().revoked == before.revoked
+    with pytest.raises(errors.IntegrityError):
+        world.vault.share_keys()
+
+
+def test_a_revocation_row_the_host_adds_is_refused_too(world: World) -> None:
+    row = world.sql(
+        "INSERT INTO revocations (vault_id, link_id, revoked_at, statement, signature) "
+        "SELECT vault_id, ?, revoked_at, statement, signature FROM revocations",
+        world.live_token.link_id,
+    )
+    assert row == 1
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.share_keys()
+    assert refused.value.reason == "revocations-changed"
+
+
+def test_grants_without_any_checkpoint_are_not_trusted(world: World) -> None:
+    world.sql("DELETE FROM log_checkpoints")
+    world.sql("DELETE FROM revocations")
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.share_keys()
+    assert refused.value.reason == "revocations-changed"
+
+
+def test_a_head_from_before_the_record_is_trusted_then_extended(world: World) -> None:
+    """A head signed by an earlier pds (no `revoked` line) trusts the store once; the next
+    head records what it holds."""
+    head = world.head()
+    legacy = Checkpoint.sign(
+        world.vault._keys().identity,
+        world.vault.vault_id,
+        head.size,
+        head.root,
+        head.time,
+        revoked=None,
+    )
+    world.sql(
+        "UPDATE log_checkpoints SET note = ? WHERE vault_id = ? AND size = ?",
+        legacy.to_text(),
+        world.vault.vault_id,
+        head.size,
+    )
+    assert world.head().revoked is None
+    assert world.vault.share_keys() == 0
+    world.vault.get("return-2024")
+    assert world.head().revoked == expected_record(world.revoked_token.link_id)
+
+
+# -- exports and audit packages ------------------------------------------------------------
+
+
+def test_an_export_over_a_dropped_revocation_is_refused(world: World) -> None:
+    world.drop_revocations()
+    size = world.vault.log_size()
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.export(io.BytesIO())
+    assert refused.value.reason == "revocations-changed"
+    assert world.vault.log_size() == size  # refused before anything was logged
+    with pytest.raises(errors.IntegrityError):
+        audit.export_audit(world.vault, world.path.parent / "audit")
+
+
+def test_an_import_whose_revocations_differ_from_its_checkpoint_is_refused(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.drop_revocations()
+    # An exporter that skipped its checks (the owner signs whatever it is given).
+    with monkeypatch.context() as patched:
+        patched.setattr(Vault, "_check_revocations", lambda self: None)
+        patched.setattr(pds._export, "check_revoked", lambda head, revoked: None)
+        exported = io.BytesIO()
+        world.vault.export(exported)
+    with pds.open_store(tmp_path / "other.db") as other:
+        with pytest.raises(errors.IntegrityError) as refused:
+            other.import_vault(io.BytesIO(exported.getvalue()), key_file=world.key_file)
+        assert refused.value.reason == "revocations-changed"
+        assert other.list_vaults() == []
+
+
+def test_an_audit_list_that_is_not_the_recorded_set_is_flagged(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.drop_revocations()
+    with monkeypatch.context() as patched:
+        patched.setattr(Vault, "_check_revocations", lambda self: None)
+        package = audit.export_audit(world.vault, world.path.parent / "audit")
+    rules = [violation.rule for violation in audit.verify_audit(package).violations]
+    assert "revocation-record" in rules
+    assert "revocation-missing" in rules
