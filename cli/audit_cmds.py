@@ -11,7 +11,7 @@ import click
 from pds import audit
 from pds.accesslog import Checkpoint
 
-from .heads import check_pinned, pin, warn
+from .heads import check_or_warn, pin_or_warn
 from .output import emit, iso_ms
 from .state import (
     AppState,
@@ -57,15 +57,11 @@ def export(
     entries are personal data: who read what, when and why. The export is itself logged.
     """
     opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
-    check = check_pinned(opened)
-    if not check.ok:
-        warn(check.warning(opened.vault_id))
+    extended = check_or_warn(opened)
     target = audit.export_audit(opened, directory)
     checkpoint = Checkpoint.parse((target / "checkpoint.txt").read_text(encoding="utf-8"))
-    if check.ok:
-        pinned = pin(opened, checkpoint)
-        if not pinned.ok:
-            warn(pinned.warning(opened.vault_id))
+    if extended:
+        pin_or_warn(opened, checkpoint)
     files = sorted(path.name for path in target.iterdir() if path.is_file())
     document = {
         "vault": opened.vault_id,

@@ -16,6 +16,7 @@ import click
 import pds
 from pds import capability
 
+from .heads import check_or_warn, pin_or_warn
 from .output import emit, iso, iso_ms, table
 from .params import CommaList, DidKey, Duration, Expiry, read_token
 from .state import (
@@ -424,6 +425,10 @@ def revoke(
         revoked = opened.revoke_all(audience=audience, reason=reason)
     else:
         revoked = [opened.revoke(target, reason=reason)]
+    # The head that records the revocation is pinned: rotate and share-keys refuse a store
+    # rolled back to before it (a failed pin is a WARNING; the revocation stands).
+    if check_or_warn(opened):
+        pin_or_warn(opened)
     ids = [link_id.hex() for link_id in revoked]
     if ids:
         lines = [f"revoked {link_id}" for link_id in ids]

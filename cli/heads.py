@@ -6,6 +6,12 @@ that rolls its store back to an earlier copy, or shows different users different
 fork), is detected the next time this user looks. When the check passes, the pin moves to
 the newest signed checkpoint the store's log extends; it never moves backwards.
 
+The commands that share key epochs with the live grants (``vault rotate``, ``vault
+share-keys``) refuse to run on a store that does not extend the pin, and ``revoke`` pins
+the head that records the revocation: a host that rolls back a revocation together with
+the heads signed since (which the library alone cannot tell from an older store) is
+caught before a new epoch reaches the revoked link.
+
 Pins live in the user's state directory: ``$PDS_STATE_DIR``, else ``$XDG_STATE_HOME/pds``,
 else ``~/.local/state/pds``; one file per vault, ``heads/<vault>.checkpoint``, holding the
 checkpoint note exactly as signed.
@@ -32,9 +38,11 @@ from .state import InputError
 __all__ = [
     "STATE_DIR_ENV",
     "HeadCheck",
+    "check_or_warn",
     "check_pinned",
     "head_path",
     "pin",
+    "pin_or_warn",
     "state_directory",
 ]
 
@@ -114,6 +122,22 @@ def check_pinned(vault: pds.Vault) -> HeadCheck:
 def warn(message: str) -> None:
     """A loud line on stderr (never on stdout: ``--json`` output stays one document)."""
     click.echo(printable(message), err=True)
+
+
+def check_or_warn(vault: pds.Vault) -> bool:
+    """``check_pinned``, with the WARNING on stderr when the store does not extend the pin."""
+    check = check_pinned(vault)
+    if not check.ok:
+        warn(check.warning(vault.vault_id))
+    return check.ok
+
+
+def pin_or_warn(vault: pds.Vault, head: Checkpoint | None = None, *, force: bool = False) -> bool:
+    """``pin``, with the WARNING on stderr when the store's log does not extend ``head``."""
+    pinned = pin(vault, head, force=force)
+    if not pinned.ok:
+        warn(pinned.warning(vault.vault_id))
+    return pinned.ok
 
 
 def pin(vault: pds.Vault, head: Checkpoint | None = None, *, force: bool = False) -> HeadCheck:

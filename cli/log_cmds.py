@@ -19,7 +19,7 @@ import pds
 from pds import errors, merkle
 from pds.accesslog import Checkpoint
 
-from .heads import check_pinned, pin, warn
+from .heads import check_or_warn, pin_or_warn
 from .output import emit, from_ms, iso, iso_ms, printable
 from .state import (
     AppState,
@@ -180,21 +180,6 @@ def describe_entry(entry: pds.AccessEntry) -> str:
     return f"{_when(entry.time)}  #{entry.index}  {text}"
 
 
-def _check_head(opened: pds.Vault) -> bool:
-    """Check the store's log against the pinned head; warn loudly if it does not extend it."""
-    check = check_pinned(opened)
-    if not check.ok:
-        warn(check.warning(opened.vault_id))
-    return check.ok
-
-
-def _pin(opened: pds.Vault, head: Checkpoint | None = None) -> bool:
-    pinned = pin(opened, head)
-    if not pinned.ok:
-        warn(pinned.warning(opened.vault_id))
-    return pinned.ok
-
-
 @log.command("list", short_help="Who read what, when and why (also: pds log VAULT).")
 @click.argument("vault_id", metavar="VAULT")
 @click.option(
@@ -239,7 +224,7 @@ def list_entries(
     of the current head is signed and pinned.
     """
     opened = state.open_vault(vault_id)
-    if not _check_head(opened):
+    if not check_or_warn(opened):
         return 1
     unlock(opened, owner_credential(passphrase_file, key_file))
     page = opened.log(since=since, actor=actor, limit=limit, before=before)
@@ -247,7 +232,7 @@ def list_entries(
         signed: Checkpoint | None = opened.checkpoint()
     except errors.StoreReadOnly:
         signed = None  # A read-only store: pin the newest checkpoint it holds instead.
-    if not _pin(opened, signed):
+    if not pin_or_warn(opened, signed):
         return 1
     documents = [entry_document(entry) for entry in page.entries]
     lines = [describe_entry(entry) for entry in page.entries] or ["no entries"]
@@ -306,7 +291,7 @@ def head(
     does not extend it); then this checkpoint is pinned.
     """
     opened = state.open_vault(vault_id)
-    if not repin and not _check_head(opened):
+    if not repin and not check_or_warn(opened):
         return 1
     if use_secret or passphrase_file is not None or key_file is not None:
         unlock(opened, owner_credential(passphrase_file, key_file))
@@ -320,9 +305,7 @@ def head(
             )
         checkpoint = stored
         signed_now = False
-    pinned = pin(opened, checkpoint, force=repin)
-    if not pinned.ok:
-        warn(pinned.warning(opened.vault_id))
+    if not pin_or_warn(opened, checkpoint, force=repin):
         return 1
     text = checkpoint.to_text()
     document = {

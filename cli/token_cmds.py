@@ -15,7 +15,7 @@ import pds
 from pds import capability, errors
 
 from .grant_cmds import TokenFile, report_token
-from .heads import check_pinned, pin, warn
+from .heads import check_or_warn, pin_or_warn
 from .output import emit, iso, iso_ms, pretty_json, table
 from .params import CommaList, DidKey, Duration, Expiry, load_token, optional_list
 from .state import AppState, Timestamp, json_option, pass_state
@@ -361,9 +361,7 @@ def read(
     grantee = _grantee(key_file)
     store = state.open_store()
     opened = store.open_vault(parsed.vault_id)
-    check = check_pinned(opened)
-    if not check.ok:
-        warn(check.warning(opened.vault_id))
+    extended = check_or_warn(opened)
     result = grantee.read(
         store,
         parsed,
@@ -380,10 +378,8 @@ def read(
         defer_until=defer_until,
         defer_reason=defer_reason,
     )
-    if check.ok:
-        pinned = pin(opened)
-        if not pinned.ok:
-            warn(pinned.warning(opened.vault_id))
+    if extended:
+        pin_or_warn(opened)
     documents = [_read_document(record) for record in result.records]
     document = {
         "vault": parsed.vault_id,

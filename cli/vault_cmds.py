@@ -10,6 +10,7 @@ import click
 
 import pds
 
+from .heads import check_or_warn, pin_or_warn
 from .output import RecordProgress, emit, iso, table
 from .state import (
     AppState,
@@ -204,18 +205,27 @@ def rotate(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
-    """Start a new key epoch for new writes to one collection, or to all.
+) -> int:
+    """Start a new key epoch for new writes to one collection, or to all, and share it
+    with the live grants.
 
-    Older records are not re-encrypted and stay readable with the older epochs.
+    Older records are not re-encrypted and stay readable with the older epochs. Refused
+    (WARNING, exit 1) if the store's log does not extend the head pinned on an earlier
+    visit: a store rolled back to before a revocation would share the epoch with the
+    revoked grant.
     """
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened = state.open_vault(vault_id)
+    if not check_or_warn(opened):  # before the secret is asked for
+        return 1
+    unlock(opened, owner_credential(passphrase_file, key_file))
     epochs = opened.rotate(collection)
+    pin_or_warn(opened)
     if epochs:
         text = [f"rotated {name} to epoch {epoch}" for name, epoch in sorted(epochs.items())]
     else:
         text = ["nothing to rotate: the vault has no collections yet"]
     emit(as_json, {"vault": opened.vault_id, "epochs": epochs}, text)
+    return 0
 
 
 @vault.command("collection", short_help="Create a collection, optionally sealed by field.")
@@ -265,15 +275,21 @@ def share_keys(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
+) -> int:
     """Seal every key epoch that a live grant or delegation covers but does not hold yet.
 
     A delegation first presented after a new epoch reads those records as pending until
-    this runs (rotation runs it too).
+    this runs (rotation runs it too). Refused (WARNING, exit 1) if the store's log does not
+    extend the head pinned on an earlier visit.
     """
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened = state.open_vault(vault_id)
+    if not check_or_warn(opened):  # before the secret is asked for
+        return 1
+    unlock(opened, owner_credential(passphrase_file, key_file))
     shared = opened.share_keys()
+    pin_or_warn(opened)
     emit(as_json, {"vault": opened.vault_id, "shared": shared}, [f"shared {shared} key epochs"])
+    return 0
 
 
 def _check_replaceable(file: Path) -> None:

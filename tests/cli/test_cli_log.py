@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -282,6 +283,38 @@ def test_a_rolled_back_store_is_detected(granted: Granted, tmp_path: Path) -> No
     # After a legitimate restore the owner may pin the store's head again.
     cli.json("log", "head", granted.vault, "--repin", *granted.owner)
     assert cli.json("log", granted.vault, *granted.owner)["entries"]
+
+
+def _epochs(store: Path) -> list[tuple[str, int]]:
+    conn = sqlite3.connect(store)
+    try:
+        return conn.execute("SELECT collection, epoch FROM epochs ORDER BY 1, 2").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_store_rolled_back_past_a_revocation_shares_no_keys(
+    granted: Granted, tmp_path: Path
+) -> None:
+    """The library cannot tell a store rolled back with the heads signed since a
+    revocation from an older store; the head pinned by `pds revoke` can, and `rotate` and
+    `share-keys` refuse before a new epoch reaches the revoked grant."""
+    cli = granted.cli
+    backup = tmp_path / "backup" / "pds.db"
+    backup.parent.mkdir()
+    _copy_store(cli.store, backup)
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+    pinned = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
+    assert "\nrevoked 1 " in pinned.read_text()  # the head that records the revocation
+    _restore_store(backup, cli.store)  # the host rolls the revocation back, heads and all
+    epochs = _epochs(cli.store)
+    _warned(cli("vault", "rotate", granted.vault, *granted.owner), granted.vault)
+    _warned(cli("vault", "share-keys", granted.vault, *granted.owner), granted.vault)
+    assert _epochs(cli.store) == epochs  # nothing was rotated
+    # Without the pin (another machine, or --repin after a legitimate restore) it runs.
+    cli.json("log", "head", granted.vault, "--repin", *granted.owner)
+    assert cli.json("vault", "rotate", granted.vault, *granted.owner)["epochs"]
+    assert _epochs(cli.store) != epochs
 
 
 def test_a_forked_store_is_detected(granted: Granted, tmp_path: Path) -> None:
