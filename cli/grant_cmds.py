@@ -23,10 +23,12 @@ from .state import (
     AppState,
     InputError,
     Timestamp,
+    check_replaceable,
     json_option,
     owner_credential,
     owner_options,
     pass_state,
+    replace_file,
     unlock,
     unlocked_vault,
 )
@@ -453,9 +455,10 @@ def revocations(
 ) -> None:
     """Write VAULT's signed, timestamped revocation list to FILE (binary, replaced if it
     exists), for auditors and hosts. Needs the owner's secret (the vault key signs it)."""
+    check_replaceable(file)  # before the secret is asked for
     opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
     data = opened.revocation_list()
-    file.write_bytes(data)
+    replace_file(file, data)
     emit(
         as_json,
         {"vault": opened.vault_id, "file": str(file), "bytes": len(data)},

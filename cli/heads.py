@@ -19,10 +19,8 @@ checkpoint note exactly as signed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from pds import errors
 from pds.accesslog import Checkpoint
 
 from .output import iso_ms, printable
-from .state import InputError
+from .state import InputError, replace_file
 
 __all__ = [
     "STATE_DIR_ENV",
@@ -162,22 +160,8 @@ def pin(vault: pds.Vault, head: Checkpoint | None = None, *, force: bool = False
     if current is not None and (current.size, current.time) >= (head.size, head.time):
         return HeadCheck(True, current)
     try:
-        _write_atomically(path, head.to_text())
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        replace_file(path, head.to_text().encode())
     except OSError as exc:
         warn(f"warning: cannot save the log head to {path}: {exc.strerror}")
     return HeadCheck(True, head)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise

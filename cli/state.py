@@ -8,9 +8,12 @@ hidden prompt on the terminal.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import stat
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -298,6 +301,36 @@ def new_owner_credential(
 def unlock(vault: pds.Vault, credential: OwnerCredential) -> None:
     """Unlock ``vault`` with the owner's credential (raises ``UnlockFailed`` if wrong)."""
     vault.unlock(passphrase=credential.passphrase, key_file=credential.key_file)
+
+
+def check_replaceable(file: Path) -> None:
+    """Refuse (exit 2) an output file that exists and is not a regular file: a new file is
+    renamed over it (``replace_file``, an export), which would replace a FIFO, a device node
+    or a socket (not write to it)."""
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"cannot use {file}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{file} exists and is not a regular file: it is not replaced")
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file beside ``path`` (mode 0600), ``fsync`` it and rename
+    it over ``path``: a reader sees the old file or the whole new one, never a part."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def unlocked_vault(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from .state import (
     AppState,
     InputError,
     OwnerCredential,
+    check_replaceable,
     json_option,
     kdf_option,
     new_owner_credential,
@@ -292,20 +292,6 @@ def share_keys(
     return 0
 
 
-def _check_replaceable(file: Path) -> None:
-    """Refuse (exit 2) an export destination that exists and is not a regular file: the
-    export renames a new file over it, which would replace a FIFO, a device node or a
-    socket (not write to it)."""
-    try:
-        mode = file.stat().st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise InputError(f"cannot use {file}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise InputError(f"{file} exists and is not a regular file: it is not replaced")
-
-
 @vault.command("export", short_help="Export a vault to one portable file.")
 @click.argument("vault_id", metavar="VAULT")
 @click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
@@ -325,7 +311,7 @@ def export(
     The file holds no plaintext; importing it needs the owner's secret. FILE is replaced
     atomically if it exists.
     """
-    _check_replaceable(file)
+    check_replaceable(file)
     opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
     with RecordProgress("exporting", as_json=as_json) as progress:
         opened.export(file, progress=progress.callback)

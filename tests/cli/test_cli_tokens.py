@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -685,3 +687,27 @@ def test_revocations_file(granted: Granted, tmp_path: Path) -> None:
     text = cli.ok("revocations", granted.vault, target, *granted.owner).stdout
     assert "signed revocation list" in text
     cli.fails(1, "revocations", granted.vault, target)  # a passphrase for a key-file vault
+
+
+def test_revocations_file_is_replaced_whole_and_never_a_fifo(
+    granted: Granted, tmp_path: Path
+) -> None:
+    cli = granted.cli
+    target = tmp_path / "revocations.bin"
+    target.write_bytes(b"an older list")
+    before = target.stat().st_ino
+    cli.json("revocations", granted.vault, target, *granted.owner)
+    # A new file renamed over the old one: a reader never sees half of each.
+    assert target.stat().st_ino != before
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".revocations")] == []
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    # Refused before the secret is asked for (none is given): no write blocks on a FIFO.
+    line = cli.fails(2, "revocations", granted.vault, fifo, passphrase=False)
+    assert line == f"error: {fifo} exists and is not a regular file: it is not replaced"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    missing = tmp_path / "missing" / "revocations.bin"
+    assert "No such file or directory" in cli.fails(
+        1, "revocations", granted.vault, missing, *granted.owner
+    )
