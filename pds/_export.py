@@ -32,7 +32,14 @@ from pds._store.base import (
     RevocationRow,
     VaultRow,
 )
-from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin, revoked_digest
+from pds.accesslog import (
+    Checkpoint,
+    LogEntry,
+    MerkleLog,
+    origin,
+    revoked_digest,
+    rotated_digest,
+)
 from pds.capability import Token, verify_chain
 from pds.errors import AccessDenied, FormatError, IntegrityError, InvalidProof, VaultExists
 
@@ -136,9 +143,11 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         # trusted): a damaged row fails the export, not a later import of a file reported
         # as written.
         epoch_order = _Ascending("an epoch")
+        newest: dict[str, int] = {}
         for epoch in backend.iter_epochs(row.vault_id):
             epoch_order.check((epoch.collection.encode(), epoch.epoch))
             _envelope.verify_epoch_row(row.identity_public, epoch)
+            newest[epoch.collection] = epoch.epoch  # ascending: the last is the newest
             out.frame(
                 {
                     "t": "epoch",
@@ -265,7 +274,7 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         # cover a log the host rewrote under a signed head.
         note = backend.latest_checkpoint(row.vault_id)
         head = None if note is None else _stored_head(note, row)
-        check_revoked(head, revoked)
+        check_records(head, revoked, newest)
         size = backend.log_size(row.vault_id)
         builder = merkle.RootBuilder()
         head_root = builder.root() if head is not None and head.size == 0 else None
@@ -292,13 +301,20 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         out.frame({"t": "end", "counts": counts, "digest": digest, "signature": signature})
 
 
-def check_revoked(head: Checkpoint | None, revoked: list[bytes]) -> None:
-    """The revocations written or read must be those the checkpoint records (if it records
-    them): a host must not drop one on its way into or out of an export. Raises
-    ``IntegrityError`` (``revocations-changed``)."""
-    if head is not None and head.revoked is not None and revoked_digest(revoked) != head.revoked:
+def check_records(head: Checkpoint | None, revoked: list[bytes], newest: dict[str, int]) -> None:
+    """The revocations and the newest key epochs written or read must be those the
+    checkpoint records (if it records them): a host must not drop one on its way into or
+    out of an export. Raises ``IntegrityError`` (``revocations-changed``,
+    ``epochs-changed``)."""
+    if head is None or head.records is None:
+        return
+    if revoked_digest(revoked) != head.records[0]:
         raise IntegrityError(
             "revocations-changed", "the revocations differ from those the checkpoint records"
+        )
+    if rotated_digest(newest) != head.records[1]:
+        raise IntegrityError(
+            "epochs-changed", "the key epochs differ from those the checkpoint records"
         )
 
 
@@ -644,6 +660,7 @@ def import_vault(
         keys = _owner.open_owner_keys(master, row)
         counts = dict.fromkeys(_COUNTED.values(), 0)
         epoch_order = _Ascending("an epoch")
+        newest: dict[str, int] = {}
         pending: set[tuple[str, int]] = set()
         manifest: _envelope.Manifest | None = None
         with backend.transaction():
@@ -665,6 +682,7 @@ def import_vault(
                 )
                 _envelope.verify_epoch_row(row.identity_public, epoch_row)
                 backend.insert_epoch(epoch_row)
+                newest[epoch_row.collection] = epoch_row.epoch  # ascending, checked above
                 counts["epochs"] += 1
                 document = reader.next()
             while document["t"] in ("batch", "record"):
@@ -734,7 +752,7 @@ def import_vault(
                 document = reader.next()
             if pending:
                 raise IntegrityError("export-incomplete", "a batch's records are missing")
-            document = _import_tail(ctx, reader, document, row, keys, counts)
+            document = _import_tail(ctx, reader, document, row, keys, counts, newest)
             end = _check_shape(document, "end")
             if not _crypto.constant_time_equal(end["digest"], reader.digest_before_last_frame()):
                 raise IntegrityError("export-digest", "the export file was changed")
@@ -765,11 +783,12 @@ def import_vault(
                 owner_x25519_public=_crypto.x25519_public(keys.x25519_secret),
                 rng=ctx.rng,
             )
-            revoked = revoked_digest(
-                revocation.link_id for revocation in backend.iter_revocations(vault_id)
+            records = (
+                revoked_digest(r.link_id for r in backend.iter_revocations(vault_id)),
+                rotated_digest(newest),
             )
             head = Checkpoint.sign(
-                keys.identity, vault_id, size, log.root(size), now, revoked=revoked
+                keys.identity, vault_id, size, log.root(size), now, records=records
             )
             backend.put_checkpoint(vault_id, size, now, head.to_text())
     return vault_id
@@ -782,9 +801,11 @@ def _import_tail(
     row: VaultRow,
     keys: _owner.OwnerKeys,
     counts: dict[str, int],
+    newest: dict[str, int],
 ) -> dict[str, Any]:
-    """Import links, their keys, revocations, the log and its checkpoint; return the next
-    frame (which must be ``end``)."""
+    """Import links, their keys, revocations, the log and its checkpoint (checked against
+    the imported revocations and ``newest`` epochs); return the next frame (which must be
+    ``end``)."""
     backend = ctx.backend
     vault_id = row.vault_id
     # Each link's keys and use count follow it directly, so only the current link is kept.
@@ -874,7 +895,7 @@ def _import_tail(
         # At size 0 the root is SHA-256(""): a size-0 head with another root fails too.
         if log.root(head.size) != head.root:
             raise IntegrityError("checkpoint", "the log does not match its signed checkpoint")
-        check_revoked(head, revoked)
+        check_records(head, revoked, newest)
         backend.put_checkpoint(vault_id, head.size, head.time, note)
         counts["checkpoints"] += 1
         document = reader.next()

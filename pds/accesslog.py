@@ -336,6 +336,14 @@ def _base64_32(text: str, what: str) -> bytes:
     return raw
 
 
+def _record_line(line: str, name: str) -> tuple[int, bytes]:
+    """A ``<name> <count> <digest>`` extension line. Raises ``FormatError``."""
+    parts = line.split(" ")
+    if len(parts) != 3 or parts[0] != name:
+        raise FormatError("not a pds checkpoint")
+    return _decimal(parts[1]), _base64_32(parts[2], f"{name} digest")
+
+
 REVOKED_LABEL = b"pds/revoked/v1"
 
 
@@ -350,6 +358,22 @@ def revoked_digest(link_ids: Iterable[bytes]) -> tuple[int, bytes]:
             raise FormatError("a link id is 32 bytes")
         digest.update(link_id)
     return len(ids), digest.digest()
+
+
+ROTATED_LABEL = b"pds/rotated/v1"
+
+
+def rotated_digest(newest: Mapping[str, int]) -> tuple[int, bytes]:
+    """The count and digest of the rotated collections a checkpoint records: ``newest``
+    maps each collection to its newest key epoch; those at epoch 2 or later are recorded,
+    SHA-256("pds/rotated/v1" || 0x00 || C([[collection, epoch], ...])) with the pairs in
+    ascending UTF-8 order of the names (``docs/spec/log.md``)."""
+    pairs = sorted(
+        ((name, epoch) for name, epoch in newest.items() if epoch >= 2),
+        key=lambda pair: pair[0].encode("utf-8"),
+    )
+    encoded = _codec.encode([[name, epoch] for name, epoch in pairs])
+    return len(pairs), hashlib.sha256(ROTATED_LABEL + b"\x00" + encoded).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,14 +391,19 @@ class Checkpoint:
     revoked: tuple[int, bytes] | None = None
     """The ``revoked`` extension: how many links of the vault were revoked and the digest
     of their ids (``revoked_digest``); ``None`` in a head signed before it existed."""
+    rotated: tuple[int, bytes] | None = None
+    """The ``rotated`` extension: how many collections were rotated past their first key
+    epoch and the digest of their newest epochs (``rotated_digest``); ``None`` with
+    ``revoked``."""
 
     @property
     def body(self) -> str:
         root = base64.b64encode(self.root).decode()
         body = f"{self.origin}\n{self.size}\n{root}\ntime {self.time}\n"
-        if self.revoked is not None:
-            count, digest = self.revoked
-            body += f"revoked {count} {base64.b64encode(digest).decode()}\n"
+        for name, record in (("revoked", self.revoked), ("rotated", self.rotated)):
+            if record is not None:
+                count, digest = record
+                body += f"{name} {count} {base64.b64encode(digest).decode()}\n"
         return body
 
     def to_text(self) -> str:
@@ -390,14 +419,22 @@ class Checkpoint:
         root: bytes,
         time: int,
         *,
-        revoked: tuple[int, bytes] | None,
+        records: tuple[tuple[int, bytes], tuple[int, bytes]] | None,
     ) -> Checkpoint:
-        """Sign a head; ``revoked`` is its revocation record (``None`` only to make the
-        heads of pds versions before it, for tests)."""
+        """Sign a head; ``records`` are its revocation and rotation records (``None`` only
+        to make the heads of pds versions before them, for tests)."""
         name = origin(vault_id)
-        unsigned = cls(name, size, root, time, b"", revoked=revoked)
+        revoked, rotated = records if records is not None else (None, None)
+        unsigned = cls(name, size, root, time, b"", revoked=revoked, rotated=rotated)
         signature = signer.sign_raw(unsigned.body.encode())
-        return cls(name, size, root, time, signature, key_id(name, signer.public), revoked)
+        return cls(name, size, root, time, signature, key_id(name, signer.public), revoked, rotated)
+
+    @property
+    def records(self) -> tuple[tuple[int, bytes], tuple[int, bytes]] | None:
+        """The revocation and rotation records, or ``None`` (a head of an earlier pds)."""
+        if self.revoked is None or self.rotated is None:
+            return None
+        return self.revoked, self.rotated
 
     @classmethod
     def parse(cls, text: str) -> Checkpoint:
@@ -410,7 +447,7 @@ class Checkpoint:
             raise FormatError("not a pds checkpoint (not UTF-8)") from None
         body, separator, signatures = text.partition("\n\n")
         lines = body.split("\n")
-        if not separator or len(lines) not in (4, 5) or not signatures.endswith("\n"):
+        if not separator or len(lines) not in (4, 6) or not signatures.endswith("\n"):
             raise FormatError("not a pds checkpoint")
         name, size_text, root_text, time_line = lines[:4]
         if not name.startswith("pds/vault/") or not time_line.startswith("time "):
@@ -418,12 +455,10 @@ class Checkpoint:
         size = _decimal(size_text)
         time = _decimal(time_line[5:])
         root = _base64_32(root_text, "root")
-        revoked = None
-        if len(lines) == 5:
-            parts = lines[4].split(" ")
-            if len(parts) != 3 or parts[0] != "revoked":
-                raise FormatError("not a pds checkpoint")
-            revoked = (_decimal(parts[1]), _base64_32(parts[2], "revocation digest"))
+        revoked = rotated = None
+        if len(lines) == 6:
+            revoked = _record_line(lines[4], "revoked")
+            rotated = _record_line(lines[5], "rotated")
         for line in signatures[:-1].split("\n"):
             if not line.startswith(_SIGNATURE_PREFIX + name + " "):
                 continue
@@ -433,7 +468,7 @@ class Checkpoint:
                 raise FormatError("a checkpoint signature is not base64") from None
             if len(raw) != 4 + 64:
                 raise FormatError("a checkpoint signature is 68 bytes")
-            head = cls(name, size, root, time, raw[4:], raw[:4], revoked)
+            head = cls(name, size, root, time, raw[4:], raw[:4], revoked, rotated)
             # Verification signs the body rebuilt from the parsed values, so the text
             # received must be exactly that body: no leading zeros, non-ASCII digits or
             # non-canonical base64 may slip through unsigned.

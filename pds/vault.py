@@ -29,7 +29,14 @@ from pds._context import (
 )
 from pds._ids import check_collection, check_items, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
-from pds.accesslog import Checkpoint, LogEntry, MerkleLog, origin, revoked_digest
+from pds.accesslog import (
+    Checkpoint,
+    LogEntry,
+    MerkleLog,
+    origin,
+    revoked_digest,
+    rotated_digest,
+)
 from pds.capability import Token
 from pds.errors import (
     FormatError,
@@ -54,6 +61,10 @@ _Item = tuple[str | None, Mapping[str, Any] | None, bytes | None]
 """A record to write: its id (or None for a new one), its data and its encoding (both
 None for a deletion tombstone)."""
 MAX_LIST_LIMIT = 1000
+
+
+_Records = tuple[tuple[int, bytes], tuple[int, bytes]]
+"""A head's revocation and rotation records (``Checkpoint.records``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +192,8 @@ class Vault:
         self._manifests = _owner.LRU(256)
         # Verified epoch certificates, with whether their collection seals fields.
         self._verified_epochs: dict[tuple[str, int, bytes], bool] = {}
+        self._newest_epochs: dict[str, int] | None = None
+        """The newest epoch of each collection, as last checked against the latest head."""
         # The last checkpoint text this object verified (or signed), with its parse: the
         # latest checkpoint is read before every owner-side entry, and is usually the one
         # this object signed after the previous one.
@@ -515,6 +528,7 @@ class Vault:
             self._refresh()
             now = ctx.now_ms()
             epoch_row = backend.current_epoch(self.vault_id, collection)
+            self._check_newest_epoch(collection, epoch_row)
             if epoch_row is None:
                 epoch_row = self._new_epoch(collection, 1, now)
             else:
@@ -1263,13 +1277,15 @@ class Vault:
         )
         if _faults.SEAM.armed:
             _faults.point(f"{kind}: log entry written, head not signed")
-        revoked = None
+        records = None
         if signing:
             if kind == "revoke" and link_id is not None:
-                revoked = self._revocation_head(latest, link_id)
+                records = self._revocation_head(latest, link_id)
+            elif kind == "rotate":
+                records = self._rotation_head(latest, details["epochs"])
             else:
-                revoked = self._head_revocations(latest)
-        if revoked is not None and self._owner is not None:
+                records = self._head_records(latest)
+        if records is not None and self._owner is not None:
             size = index + 1
             self._store_head(
                 Checkpoint.sign(
@@ -1278,36 +1294,82 @@ class Vault:
                     size,
                     log.root(size),
                     now,
-                    revoked=revoked,
+                    records=records,
                 )
             )
         return index
 
+    # -- what the heads record (docs/spec/log.md, "The revocation and rotation records")
+
     def _stored_revocations(self) -> builtins.list[bytes]:
         return [row.link_id for row in self._ctx.backend.iter_revocations(self.vault_id)]
 
-    def _head_revocations(self, latest: Checkpoint | None) -> tuple[int, bytes]:
-        """The revocations a new head records (``revoked_digest``): the latest head's,
-        carried forward (a stored revocation the host dropped since is caught where the
-        record is checked, ``_check_revocations``, never signed away); counted from the
-        store after a head signed before heads recorded revocations, or none."""
-        if latest is None or latest.revoked is None:
-            return revoked_digest(self._stored_revocations())
-        return latest.revoked
+    def _stored_newest_epochs(self) -> dict[str, int]:
+        newest: dict[str, int] = {}
+        for row in self._ctx.backend.iter_epochs(self.vault_id):
+            if row.epoch > newest.get(row.collection, 0):
+                newest[row.collection] = row.epoch
+        return newest
 
-    def _revocation_head(
-        self, latest: Checkpoint | None, link_id: bytes
-    ) -> tuple[int, bytes] | None:
-        """The record of a head signed for the revocation of ``link_id``: the stored set,
+    def _stored_records(self) -> _Records:
+        return (
+            revoked_digest(self._stored_revocations()),
+            rotated_digest(self._stored_newest_epochs()),
+        )
+
+    def _head_records(self, latest: Checkpoint | None) -> _Records:
+        """What a new head records: the latest head's records, carried forward (a stored
+        revocation or epoch the host dropped since is caught where the records are
+        checked, never signed away); counted from the store after a head signed before
+        heads recorded them, or none."""
+        if latest is None or latest.records is None:
+            return self._stored_records()
+        return latest.records
+
+    def _revocation_head(self, latest: Checkpoint | None, link_id: bytes) -> _Records | None:
+        """The records of a head signed for the revocation of ``link_id``: the stored set,
         if it is the recorded one plus this link (or the recorded one, when a revocation
         the host dropped is made again); otherwise ``None``, and no head is signed."""
-        if latest is None or latest.revoked is None:
-            return self._head_revocations(latest)
+        if latest is None or latest.records is None:
+            return self._stored_records()
         stored = set(self._stored_revocations())
         current = revoked_digest(stored)
         if latest.revoked in (current, revoked_digest(stored - {link_id})):
-            return current
+            return current, latest.records[1]
         return None
+
+    def _rotation_head(
+        self, latest: Checkpoint | None, epochs: Mapping[str, int]
+    ) -> _Records | None:
+        """The records of a head signed for a rotation to ``epochs``: the stored newest
+        epochs, if they are the recorded ones with these collections moved on by one (or
+        the recorded ones, when an epoch the host dropped is made again); otherwise
+        ``None``, and no head is signed."""
+        if latest is None or latest.records is None:
+            return self._stored_records()
+        newest = self._stored_newest_epochs()
+        before = dict(newest)
+        for collection, epoch in epochs.items():
+            before[collection] = epoch - 1
+        current = rotated_digest(newest)
+        if latest.records[1] in (current, rotated_digest(before)):
+            return latest.records[0], current
+        return None
+
+    def _recording_head(self) -> Checkpoint | None:
+        """The latest checkpoint, to check the stored revocations and epochs against, or
+        ``None`` if there is none to check with (no head yet, or one signed before heads
+        recorded them: the next head records the store as it is). Raises ``InvalidProof``
+        (a forked log, a bad checkpoint) or ``IntegrityError`` (``checkpoint-missing``:
+        every grant signs a head, so grants without one mean heads were deleted)."""
+        head = self.latest_checkpoint()
+        if head is None:
+            if next(iter(self._ctx.backend.iter_links(self.vault_id)), None) is not None:
+                raise IntegrityError(
+                    "checkpoint-missing", "the vault has grants but no signed checkpoint"
+                )
+            return None
+        return head if head.records is not None else None
 
     def _revocations_trusted(self) -> bool:
         """Whether ``_check_revocations`` passes. Where sharing is automatic (a new
@@ -1327,24 +1389,42 @@ class Vault:
         link sent the next epochs) is refused here; one that also drops the checkpoints
         signed since is caught by a pinned head (``verify_log``).
 
-        Raises ``InvalidProof`` (a forked log, a bad checkpoint) or ``IntegrityError``
-        (``revocations-changed``).
+        Raises ``InvalidProof`` or ``IntegrityError`` (see ``_recording_head``;
+        ``revocations-changed``).
         """
-        head = self.latest_checkpoint()
-        if head is None:
-            if next(iter(self._ctx.backend.iter_links(self.vault_id)), None) is not None:
-                # Every grant signs a head: links without one means heads were deleted.
-                raise IntegrityError(
-                    "revocations-changed", "the vault has grants but no signed checkpoint"
-                )
-            return
-        if head.revoked is None:
-            return  # signed before heads recorded revocations: the next head records them
-        if revoked_digest(self._stored_revocations()) != head.revoked:
+        head = self._recording_head()
+        if head is not None and revoked_digest(self._stored_revocations()) != head.revoked:
             raise IntegrityError(
                 "revocations-changed",
                 "the stored revocations differ from those the latest checkpoint records",
             )
+
+    def _check_newest_epoch(self, collection: str, row: EpochRow | None) -> None:
+        """Before a write uses ``row`` (``None``: the collection has no epoch yet), it must
+        be the collection's newest epoch as the owner's heads record it: a host that drops
+        the epoch a rotation made would have the owner write under the one a revoked
+        grantee holds. The newest epochs last checked are kept; a write at any other epoch,
+        or to a collection without one, checks the stored epochs against the latest
+        checkpoint again.
+
+        Raises ``InvalidProof`` or ``IntegrityError`` (see ``_recording_head``;
+        ``epochs-changed``).
+        """
+        epoch = 0 if row is None else row.epoch
+        known = self._newest_epochs
+        if known is not None and row is not None and known.get(collection) == epoch:
+            return
+        newest = self._stored_newest_epochs()
+        head = self._recording_head()
+        recorded = None if head is None or head.records is None else head.records[1]
+        if newest.get(collection, 0) != epoch or (
+            recorded is not None and rotated_digest(newest) != recorded
+        ):
+            raise IntegrityError(
+                "epochs-changed",
+                "the stored key epochs differ from those the latest checkpoint records",
+            )
+        self._newest_epochs = newest
 
     def _store_head(self, head: Checkpoint) -> None:
         """Store a head this object signed (and remember it as verified)."""
@@ -1453,7 +1533,7 @@ class Vault:
                 size,
                 log.root(size),
                 now,
-                revoked=self._head_revocations(latest),
+                records=self._head_records(latest),
             )
             self._store_head(head)
         return head

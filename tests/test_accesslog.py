@@ -688,10 +688,13 @@ def test_checkpoint_is_a_c2sp_signed_note(world: World) -> None:
     assert lines[1] == str(world.vault.log_size()) == "2"
     assert base64.b64decode(lines[2], validate=True) == world.vault.log_root()
     assert lines[3] == f"time {world.clock.ms}"  # an extension line
-    # The second extension: no revocation yet, the digest of the empty set.
+    # The second and third: no revocation and no rotation yet, the digests of empty sets
+    # (the rotations as an empty msgpack array, 0x90).
     empty = hashlib.sha256(b"pds/revoked/v1\x00").digest()
     assert lines[4] == f"revoked 0 {base64.b64encode(empty).decode()}"
-    assert len(lines) == 5
+    empty = hashlib.sha256(b"pds/rotated/v1\x00\x90").digest()
+    assert lines[5] == f"rotated 0 {base64.b64encode(empty).decode()}"
+    assert len(lines) == 6
     assert signatures.endswith("\n")
     (signature_line,) = signatures[:-1].split("\n")
     prefix = f"\u2014 {origin} "
@@ -1225,7 +1228,7 @@ def test_a_head_of_another_vault_or_key_is_refused(
         head.size,
         head.root,
         head.time,
-        revoked=head.revoked,
+        records=head.records,
     )
     with pytest.raises(errors.InvalidProof):
         world.vault.verify_log(impostor)

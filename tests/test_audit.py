@@ -579,7 +579,7 @@ def test_a_trusted_head_that_does_not_verify_is_refused(world: World, case: str)
             head.size,
             head.root,
             head.time,
-            revoked=head.revoked,
+            records=head.records,
         ).to_text()
     elif case == "another vault":
         other = world.store.open_vault(world.store.create_vault(key_file=world.key_file))
@@ -602,11 +602,11 @@ def test_a_checkpoint_not_signed_by_the_vault_is_refused(world: World, case: str
     impostor = _crypto.SigningKey.generate(_crypto.system_rng)
     if case == "signed by another key":
         text = Checkpoint.sign(
-            impostor, world.vault_id, head.size, head.root, head.time, revoked=head.revoked
+            impostor, world.vault_id, head.size, head.root, head.time, records=head.records
         ).to_text()
     elif case == "key id forged":
         signed = Checkpoint.sign(
-            impostor, world.vault_id, head.size, head.root, head.time, revoked=head.revoked
+            impostor, world.vault_id, head.size, head.root, head.time, records=head.records
         )
         text = Checkpoint(
             head.origin,
@@ -616,6 +616,7 @@ def test_a_checkpoint_not_signed_by_the_vault_is_refused(world: World, case: str
             signed.signature,
             head.key_id,
             head.revoked,
+            head.rotated,
         ).to_text()
     else:
         text = head.to_text().replace(f"time {head.time}", f"time {head.time + 1}", 1)

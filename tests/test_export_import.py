@@ -29,7 +29,7 @@ import pytest
 
 import pds
 from pds import _codec, _export, audit, errors
-from pds.accesslog import Checkpoint, revoked_digest
+from pds.accesslog import Checkpoint, revoked_digest, rotated_digest
 from pds.keys import SymmetricKey
 
 MAGIC = b"pds-export/v1\n"
@@ -853,7 +853,12 @@ def _empty_checkpoint(documents: list[dict[str, Any]], granted: Granted) -> list
         vault = store.open_vault(granted.vault_id)
         vault.unlock(key_file=granted.key_file)
         note = Checkpoint.sign(
-            vault._keys().identity, granted.vault_id, 0, b"\x42" * 32, 1, revoked=revoked_digest([])
+            vault._keys().identity,
+            granted.vault_id,
+            0,
+            b"\x42" * 32,
+            1,
+            records=(revoked_digest([]), rotated_digest({})),
         )
     return [
         {"t": "checkpoint", "note": note.to_text()} if d["t"] == "checkpoint" else d

@@ -764,12 +764,14 @@ def verify_note(text: str, public: bytes) -> tuple[str, int, bytes, int]:
         bad()
     body, separator, signatures = text.partition("\n\n")
     lines = body.split("\n")
-    if not separator or len(lines) not in (4, 5) or not signatures.endswith("\n"):
+    if not separator or len(lines) not in (4, 6) or not signatures.endswith("\n"):
         bad()
     origin, size_text, root_text, time_line = lines[:4]
-    if len(lines) == 5:  # revoked <count> <digest>: absent from heads signed before it
-        parts = lines[4].split(" ")
-        if len(parts) != 3 or parts[0] != "revoked" or not DECIMAL.fullmatch(parts[1]):
+    # "revoked <count> <digest>" and "rotated <count> <digest>": both, or neither (a head
+    # signed before them).
+    for line, name in zip(lines[4:], ("revoked", "rotated"), strict=False):
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != name or not DECIMAL.fullmatch(parts[1]):
             bad()
         if len(canonical_b64(parts[2])) != 32:
             bad()
@@ -944,10 +946,25 @@ def test_checkpoint_independently() -> None:
     assert [link.hex() for link in links] == revoked["links"] and len(links) == revoked["count"]
     digest = hashlib.sha256(b"pds/revoked/v1\x00" + b"".join(links)).digest()
     assert digest.hex() == revoked["digest"]
+    # The rotation record: the collections past their first epoch, with their newest one,
+    # ascending by name, canonical msgpack after the label.
+    rotated = checkpoint["rotated"]
+    epochs = rotated["epochs"]
+    assert epochs == sorted(epochs, key=lambda pair: pair[0].encode())
+    assert all(epoch >= 2 for _, epoch in epochs) and len(epochs) == rotated["count"]
+    newest: dict[str, int] = {}
+    for entry in LOG["entries"]:
+        if entry["header"]["kind"] == "rotate":
+            for name, epoch in entry["details"]["epochs"].items():
+                newest[name] = max(epoch, newest.get(name, 0))
+    assert epochs == [[name, newest[name]] for name in sorted(newest, key=str.encode)]
+    rotated_hash = hashlib.sha256(b"pds/rotated/v1\x00" + canonical(epochs)).digest()
+    assert rotated_hash.hex() == rotated["digest"]
     assert checkpoint["body"] == (
         f"{checkpoint['origin']}\n{checkpoint['size']}\n{base64.b64encode(root).decode()}\n"
         f"time {checkpoint['time']}\n"
         f"revoked {revoked['count']} {base64.b64encode(digest).decode()}\n"
+        f"rotated {rotated['count']} {base64.b64encode(rotated_hash).decode()}\n"
     )
     # Plain Ed25519 over the body: no label (the one pds signature without one).
     assert signature_ok(public, checkpoint["body"].encode(), bytes.fromhex(checkpoint["signature"]))

@@ -35,7 +35,7 @@ def TestOneInput(data: bytes) -> None:
         w.vault.verify_log(text)
     vault_id = head.origin[len(_ORIGIN_PREFIX) :]
     resigned = Checkpoint.sign(
-        w.identity, vault_id, head.size, head.root, head.time, revoked=head.revoked
+        w.identity, vault_id, head.size, head.root, head.time, records=head.records
     )
     assert Checkpoint.parse(resigned.to_text()) == resigned
     genuine = w.vault.latest_checkpoint()

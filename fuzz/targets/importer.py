@@ -123,7 +123,7 @@ def _repair_frame(
         if head.size <= len(log):
             root = merkle.root([merkle.leaf_hash(entry) for entry in log[: head.size]])
             head = Checkpoint.sign(
-                signer, vault_id, head.size, root, head.time, revoked=head.revoked
+                signer, vault_id, head.size, root, head.time, records=head.records
             )
         frame["note"] = head.to_text()
 

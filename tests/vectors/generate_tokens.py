@@ -50,7 +50,7 @@ import msgpack
 
 import pds
 from pds import _codec, _crypto, _serve, accesslog, capability, invocation, merkle
-from pds.accesslog import Checkpoint, LogEntry, revoked_digest
+from pds.accesslog import Checkpoint, LogEntry, revoked_digest, rotated_digest
 from pds.capability import Caveats, Link, SealedKey, Token
 from pds.errors import AccessDenied, PDSError
 
@@ -1398,8 +1398,8 @@ def log_vectors(directory: Path) -> Json:
 
 
 LINES_RULE = (
-    "the body is origin, size, root, a 'time <ms>' line and a 'revoked <count> <digest>' "
-    "line, which a head signed before it may lack"
+    "the body is origin, size, root, a 'time <ms>' line, then a 'revoked <count> <digest>' "
+    "and a 'rotated <count> <digest>' line, both of which a head signed before them lacks"
 )
 
 
@@ -1466,11 +1466,15 @@ def _log_vectors(build: LogBuild) -> Json:
         return f"{body}\n\u2014 {signer_name} {line.decode()}\n"
 
     body = head.body
-    origin_line, size_line, root_line, time_line, revoked_line = body.rstrip("\n").split("\n")
-    assert head.revoked is not None
-    revoked_count, revoked_hash = head.revoked
+    lines = body.rstrip("\n").split("\n")
+    origin_line, size_line, root_line, time_line, revoked_line, rotated_line = lines
+    assert head.records is not None
+    (revoked_count, revoked_hash), (rotated_count, rotated_hash) = head.records
     revoked_b64 = base64.b64encode(revoked_hash).decode()
     assert revoked_line == f"revoked {revoked_count} {revoked_b64}"
+    assert rotated_line == f"rotated {rotated_count} {base64.b64encode(rotated_hash).decode()}"
+    newest = rotations(entries, build)
+    assert rotated_digest(newest) == head.records[1] and rotated_count >= 1
     root_b64 = base64.b64encode(head.root).decode()
     cosigned = body + "\n" + sign_body(body, mallory, "witness.example/w1").split("\n\n")[1]
     cosigned += note.split("\n\n")[1]
@@ -1481,8 +1485,8 @@ def _log_vectors(build: LogBuild) -> Json:
             "note": cosigned,
         },
         {
-            "name": "signed before heads recorded revocations (no 'revoked' line)",
-            "note": sign_body(body.replace(revoked_line + "\n", "")),
+            "name": "signed before heads recorded revocations and rotations (4 lines)",
+            "note": sign_body(body.replace(f"{revoked_line}\n{rotated_line}\n", "")),
         },
     ]
     for item in valid_checkpoints:
@@ -1518,7 +1522,25 @@ def _log_vectors(build: LogBuild) -> Json:
         {
             "name": "no time line",
             "rule": LINES_RULE,
-            "note": sign_body(f"{origin_line}\n{size_line}\n{root_line}\n{revoked_line}\n"),
+            "note": sign_body(
+                f"{origin_line}\n{size_line}\n{root_line}\n{revoked_line}\n{rotated_line}\n"
+            ),
+            "expect": fmt,
+        },
+        {
+            "name": "a revoked line without the rotated line",
+            "rule": LINES_RULE,
+            "note": sign_body(body.replace(rotated_line + "\n", "")),
+            "expect": fmt,
+        },
+        {
+            "name": "the rotated line before the revoked line",
+            "rule": LINES_RULE,
+            "note": sign_body(
+                body.replace(
+                    f"{revoked_line}\n{rotated_line}\n", f"{rotated_line}\n{revoked_line}\n"
+                )
+            ),
             "expect": fmt,
         },
         {
@@ -1532,6 +1554,7 @@ def _log_vectors(build: LogBuild) -> Json:
             "rule": LINES_RULE,
             "note": sign_body(
                 f"{origin_line}\n{size_line}\n{root_line}\n{revoked_line}\n{time_line}\n"
+                f"{rotated_line}\n"
             ),
             "expect": fmt,
         },
@@ -1769,6 +1792,11 @@ def _log_vectors(build: LogBuild) -> Json:
                 "links": sorted(
                     e.link_id.hex() for e in entries if e.kind == "revoke" and e.link_id
                 ),
+            },
+            "rotated": {
+                "count": rotated_count,
+                "digest": rotated_hash.hex(),
+                "epochs": [[name, newest[name]] for name in sorted(newest, key=str.encode)],
             },
         },
         "valid_checkpoints": valid_checkpoints,
@@ -2078,6 +2106,16 @@ def _invalid_consistency(leaves: list[bytes], roots: list[bytes]) -> list[Json]:
     return cases
 
 
+def rotations(entries: list[LogEntry], build: LogBuild) -> dict[str, int]:
+    """The newest epoch of every collection a ``rotate`` entry among ``entries`` names."""
+    newest: dict[str, int] = {}
+    for entry in entries:
+        if entry.kind == "rotate":
+            for collection, epoch in entry.open(build.owner_x25519_secret)["epochs"].items():
+                newest[collection] = max(epoch, newest.get(collection, 0))
+    return newest
+
+
 def _pinned_cases(
     build: LogBuild, entries: list[LogEntry], leaves: list[bytes], roots: list[bytes]
 ) -> list[Json]:
@@ -2087,8 +2125,10 @@ def _pinned_cases(
     pinned_size = 8
     pin_time = entries[pinned_size - 1].time
 
-    def revoked(size: int) -> tuple[int, bytes]:
-        return revoked_digest(e.link_id for e in entries[:size] if e.link_id and e.kind == "revoke")
+    def records(size: int) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        """What the owner's head at ``size`` records, from the entries before it."""
+        revoked = [e.link_id for e in entries[:size] if e.link_id and e.kind == "revoke"]
+        return revoked_digest(revoked), rotated_digest(rotations(entries[:size], build))
 
     pinned = Checkpoint.sign(
         identity,
@@ -2096,7 +2136,7 @@ def _pinned_cases(
         pinned_size,
         roots[pinned_size],
         pin_time,
-        revoked=revoked(pinned_size),
+        records=records(pinned_size),
     )
     latest = build.checkpoint
     # A fork: a copy of the store in which entry 6 was rewritten (its time moved by 1 ms)
@@ -2106,7 +2146,7 @@ def _pinned_cases(
     fork_leaves = [*leaves[:6], merkle.leaf_hash(_codec.encode(forged)), *leaves[7:]]
     fork_root = merkle.root(fork_leaves)
     fork_head = Checkpoint.sign(
-        identity, build.vault_id, n, fork_root, latest.time, revoked=revoked(n)
+        identity, build.vault_id, n, fork_root, latest.time, records=records(n)
     )
     rollback_size = 6
     rollback_head = Checkpoint.sign(
@@ -2115,7 +2155,7 @@ def _pinned_cases(
         rollback_size,
         roots[rollback_size],
         entries[5].time,
-        revoked=revoked(rollback_size),
+        records=records(rollback_size),
     )
     cases: list[Json] = [
         {

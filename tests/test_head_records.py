@@ -1,10 +1,13 @@
-"""The owner's heads record the vault's revocations (docs/spec/log.md, "The revocation record").
+"""The owner's heads record the vault's revocations and rotated key epochs
+(docs/spec/log.md, "The revocation and rotation records").
 
-The `revocations` table is the host's. A host that drops a row would have the owner's next
-rotation seal new key epochs to the revoked link; pds compares the stored revocations with
-the set the latest signed head records before it shares a key epoch, exports or writes an
-audit package. These tests drop, add and restore rows the way a host could, with plain
-SQL on the store file, and watch what reaches the revoked grantee.
+The `revocations` and `epochs` tables are the host's. A host that drops a revocation would
+have the owner's next rotation seal new key epochs to the revoked link; one that drops the
+epoch a rotation made would have the owner write under the epoch the revoked grantee
+holds. pds compares the stored rows with what the latest signed head records before it
+shares a key epoch, writes, exports or writes an audit package. These tests drop, add and
+restore rows the way a host could, with plain SQL on the store file, and watch what
+reaches the revoked grantee.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 import pds
@@ -113,9 +117,16 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def expected_record(*link_ids: bytes) -> tuple[int, bytes]:
-    """The record computed from its definition, without pds."""
+    """The revocation record computed from its definition, without pds."""
     ids = sorted(set(link_ids))
     return len(ids), hashlib.sha256(b"pds/revoked/v1\x00" + b"".join(ids)).digest()
+
+
+def expected_rotations(**newest: int) -> tuple[int, bytes]:
+    """The rotation record computed from its definition (msgpack, not pds's encoder)."""
+    pairs = [[name, newest[name]] for name in sorted(newest, key=str.encode) if newest[name] > 1]
+    encoded = msgpack.packb(pairs, use_bin_type=True)
+    return len(pairs), hashlib.sha256(b"pds/rotated/v1\x00" + encoded).digest()
 
 
 # -- what the heads record ----------------------------------------------------------------
@@ -219,7 +230,10 @@ def test_grants_without_any_checkpoint_are_not_trusted(world: World) -> None:
     world.sql("DELETE FROM revocations")
     with pytest.raises(errors.IntegrityError) as refused:
         world.vault.share_keys()
-    assert refused.value.reason == "revocations-changed"
+    assert refused.value.reason == "checkpoint-missing"
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.put("tax/2024", {"income": 1})
+    assert refused.value.reason == "checkpoint-missing"
 
 
 def test_a_head_from_before_the_record_is_trusted_then_extended(world: World) -> None:
@@ -232,7 +246,7 @@ def test_a_head_from_before_the_record_is_trusted_then_extended(world: World) ->
         head.size,
         head.root,
         head.time,
-        revoked=None,
+        records=None,
     )
     world.sql(
         "UPDATE log_checkpoints SET note = ? WHERE vault_id = ? AND size = ?",
@@ -260,20 +274,25 @@ def test_an_export_over_a_dropped_revocation_is_refused(world: World) -> None:
         audit.export_audit(world.vault, world.path.parent / "audit")
 
 
-def test_an_import_whose_revocations_differ_from_its_checkpoint_is_refused(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("dropped", ["revocations", "epochs"])
+def test_an_import_whose_rows_differ_from_its_checkpoint_is_refused(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dropped: str
 ) -> None:
-    world.drop_revocations()
+    _rotated(world)
+    if dropped == "revocations":
+        world.drop_revocations()
+    else:
+        drop_newest_epoch(world, "tax/2024")
     # An exporter that skipped its checks (the owner signs whatever it is given).
     with monkeypatch.context() as patched:
         patched.setattr(Vault, "_check_revocations", lambda self: None)
-        patched.setattr(pds._export, "check_revoked", lambda head, revoked: None)
+        patched.setattr(pds._export, "check_records", lambda head, revoked, newest: None)
         exported = io.BytesIO()
         world.vault.export(exported)
     with pds.open_store(tmp_path / "other.db") as other:
         with pytest.raises(errors.IntegrityError) as refused:
             other.import_vault(io.BytesIO(exported.getvalue()), key_file=world.key_file)
-        assert refused.value.reason == "revocations-changed"
+        assert refused.value.reason == f"{dropped}-changed"
         assert other.list_vaults() == []
 
 
@@ -287,3 +306,105 @@ def test_an_audit_list_that_is_not_the_recorded_set_is_flagged(
     rules = [violation.rule for violation in audit.verify_audit(package).violations]
     assert "revocation-record" in rules
     assert "revocation-missing" in rules
+
+
+# -- a dropped epoch ----------------------------------------------------------------------
+
+
+def _rotated(world: World) -> None:
+    """The owner rotates after the revocation, as it should: epoch 2 reaches the live
+    grant only."""
+    world.clock.tick()
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 2}
+    assert world.head().rotated == expected_rotations(**{"tax/2024": 2})
+    assert 2 in world.epochs_held(world.live_token, "tax/2024")
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+
+
+def test_heads_record_the_rotated_epochs(world: World) -> None:
+    assert world.head().rotated == expected_rotations()  # nothing rotated yet
+    _rotated(world)
+    world.vault.put("tax/2025", {"income": 1})  # a new collection, at its first epoch
+    world.vault.rotate()
+    world.vault.get("return-2024")
+    assert world.head().rotated == expected_rotations(**{"tax/2024": 3, "tax/2025": 2})
+
+
+def drop_newest_epoch(world: World, collection: str) -> None:
+    dropped = world.sql(
+        "DELETE FROM epochs WHERE vault_id = ? AND collection = ? AND epoch = "
+        "(SELECT MAX(epoch) FROM epochs WHERE vault_id = ? AND collection = ?)",
+        world.vault.vault_id,
+        collection,
+        world.vault.vault_id,
+        collection,
+    )
+    assert dropped == 1
+
+
+@pytest.mark.parametrize("process", ["the same vault object", "a new process"])
+def test_a_write_under_a_dropped_epochs_predecessor_is_refused(world: World, process: str) -> None:
+    _rotated(world)
+    world.vault.put("tax/2024", {"income": 42000}, record_id="return-2025")  # under epoch 2
+    drop_newest_epoch(world, "tax/2024")  # the host: epoch 1, which the revoked one holds
+    vault = world.vault
+    if process == "a new process":
+        vault = pds.open_store(world.path, clock=world.clock).open_vault(vault.vault_id)
+        vault.unlock(key_file=world.key_file)
+    for write in (
+        lambda: vault.put("tax/2024", {"income": 43000}),
+        lambda: vault.put_many("tax/2024", [{"income": 44000}]),
+        lambda: vault.delete("return-2025"),
+    ):
+        with pytest.raises(errors.IntegrityError) as refused:
+            write()
+        assert refused.value.reason == "epochs-changed"
+    # Nothing was written under epoch 1 after the rotation.
+    conn = sqlite3.connect(world.path)
+    try:
+        versions = conn.execute(
+            "SELECT COUNT(*) FROM records WHERE collection = 'tax/2024' AND epoch = 1"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    assert versions == 1  # the record written before the rotation only
+
+
+def test_a_collection_whose_epochs_were_all_dropped_is_not_created_again(world: World) -> None:
+    _rotated(world)
+    world.sql("DELETE FROM epochs WHERE collection = 'tax/2024'")
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.put("tax/2024", {"income": 1})
+    assert refused.value.reason == "epochs-changed"
+
+
+def test_writes_follow_a_rotation_made_by_another_process(world: World) -> None:
+    """The newest epochs are kept per vault object; a write that finds a newer one checks
+    the store against the latest head again, and goes on."""
+    world.vault.put("tax/2024", {"income": 1})
+    other_store = pds.open_store(world.path, clock=world.clock)
+    other = other_store.open_vault(world.vault.vault_id)
+    other.unlock(key_file=world.key_file)
+    other.rotate("tax/2024")
+    other.put("tax/2026", {"income": 2})  # a collection made elsewhere, at its first epoch
+    info = world.vault.put("tax/2024", {"income": 3})
+    assert info.epoch == 2
+    assert world.vault.put("tax/2026", {"income": 4}).epoch == 1
+    other_store.close()
+
+
+def test_a_rotation_made_again_after_a_dropped_epoch_mends_the_record(world: World) -> None:
+    _rotated(world)
+    drop_newest_epoch(world, "tax/2024")
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 2}  # a new epoch 2
+    assert world.head().size == world.vault.log_size()  # signed: the recorded state again
+    assert world.vault.put("tax/2024", {"income": 5}).epoch == 2
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+
+
+def test_an_export_over_a_dropped_epoch_is_refused(world: World) -> None:
+    _rotated(world)
+    world.sql("DELETE FROM epochs WHERE collection = 'tax/2024' AND epoch = 2")
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.export(io.BytesIO())
+    assert refused.value.reason == "epochs-changed"
