@@ -7,10 +7,12 @@ fork), is detected the next time this user looks. When the check passes, the pin
 the newest signed checkpoint the store's log extends; it never moves backwards.
 
 The commands that share key epochs with the live grants (``vault rotate``, ``vault
-share-keys``) refuse to run on a store that does not extend the pin, and ``revoke`` pins
-the head that records the revocation: a host that rolls back a revocation together with
-the heads signed since (which the library alone cannot tell from an older store) is
-caught before a new epoch reaches the revoked link.
+share-keys``) or write records (``put``, ``delete``) refuse to run on a store that does not
+extend the pin, and ``revoke`` and ``vault rotate`` pin the heads that record the
+revocation and the new epoch: a host that rolls back a revocation or a rotation together
+with the heads signed since (which the library alone cannot tell from an older store) is
+caught before a new epoch reaches the revoked link, or a record is written under the
+epoch it holds.
 
 Pins live in the user's state directory: ``$PDS_STATE_DIR``, else ``$XDG_STATE_HOME/pds``,
 else ``~/.local/state/pds``; one file per vault, ``heads/<vault>.checkpoint``, holding the

@@ -9,8 +9,10 @@ from typing import Any, NoReturn
 
 import click
 
+import pds
 from pds.vault import MAX_RECORD_SIZE
 
+from .heads import check_or_warn
 from .output import (
     emit,
     iso,
@@ -24,11 +26,13 @@ from .state import (
     InputError,
     Timestamp,
     json_option,
+    owner_credential,
     owner_options,
     pass_state,
     read_at_most,
     read_file_at_most,
     standard_input,
+    unlock,
     unlocked_vault,
 )
 
@@ -90,6 +94,20 @@ def read_record_document(source: str) -> dict[str, Any]:
     return document
 
 
+def _writable_vault(
+    state: AppState, vault_id: str, passphrase_file: Path | None, key_file: Path | None
+) -> pds.Vault | None:
+    """The vault, unlocked for a write, or ``None`` (after a WARNING) if the store's log
+    does not extend the head pinned on an earlier visit: a store rolled back past a
+    rotation would have the record written under the key epoch a revoked grantee holds.
+    Checked before the secret is asked for."""
+    opened = state.open_vault(vault_id)
+    if not check_or_warn(opened):
+        return None
+    unlock(opened, owner_credential(passphrase_file, key_file))
+    return opened
+
+
 @click.command("put", short_help="Store a JSON object as a record (or a new version).")
 @click.argument("vault_id", metavar="VAULT")
 @click.argument("collection")
@@ -112,7 +130,7 @@ def put(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
+) -> int:
     """Store one JSON object from FILE (or stdin) as a record of COLLECTION in VAULT.
 
     Prints the new record's id and version. With --record ID, appends a new version to
@@ -121,7 +139,9 @@ def put(
     # The record is read before the passphrase prompt, so piping it on stdin still works
     # with a prompt on the terminal.
     data = read_record_document(file)
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened = _writable_vault(state, vault_id, passphrase_file, key_file)
+    if opened is None:
+        return 1
     if record_id is not None:
         # The library would accept any id here (and start a new record, or move the record
         # to another collection); --record promises a new version of an existing record.
@@ -138,6 +158,7 @@ def put(
         document,
         f"stored record {info.record_id} version {info.version} in {info.collection}",
     )
+    return 0
 
 
 @click.command("get", short_help="Decrypt and print a record.")
@@ -287,11 +308,13 @@ def delete(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
+) -> int:
     """Delete RECORD: append a tombstone version and erase the content of every earlier
     version. The record's history (versions and times, no content) remains.
     """
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened = _writable_vault(state, vault_id, passphrase_file, key_file)
+    if opened is None:
+        return 1
     info = opened.delete(record_id)
     document = record_info_document(info)
     document["vault"] = opened.vault_id
@@ -300,3 +323,4 @@ def delete(
         document,
         f"deleted record {info.record_id} (tombstone version {info.version}; content erased)",
     )
+    return 0

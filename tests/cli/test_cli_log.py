@@ -4,6 +4,7 @@ pinned-head check that detects a rolled-back or forked store."""
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -315,6 +316,27 @@ def test_a_store_rolled_back_past_a_revocation_shares_no_keys(
     cli.json("log", "head", granted.vault, "--repin", *granted.owner)
     assert cli.json("vault", "rotate", granted.vault, *granted.owner)["epochs"]
     assert _epochs(cli.store) != epochs
+
+
+def test_a_store_rolled_back_past_a_rotation_takes_no_writes(
+    granted: Granted, tmp_path: Path
+) -> None:
+    """Rolled back with the heads signed since, the store's newest epoch would be the one
+    the revoked grant holds; `put` and `delete` refuse before asking for the secret."""
+    cli = granted.cli
+    backup = tmp_path / "backup" / "pds.db"
+    backup.parent.mkdir()
+    _copy_store(cli.store, backup)
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+    cli.json("vault", "rotate", granted.vault, *granted.owner)  # pins the rotation's head
+    _restore_store(backup, cli.store)
+    epochs = _epochs(cli.store)
+    record = json.dumps({"employer": "ACME", "net": 2500})
+    result = cli("put", granted.vault, "income/payslips", input=record, passphrase=False)
+    _warned(result, granted.vault)
+    _warned(cli("delete", granted.vault, granted.payslip["record"]), granted.vault)
+    assert _epochs(cli.store) == epochs
+    assert cli.json("get", granted.vault, granted.payslip["record"], *granted.owner)
 
 
 def test_a_forked_store_is_detected(granted: Granted, tmp_path: Path) -> None:
