@@ -408,3 +408,30 @@ def test_an_export_over_a_dropped_epoch_is_refused(world: World) -> None:
     with pytest.raises(errors.IntegrityError) as refused:
         world.vault.export(io.BytesIO())
     assert refused.value.reason == "epochs-changed"
+
+
+def test_on_a_forked_log_writes_that_must_check_the_epochs_are_refused(world: World) -> None:
+    """The records cannot be read from a head the log contradicts; a host that could
+    skip the checks by forking its log would skip them at will."""
+    _rotated(world)
+    drop_newest_epoch(world, "tax/2024")
+    # The host also rewrites a stored subtree hash: the log no longer extends the head.
+    assert world.sql("UPDATE log_nodes SET hash = zeroblob(32)")
+    vault = pds.open_store(world.path, clock=world.clock).open_vault(world.vault.vault_id)
+    vault.unlock(key_file=world.key_file)
+    with pytest.raises(errors.InvalidProof) as refused:
+        vault.put("tax/2024", {"income": 6})
+    assert refused.value.reason == "log-fork"
+    with pytest.raises(errors.InvalidProof):
+        vault.share_keys()
+    before = _link_keys(world)
+    assert vault.rotate("tax/2024") == {"tax/2024": 2}  # goes on, and shares nothing
+    assert _link_keys(world) == before
+
+
+def _link_keys(world: World) -> list[tuple[bytes, str, int, bytes]]:
+    conn = sqlite3.connect(world.path)
+    try:
+        return conn.execute("SELECT * FROM link_keys ORDER BY 1, 2, 3").fetchall()
+    finally:
+        conn.close()
