@@ -1094,7 +1094,8 @@ class Vault:
 
         Takes effect on the next request. The revocation is signed by the vault identity
         key, so an auditor can tell when it happened, and binds this vault only. Returns
-        the link id. Revoking twice keeps the first revocation. Raises ``FormatError`` for
+        the link id. Revoking twice keeps the first revocation (a stored row whose statement
+        does not verify is replaced, not kept). Raises ``FormatError`` for
         a token issued for another vault.
         """
         keys = self._keys()
@@ -1103,7 +1104,7 @@ class Vault:
             raise FormatError("a revocation reason is text of at most 1024 characters")
         with self._ctx.backend.transaction():
             self._refresh()
-            if self._ctx.backend.revoked_among(self.vault_id, [link_id]):
+            if self._revoked_already(link_id):
                 return link_id
             now = self._ctx.now_ms()
             statement = _codec.encode(
@@ -1126,6 +1127,22 @@ class Vault:
             )
             self._log("revoke", {"link": link_id.hex(), "reason": reason}, link_id=link_id)
         return link_id
+
+    def _revoked_already(self, link_id: bytes) -> bool:
+        """Whether the store holds this vault's own signed revocation of ``link_id``. A row
+        whose statement does not verify is the host's: taking it for a revocation would
+        let the host turn this one into a no-op (no statement, no entry, nothing recorded)
+        and undo it later by deleting its row; it is replaced."""
+        if not self._ctx.backend.revoked_among(self.vault_id, [link_id]):
+            return False
+        for row in self._ctx.backend.iter_revocations(self.vault_id):
+            if row.link_id == link_id:
+                try:
+                    _export.verify_revocation_row(row, self._row)
+                except (IntegrityError, FormatError):
+                    return False
+                return True
+        return False
 
     def revoke_all(self, *, audience: str, reason: str = "") -> builtins.list[bytes]:
         """Revoke every known link (grants and delegations seen) issued to ``audience``."""

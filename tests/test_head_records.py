@@ -435,3 +435,31 @@ def _link_keys(world: World) -> list[tuple[bytes, str, int, bytes]]:
         return conn.execute("SELECT * FROM link_keys ORDER BY 1, 2, 3").fetchall()
     finally:
         conn.close()
+
+
+def test_a_revocation_row_the_host_planted_does_not_preempt_a_revocation(world: World) -> None:
+    """A host that expects a revocation plants a row for the link (with another link's
+    statement): had `revoke` taken it for a revocation already made, it would have signed
+    nothing and recorded nothing, and the host could later delete its row and serve the
+    link, and have new epochs shared with it, again."""
+    live = world.live_token.link_id
+    world.sql(
+        "INSERT INTO revocations (vault_id, link_id, revoked_at, statement, signature) "
+        "SELECT vault_id, ?, revoked_at, statement, signature FROM revocations",
+        live,
+    )
+    size = world.vault.log_size()
+    world.clock.tick()
+    assert world.vault.revoke(world.live_token, reason="moved away") == live
+    assert world.vault.log_size() == size + 1  # made and logged...
+    assert world.head().size == size + 1  # ...and recorded
+    assert world.head().revoked == expected_record(world.revoked_token.link_id, live)
+    statement = world.vault.revocation_list()
+    assert b"moved away" in statement  # the owner's own statement replaced the planted one
+    world.sql("DELETE FROM revocations WHERE link_id = ?", live)  # the host's undo
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.share_keys()
+    assert refused.value.reason == "revocations-changed"
+    # Revoking a link whose own signed revocation is stored stays a no-op.
+    world.vault.revoke(world.revoked_token)
+    assert world.vault.log_size() == size + 1

@@ -1204,6 +1204,12 @@ class SQLiteBackend:
         return [_typed(LinkKeyRow, row) for row in rows]
 
     def insert_revocation(self, row: RevocationRow) -> None:
+        # The vault's own row only: keyed by the link alone (schema 4), another vault's row
+        # for the same link makes the insert fail rather than disappear.
+        self._execute(
+            "DELETE FROM revocations WHERE vault_id = ? AND link_id = ?",
+            (row.vault_id, row.link_id),
+        )
         self._execute(
             "INSERT INTO revocations (link_id, vault_id, revoked_at, statement, signature) "
             "VALUES (?, ?, ?, ?, ?)",
