@@ -326,7 +326,7 @@ def _decimal(text: str) -> int:
 
 
 def _base64_32(text: str, what: str) -> bytes:
-    """A checkpoint's base64 hash (the root, the revocation digest). Raises ``FormatError``."""
+    """A checkpoint's base64 hash (the root, a record's digest). Raises ``FormatError``."""
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -378,8 +378,8 @@ def rotated_digest(newest: Mapping[str, int]) -> tuple[int, bytes]:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A signed tree head: origin, size, root hash, time and the revocations recorded so
-    far, signed by the vault key."""
+    """A signed tree head: origin, size, root hash, time and the records of the vault's
+    revocations and rotated key epochs, signed by the vault key."""
 
     origin: str
     size: int

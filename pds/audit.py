@@ -133,9 +133,9 @@ def _write_private(path: Path, data: str | bytes) -> None:
 
 def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
     with vault._ctx.backend.transaction():
-        # A forked log, or revocations its latest head does not record: refused before
-        # anything is logged.
-        vault._check_revocations()
+        # A forked log, or revocations or epochs its latest head does not record: refused
+        # before anything is logged.
+        vault._check_records()
         vault._log("export", {"audit": True})
     head = vault.checkpoint()
     identity = vault._row.identity_public

@@ -1416,6 +1416,18 @@ class Vault:
                 "the stored revocations differ from those the latest checkpoint records",
             )
 
+    def _check_records(self) -> None:
+        """Before an export or audit package is signed over the store: its revocations and
+        newest key epochs must be those the latest checkpoint records. Raises as
+        ``_check_revocations`` does, or ``IntegrityError`` (``epochs-changed``)."""
+        self._check_revocations()
+        head = self._recording_head()
+        if head is not None and rotated_digest(self._stored_newest_epochs()) != head.rotated:
+            raise IntegrityError(
+                "epochs-changed",
+                "the stored key epochs differ from those the latest checkpoint records",
+            )
+
     def _check_newest_epoch(self, collection: str, row: EpochRow | None) -> None:
         """Before a write uses ``row`` (``None``: the collection has no epoch yet), it must
         be the collection's newest epoch as the owner's heads record it: a host that drops
@@ -1682,9 +1694,9 @@ class Vault:
         _export.check_destination(destination)
         with self._ctx.backend.transaction():
             self._refresh()
-            # A forked log, or revocations its latest head does not record: refused
-            # before anything is logged.
-            self._check_revocations()
+            # A forked log, or revocations or epochs its latest head does not record:
+            # refused before anything is logged.
+            self._check_records()
             self._log("export", {})
         _export.export_vault(self, destination, progress=progress)
 

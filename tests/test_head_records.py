@@ -285,7 +285,7 @@ def test_an_import_whose_rows_differ_from_its_checkpoint_is_refused(
         drop_newest_epoch(world, "tax/2024")
     # An exporter that skipped its checks (the owner signs whatever it is given).
     with monkeypatch.context() as patched:
-        patched.setattr(Vault, "_check_revocations", lambda self: None)
+        patched.setattr(Vault, "_check_records", lambda self: None)
         patched.setattr(pds._export, "check_records", lambda head, revoked, newest: None)
         exported = io.BytesIO()
         world.vault.export(exported)
@@ -405,9 +405,14 @@ def test_a_rotation_made_again_after_a_dropped_epoch_mends_the_record(world: Wor
 def test_an_export_over_a_dropped_epoch_is_refused(world: World) -> None:
     _rotated(world)
     world.sql("DELETE FROM epochs WHERE collection = 'tax/2024' AND epoch = 2")
+    size = world.vault.log_size()
     with pytest.raises(errors.IntegrityError) as refused:
         world.vault.export(io.BytesIO())
     assert refused.value.reason == "epochs-changed"
+    with pytest.raises(errors.IntegrityError) as refused:
+        audit.export_audit(world.vault, world.path.parent / "audit")
+    assert refused.value.reason == "epochs-changed"
+    assert world.vault.log_size() == size  # refused before anything was logged
 
 
 def test_on_a_forked_log_writes_that_must_check_the_epochs_are_refused(world: World) -> None:
