@@ -192,6 +192,7 @@ class Vault:
         self._manifests = _owner.LRU(256)
         # Verified epoch certificates, with whether their collection seals fields.
         self._verified_epochs: dict[tuple[str, int, bytes], bool] = {}
+        self._verified_revocations: set[RevocationRow] = set()
         self._newest_epochs: dict[str, int] | None = None
         """The newest epoch of each collection, as last checked against the latest head."""
         # The last checkpoint text this object verified (or signed), with its parse: the
@@ -1319,7 +1320,21 @@ class Vault:
     # -- what the heads record (docs/spec/log.md, "The revocation and rotation records")
 
     def _stored_revocations(self) -> builtins.list[bytes]:
-        return [row.link_id for row in self._ctx.backend.iter_revocations(self.vault_id)]
+        """The links revoked by the stored rows whose statements verify as this vault's
+        owner's. A row the host planted is no revocation of the owner's: counted, it would
+        set the stored revocations apart from the recorded ones and stop all sharing over
+        one row (its link is still left out of sharing, as every stored row's is)."""
+        ids = []
+        verified = self._verified_revocations
+        for row in self._ctx.backend.iter_revocations(self.vault_id):
+            if row not in verified:
+                try:
+                    _export.verify_revocation_row(row, self._row)
+                except (IntegrityError, FormatError):
+                    continue
+                verified.add(row)
+            ids.append(row.link_id)
+        return ids
 
     def _stored_newest_epochs(self) -> dict[str, int]:
         newest: dict[str, int] = {}
@@ -1418,8 +1433,12 @@ class Vault:
 
     def _check_records(self) -> None:
         """Before an export or audit package is signed over the store: its revocations and
-        newest key epochs must be those the latest checkpoint records. Raises as
-        ``_check_revocations`` does, or ``IntegrityError`` (``epochs-changed``)."""
+        newest key epochs must be those the latest checkpoint records, and every stored
+        revocation must verify (as the export and the importer check it: a damaged or
+        planted row fails them). Raises as ``_check_revocations`` does, or
+        ``IntegrityError`` (``revocation``, ``epochs-changed``)."""
+        for row in self._ctx.backend.iter_revocations(self.vault_id):
+            _export.verify_revocation_row(row, self._row)
         self._check_revocations()
         head = self._recording_head()
         if head is not None and rotated_digest(self._stored_newest_epochs()) != head.rotated:

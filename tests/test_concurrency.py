@@ -150,16 +150,21 @@ def _run(setup: Setup, procs: int) -> Run:
         )
         for index in range(procs)
     ]
+    run = Run()
     try:
         for child in children:
             assert child.stdout is not None
             line = child.stdout.readline()
+            # Opening the store may meet another worker's open (with busy_timeout=0 it is
+            # reported, and retried, before the worker is ready).
+            while line.startswith('{"busy"'):
+                run.busy[json.loads(line)["busy"]] += 1
+                line = child.stdout.readline()
             assert line.startswith('{"ready"'), line + (child.stderr.read() if child.stderr else "")
         for child in children:  # every process starts at once
             assert child.stdin is not None
             child.stdin.write("go\n")
             child.stdin.flush()
-        run = Run()
         for index, child in enumerate(children):
             out, err = child.communicate(timeout=600)
             assert child.returncode == 0, f"worker {index} failed:\n{err}"

@@ -213,13 +213,29 @@ def test_a_revocation_over_a_changed_record_signs_no_head(world: World) -> None:
         world.vault.share_keys()
 
 
-def test_a_revocation_row_the_host_adds_is_refused_too(world: World) -> None:
-    row = world.sql(
+def test_a_revocation_row_the_host_plants_stops_only_its_own_link(world: World) -> None:
+    """A row whose statement does not verify is no revocation of the owner's: the records
+    ignore it (it must not stop every grantee's keys), and its link, which the host now
+    refuses, is left out of sharing like any link with a stored row."""
+    planted = world.sql(
         "INSERT INTO revocations (vault_id, link_id, revoked_at, statement, signature) "
         "SELECT vault_id, ?, revoked_at, statement, signature FROM revocations",
         world.live_token.link_id,
     )
-    assert row == 1
+    assert planted == 1
+    other = pds.Grantee(pds.PrincipalKey.generate(), clock=world.clock)
+    other_token = world.grant(other)
+    world.clock.tick()
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 2}
+    assert 2 in world.epochs_held(other_token, "tax/2024")
+    assert 2 not in world.epochs_held(world.live_token, "tax/2024")
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+    assert world.vault.share_keys() == 0
+    # A genuine row changed is a dropped revocation, not a planted one.
+    world.sql(
+        "UPDATE revocations SET revoked_at = revoked_at + 1 WHERE link_id = ?",
+        world.revoked_token.link_id,
+    )
     with pytest.raises(errors.IntegrityError) as refused:
         world.vault.share_keys()
     assert refused.value.reason == "revocations-changed"
