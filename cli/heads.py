@@ -114,8 +114,20 @@ def check_pinned(vault: pds.Vault) -> HeadCheck:
         return HeadCheck(True, None)
     try:
         vault.verify_log(pinned)
+        latest = vault.latest_checkpoint()
     except errors.IntegrityError as exc:
         return HeadCheck(False, pinned, exc.reason)
+    # The log's entries extend the pin, but the heads must too: a host that deleted the
+    # heads signed since (with what they record: a revocation, a rotation) shows an older
+    # head, or none, over the same entries.
+    if latest is None or latest.size < pinned.size:
+        return HeadCheck(False, pinned, "checkpoint-missing")
+    if (
+        latest.size == pinned.size
+        and None not in (latest.records, pinned.records)
+        and latest.records != pinned.records
+    ):
+        return HeadCheck(False, pinned, "checkpoint-records")
     return HeadCheck(True, pinned)
 
 

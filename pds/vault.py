@@ -193,8 +193,11 @@ class Vault:
         # Verified epoch certificates, with whether their collection seals fields.
         self._verified_epochs: dict[tuple[str, int, bytes], bool] = {}
         self._verified_revocations: set[RevocationRow] = set()
-        self._newest_epochs: dict[str, int] | None = None
-        """The newest epoch of each collection, as last checked against the latest head."""
+        self._newest_epochs: tuple[str | None, dict[str, int]] | None = None
+        """The newest epoch of each collection, as last checked against the latest head,
+        with that head's text: valid while the store's latest head is that one."""
+        self._head_signed = False
+        """Whether the last owner-side entry got a signed head (``_log``)."""
         # The last checkpoint text this object verified (or signed), with its parse: the
         # latest checkpoint is read before every owner-side entry, and is usually the one
         # this object signed after the previous one.
@@ -404,7 +407,9 @@ class Vault:
         older epochs' secrets and are not re-encrypted. The new epochs are shared with the
         live links, unless the stored revocations are not the set the latest signed head
         records (a host dropped one, ``docs/spec/log.md``): then with no one, and
-        ``share_keys`` says why. The vault must be unlocked.
+        ``share_keys`` says why. The vault must be unlocked. Raises ``IntegrityError``
+        (``rotation-unrecorded``) *after* making the new epochs when no signed head can
+        record them (the store was changed): a host could then drop them unnoticed.
         """
         self._keys()
         targets = [check_collection(collection)] if collection is not None else None
@@ -421,6 +426,12 @@ class Vault:
             self._log("rotate", {"epochs": result})
             if self._revocations_trusted():
                 self._share_keys(now)
+        if not self._head_signed:
+            raise IntegrityError(
+                "rotation-unrecorded",
+                "the new key epochs are made and the rotation logged, but no signed head "
+                "records it: the store's epochs, revocations or checkpoints were changed",
+            )
         return result
 
     def share_keys(self) -> int:
@@ -529,11 +540,11 @@ class Vault:
             self._refresh()
             now = ctx.now_ms()
             epoch_row = backend.current_epoch(self.vault_id, collection)
+            if epoch_row is not None:
+                self._check_epoch(epoch_row)
             self._check_newest_epoch(collection, epoch_row)
             if epoch_row is None:
                 epoch_row = self._new_epoch(collection, 1, now)
-            else:
-                self._check_epoch(epoch_row)
             explicit = sorted(set(given))
             latest = backend.latest_versions(self.vault_id, explicit) if explicit else {}
             for _, existing in latest.values():
@@ -1098,6 +1109,12 @@ class Vault:
         the link id. Revoking twice keeps the first revocation (a stored row whose statement
         does not verify is replaced, not kept). Raises ``FormatError`` for
         a token issued for another vault.
+
+        Raises ``IntegrityError`` (``revocation-unrecorded``) *after* making the revocation
+        (the host refuses the link) and logging it, when no signed head can record it: the
+        store's revocations or checkpoints were changed (``docs/spec/log.md``). Until it
+        is recorded, a host could undo it; revoking the link again records it once the
+        store holds the revocations the latest head records.
         """
         keys = self._keys()
         link_id = _link_id(link, self.vault_id)
@@ -1127,14 +1144,24 @@ class Vault:
                 )
             )
             self._log("revoke", {"link": link_id.hex(), "reason": reason}, link_id=link_id)
+        if not self._head_signed:
+            raise IntegrityError(
+                "revocation-unrecorded",
+                "the link is revoked and the revocation logged, but no signed head records "
+                "it: the store's revocations or checkpoints were changed",
+            )
         return link_id
 
     def _revoked_already(self, link_id: bytes) -> bool:
-        """Whether the store holds this vault's own signed revocation of ``link_id``. A row
-        whose statement does not verify is the host's: taking it for a revocation would
-        let the host turn this one into a no-op (no statement, no entry, nothing recorded)
-        and undo it later by deleting its row; it is replaced."""
+        """Whether the store holds this vault's own signed revocation of ``link_id``, and
+        the stored revocations are the ones the latest head records (so it is recorded).
+        A row whose statement does not verify is the host's: taking it for a revocation
+        would let the host turn this one into a no-op (no statement, no entry, nothing
+        recorded) and undo it later by deleting its row; it is replaced. An unrecorded one
+        is made again, to be recorded."""
         if not self._ctx.backend.revoked_among(self.vault_id, [link_id]):
+            return False
+        if not self._revocations_trusted():
             return False
         for row in self._ctx.backend.iter_revocations(self.vault_id):
             if row.link_id == link_id:
@@ -1146,14 +1173,26 @@ class Vault:
         return False
 
     def revoke_all(self, *, audience: str, reason: str = "") -> builtins.list[bytes]:
-        """Revoke every known link (grants and delegations seen) issued to ``audience``."""
+        """Revoke every known link (grants and delegations seen) issued to ``audience``.
+        Raises ``IntegrityError`` (``revocation-unrecorded``) after revoking them all if any
+        revocation could not be recorded (see ``revoke``)."""
         target = _crypto.parse_did_key(audience)
         ids = [
             link.link_id
             for link in self._ctx.backend.iter_links(self.vault_id)
             if link.audience == target
         ]
-        return [self.revoke(link_id, reason=reason) for link_id in ids]
+        unrecorded: IntegrityError | None = None
+        for link_id in ids:
+            try:
+                self.revoke(link_id, reason=reason)
+            except IntegrityError as exc:
+                if exc.reason != "revocation-unrecorded":
+                    raise
+                unrecorded = exc
+        if unrecorded is not None:
+            raise unrecorded
+        return ids
 
     def grants(self) -> builtins.list[GrantInfo]:
         """Every known link (root grants and delegations seen) with its status.
@@ -1280,7 +1319,9 @@ class Vault:
         if self._owner is not None:
             try:
                 latest = self.latest_checkpoint()
-                signing = True
+                # Every grant signs a head: other grants and no head means the host
+                # deleted the heads, and records counted from its store would be signed.
+                signing = latest is not None or not self._has_grants(besides=link_id)
             except (InvalidProof, FormatError):
                 pass
         now = self._ctx.now_ms()
@@ -1303,6 +1344,7 @@ class Vault:
                 records = self._rotation_head(latest, details["epochs"])
             else:
                 records = self._head_records(latest)
+        self._head_signed = records is not None
         if records is not None and self._owner is not None:
             size = index + 1
             self._store_head(
@@ -1337,10 +1379,17 @@ class Vault:
         return ids
 
     def _stored_newest_epochs(self) -> dict[str, int]:
+        """The newest epoch of each collection, among the stored epoch rows whose
+        certificates verify (a row the host planted is no epoch of the owner's)."""
         newest: dict[str, int] = {}
         for row in self._ctx.backend.iter_epochs(self.vault_id):
-            if row.epoch > newest.get(row.collection, 0):
-                newest[row.collection] = row.epoch
+            if row.epoch <= newest.get(row.collection, 0):
+                continue
+            try:
+                self._check_epoch(row)
+            except IntegrityError:
+                continue
+            newest[row.collection] = row.epoch
         return newest
 
     def _stored_records(self) -> _Records:
@@ -1396,12 +1445,21 @@ class Vault:
         every grant signs a head, so grants without one mean heads were deleted)."""
         head = self.latest_checkpoint()
         if head is None:
-            if next(iter(self._ctx.backend.iter_links(self.vault_id)), None) is not None:
+            if self._has_grants():
                 raise IntegrityError(
                     "checkpoint-missing", "the vault has grants but no signed checkpoint"
                 )
             return None
         return head if head.records is not None else None
+
+    def _has_grants(self, besides: bytes | None = None) -> bool:
+        """Whether a stored link other than ``besides`` is one the owner signed (the links
+        table is the host's: a row it planted is no grant)."""
+        keys = self._keys()
+        return any(
+            link.link_id != besides and _serve.open_link(link, keys, self.vault_id) is not None
+            for link in self._ctx.backend.iter_links(self.vault_id)
+        )
 
     def _revocations_trusted(self) -> bool:
         """Whether ``_check_revocations`` passes. Where sharing is automatic (a new
@@ -1451,16 +1509,22 @@ class Vault:
         """Before a write uses ``row`` (``None``: the collection has no epoch yet), it must
         be the collection's newest epoch as the owner's heads record it: a host that drops
         the epoch a rotation made would have the owner write under the one a revoked
-        grantee holds. The newest epochs last checked are kept; a write at any other epoch,
-        or to a collection without one, checks the stored epochs against the latest
-        checkpoint again.
+        grantee holds. The newest epochs last checked are kept with the head they were
+        checked against; a write under another head (a rotation here or elsewhere signs
+        one), at another epoch, or to a collection without one checks again.
 
         Raises ``InvalidProof`` or ``IntegrityError`` (see ``_recording_head``;
         ``epochs-changed``).
         """
         epoch = 0 if row is None else row.epoch
+        text = self._ctx.backend.latest_checkpoint(self.vault_id)
         known = self._newest_epochs
-        if known is not None and row is not None and known.get(collection) == epoch:
+        if (
+            known is not None
+            and known[0] == text
+            and row is not None
+            and known[1].get(collection) == epoch
+        ):
             return
         newest = self._stored_newest_epochs()
         head = self._recording_head()
@@ -1472,7 +1536,7 @@ class Vault:
                 "epochs-changed",
                 "the stored key epochs differ from those the latest checkpoint records",
             )
-        self._newest_epochs = newest
+        self._newest_epochs = (text, newest)
 
     def _store_head(self, head: Checkpoint) -> None:
         """Store a head this object signed (and remember it as verified)."""

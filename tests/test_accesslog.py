@@ -1087,12 +1087,16 @@ def test_owner_operations_on_a_rewritten_log_are_logged_but_sign_no_head(
     elif operation == "owner read":
         vault.get(vault.list("tax/2024").records[0].record_id)
     elif operation == "revoke":
-        vault.revoke(token)
+        with pytest.raises(errors.IntegrityError) as unrecorded:
+            vault.revoke(token)  # made and logged, but no head records it: said so
+        assert unrecorded.value.reason == "revocation-unrecorded"
         with pytest.raises(errors.Revoked):
             world.read(token)
         size += 1  # the refused read is logged too
     elif operation == "rotate":
-        vault.rotate("tax/2024")
+        with pytest.raises(errors.IntegrityError) as unrecorded:
+            vault.rotate("tax/2024")
+        assert unrecorded.value.reason == "rotation-unrecorded"
     else:
         vault.destroy()
         with pytest.raises(errors.VaultDestroyed):

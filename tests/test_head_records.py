@@ -203,7 +203,9 @@ def test_a_revocation_over_a_changed_record_signs_no_head(world: World) -> None:
     before = world.head()
     holder = pds.Grantee(pds.PrincipalKey.generate(), clock=world.clock)
     other = world.grant(holder)
-    world.vault.revoke(other)  # the revocation is made and logged...
+    with pytest.raises(errors.IntegrityError) as unrecorded:
+        world.vault.revoke(other)  # the revocation is made and logged, and the owner told...
+    assert unrecorded.value.reason == "revocation-unrecorded"
     world.clock.tick()
     with pytest.raises(errors.Revoked):
         holder.read(world.store, other)
@@ -211,6 +213,17 @@ def test_a_revocation_over_a_changed_record_signs_no_head(world: World) -> None:
     assert world.head().revoked == before.revoked
     with pytest.raises(errors.IntegrityError):
         world.vault.share_keys()
+    with pytest.raises(errors.IntegrityError):  # made again: still not recordable
+        world.vault.revoke(other)
+    # The owner mends it: the dropped revocation made again (still one short of the
+    # record plus one), then this one again, which is the recorded set plus this link.
+    world.clock.tick()
+    with pytest.raises(errors.IntegrityError):
+        world.vault.revoke(world.revoked_token)
+    world.vault.revoke(other)
+    assert world.head().size == world.vault.log_size()
+    assert world.head().revoked == expected_record(world.revoked_token.link_id, other.link_id)
+    assert world.vault.share_keys() == 0
 
 
 def test_a_revocation_row_the_host_plants_stops_only_its_own_link(world: World) -> None:
@@ -446,7 +459,9 @@ def test_on_a_forked_log_writes_that_must_check_the_epochs_are_refused(world: Wo
     with pytest.raises(errors.InvalidProof):
         vault.share_keys()
     before = _link_keys(world)
-    assert vault.rotate("tax/2024") == {"tax/2024": 2}  # goes on, and shares nothing
+    with pytest.raises(errors.IntegrityError) as unrecorded:
+        vault.rotate("tax/2024")  # goes on, shares nothing, and says it is not recorded
+    assert unrecorded.value.reason == "rotation-unrecorded"
     assert _link_keys(world) == before
 
 
@@ -481,6 +496,80 @@ def test_a_revocation_row_the_host_planted_does_not_preempt_a_revocation(world: 
     with pytest.raises(errors.IntegrityError) as refused:
         world.vault.share_keys()
     assert refused.value.reason == "revocations-changed"
-    # Revoking a link whose own signed revocation is stored stays a no-op.
+    world.vault.revoke(world.live_token)  # made again, and recorded: the store is mended
+    assert world.vault.share_keys() == 0
+    # Revoking a link whose own, recorded revocation is stored stays a no-op.
+    size = world.vault.log_size()
     world.vault.revoke(world.revoked_token)
+    assert world.vault.log_size() == size
+
+
+# -- from the review of this change (each a way round the checks above) ---------------------
+
+
+@pytest.mark.parametrize("rotated_by", ["this vault object", "another process"])
+def test_a_long_lived_vault_object_notices_a_dropped_epoch(world: World, rotated_by: str) -> None:
+    """The newest epochs a vault object checked are valid only under the head it checked
+    them against: a rotation signs a new head, so the next write checks again."""
+    world.vault.put("tax/2024", {"income": 1})  # checked: epoch 1
+    if rotated_by == "this vault object":
+        world.vault.rotate("tax/2024")
+    else:
+        other = pds.open_store(world.path, clock=world.clock)
+        vault = other.open_vault(world.vault.vault_id)
+        vault.unlock(key_file=world.key_file)
+        vault.rotate("tax/2024")
+        other.close()
+    drop_newest_epoch(world, "tax/2024")  # back to epoch 1, which this object checked
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.put("tax/2024", {"income": 2})
+    assert refused.value.reason == "epochs-changed"
+
+
+def test_a_planted_epoch_row_neither_blocks_nor_unrecords_a_rotation(world: World) -> None:
+    """An epoch row whose certificate does not verify is no epoch of the owner's: the
+    rotation is recorded all the same, and dropping its epoch later is caught."""
+    world.sql(
+        "INSERT INTO epochs (vault_id, collection, epoch, public_key, created_at, signature, "
+        "sealed_owner, seal_fields) SELECT vault_id, 'junk', 7, public_key, created_at, "
+        "signature, sealed_owner, seal_fields FROM epochs WHERE collection = 'tax/2024'"
+    )
+    _rotated(world)  # signs a head recording tax/2024 at 2
+    assert world.head().size == world.vault.log_size()
+    world.sql("DELETE FROM epochs WHERE collection = 'junk'")
+    drop_newest_epoch(world, "tax/2024")
+    fresh = pds.open_store(world.path, clock=world.clock).open_vault(world.vault.vault_id)
+    fresh.unlock(key_file=world.key_file)
+    with pytest.raises(errors.IntegrityError) as refused:
+        fresh.put("tax/2024", {"income": 3})
+    assert refused.value.reason == "epochs-changed"
+
+
+def test_a_revocation_under_a_garbled_head_is_not_silently_unrecorded(world: World) -> None:
+    """The host garbles the latest head's text while the owner revokes, then restores it:
+    the revocation could not be recorded, and the owner is told."""
+    head = world.head()
+    note = head.to_text()
+    world.sql(
+        "UPDATE log_checkpoints SET note = ? WHERE size = ?",
+        note.replace(f"time {head.time}", f"time 0{head.time}"),
+        head.size,
+    )
+    with pytest.raises(errors.IntegrityError) as unrecorded:
+        world.vault.revoke(world.live_token)
+    assert unrecorded.value.reason == "revocation-unrecorded"
+
+
+def test_deleted_heads_are_not_replaced_by_records_counted_from_the_store(world: World) -> None:
+    """With every head deleted (and a revocation), the owner's next operation must not
+    sign a head whose records the host chose."""
+    world.sql("DELETE FROM log_checkpoints")
+    world.drop_revocations()
+    size = world.vault.log_size()
+    world.vault.get("return-2024")  # an owner read: logged, but no head signed
     assert world.vault.log_size() == size + 1
+    assert world.vault.latest_checkpoint() is None
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.rotate("tax/2024")
+    assert refused.value.reason == "rotation-unrecorded"
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pds import merkle
+from pds.accesslog import Checkpoint
 
 if TYPE_CHECKING:
     # mypy reads pds_cli under its folder name (see conftest.py).
@@ -316,6 +317,23 @@ def test_a_store_rolled_back_past_a_revocation_shares_no_keys(
     cli.json("log", "head", granted.vault, "--repin", *granted.owner)
     assert cli.json("vault", "rotate", granted.vault, *granted.owner)["epochs"]
     assert _epochs(cli.store) != epochs
+
+
+def test_heads_deleted_past_the_pin_are_caught_though_the_entries_remain(
+    granted: Granted,
+) -> None:
+    """The host keeps the log's entries (so they still extend the pin) but deletes the
+    revocation and the heads signed since, the pinned one included."""
+    cli = granted.cli
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+    pinned = Checkpoint.parse((cli.state_dir / "heads" / f"{granted.vault}.checkpoint").read_text())
+    conn = sqlite3.connect(cli.store)
+    with conn:
+        conn.execute("DELETE FROM log_checkpoints WHERE size >= ?", (pinned.size,))
+        conn.execute("DELETE FROM revocations")
+    conn.close()
+    _warned(cli("vault", "rotate", granted.vault, *granted.owner), granted.vault)
+    _warned(cli("vault", "share-keys", granted.vault, *granted.owner), granted.vault)
 
 
 def test_a_store_rolled_back_past_a_rotation_takes_no_writes(
