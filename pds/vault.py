@@ -196,8 +196,6 @@ class Vault:
         self._newest_epochs: tuple[str | None, dict[str, int]] | None = None
         """The newest epoch of each collection, as last checked against the latest head,
         with that head's text: valid while the store's latest head is that one."""
-        self._head_signed = False
-        """Whether the last owner-side entry got a signed head (``_log``)."""
         # The last checkpoint text this object verified (or signed), with its parse: the
         # latest checkpoint is read before every owner-side entry, and is usually the one
         # this object signed after the previous one.
@@ -423,10 +421,10 @@ class Vault:
                 sealed = current is not None and current.seal_fields
                 self._new_epoch(name, epoch, now, seal_fields=sealed)
                 result[name] = epoch
-            self._log("rotate", {"epochs": result})
+            recorded = self._log("rotate", {"epochs": result})
             if self._revocations_trusted():
                 self._share_keys(now)
-        if not self._head_signed:
+        if not recorded:
             raise IntegrityError(
                 "rotation-unrecorded",
                 "the new key epochs are made and the rotation logged, but no signed head "
@@ -1143,8 +1141,10 @@ class Vault:
                     keys.identity.sign(capability.REVOCATION_LABEL, statement),
                 )
             )
-            self._log("revoke", {"link": link_id.hex(), "reason": reason}, link_id=link_id)
-        if not self._head_signed:
+            recorded = self._log(
+                "revoke", {"link": link_id.hex(), "reason": reason}, link_id=link_id
+            )
+        if not recorded:
             raise IntegrityError(
                 "revocation-unrecorded",
                 "the link is revoked and the revocation logged, but no signed head records "
@@ -1306,13 +1306,14 @@ class Vault:
         *,
         link_id: bytes | None = None,
         result: str = "ok",
-    ) -> int:
+    ) -> bool:
         """Append an owner-side entry (inside the caller's transaction) and, while unlocked,
         sign and store the new tree head, unless the stored log no longer extends the
         latest signed checkpoint: the owner's key never signs a head over entries the host
         rewrote. The entry is appended either way (a revocation or a destroy must not wait
         for the host to mend its log); ``checkpoint``, ``latest_checkpoint``, ``verify_log``
-        and the exports refuse such a log with ``InvalidProof`` (``log-fork``).
+        and the exports refuse such a log with ``InvalidProof`` (``log-fork``). Returns
+        whether a signed head records the entry.
         """
         log = MerkleLog(self._ctx.backend, self.vault_id)
         signing, latest = False, None
@@ -1344,7 +1345,6 @@ class Vault:
                 records = self._rotation_head(latest, details["epochs"])
             else:
                 records = self._head_records(latest)
-        self._head_signed = records is not None
         if records is not None and self._owner is not None:
             size = index + 1
             self._store_head(
@@ -1357,7 +1357,8 @@ class Vault:
                     records=records,
                 )
             )
-        return index
+            return True
+        return False
 
     # -- what the heads record (docs/spec/log.md, "The revocation and rotation records")
 
