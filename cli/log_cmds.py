@@ -163,6 +163,14 @@ def describe_entry(entry: pds.AccessEntry) -> str:
         epochs = details.get("epochs") or {}
         names = ", ".join(sorted(epochs)) if isinstance(epochs, dict) else ""
         text = f"{who} rotated the keys of {names or 'no collection'}"
+    elif kind == "repair":
+        restored = details.get("restored")
+        epochs = details.get("epochs")
+        revocations = _count(restored if isinstance(restored, list) else [], "revocation")
+        names = ", ".join(sorted(epochs)) if isinstance(epochs, dict) else ""
+        text = f"{who} repaired the vault's records ({revocations} restored)" + (
+            f" with new keys for {names}" if names else ""
+        )
     elif kind == "export":
         what = "an audit package" if details.get("audit") else "the vault"
         text = f"{who} exported {what}"

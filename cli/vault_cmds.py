@@ -9,7 +9,7 @@ import click
 
 import pds
 
-from .heads import check_or_warn, pin_or_warn
+from .heads import check_or_warn, pin_or_warn, pinned_head
 from .output import RecordProgress, emit, iso, table
 from .state import (
     AppState,
@@ -290,6 +290,63 @@ def share_keys(
     pin_or_warn(opened)
     emit(as_json, {"vault": opened.vault_id, "shared": shared}, [f"shared {shared} key epochs"])
     return 0
+
+
+@vault.command("repair", short_help="Rebuild the revocations and key epochs from the log.")
+@click.argument("vault_id", metavar="VAULT")
+@owner_options
+@json_option
+@pass_state
+def repair(
+    state: AppState,
+    vault_id: str,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Rebuild what the signed heads record, the vault's revocations and each collection's
+    newest key epoch, from the access log, after the store's rows were changed.
+
+    For a vault whose rotate, share-keys or export fail with revocations-changed,
+    epochs-changed or checkpoint-missing, or a revoke or rotate that reported it could not
+    be recorded. Revocations the log records are signed again, revocation and epoch rows
+    the owner never signed are removed, a lost newest key epoch is replaced by a new one,
+    and a new head records the result. The log must extend the head pinned on an earlier
+    visit (checked before the secret is asked for): repairing a rolled-back log would sign
+    the rollback.
+    """
+    opened = state.open_vault(vault_id)
+    pinned = pinned_head(opened.vault_id)
+    if pinned is not None:
+        opened.verify_log(pinned)  # before the secret is asked for
+    unlock(opened, owner_credential(passphrase_file, key_file))
+    report = opened.repair(pinned=pinned)
+    pin_or_warn(opened)
+    text = [f"restored the revocation of link {link}" for link in report.restored]
+    text += [f"removed a revocation row the owner never signed ({link})" for link in report.removed]
+    text += [
+        f"removed epoch {epoch} of {name}: its certificate does not verify"
+        for name, epoch in report.removed_epochs
+    ]
+    text += [
+        f"made epoch {epoch} of {name} in place of a lost one"
+        for name, epoch in sorted(report.epochs.items())
+    ]
+    head = report.checkpoint
+    text.append(
+        "nothing to repair: the store holds what the log records"
+        if head is None
+        else f"signed a head at size {head.size} recording the result"
+    )
+    document = {
+        "vault": opened.vault_id,
+        "restored": report.restored,
+        "removed": report.removed,
+        "epochs": report.epochs,
+        "removed_epochs": [list(pair) for pair in report.removed_epochs],
+        "checkpoint": None if head is None else head.to_text(),
+    }
+    emit(as_json, document, text)
 
 
 @vault.command("export", short_help="Export a vault to one portable file.")

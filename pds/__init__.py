@@ -14,7 +14,15 @@ from pds.grantee import GrantedRead, Grantee
 from pds.invocation import Invocation, Response
 from pds.keys import KdfParams, KeyProvider, PrincipalKey, SymmetricKey
 from pds.store import Store, VaultInfo, open_store
-from pds.vault import AccessEntry, GrantInfo, Record, RecordInfo, RecordPage, Vault
+from pds.vault import (
+    AccessEntry,
+    GrantInfo,
+    Record,
+    RecordInfo,
+    RecordPage,
+    RepairReport,
+    Vault,
+)
 
 __version__ = "0.1.0"
 
@@ -31,6 +39,7 @@ __all__ = [
     "Record",
     "RecordInfo",
     "RecordPage",
+    "RepairReport",
     "Response",
     "Store",
     "SymmetricKey",

@@ -40,6 +40,7 @@ KINDS = frozenset(
         "delegation",
         "revoke",
         "rotate",
+        "repair",
         "export",
         "import",
         "rekey",

@@ -97,6 +97,88 @@ class Record:
     data: dict[str, Any] | None = field(repr=False)
 
 
+RESTORED_REASON = "restored by repair from the access log"
+"""The reason of a revocation statement ``Vault.repair`` signs again."""
+
+_MAX_LOGGED_EPOCH = 2**31 - 1
+"""The largest epoch number ``Vault.repair`` takes from the log (a forged entry could name
+any number; a real vault would need billions of rotations to reach it)."""
+
+
+class _LoggedRecords:
+    """What the log says the heads record, as ``Vault.repair`` collects it entry by entry:
+    every revoked link (with the time of the first ``revoke`` entry naming it)
+    and each collection's newest key epoch (``rotate`` entries), plus what an earlier
+    repair recorded beyond the log. Details that do not open or do not parse add
+    nothing."""
+
+    def __init__(self, owner_x25519_secret: bytes) -> None:
+        self._secret = owner_x25519_secret
+        self.revoked: dict[bytes, int] = {}
+        self.newest: dict[str, int] = {}
+
+    def visit(self, entry: LogEntry) -> None:
+        if entry.kind == "revoke" and entry.link_id is not None:
+            self.revoked.setdefault(entry.link_id, entry.time)
+        elif entry.kind == "rotate":
+            self._epochs(self._details(entry).get("epochs"))
+        elif entry.kind == "repair":
+            details = self._details(entry)
+            unlogged = details.get("unlogged")
+            for text in unlogged if isinstance(unlogged, builtins.list) else []:
+                link_id = _hex_link_id(text)
+                if link_id is not None:
+                    self.revoked.setdefault(link_id, entry.time)
+            self._epochs(details.get("newest"))
+
+    def _details(self, entry: LogEntry) -> dict[str, Any]:
+        try:
+            return entry.open(self._secret)
+        except IntegrityError:
+            return {}
+
+    def _epochs(self, epochs: Any) -> None:
+        if not isinstance(epochs, dict):
+            return
+        for collection, epoch in epochs.items():
+            if type(epoch) is not int or not 1 <= epoch <= _MAX_LOGGED_EPOCH:
+                continue
+            try:
+                check_collection(collection)
+            except FormatError:
+                continue
+            self.newest[collection] = max(epoch, self.newest.get(collection, 0))
+
+
+def _hex_link_id(text: Any) -> bytes | None:
+    if not isinstance(text, str) or len(text) != 64:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What ``Vault.repair`` mended: link ids in hex, epochs as ``(collection, epoch)``."""
+
+    restored: list[str]
+    """Revocations the log records whose stored rows were missing or did not verify:
+    signed again, dated from the first entry that records them, with the reason
+    ``RESTORED_REASON``."""
+    removed: list[str]
+    """Revocation rows that did not verify, of links no entry revokes: deleted."""
+    epochs: dict[str, int]
+    """Collections whose newest key epoch, as the log records it, was missing or did not
+    verify, with the new epoch made in its place (the next number no row or entry used;
+    records written under the lost key stay unreadable)."""
+    removed_epochs: list[tuple[str, int]]
+    """Epoch rows whose certificates did not verify: deleted."""
+    checkpoint: Checkpoint | None
+    """The head signed over the ``repair`` entry; ``None``: nothing needed mending."""
+
+
 @dataclass(frozen=True, slots=True)
 class GrantInfo:
     """A link the host knows (a grant or a delegation seen) and its status."""
@@ -1112,7 +1194,8 @@ class Vault:
         (the host refuses the link) and logging it, when no signed head can record it: the
         store's revocations or checkpoints were changed (``docs/spec/log.md``). Until it
         is recorded, a host could undo it; revoking the link again records it once the
-        store holds the revocations the latest head records.
+        store holds the revocations the latest head records, and ``repair`` records it
+        in any state the log still shows it.
         """
         keys = self._keys()
         link_id = _link_id(link, self.vault_id)
@@ -1122,24 +1205,8 @@ class Vault:
             self._refresh()
             if self._revoked_already(link_id):
                 return link_id
-            now = self._ctx.now_ms()
-            statement = _codec.encode(
-                {
-                    "v": 1,
-                    "vault": self.vault_id,
-                    "link": link_id,
-                    "revoked_at": now,
-                    "reason": reason,
-                }
-            )
             self._ctx.backend.insert_revocation(
-                RevocationRow(
-                    self.vault_id,
-                    link_id,
-                    now,
-                    statement,
-                    keys.identity.sign(capability.REVOCATION_LABEL, statement),
-                )
+                self._revocation_row(keys, link_id, self._ctx.now_ms(), reason)
             )
             recorded = self._log(
                 "revoke", {"link": link_id.hex(), "reason": reason}, link_id=link_id
@@ -1151,6 +1218,27 @@ class Vault:
                 "it: the store's revocations or checkpoints were changed",
             )
         return link_id
+
+    def _revocation_row(
+        self, keys: _owner.OwnerKeys, link_id: bytes, revoked_at: int, reason: str
+    ) -> RevocationRow:
+        """The owner's signed statement that ``link_id`` is revoked, as a row to store."""
+        statement = _codec.encode(
+            {
+                "v": 1,
+                "vault": self.vault_id,
+                "link": link_id,
+                "revoked_at": revoked_at,
+                "reason": reason,
+            }
+        )
+        return RevocationRow(
+            self.vault_id,
+            link_id,
+            revoked_at,
+            statement,
+            keys.identity.sign(capability.REVOCATION_LABEL, statement),
+        )
 
     def _revoked_already(self, link_id: bytes) -> bool:
         """Whether the store holds this vault's own signed revocation of ``link_id``, and
@@ -1306,6 +1394,7 @@ class Vault:
         *,
         link_id: bytes | None = None,
         result: str = "ok",
+        records: _Records | None = None,
     ) -> bool:
         """Append an owner-side entry (inside the caller's transaction) and, while unlocked,
         sign and store the new tree head, unless the stored log no longer extends the
@@ -1313,11 +1402,12 @@ class Vault:
         rewrote. The entry is appended either way (a revocation or a destroy must not wait
         for the host to mend its log); ``checkpoint``, ``latest_checkpoint``, ``verify_log``
         and the exports refuse such a log with ``InvalidProof`` (``log-fork``). Returns
-        whether a signed head records the entry.
+        whether a signed head records the entry. ``records``, given by ``repair`` once it
+        has checked the log, are signed as they are.
         """
         log = MerkleLog(self._ctx.backend, self.vault_id)
         signing, latest = False, None
-        if self._owner is not None:
+        if records is None and self._owner is not None:
             try:
                 latest = self.latest_checkpoint()
                 # Every grant signs a head: other grants and no head means the host
@@ -1337,7 +1427,6 @@ class Vault:
         )
         if _faults.SEAM.armed:
             _faults.point(f"{kind}: log entry written, head not signed")
-        records = None
         if signing:
             if kind == "revoke" and link_id is not None:
                 records = self._revocation_head(latest, link_id)
@@ -1367,17 +1456,11 @@ class Vault:
         owner's. A row the host planted is no revocation of the owner's: counted, it would
         set the stored revocations apart from the recorded ones and stop all sharing over
         one row (its link is still left out of sharing, as every stored row's is)."""
-        ids = []
-        verified = self._verified_revocations
-        for row in self._ctx.backend.iter_revocations(self.vault_id):
-            if row not in verified:
-                try:
-                    _export.verify_revocation_row(row, self._row)
-                except (IntegrityError, FormatError):
-                    continue
-                verified.add(row)
-            ids.append(row.link_id)
-        return ids
+        return [
+            row.link_id
+            for row in self._ctx.backend.iter_revocations(self.vault_id)
+            if self._genuine_revocation(row)
+        ]
 
     def _stored_newest_epochs(self) -> dict[str, int]:
         """The newest epoch of each collection, among the stored epoch rows whose
@@ -1448,7 +1531,8 @@ class Vault:
         if head is None:
             if self._has_grants():
                 raise IntegrityError(
-                    "checkpoint-missing", "the vault has grants but no signed checkpoint"
+                    "checkpoint-missing",
+                    "the vault has grants but no signed checkpoint (repair rebuilds it)",
                 )
             return None
         return head if head.records is not None else None
@@ -1487,7 +1571,8 @@ class Vault:
         if head is not None and revoked_digest(self._stored_revocations()) != head.revoked:
             raise IntegrityError(
                 "revocations-changed",
-                "the stored revocations differ from those the latest checkpoint records",
+                "the stored revocations differ from those the latest checkpoint records "
+                "(repair rebuilds them from the log)",
             )
 
     def _check_records(self) -> None:
@@ -1503,7 +1588,8 @@ class Vault:
         if head is not None and rotated_digest(self._stored_newest_epochs()) != head.rotated:
             raise IntegrityError(
                 "epochs-changed",
-                "the stored key epochs differ from those the latest checkpoint records",
+                "the stored key epochs differ from those the latest checkpoint records "
+                "(repair rebuilds them from the log)",
             )
 
     def _check_newest_epoch(self, collection: str, row: EpochRow | None) -> None:
@@ -1535,9 +1621,131 @@ class Vault:
         ):
             raise IntegrityError(
                 "epochs-changed",
-                "the stored key epochs differ from those the latest checkpoint records",
+                "the stored key epochs differ from those the latest checkpoint records "
+                "(repair rebuilds them from the log)",
             )
         self._newest_epochs = (text, newest)
+
+    def repair(self, *, pinned: Checkpoint | str | None = None) -> RepairReport:
+        """Rebuild the revocations and newest key epochs the signed heads record from the
+        access log, after a host changed the store's rows (``revocations-changed``,
+        ``epochs-changed``, ``checkpoint-missing``, or a revocation or rotation that no
+        head could record).
+
+        Every revocation and rotation appended an entry (a ``revoke`` header names the
+        link; a ``rotate`` entry's details name the new epochs), so the log holds what the
+        rows should. The log is read entry by entry and must extend the latest checkpoint
+        and ``pinned`` (a head seen earlier, e.g. the CLI's pin; without any head the
+        store's log is taken as it is). Then a revocation the log records whose row is
+        missing or does not verify is signed again, dated from the first entry recording
+        it (its reason: ``RESTORED_REASON``); a revocation row that does not verify, of a
+        link no entry revokes, is deleted (the host planted it); an epoch row whose
+        certificate does not verify is deleted; a collection whose newest epoch as logged
+        is missing gets a new epoch, numbered past every one used (links hold the lost key
+        under its number), field-sealed as its newest remaining epoch is. A ``repair``
+        entry lists what changed, a head signed over it records the result (and anything
+        the rows hold beyond the log, so a later repair keeps it), and the live links are
+        given the epochs they lack. With nothing to mend, nothing is written.
+
+        Entries a host appended (a forged ``revoke`` or ``rotate``) can only make repair
+        revoke more links and make more epochs, never fewer. A revocation or rotation whose
+        entry no head covers and the host removed is not found: make it again.
+
+        Raises ``VaultLocked``; ``InvalidProof`` if the log does not extend the latest
+        checkpoint or ``pinned`` (a fork or rollback, which repairing would sign), or the
+        latest checkpoint does not verify (the host must restore it).
+        """
+        keys = self._keys()
+        anchor = None if pinned is None else self._pinned_head(pinned)
+        backend = self._ctx.backend
+        with backend.transaction():
+            self._refresh()
+            latest = self.latest_checkpoint()
+            logged = _LoggedRecords(keys.x25519_secret)
+            self._walk_log([h for h in (anchor, latest) if h is not None], logged.visit)
+            now = self._ctx.now_ms()
+
+            rows = builtins.list(backend.iter_revocations(self.vault_id))
+            genuine = {row.link_id for row in rows if self._genuine_revocation(row)}
+            removed = sorted(
+                row.link_id
+                for row in rows
+                if row.link_id not in genuine and row.link_id not in logged.revoked
+            )
+            for link_id in removed:
+                backend.delete_revocation(self.vault_id, link_id)
+            restored = sorted(logged.revoked.keys() - genuine)
+            for link_id in restored:
+                # The reason is fixed: the owner's key never signs text an entry the host
+                # may have written chose (the entry's own reason stays in the log).
+                backend.insert_revocation(
+                    self._revocation_row(keys, link_id, logged.revoked[link_id], RESTORED_REASON)
+                )
+            unlogged = sorted(genuine - logged.revoked.keys())
+
+            removed_epochs: builtins.list[tuple[str, int]] = []
+            newest: dict[str, EpochRow] = {}
+            highest: dict[str, int] = {}
+            for row in builtins.list(backend.iter_epochs(self.vault_id)):
+                highest[row.collection] = max(row.epoch, highest.get(row.collection, 0))
+                try:
+                    self._check_epoch(row)
+                except (IntegrityError, FormatError):
+                    backend.delete_epoch(self.vault_id, row.collection, row.epoch)
+                    removed_epochs.append((row.collection, row.epoch))
+                    continue
+                best = newest.get(row.collection)
+                if best is None or row.epoch > best.epoch:
+                    newest[row.collection] = row
+            # A lost newest epoch is replaced by a new one under a number never used: the
+            # links hold the lost key's secret under the old number.
+            remade: dict[str, int] = {}
+            for collection, logged_epoch in sorted(logged.newest.items()):
+                current = newest.get(collection)
+                if current is None or current.epoch < logged_epoch:
+                    epoch = max(logged_epoch, highest.get(collection, 0)) + 1
+                    sealed = current is not None and current.seal_fields
+                    newest[collection] = self._new_epoch(collection, epoch, now, seal_fields=sealed)
+                    remade[collection] = epoch
+
+            epochs = {collection: row.epoch for collection, row in newest.items()}
+            records = (revoked_digest(genuine | logged.revoked.keys()), rotated_digest(epochs))
+            # A vault without grants needs no head yet: its first head records the store.
+            unrecorded = self._has_grants() if latest is None else latest.records != records
+            if not (restored or removed or remade or removed_epochs or unrecorded):
+                return RepairReport([], [], {}, [], None)
+            self._log(
+                "repair",
+                {
+                    "restored": [link_id.hex() for link_id in restored],
+                    "removed": [link_id.hex() for link_id in removed],
+                    "unlogged": [link_id.hex() for link_id in unlogged],
+                    "epochs": remade,
+                    "removed_epochs": [[c, e] for c, e in removed_epochs],
+                    "newest": {c: e for c, e in sorted(epochs.items()) if e >= 2},
+                },
+                records=records,
+            )
+            head = self.latest_checkpoint()
+            self._share_keys(now)
+        return RepairReport(
+            [link_id.hex() for link_id in restored],
+            [link_id.hex() for link_id in removed],
+            remade,
+            removed_epochs,
+            head,
+        )
+
+    def _genuine_revocation(self, row: RevocationRow) -> bool:
+        """Whether a stored revocation's statement verifies as this vault's owner's."""
+        if row in self._verified_revocations:
+            return True
+        try:
+            _export.verify_revocation_row(row, self._row)
+        except (IntegrityError, FormatError):
+            return False
+        self._verified_revocations.add(row)
+        return True
 
     def _store_head(self, head: Checkpoint) -> None:
         """Store a head this object signed (and remember it as verified)."""
@@ -1631,12 +1839,20 @@ class Vault:
         """Sign (as the owner) and store a checkpoint of the log's current head.
 
         Raises ``InvalidProof`` (``log-fork``) if the stored log does not extend the latest
-        signed checkpoint: signing then would sign a fork.
+        signed checkpoint: signing then would sign a fork; ``IntegrityError``
+        (``checkpoint-missing``) if the vault has grants but no checkpoint: every grant
+        signs one, so the host deleted them, and a head counted from its store would sign
+        away what it dropped (``repair`` rebuilds the records from the log).
         """
         keys = self._keys()
         with self._ctx.backend.transaction():
             self._refresh()
             latest = self.latest_checkpoint()
+            if latest is None and self._has_grants():
+                raise IntegrityError(
+                    "checkpoint-missing",
+                    "the vault has grants but no signed checkpoint (repair rebuilds it)",
+                )
             log = MerkleLog(self._ctx.backend, self.vault_id)
             size = log.size()
             now = self._ctx.now_ms()
@@ -1707,21 +1923,43 @@ class Vault:
         the stored entries' hashes, and checks consistency up to the current size. Raises
         ``InvalidProof`` on a rewrite, truncation, rollback or fork.
         """
+        head = self._pinned_head(pinned)
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        size = self._walk_log([head])
+        if head.size:
+            merkle.verify_consistency(
+                head.size, size, head.root, log.root(size), log.consistency(head.size, size)
+            )
+
+    def _pinned_head(self, pinned: Checkpoint | str) -> Checkpoint:
+        """A checkpoint seen earlier, verified as this vault's owner's for this log."""
         if not isinstance(pinned, str | Checkpoint):
             raise FormatError("pinned is a Checkpoint or its text")
         head = Checkpoint.parse(pinned) if isinstance(pinned, str) else pinned
         head.verify(self._row.identity_public)
         if head.origin != origin(self.vault_id):
             raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
+        return head
+
+    def _walk_log(
+        self, heads: Sequence[Checkpoint], visit: Callable[[LogEntry], None] | None = None
+    ) -> int:
+        """Read every stored entry once, in order, recomputing the tree from the entries
+        themselves (O(log n) memory: the stored subtree hashes are only a cache, and a host
+        could rewrite them with an entry); pass each to ``visit``. Returns the log's size.
+        Raises ``InvalidProof`` if the log is shorter than a head, its root at a head's
+        size is not that head's (``log-fork``), an entry is missing or malformed, or the
+        stored subtree hashes disagree with the entries."""
         log = MerkleLog(self._ctx.backend, self.vault_id)
         size = log.size()
-        if size < head.size:
-            raise InvalidProof("the log is shorter than the pinned checkpoint", "log-truncated")
-        # Recompute the tree from the entries themselves (O(log n) memory): the stored
-        # subtree hashes are only a cache, and a host could rewrite them with an entry.
+        roots: dict[int, set[bytes]] = {}
+        for head in heads:
+            if size < head.size:
+                raise InvalidProof("the log is shorter than the pinned checkpoint", "log-truncated")
+            if head.size == 0 and head.root != merkle.EMPTY_ROOT:
+                raise InvalidProof("the log does not extend the pinned checkpoint", "log-fork")
+            roots.setdefault(head.size, set()).add(head.root)
         builder = merkle.RootBuilder()
-        if head.size == 0 and head.root != merkle.EMPTY_ROOT:
-            raise InvalidProof("the log does not extend the pinned checkpoint", "log-fork")
         for index, raw in self._ctx.backend.iter_log(self.vault_id, 0, size):
             if index != builder.size:
                 raise InvalidProof("an entry is missing from the log", "log-gap")
@@ -1732,16 +1970,16 @@ class Vault:
             if entry.index != index or entry.vault_id != self.vault_id:
                 raise InvalidProof("a log entry is out of place", "log-entry")
             builder.add(merkle.leaf_hash(raw))
-            if builder.size == head.size and builder.root() != head.root:
+            expected = roots.get(builder.size)
+            if expected is not None and expected != {builder.root()}:
                 raise InvalidProof("the log does not extend the pinned checkpoint", "log-fork")
+            if visit is not None:
+                visit(entry)
         if builder.size != size:
             raise InvalidProof("an entry is missing from the log", "log-gap")
         if builder.root() != log.root(size):
             raise InvalidProof("the stored subtree hashes do not match the entries", "log-entry")
-        if head.size:
-            merkle.verify_consistency(
-                head.size, size, head.root, log.root(size), log.consistency(head.size, size)
-            )
+        return size
 
     # -- lifecycle
 

@@ -21,6 +21,7 @@ EXPECTED_PDS = {
     "Record",
     "RecordInfo",
     "RecordPage",
+    "RepairReport",
     "Response",
     "Store",
     "SymmetricKey",

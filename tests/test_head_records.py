@@ -573,3 +573,319 @@ def test_deleted_heads_are_not_replaced_by_records_counted_from_the_store(world:
         world.vault.rotate("tax/2024")
     assert refused.value.reason == "rotation-unrecorded"
     assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.checkpoint()  # nor when the owner asks for one
+    assert refused.value.reason == "checkpoint-missing"
+    assert world.vault.latest_checkpoint() is None
+
+
+# -- repair: the records rebuilt from the log ----------------------------------------------
+
+
+def _revoked_at(world: World) -> dict[bytes, int]:
+    conn = sqlite3.connect(world.path)
+    try:
+        rows = conn.execute("SELECT link_id, revoked_at FROM revocations").fetchall()
+    finally:
+        conn.close()
+    return {bytes(row[0]): row[1] for row in rows}
+
+
+def _fresh_vault(world: World) -> pds.Vault:
+    """The vault as a new process sees it (no per-object cache of what was verified)."""
+    store = pds.open_store(world.path, clock=world.clock)
+    vault = store.open_vault(world.vault.vault_id)
+    vault.unlock(key_file=world.key_file)
+    return vault
+
+
+def test_repair_restores_revocations_the_host_dropped(world: World) -> None:
+    """Two dropped revocations cannot be made again one at a time (each must be the
+    recorded set plus one link); repair signs both again from the log."""
+    holder = pds.Grantee(pds.PrincipalKey.generate(), clock=world.clock)
+    other = world.grant(holder)
+    world.clock.tick()
+    world.vault.revoke(other, reason="contract ended")
+    first = _revoked_at(world)
+    assert world.sql("DELETE FROM revocations") == 2
+    world.clock.tick()
+    with pytest.raises(errors.IntegrityError) as unrecorded:
+        world.vault.revoke(other)  # made again (its row is back), but not recordable
+    assert unrecorded.value.reason == "revocation-unrecorded"
+    assert world.sql("DELETE FROM revocations") == 1
+    size = world.vault.log_size()
+    report = world.vault.repair()
+    ids = sorted([world.revoked_token.link_id, other.link_id])
+    assert report.restored == [link_id.hex() for link_id in ids]
+    assert (report.removed, report.epochs, report.removed_epochs) == ([], {}, [])
+    assert report.checkpoint is not None and report.checkpoint == world.head()
+    assert world.vault.log_size() == size + 1  # the repair entry, under a head
+    assert world.head().size == size + 1
+    assert world.head().revoked == expected_record(*ids)
+    # Dated from the first entry that revoked each link (the audit judges accesses by it).
+    assert _revoked_at(world) == first
+    # Signed with a fixed reason: the owner never signs text an entry may have chosen.
+    listed = world.vault.revocation_list()
+    assert listed.count(b"restored by repair from the access log") == 2
+    assert b"contract ended" not in listed
+    world.clock.tick()
+    with pytest.raises(errors.Revoked):
+        holder.read(world.store, other)
+    # The store is mended: rotations share again, with the live link only.
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 2}
+    assert 2 in world.epochs_held(world.live_token, "tax/2024")
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+    assert 2 not in world.epochs_held(other, "tax/2024")
+    assert [e.kind for e in world.vault.access_log()][-3:] == ["repair", "read", "rotate"]
+    world.vault.export(io.BytesIO())  # every check of the records passes
+
+
+def test_repair_mends_a_revocation_whose_record_the_host_escaped(world: World) -> None:
+    """The host garbles the latest head while the owner revokes (the owner is told it is
+    unrecorded), restores the head and deletes the row: a head later carrying the old
+    record would let a rotation share with the link. Repair finds the revocation in the
+    log's unheaded tail."""
+    head = world.head()
+    note = head.to_text()
+    world.sql(
+        "UPDATE log_checkpoints SET note = ? WHERE size = ?",
+        note.replace(f"time {head.time}", f"time 0{head.time}"),
+        head.size,
+    )
+    with pytest.raises(errors.IntegrityError) as unrecorded:
+        world.vault.revoke(world.live_token)
+    assert unrecorded.value.reason == "revocation-unrecorded"
+    world.sql("UPDATE log_checkpoints SET note = ? WHERE size = ?", note, head.size)
+    assert world.sql("DELETE FROM revocations WHERE link_id = ?", world.live_token.link_id)
+    vault = _fresh_vault(world)
+    report = vault.repair()
+    assert report.restored == [world.live_token.link_id.hex()]
+    assert vault.latest_checkpoint() is not None
+    assert vault.latest_checkpoint().revoked == expected_record(  # type: ignore[union-attr]
+        world.revoked_token.link_id, world.live_token.link_id
+    )
+    vault.rotate("tax/2024")
+    assert 2 not in world.epochs_held(world.live_token, "tax/2024")
+
+
+def test_repair_removes_a_revocation_row_the_host_planted(world: World) -> None:
+    live = world.live_token.link_id
+    world.sql(
+        "INSERT INTO revocations (vault_id, link_id, revoked_at, statement, signature) "
+        "SELECT vault_id, ?, revoked_at, statement, signature FROM revocations",
+        live,
+    )
+    world.clock.tick()
+    with pytest.raises(errors.Revoked):  # the host refuses the link over its own row
+        world.live.read(world.store, world.live_token, collection="tax/2024")
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.export(io.BytesIO())
+    assert refused.value.reason == "revocation"
+    report = world.vault.repair()
+    assert report.removed == [live.hex()]
+    assert report.restored == []
+    assert set(_revoked_at(world)) == {world.revoked_token.link_id}
+    world.clock.tick()
+    read = world.live.read(world.store, world.live_token, collection="tax/2024")
+    assert [r.record_id for r in read.records] == ["return-2024"]
+    world.vault.export(io.BytesIO())
+
+
+def test_repair_makes_a_dropped_epoch_again_and_deletes_planted_ones(world: World) -> None:
+    _rotated(world)
+    drop_newest_epoch(world, "tax/2024")
+    world.sql(  # a junk newest epoch: its certificate is another epoch's
+        "INSERT INTO epochs (vault_id, collection, epoch, public_key, created_at, signature, "
+        "sealed_owner, seal_fields) SELECT vault_id, collection, 3, public_key, created_at, "
+        "signature, sealed_owner, seal_fields FROM epochs WHERE collection = 'tax/2024'"
+    )
+    vault = _fresh_vault(world)
+    with pytest.raises(errors.IntegrityError):
+        vault.put("tax/2024", {"income": 2})
+    report = vault.repair()
+    assert report.removed_epochs == [("tax/2024", 3)]
+    # Past every number used: the live link holds the lost epoch 2's key under its number.
+    assert report.epochs == {"tax/2024": 4}
+    assert report.restored == report.removed == []
+    assert vault.latest_checkpoint().rotated == expected_rotations(  # type: ignore[union-attr]
+        **{"tax/2024": 4}
+    )
+    assert vault.put("tax/2024", {"income": 2}).epoch == 4
+    # The new epoch reached the live link, never the revoked one.
+    assert 4 in world.epochs_held(world.live_token, "tax/2024")
+    assert 4 not in world.epochs_held(world.revoked_token, "tax/2024")
+    world.clock.tick()
+    read = world.live.read(world.store, world.live_token, collection="tax/2024")
+    incomes = {record.data["income"] for record in read.records if record.data is not None}
+    assert incomes == {41000, 2}  # the record under epoch 1, and the one under the new epoch
+
+
+def test_repair_signs_a_head_where_the_host_deleted_them_all(world: World) -> None:
+    world.sql("DELETE FROM log_checkpoints")
+    world.drop_revocations()
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.share_keys()
+    assert refused.value.reason == "checkpoint-missing"
+    report = world.vault.repair()
+    assert report.restored == [world.revoked_token.link_id.hex()]
+    assert world.head().size == world.vault.log_size()
+    assert world.head().revoked == expected_record(world.revoked_token.link_id)
+    assert world.vault.share_keys() == 0
+
+
+def test_repair_with_nothing_to_mend_writes_nothing(world: World) -> None:
+    _rotated(world)
+    size, head = world.vault.log_size(), world.head()
+    report = world.vault.repair()
+    assert report == pds.RepairReport([], [], {}, [], None)
+    assert (world.vault.log_size(), world.head()) == (size, head)
+
+
+def test_repair_of_a_new_vault_writes_nothing(tmp_path: Path) -> None:
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    store = pds.open_store(tmp_path / "store.db")
+    vault = store.open_vault(store.create_vault(key_file=key_file))
+    vault.unlock(key_file=key_file)
+    vault.put("tax/2024", {"income": 1})
+    assert vault.repair().checkpoint is None
+    assert (vault.log_size(), vault.latest_checkpoint()) == (0, None)
+    store.close()
+
+
+def test_repair_refuses_a_log_that_does_not_extend_its_heads(world: World) -> None:
+    """Repairing from a rewritten log would sign what the host wrote."""
+    pinned = world.head()
+    world.vault.get("return-2024")
+    # The host drops the newest entry and head (a rollback the store alone cannot show).
+    size = world.vault.log_size()
+    world.sql("DELETE FROM log_checkpoints WHERE size = ?", size)
+    world.sql("DELETE FROM log_entries WHERE idx = ?", size - 1)
+    world.sql("DELETE FROM log_nodes WHERE ((idx + 1) << level) > ?", size - 1)
+    world.drop_revocations()
+    unpinned = world.head()
+    assert unpinned.size == pinned.size
+    # Rewritten entry bytes (the subtree hashes left alone) fail against the head.
+    world.sql("UPDATE log_entries SET entry = CAST(entry || x'00' AS BLOB) WHERE idx = 0")
+    vault = _fresh_vault(world)
+    with pytest.raises(errors.InvalidProof) as refused:
+        vault.repair(pinned=pinned)
+    assert refused.value.reason in {"log-entry", "log-fork"}
+    assert _revoked_at(world) == {}  # nothing written
+
+
+def test_repair_against_a_pin_the_log_no_longer_extends_is_refused(world: World) -> None:
+    world.vault.get("return-2024")
+    pinned = world.head()
+    size = world.vault.log_size()
+    world.sql("DELETE FROM log_checkpoints WHERE size = ?", size)
+    world.sql("DELETE FROM log_entries WHERE idx = ?", size - 1)
+    world.sql("DELETE FROM log_nodes WHERE ((idx + 1) << level) > ?", size - 1)
+    vault = _fresh_vault(world)
+    vault.repair()  # against the store's own (older) latest head: nothing to mend
+    with pytest.raises(errors.InvalidProof) as refused:
+        vault.repair(pinned=pinned.to_text())
+    assert refused.value.reason == "log-truncated"
+
+
+def test_a_later_repair_keeps_what_an_earlier_one_recorded_beyond_the_log(world: World) -> None:
+    """A revocation whose entry the host removed from the unheaded tail, but whose row
+    stayed, is recorded by repair (listed in its entry): a later repair restores it even
+    after the row is gone."""
+    head = world.head()
+    note = head.to_text()
+    world.sql(
+        "UPDATE log_checkpoints SET note = ? WHERE size = ?",
+        note.replace(f"time {head.time}", f"time 0{head.time}"),
+        head.size,
+    )
+    with pytest.raises(errors.IntegrityError):
+        world.vault.revoke(world.live_token)
+    world.sql("UPDATE log_checkpoints SET note = ? WHERE size = ?", note, head.size)
+    world.sql("DELETE FROM log_entries WHERE idx >= ?", head.size)  # the tail rewritten
+    world.sql("DELETE FROM log_nodes WHERE ((idx + 1) << level) > ?", head.size)
+    vault = _fresh_vault(world)
+    assert vault.log_size() == head.size
+    report = vault.repair()
+    assert report.restored == []
+    live = world.live_token.link_id
+    assert vault.latest_checkpoint().revoked == expected_record(  # type: ignore[union-attr]
+        world.revoked_token.link_id, live
+    )
+    world.sql("DELETE FROM revocations WHERE link_id = ?", live)
+    again = _fresh_vault(world).repair()
+    assert again.restored == [live.hex()]
+    assert live in _revoked_at(world)
+
+
+def test_entries_a_host_forged_only_revoke_more(world: World) -> None:
+    """The host can append entries that look like the owner's: repair takes their revoked
+    links and epochs, which narrows access, never widens it."""
+    live = world.live_token.link_id
+    from pds import _serve
+    from pds.accesslog import MerkleLog
+
+    ctx = world.store._ctx
+    row = ctx.backend.get_vault(world.vault.vault_id)
+    assert row is not None
+    with ctx.backend.transaction():
+        MerkleLog(ctx.backend, row.vault_id).append(
+            time=ctx.now_ms(),
+            kind="revoke",
+            result="ok",
+            link_id=live,
+            details={"link": live.hex(), "reason": "forged"},
+            owner_x25519_public=_serve.owner_public_x25519(row),
+            rng=ctx.rng,
+        )
+        MerkleLog(ctx.backend, row.vault_id).append(
+            time=ctx.now_ms(),
+            kind="rotate",
+            result="ok",
+            link_id=None,
+            details={"epochs": {"tax/2024": 9, "../bad": 3, "tax/x": "9", "tax/y": 2**40}},
+            owner_x25519_public=_serve.owner_public_x25519(row),
+            rng=ctx.rng,
+        )
+    report = world.vault.repair()
+    assert report.restored == [live.hex()]
+    assert report.epochs == {"tax/2024": 10}
+    assert world.head().rotated == expected_rotations(**{"tax/2024": 10})
+
+
+def test_repair_refuses_a_log_regrown_past_a_pinned_head(world: World) -> None:
+    """The host deletes the head that records the revocation, cuts the log back to the
+    head before it and grows it again to the same size with its own entry: the store is
+    consistent with itself (and repair without a pin finds nothing to mend), but not with
+    the head the owner pinned."""
+    from pds import _serve
+    from pds.accesslog import MerkleLog
+
+    pinned = world.head()
+    size = pinned.size
+    world.sql("DELETE FROM log_checkpoints WHERE size >= ?", size)
+    world.sql("DELETE FROM log_entries WHERE idx >= ?", size - 1)
+    world.sql("DELETE FROM log_nodes WHERE ((idx + 1) << level) > ?", size - 1)
+    world.drop_revocations()
+    store = pds.open_store(world.path, clock=world.clock)
+    ctx = store._ctx
+    row = ctx.backend.get_vault(world.vault.vault_id)
+    assert row is not None
+    with ctx.backend.transaction():
+        MerkleLog(ctx.backend, row.vault_id).append(
+            time=ctx.now_ms(),
+            kind="owner-read",
+            result="ok",
+            link_id=None,
+            details={"action": "read", "collections": [], "records": []},
+            owner_x25519_public=_serve.owner_public_x25519(row),
+            rng=ctx.rng,
+        )
+    vault = store.open_vault(world.vault.vault_id)
+    vault.unlock(key_file=world.key_file)
+    assert vault.log_size() == size
+    assert vault.repair().checkpoint is None
+    with pytest.raises(errors.InvalidProof) as refused:
+        vault.repair(pinned=pinned)
+    assert refused.value.reason == "log-fork"
+    store.close()

@@ -844,6 +844,7 @@ DETAIL_KEYS = {
     "revoke": OWNER | {"link", "reason"},
     "rotate": OWNER | {"epochs"},
     "rekey": OWNER | {"method"},
+    "repair": OWNER | {"restored", "removed", "unlogged", "epochs", "removed_epochs", "newest"},
     "export": OWNER,
 }
 

@@ -939,6 +939,12 @@ class SQLiteBackend:
         ).fetchone()
         return None if row is None else _epoch(row)
 
+    def delete_epoch(self, vault_id: str, collection: str, epoch: int) -> None:
+        self._execute(
+            "DELETE FROM epochs WHERE vault_id = ? AND collection = ? AND epoch = ?",
+            (vault_id, collection, epoch),
+        )
+
     def iter_epochs(self, vault_id: str) -> Iterator[EpochRow]:
         cursor = self._execute(
             f"SELECT {self._EPOCH_COLUMNS} FROM epochs WHERE vault_id = ? "
@@ -1214,6 +1220,11 @@ class SQLiteBackend:
             "INSERT INTO revocations (link_id, vault_id, revoked_at, statement, signature) "
             "VALUES (?, ?, ?, ?, ?)",
             (row.link_id, row.vault_id, row.revoked_at, row.statement, row.signature),
+        )
+
+    def delete_revocation(self, vault_id: str, link_id: bytes) -> None:
+        self._execute(
+            "DELETE FROM revocations WHERE vault_id = ? AND link_id = ?", (vault_id, link_id)
         )
 
     def revoked_among(self, vault_id: str, link_ids: Sequence[bytes]) -> list[bytes]:

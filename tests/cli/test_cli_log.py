@@ -336,6 +336,55 @@ def test_heads_deleted_past_the_pin_are_caught_though_the_entries_remain(
     _warned(cli("vault", "share-keys", granted.vault, *granted.owner), granted.vault)
 
 
+def test_repair_rebuilds_what_the_host_deleted(granted: Granted) -> None:
+    """After the deletion above, `vault repair` signs the revocation again from the log
+    (which still extends the pin) and a head over it; rotate and share-keys run again, and
+    the revoked grant gets no new epoch."""
+    cli = granted.cli
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+    pinned = Checkpoint.parse((cli.state_dir / "heads" / f"{granted.vault}.checkpoint").read_text())
+    conn = sqlite3.connect(cli.store)
+    with conn:
+        conn.execute("DELETE FROM log_checkpoints WHERE size >= ?", (pinned.size,))
+        conn.execute("DELETE FROM revocations")
+    conn.close()
+    repaired = cli.json("vault", "repair", granted.vault, *granted.owner)
+    assert repaired["restored"] == [granted.link]
+    assert (repaired["removed"], repaired["epochs"], repaired["removed_epochs"]) == ([], {}, [])
+    head = Checkpoint.parse(repaired["checkpoint"])
+    assert head.size == pinned.size + 1 and head.revoked == pinned.revoked
+    assert cli.json("vault", "rotate", granted.vault, *granted.owner)["epochs"]
+    conn = sqlite3.connect(cli.store)
+    try:
+        held = conn.execute(
+            "SELECT epoch FROM link_keys WHERE link_id = ? AND collection = 'income/payslips'",
+            (bytes.fromhex(granted.link),),
+        ).fetchall()
+    finally:
+        conn.close()
+    assert (2,) not in held
+    log = cli("log", granted.vault, *granted.owner)
+    assert "you (the owner) repaired the vault's records (1 revocation restored)" in log.stdout
+    again = cli("vault", "repair", granted.vault, *granted.owner)
+    assert again.exit_code == 0
+    assert again.stdout.strip() == "nothing to repair: the store holds what the log records"
+
+
+def test_repair_refuses_a_store_rolled_back_past_the_pin(granted: Granted, tmp_path: Path) -> None:
+    cli = granted.cli
+    backup = tmp_path / "backup" / "pds.db"
+    backup.parent.mkdir()
+    _copy_store(cli.store, backup)
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+    _restore_store(backup, cli.store)
+    result = cli("vault", "repair", granted.vault, *granted.owner)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "pinned checkpoint" in result.stderr
+
+
 def test_a_store_rolled_back_past_a_rotation_takes_no_writes(
     granted: Granted, tmp_path: Path
 ) -> None:

@@ -38,6 +38,7 @@ import argparse
 import base64
 import hashlib
 import io
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -1364,6 +1365,12 @@ class LogBuild:
         vault.revoke(token, reason="consent withdrawn")
         self._refused(lambda: lab.read(self.store, delegated), "Revoked")
         vault.rotate("health/visits")
+        # A host drops the revocation row; the owner's repair signs it again from the log.
+        dropped = sqlite3.connect(directory / "log.db")
+        with dropped:
+            dropped.execute("DELETE FROM revocations")
+        dropped.close()
+        vault.repair()
         vault.rekey(key_provider=pds.SymmetricKey(NEW_OWNER_KEY, rng=self.rng))
         vault.export(io.BytesIO())
         self.checkpoint = vault.checkpoint()
