@@ -497,9 +497,10 @@ class Vault:
         with self._ctx.backend.transaction():
             self._refresh()
             now = self._ctx.now_ms()
+            used = self._epoch_numbers_used()
             for name in targets if targets is not None else self.collections():
                 current = self._ctx.backend.current_epoch(self.vault_id, name)
-                epoch = 1 if current is None else current.epoch + 1
+                epoch = max(0 if current is None else current.epoch, used.get(name, 0)) + 1
                 sealed = current is not None and current.seal_fields
                 self._new_epoch(name, epoch, now, seal_fields=sealed)
                 result[name] = epoch
@@ -513,6 +514,23 @@ class Vault:
                 "records it: the store's epochs, revocations or checkpoints were changed",
             )
         return result
+
+    def _epoch_numbers_used(self) -> dict[str, int]:
+        """The highest key epoch number of each collection that a stored epoch row or link
+        names (a secret sealed to a link, or one a link carries). A new epoch takes a number
+        past these: a link still holding the secret of an epoch the host dropped would take
+        it for the new epoch's under the same number, and read nothing written under it."""
+        keys = self._keys()
+        backend = self._ctx.backend
+        used = backend.shared_epochs(self.vault_id)
+        held = [(row.collection, row.epoch) for row in backend.iter_epochs(self.vault_id)]
+        for link in builtins.list(backend.iter_links(self.vault_id)):
+            token = _serve.open_link(link, keys, self.vault_id)
+            if token is not None:
+                held.extend((key.collection, key.epoch) for key in token.leaf.keys)
+        for collection, epoch in held:
+            used[collection] = max(epoch, used.get(collection, 0))
+        return used
 
     def share_keys(self) -> int:
         """Seal every key epoch a live link's scope covers but it does not hold yet, to
@@ -1685,9 +1703,8 @@ class Vault:
 
             removed_epochs: builtins.list[tuple[str, int]] = []
             newest: dict[str, EpochRow] = {}
-            highest: dict[str, int] = {}
+            used = self._epoch_numbers_used()
             for row in builtins.list(backend.iter_epochs(self.vault_id)):
-                highest[row.collection] = max(row.epoch, highest.get(row.collection, 0))
                 try:
                     self._check_epoch(row)
                 except (IntegrityError, FormatError):
@@ -1697,13 +1714,13 @@ class Vault:
                 best = newest.get(row.collection)
                 if best is None or row.epoch > best.epoch:
                     newest[row.collection] = row
-            # A lost newest epoch is replaced by a new one under a number never used: the
-            # links hold the lost key's secret under the old number.
+            # A lost newest epoch is replaced by a new one under a number never used (see
+            # _epoch_numbers_used).
             remade: dict[str, int] = {}
             for collection, logged_epoch in sorted(logged.newest.items()):
                 current = newest.get(collection)
                 if current is None or current.epoch < logged_epoch:
-                    epoch = max(logged_epoch, highest.get(collection, 0)) + 1
+                    epoch = max(logged_epoch, used.get(collection, 0)) + 1
                     sealed = current is not None and current.seal_fields
                     newest[collection] = self._new_epoch(collection, epoch, now, seal_fields=sealed)
                     remade[collection] = epoch

@@ -425,10 +425,17 @@ def test_writes_follow_a_rotation_made_by_another_process(world: World) -> None:
 def test_a_rotation_made_again_after_a_dropped_epoch_mends_the_record(world: World) -> None:
     _rotated(world)
     drop_newest_epoch(world, "tax/2024")
-    assert world.vault.rotate("tax/2024") == {"tax/2024": 2}  # a new epoch 2
-    assert world.head().size == world.vault.log_size()  # signed: the recorded state again
-    assert world.vault.put("tax/2024", {"income": 5}).epoch == 2
-    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+    # Not a new epoch 2: the live link holds the dropped epoch 2's secret under that number
+    # and would take it for the new one's.
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 3}
+    assert world.head().size == world.vault.log_size()  # signed: the recorded state, moved on
+    assert world.head().rotated == expected_rotations(**{"tax/2024": 3})
+    assert world.vault.put("tax/2024", {"income": 5}, record_id="after").epoch == 3
+    assert 3 in world.epochs_held(world.live_token, "tax/2024")
+    assert 3 not in world.epochs_held(world.revoked_token, "tax/2024")
+    world.clock.tick()
+    read = world.live.read(world.store, world.live_token, records=["after"])
+    assert [record.data for record in read.records] == [{"income": 5}]
 
 
 def test_an_export_over_a_dropped_epoch_is_refused(world: World) -> None:

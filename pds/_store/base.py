@@ -227,6 +227,10 @@ class Backend(Protocol):
 
     def insert_link_keys(self, rows: Sequence[LinkKeyRow]) -> None: ...
     def link_keys(self, link_id: bytes) -> list[LinkKeyRow]: ...
+    def shared_epochs(self, vault_id: str) -> dict[str, int]:
+        """The highest epoch number of each collection sealed to any of the vault's links."""
+        ...
+
     def insert_revocation(self, row: RevocationRow) -> None:
         """Store a revocation, replacing the vault's row for the same link if there is one
         (a row whose statement does not verify, which the owner replaces)."""

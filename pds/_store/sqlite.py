@@ -1201,6 +1201,20 @@ class SQLiteBackend:
             [(r.link_id, r.collection, r.epoch, r.sealed) for r in rows],
         )
 
+    def shared_epochs(self, vault_id: str) -> dict[str, int]:
+        rows = self._execute(
+            "SELECT k.collection, MAX(k.epoch) FROM links AS l "
+            "JOIN link_keys AS k ON k.link_id = l.link_id WHERE l.vault_id = ? "
+            "GROUP BY k.collection",
+            (vault_id,),
+        ).fetchall()
+        found: dict[str, int] = {}
+        for collection, epoch in rows:
+            if type(collection) is not str or type(epoch) is not int:
+                raise StoreCorrupt("a stored value has the wrong type")
+            found[collection] = epoch
+        return found
+
     def link_keys(self, link_id: bytes) -> list[LinkKeyRow]:
         rows = self._execute(
             "SELECT link_id, collection, epoch, sealed FROM link_keys WHERE link_id = ? "
