@@ -309,9 +309,9 @@ def repair(
 
     For a vault whose rotate, share-keys or export fail with revocations-changed,
     epochs-changed or checkpoint-missing, or a revoke or rotate that reported it could not
-    be recorded. Revocations the log records are signed again, revocation and epoch rows
-    the owner never signed are removed, a lost newest key epoch is replaced by a new one,
-    and a new head records the result. The log must extend the head pinned on an earlier
+    be recorded. Revocations the log records are signed again, revocation rows the owner
+    never signed are removed, a lost newest key epoch is replaced by a new one, and a new
+    head records the result. The log must extend the head pinned on an earlier
     visit (checked before the secret is asked for): repairing a rolled-back log would sign
     the rollback.
     """
@@ -325,8 +325,12 @@ def repair(
     text = [f"restored the revocation of link {link}" for link in report.restored]
     text += [f"removed a revocation row the owner never signed ({link})" for link in report.removed]
     text += [
-        f"removed epoch {epoch} of {name}: its certificate does not verify"
+        f"removed epoch {epoch} of {name}: a number pds never makes, unsigned"
         for name, epoch in report.removed_epochs
+    ]
+    text += [
+        f"left epoch {epoch} of {name} in place: its certificate does not verify"
+        for name, epoch in report.unverified_epochs
     ]
     text += [
         f"made epoch {epoch} of {name} in place of a lost one"
@@ -344,6 +348,7 @@ def repair(
         "removed": report.removed,
         "epochs": report.epochs,
         "removed_epochs": [list(pair) for pair in report.removed_epochs],
+        "unverified_epochs": [list(pair) for pair in report.unverified_epochs],
         "checkpoint": None if head is None else head.to_text(),
     }
     emit(as_json, document, text)

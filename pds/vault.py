@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -100,26 +101,27 @@ class Record:
 RESTORED_REASON = "restored by repair from the access log"
 """The reason of a revocation statement ``Vault.repair`` signs again."""
 
-_MAX_LOGGED_EPOCH = 2**31 - 1
-"""The largest epoch number ``Vault.repair`` takes from the log (a forged entry could name
-any number; a real vault would need billions of rotations to reach it)."""
+MAX_EPOCH = 2**31 - 1
+"""The largest key epoch number pds makes (a vault would need billions of rotations to
+reach it). Numbers past it in the store or the log are a host's: ``Vault.repair`` and
+the numbering of new epochs ignore them."""
 
 
 class _LoggedRecords:
     """What the log says the heads record, as ``Vault.repair`` collects it entry by entry:
-    every revoked link (with the time of the first ``revoke`` entry naming it)
-    and each collection's newest key epoch (``rotate`` entries), plus what an earlier
+    every revoked link (``revoke`` entries) and each collection's newest key epoch
+    (``rotate`` entries), plus what an earlier
     repair recorded beyond the log. Details that do not open or do not parse add
     nothing."""
 
     def __init__(self, owner_x25519_secret: bytes) -> None:
         self._secret = owner_x25519_secret
-        self.revoked: dict[bytes, int] = {}
+        self.revoked: set[bytes] = set()
         self.newest: dict[str, int] = {}
 
     def visit(self, entry: LogEntry) -> None:
         if entry.kind == "revoke" and entry.link_id is not None:
-            self.revoked.setdefault(entry.link_id, entry.time)
+            self.revoked.add(entry.link_id)
         elif entry.kind == "rotate":
             self._epochs(self._details(entry).get("epochs"))
         elif entry.kind == "repair":
@@ -128,7 +130,7 @@ class _LoggedRecords:
             for text in unlogged if isinstance(unlogged, builtins.list) else []:
                 link_id = _hex_link_id(text)
                 if link_id is not None:
-                    self.revoked.setdefault(link_id, entry.time)
+                    self.revoked.add(link_id)
             self._epochs(details.get("newest"))
 
     def _details(self, entry: LogEntry) -> dict[str, Any]:
@@ -141,7 +143,7 @@ class _LoggedRecords:
         if not isinstance(epochs, dict):
             return
         for collection, epoch in epochs.items():
-            if type(epoch) is not int or not 1 <= epoch <= _MAX_LOGGED_EPOCH:
+            if type(epoch) is not int or not 1 <= epoch <= MAX_EPOCH:
                 continue
             try:
                 check_collection(collection)
@@ -151,12 +153,12 @@ class _LoggedRecords:
 
 
 def _hex_link_id(text: Any) -> bytes | None:
-    if not isinstance(text, str) or len(text) != 64:
+    if not isinstance(text, str) or _HEX_LINK_ID.fullmatch(text) is None:
         return None
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        return None
+    return bytes.fromhex(text)
+
+
+_HEX_LINK_ID = re.compile("[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +167,7 @@ class RepairReport:
 
     restored: list[str]
     """Revocations the log records whose stored rows were missing or did not verify:
-    signed again, dated from the first entry that records them, with the reason
-    ``RESTORED_REASON``."""
+    signed again, dated now, with the reason ``RESTORED_REASON``."""
     removed: list[str]
     """Revocation rows that did not verify, of links no entry revokes: deleted."""
     epochs: dict[str, int]
@@ -174,7 +175,12 @@ class RepairReport:
     verify, with the new epoch made in its place (the next number no row or entry used;
     records written under the lost key stay unreadable)."""
     removed_epochs: list[tuple[str, int]]
-    """Epoch rows whose certificates did not verify: deleted."""
+    """Epoch rows whose certificates did not verify, numbered outside the range pds
+    numbers epochs in (1 to ``MAX_EPOCH``): a host's, deleted."""
+    unverified_epochs: list[tuple[str, int]]
+    """Epoch rows in that range whose certificates did not verify: left in place (one may
+    be the owner's own, damaged, and the only copy of its secret); a collection whose
+    newest row is one gets a new epoch past it."""
     checkpoint: Checkpoint | None
     """The head signed over the ``repair`` entry; ``None``: nothing needed mending."""
 
@@ -307,11 +313,16 @@ class Vault:
         return self._owner is None
 
     def _refresh(self) -> VaultRow:
+        """The vault's row as stored now. A vault's identity key never changes: a row with
+        another one than this object first read is the host's, and taken, it would have
+        heads the host signed verify as the owner's (``IntegrityError`` ``identity``)."""
         row = self._ctx.backend.get_vault(self.vault_id)
         if row is None:
             raise VaultNotFound("no such vault")
         if row.destroyed_at is not None:
             raise VaultDestroyed("the vault was destroyed")
+        if row.identity_public != self._row.identity_public:
+            raise IntegrityError("identity", "the stored identity public key was replaced")
         self._row = row
         return row
 
@@ -451,6 +462,13 @@ class Vault:
         _envelope.verify_epoch_row(self._row.identity_public, row)
         self._verified_epochs[marker] = row.seal_fields
 
+    def _epoch_verifies(self, row: EpochRow) -> bool:
+        try:
+            self._check_epoch(row)
+        except (IntegrityError, FormatError):
+            return False
+        return True
+
     def _epoch_row(self, collection: str, epoch: int) -> EpochRow:
         """A verified epoch row (the one asked for)."""
         row = self._ctx.backend.get_epoch(self.vault_id, collection, epoch)
@@ -500,7 +518,7 @@ class Vault:
             used = self._epoch_numbers_used()
             for name in targets if targets is not None else self.collections():
                 current = self._ctx.backend.current_epoch(self.vault_id, name)
-                epoch = max(0 if current is None else current.epoch, used.get(name, 0)) + 1
+                epoch = self._next_epoch(name, 0 if current is None else current.epoch, used)
                 sealed = current is not None and current.seal_fields
                 self._new_epoch(name, epoch, now, seal_fields=sealed)
                 result[name] = epoch
@@ -522,15 +540,27 @@ class Vault:
         it for the new epoch's under the same number, and read nothing written under it."""
         keys = self._keys()
         backend = self._ctx.backend
-        used = backend.shared_epochs(self.vault_id)
+        used = backend.shared_epochs(self.vault_id, MAX_EPOCH)
         held = [(row.collection, row.epoch) for row in backend.iter_epochs(self.vault_id)]
         for link in builtins.list(backend.iter_links(self.vault_id)):
             token = _serve.open_link(link, keys, self.vault_id)
             if token is not None:
                 held.extend((key.collection, key.epoch) for key in token.leaf.keys)
         for collection, epoch in held:
-            used[collection] = max(epoch, used.get(collection, 0))
+            if 1 <= epoch <= MAX_EPOCH:
+                used[collection] = max(epoch, used.get(collection, 0))
         return used
+
+    def _next_epoch(self, collection: str, after: int, used: Mapping[str, int]) -> int:
+        """The number of a new epoch of ``collection``: past ``after`` and every number in
+        use. Raises ``IntegrityError`` (``epoch-number``) past ``MAX_EPOCH``, which only a
+        host's rows reach."""
+        epoch = max(after, used.get(collection, 0)) + 1
+        if epoch > MAX_EPOCH:
+            raise IntegrityError(
+                "epoch-number", "the store names key epochs up to the largest pds makes"
+            )
+        return epoch
 
     def share_keys(self) -> int:
         """Seal every key epoch a live link's scope covers but it does not hold yet, to
@@ -552,7 +582,11 @@ class Vault:
         keys = self._keys()
         self._check_revocations()
         backend = self._ctx.backend
-        epochs = [(e.collection, e.epoch) for e in backend.iter_epochs(self.vault_id)]
+        epochs = [
+            (row.collection, row.epoch)
+            for row in backend.iter_epochs(self.vault_id)
+            if self._epoch_verifies(row)  # a row the host planted or damaged: nothing to share
+        ]
         shared = 0
         for token in _serve.live_links(self._ctx, self._row, keys, now):
             leaf = token.leaf
@@ -1487,11 +1521,8 @@ class Vault:
         for row in self._ctx.backend.iter_epochs(self.vault_id):
             if row.epoch <= newest.get(row.collection, 0):
                 continue
-            try:
-                self._check_epoch(row)
-            except IntegrityError:
-                continue
-            newest[row.collection] = row.epoch
+            if self._epoch_verifies(row):
+                newest[row.collection] = row.epoch
         return newest
 
     def _stored_records(self) -> _Records:
@@ -1655,21 +1686,26 @@ class Vault:
         rows should. The log is read entry by entry and must extend the latest checkpoint
         and ``pinned`` (a head seen earlier, e.g. the CLI's pin; without any head the
         store's log is taken as it is). Then a revocation the log records whose row is
-        missing or does not verify is signed again, dated from the first entry recording
-        it (its reason: ``RESTORED_REASON``); a revocation row that does not verify, of a
-        link no entry revokes, is deleted (the host planted it); an epoch row whose
-        certificate does not verify is deleted; a collection whose newest epoch as logged
-        is missing gets a new epoch, numbered past every one used (links hold the lost key
-        under its number), field-sealed as its newest remaining epoch is. A ``repair``
-        entry lists what changed, a head signed over it records the result (and anything
-        the rows hold beyond the log, so a later repair keeps it), and the live links are
-        given the epochs they lack. With nothing to mend, nothing is written.
+        missing or does not verify is signed again (dated now, its reason
+        ``RESTORED_REASON``); a revocation row that does not verify, of a link no entry
+        revokes, is deleted (the host planted it); an epoch row whose certificate does not
+        verify is deleted if its number is outside 1 to ``MAX_EPOCH`` (pds makes none
+        there), else left in place (it may be the owner's own, damaged, and the only copy
+        of its secret); a collection whose newest epoch as logged is missing, or whose
+        newest row does not verify, gets a new epoch numbered past every one in use (links
+        hold a lost key under its number), field-sealed as its newest verified epoch is. A
+        ``repair`` entry lists what changed, a head signed over it records the result (and
+        anything the rows hold beyond the log, so a later repair keeps it), and the live
+        links are given the epochs they lack. With nothing to mend, nothing is written.
 
         Entries a host appended (a forged ``revoke`` or ``rotate``) can only make repair
-        revoke more links and make more epochs, never fewer. A revocation or rotation whose
-        entry no head covers and the host removed is not found: make it again.
+        revoke more links and make more epochs, never fewer: a link the owner never
+        revoked may be revoked (listed in ``RepairReport.restored``; grant it again). A
+        revocation or rotation whose entry no head covers and the host removed is not
+        found: make it again.
 
-        Raises ``VaultLocked``; ``InvalidProof`` if the log does not extend the latest
+        Raises ``VaultLocked``; ``IntegrityError`` (``epoch-number``) if the store names
+        epochs up to ``MAX_EPOCH``; ``InvalidProof`` if the log does not extend the latest
         checkpoint or ``pinned`` (a fork or rollback, which repairing would sign), or the
         latest checkpoint does not verify (the host must restore it).
         """
@@ -1692,45 +1728,55 @@ class Vault:
             )
             for link_id in removed:
                 backend.delete_revocation(self.vault_id, link_id)
-            restored = sorted(logged.revoked.keys() - genuine)
+            restored = sorted(logged.revoked - genuine)
             for link_id in restored:
-                # The reason is fixed: the owner's key never signs text an entry the host
-                # may have written chose (the entry's own reason stays in the log).
-                backend.insert_revocation(
-                    self._revocation_row(keys, link_id, logged.revoked[link_id], RESTORED_REASON)
-                )
-            unlogged = sorted(genuine - logged.revoked.keys())
+                # Dated now, with a fixed reason: the owner's key never signs a time or text
+                # that an entry, perhaps the host's, chose (the entry keeps both, and an
+                # audit takes the earlier of the entry's and the statement's times).
+                backend.insert_revocation(self._revocation_row(keys, link_id, now, RESTORED_REASON))
+            unlogged = sorted(genuine - logged.revoked)
 
+            # Epoch rows whose certificates do not verify: out of the range pds numbers
+            # epochs in, a host's (deleted); in it, perhaps the owner's own, damaged, and
+            # the only copy of its secret (kept, and passed by a new epoch if newest).
             removed_epochs: builtins.list[tuple[str, int]] = []
+            unverified: builtins.list[tuple[str, int]] = []
             newest: dict[str, EpochRow] = {}
-            used = self._epoch_numbers_used()
+            top: dict[str, int] = {}
             for row in builtins.list(backend.iter_epochs(self.vault_id)):
-                try:
-                    self._check_epoch(row)
-                except (IntegrityError, FormatError):
+                marker = (row.collection, row.epoch)
+                if self._epoch_verifies(row):
+                    best = newest.get(row.collection)
+                    if best is None or row.epoch > best.epoch:
+                        newest[row.collection] = row
+                elif 1 <= row.epoch <= MAX_EPOCH:
+                    unverified.append(marker)
+                else:
                     backend.delete_epoch(self.vault_id, row.collection, row.epoch)
-                    removed_epochs.append((row.collection, row.epoch))
+                    removed_epochs.append(marker)
                     continue
-                best = newest.get(row.collection)
-                if best is None or row.epoch > best.epoch:
-                    newest[row.collection] = row
-            # A lost newest epoch is replaced by a new one under a number never used (see
-            # _epoch_numbers_used).
+                top[row.collection] = max(row.epoch, top.get(row.collection, 0))
+            # A collection of the owner's whose newest epoch as logged is lost, or whose
+            # newest row does not verify (writes would use it), gets a new epoch, numbered
+            # past every one in use (see _epoch_numbers_used).
+            used = self._epoch_numbers_used()
             remade: dict[str, int] = {}
-            for collection, logged_epoch in sorted(logged.newest.items()):
+            for collection in sorted(logged.newest.keys() | newest.keys()):
                 current = newest.get(collection)
-                if current is None or current.epoch < logged_epoch:
-                    epoch = max(logged_epoch, used.get(collection, 0)) + 1
+                have = 0 if current is None else current.epoch
+                wanted = max(logged.newest.get(collection, 0), top.get(collection, 0))
+                if have < wanted:
+                    epoch = self._next_epoch(collection, wanted, used)
                     sealed = current is not None and current.seal_fields
                     newest[collection] = self._new_epoch(collection, epoch, now, seal_fields=sealed)
                     remade[collection] = epoch
 
             epochs = {collection: row.epoch for collection, row in newest.items()}
-            records = (revoked_digest(genuine | logged.revoked.keys()), rotated_digest(epochs))
+            records = (revoked_digest(genuine | logged.revoked), rotated_digest(epochs))
             # A vault without grants needs no head yet: its first head records the store.
             unrecorded = self._has_grants() if latest is None else latest.records != records
             if not (restored or removed or remade or removed_epochs or unrecorded):
-                return RepairReport([], [], {}, [], None)
+                return RepairReport([], [], {}, [], unverified, None)
             self._log(
                 "repair",
                 {
@@ -1739,6 +1785,7 @@ class Vault:
                     "unlogged": [link_id.hex() for link_id in unlogged],
                     "epochs": remade,
                     "removed_epochs": [[c, e] for c, e in removed_epochs],
+                    "unverified_epochs": [[c, e] for c, e in unverified],
                     "newest": {c: e for c, e in sorted(epochs.items()) if e >= 2},
                 },
                 records=records,
@@ -1750,6 +1797,7 @@ class Vault:
             [link_id.hex() for link_id in removed],
             remade,
             removed_epochs,
+            unverified,
             head,
         )
 

@@ -629,8 +629,11 @@ def test_repair_restores_revocations_the_host_dropped(world: World) -> None:
     assert world.vault.log_size() == size + 1  # the repair entry, under a head
     assert world.head().size == size + 1
     assert world.head().revoked == expected_record(*ids)
-    # Dated from the first entry that revoked each link (the audit judges accesses by it).
-    assert _revoked_at(world) == first
+    # Dated now: the owner signs no time an entry chose (the audit takes the earlier of the
+    # statement's and the log entry's).
+    repaired = _revoked_at(world)
+    assert set(repaired) == set(first)
+    assert set(repaired.values()) == {int(world.clock() * 1000)}
     # Signed with a fixed reason: the owner never signs text an entry may have chosen.
     listed = world.vault.revocation_list()
     assert listed.count(b"restored by repair from the access log") == 2
@@ -698,19 +701,27 @@ def test_repair_removes_a_revocation_row_the_host_planted(world: World) -> None:
     world.vault.export(io.BytesIO())
 
 
-def test_repair_makes_a_dropped_epoch_again_and_deletes_planted_ones(world: World) -> None:
+def test_repair_makes_a_new_epoch_for_a_dropped_one(world: World) -> None:
+    """The newest epoch is dropped and a junk row put at the next number (another epoch's
+    certificate): the junk row is left in place (a row whose certificate fails may be the
+    owner's own, damaged, and its secret's only copy) and passed by the new epoch; one
+    numbered where pds makes no epochs is deleted."""
     _rotated(world)
     drop_newest_epoch(world, "tax/2024")
-    world.sql(  # a junk newest epoch: its certificate is another epoch's
-        "INSERT INTO epochs (vault_id, collection, epoch, public_key, created_at, signature, "
-        "sealed_owner, seal_fields) SELECT vault_id, collection, 3, public_key, created_at, "
-        "signature, sealed_owner, seal_fields FROM epochs WHERE collection = 'tax/2024'"
-    )
+    for number in (3, 2**40):
+        world.sql(
+            "INSERT INTO epochs (vault_id, collection, epoch, public_key, created_at, "
+            "signature, sealed_owner, seal_fields) SELECT vault_id, collection, ?, public_key, "
+            "created_at, signature, sealed_owner, seal_fields FROM epochs "
+            "WHERE collection = 'tax/2024' AND epoch = 1",
+            number,
+        )
     vault = _fresh_vault(world)
     with pytest.raises(errors.IntegrityError):
         vault.put("tax/2024", {"income": 2})
     report = vault.repair()
-    assert report.removed_epochs == [("tax/2024", 3)]
+    assert report.removed_epochs == [("tax/2024", 2**40)]
+    assert report.unverified_epochs == [("tax/2024", 3)]
     # Past every number used: the live link holds the lost epoch 2's key under its number.
     assert report.epochs == {"tax/2024": 4}
     assert report.restored == report.removed == []
@@ -725,6 +736,50 @@ def test_repair_makes_a_dropped_epoch_again_and_deletes_planted_ones(world: Worl
     read = world.live.read(world.store, world.live_token, collection="tax/2024")
     incomes = {record.data["income"] for record in read.records if record.data is not None}
     assert incomes == {41000, 2}  # the record under epoch 1, and the one under the new epoch
+    # The junk row stays; a later repair reports it and changes nothing.
+    again = vault.repair()
+    assert again.checkpoint is None and again.unverified_epochs == [("tax/2024", 3)]
+
+
+def test_a_damaged_epoch_row_is_kept(world: World) -> None:
+    """A one-field change makes the owner's own epoch row fail its certificate: deleting it
+    would lose its secret for good. Repair leaves it (and makes no epoch for a collection
+    it cannot tell from one the host made up); a rotation gives writes a new epoch."""
+    world.sql("UPDATE epochs SET created_at = created_at + 1 WHERE collection = 'tax/2024'")
+    vault = _fresh_vault(world)
+    report = vault.repair()
+    assert report.unverified_epochs == [("tax/2024", 1)]
+    assert (report.removed_epochs, report.epochs, report.checkpoint) == ([], {}, None)
+    assert vault.rotate("tax/2024") == {"tax/2024": 2}
+    assert vault.put("tax/2024", {"income": 3}).epoch == 2
+    world.sql("UPDATE epochs SET created_at = created_at - 1 WHERE epoch = 1")  # restored
+    assert _fresh_vault(world).get("return-2024").data == {"income": 41000}
+
+
+def test_epoch_numbers_past_the_largest_pds_makes_are_ignored(world: World) -> None:
+    """A host's link_keys row or forged entry naming a huge epoch number neither moves the
+    numbering (where a later repair could not follow it) nor overflows SQLite."""
+    from pds.vault import MAX_EPOCH
+
+    for number in (MAX_EPOCH + 1, 2**63 - 1):
+        world.sql(
+            "INSERT INTO link_keys (link_id, collection, epoch, sealed) VALUES (?, ?, ?, ?)",
+            world.live_token.link_id,
+            "tax/2024",
+            number,
+            b"junk",
+        )
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 2}
+    world.sql(
+        "INSERT INTO link_keys (link_id, collection, epoch, sealed) VALUES (?, ?, ?, ?)",
+        world.live_token.link_id,
+        "tax/2024",
+        MAX_EPOCH,
+        b"junk",
+    )
+    with pytest.raises(errors.IntegrityError) as refused:  # no number left: refused, typed
+        world.vault.rotate("tax/2024")
+    assert refused.value.reason == "epoch-number"
 
 
 def test_repair_signs_a_head_where_the_host_deleted_them_all(world: World) -> None:
@@ -744,7 +799,7 @@ def test_repair_with_nothing_to_mend_writes_nothing(world: World) -> None:
     _rotated(world)
     size, head = world.vault.log_size(), world.head()
     report = world.vault.repair()
-    assert report == pds.RepairReport([], [], {}, [], None)
+    assert report == pds.RepairReport([], [], {}, [], [], None)
     assert (world.vault.log_size(), world.head()) == (size, head)
 
 
@@ -854,6 +909,17 @@ def test_entries_a_host_forged_only_revoke_more(world: World) -> None:
             owner_x25519_public=_serve.owner_public_x25519(row),
             rng=ctx.rng,
         )
+        spaced = f"{live.hex()[:2]} {live.hex()[2:62]} "  # 64 characters, 31 bytes of hex
+        assert len(spaced) == 64
+        MerkleLog(ctx.backend, row.vault_id).append(
+            time=ctx.now_ms(),
+            kind="repair",
+            result="ok",
+            link_id=None,
+            details={"unlogged": [spaced, 7, "zz" * 32], "newest": [["tax/2024", 3]]},
+            owner_x25519_public=_serve.owner_public_x25519(row),
+            rng=ctx.rng,
+        )
     report = world.vault.repair()
     assert report.restored == [live.hex()]
     assert report.epochs == {"tax/2024": 10}
@@ -896,3 +962,40 @@ def test_repair_refuses_a_log_regrown_past_a_pinned_head(world: World) -> None:
         vault.repair(pinned=pinned)
     assert refused.value.reason == "log-fork"
     store.close()
+
+
+def test_an_identity_key_swapped_under_an_unlocked_vault_is_refused(world: World) -> None:
+    """A host that swaps in its own identity key after the owner unlocked could sign
+    "latest" heads recording no revocation; the vault object keeps the key it first read."""
+    from pds import _crypto
+    from pds.accesslog import MerkleLog, revoked_digest, rotated_digest
+
+    host_key = _crypto.SigningKey.from_seed(b"\x07" * 32)
+    vault_id = world.vault.vault_id
+    world.sql("UPDATE vaults SET identity_public = ? WHERE vault_id = ?", host_key.public, vault_id)
+    world.drop_revocations()
+    log = MerkleLog(world.store._ctx.backend, vault_id)
+    size = log.size()
+    now = int(world.clock() * 1000) + 1
+    forged = Checkpoint.sign(
+        host_key,
+        vault_id,
+        size,
+        log.root(size),
+        now,
+        records=(revoked_digest([]), rotated_digest({})),
+    )
+    world.sql(
+        "INSERT OR REPLACE INTO log_checkpoints (vault_id, size, time, note) VALUES (?, ?, ?, ?)",
+        vault_id,
+        size,
+        now,
+        forged.to_text(),
+    )
+    world.clock.tick()
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.rotate("tax/2024")
+    assert refused.value.reason == "identity"
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
+    with pytest.raises(errors.IntegrityError):
+        world.vault.repair()

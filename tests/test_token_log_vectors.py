@@ -844,7 +844,16 @@ DETAIL_KEYS = {
     "revoke": OWNER | {"link", "reason"},
     "rotate": OWNER | {"epochs"},
     "rekey": OWNER | {"method"},
-    "repair": OWNER | {"restored", "removed", "unlogged", "epochs", "removed_epochs", "newest"},
+    "repair": OWNER
+    | {
+        "restored",
+        "removed",
+        "unlogged",
+        "epochs",
+        "removed_epochs",
+        "unverified_epochs",
+        "newest",
+    },
     "export": OWNER,
 }
 

@@ -227,8 +227,9 @@ class Backend(Protocol):
 
     def insert_link_keys(self, rows: Sequence[LinkKeyRow]) -> None: ...
     def link_keys(self, link_id: bytes) -> list[LinkKeyRow]: ...
-    def shared_epochs(self, vault_id: str) -> dict[str, int]:
-        """The highest epoch number of each collection sealed to any of the vault's links."""
+    def shared_epochs(self, vault_id: str, at_most: int) -> dict[str, int]:
+        """The highest epoch number, from 1 to ``at_most``, of each collection sealed to any
+        of the vault's links (rows outside that range are not counted)."""
         ...
 
     def insert_revocation(self, row: RevocationRow) -> None:

@@ -1201,12 +1201,12 @@ class SQLiteBackend:
             [(r.link_id, r.collection, r.epoch, r.sealed) for r in rows],
         )
 
-    def shared_epochs(self, vault_id: str) -> dict[str, int]:
+    def shared_epochs(self, vault_id: str, at_most: int) -> dict[str, int]:
         rows = self._execute(
             "SELECT k.collection, MAX(k.epoch) FROM links AS l "
             "JOIN link_keys AS k ON k.link_id = l.link_id WHERE l.vault_id = ? "
-            "GROUP BY k.collection",
-            (vault_id,),
+            "AND k.epoch BETWEEN 1 AND ? GROUP BY k.collection",
+            (vault_id, at_most),
         ).fetchall()
         found: dict[str, int] = {}
         for collection, epoch in rows:
