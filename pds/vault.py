@@ -462,6 +462,17 @@ class Vault:
         _envelope.verify_epoch_row(self._row.identity_public, row)
         self._verified_epochs[marker] = row.seal_fields
 
+    def _newest_verified_epoch(self, collection: str) -> EpochRow | None:
+        """The collection's newest epoch row whose certificate verifies (a rotation takes
+        its field-sealing flag from it: a newer row the host planted could flip it)."""
+        backend = self._ctx.backend
+        row = backend.current_epoch(self.vault_id, collection)
+        if row is None or self._epoch_verifies(row):
+            return row
+        rows = [r for r in backend.iter_epochs(self.vault_id) if r.collection == collection]
+        verified = [r for r in rows if self._epoch_verifies(r)]
+        return max(verified, key=lambda r: r.epoch, default=None)
+
     def _epoch_verifies(self, row: EpochRow) -> bool:
         try:
             self._check_epoch(row)
@@ -517,7 +528,7 @@ class Vault:
             now = self._ctx.now_ms()
             used = self._epoch_numbers_used()
             for name in targets if targets is not None else self.collections():
-                current = self._ctx.backend.current_epoch(self.vault_id, name)
+                current = self._newest_verified_epoch(name)
                 epoch = self._next_epoch(name, 0 if current is None else current.epoch, used)
                 sealed = current is not None and current.seal_fields
                 self._new_epoch(name, epoch, now, seal_fields=sealed)
@@ -1514,12 +1525,15 @@ class Vault:
             if self._genuine_revocation(row)
         ]
 
-    def _stored_newest_epochs(self) -> dict[str, int]:
+    def _stored_newest_epochs(self, excluding: Mapping[str, int] | None = None) -> dict[str, int]:
         """The newest epoch of each collection, among the stored epoch rows whose
-        certificates verify (a row the host planted is no epoch of the owner's)."""
+        certificates verify (a row the host planted is no epoch of the owner's), leaving
+        out the epochs ``excluding`` names (a rotation's new ones)."""
         newest: dict[str, int] = {}
         for row in self._ctx.backend.iter_epochs(self.vault_id):
             if row.epoch <= newest.get(row.collection, 0):
+                continue
+            if excluding is not None and excluding.get(row.collection) == row.epoch:
                 continue
             if self._epoch_verifies(row):
                 newest[row.collection] = row.epoch
@@ -1556,9 +1570,10 @@ class Vault:
         self, latest: Checkpoint | None, epochs: Mapping[str, int]
     ) -> _Records | None:
         """The records of a head signed for a rotation to ``epochs``: the stored newest
-        epochs, if they are the recorded ones with these collections moved on by one (or
-        the recorded ones, when an epoch the host dropped is made again); otherwise
-        ``None``, and no head is signed."""
+        epochs, if without the new ones they are the recorded ones (the new epochs are
+        numbered past every one in use, so they may skip numbers), or, when an epoch the
+        host dropped is passed or made again, if the recorded ones are these collections
+        one epoch back, or the stored ones; otherwise ``None``, and no head is signed."""
         if latest is None or latest.records is None:
             return self._stored_records()
         newest = self._stored_newest_epochs()
@@ -1566,7 +1581,8 @@ class Vault:
         for collection, epoch in epochs.items():
             before[collection] = epoch - 1
         current = rotated_digest(newest)
-        if latest.records[1] in (current, rotated_digest(before)):
+        previous = rotated_digest(self._stored_newest_epochs(excluding=epochs))
+        if latest.records[1] in (current, rotated_digest(before), previous):
             return latest.records[0], current
         return None
 

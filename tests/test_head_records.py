@@ -999,3 +999,23 @@ def test_an_identity_key_swapped_under_an_unlocked_vault_is_refused(world: World
     assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
     with pytest.raises(errors.IntegrityError):
         world.vault.repair()
+
+
+def test_a_rotation_keeps_the_field_sealing_of_the_newest_verified_epoch(world: World) -> None:
+    """A newer row the host planted (another epoch's certificate, the flag flipped) must not
+    decide how the new epoch seals records."""
+    world.sql(
+        "INSERT INTO epochs (vault_id, collection, epoch, public_key, created_at, signature, "
+        "sealed_owner, seal_fields) SELECT vault_id, collection, 2, public_key, created_at, "
+        "signature, sealed_owner, 1 FROM epochs WHERE collection = 'tax/2024'"
+    )
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 3}
+    conn = sqlite3.connect(world.path)
+    try:
+        flags = dict(
+            conn.execute("SELECT epoch, seal_fields FROM epochs WHERE collection = 'tax/2024'")
+        )
+    finally:
+        conn.close()
+    assert flags == {1: 0, 2: 1, 3: 0}
+    assert world.vault.put("tax/2024", {"income": 1}).epoch == 3
