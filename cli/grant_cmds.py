@@ -16,7 +16,7 @@ import click
 import pds
 from pds import capability
 
-from .heads import check_or_warn, pin_or_warn
+from .heads import check_or_warn, mark_unrecorded, pin_or_warn
 from .output import emit, iso, iso_ms, table
 from .params import CommaList, DidKey, Duration, Expiry, read_token
 from .state import (
@@ -422,11 +422,16 @@ def revoke(
     # The token is read (and checked) before the owner's secret is asked for.
     target = None if link is None else _revocation_target(vault_id, read_token(link))
     opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
-    if target is None:
-        assert audience is not None
-        revoked = opened.revoke_all(audience=audience, reason=reason)
-    else:
-        revoked = [opened.revoke(target, reason=reason)]
+    try:
+        if target is None:
+            assert audience is not None
+            revoked = opened.revoke_all(audience=audience, reason=reason)
+        else:
+            revoked = [opened.revoke(target, reason=reason)]
+    except pds.errors.IntegrityError as exc:
+        if exc.reason == "revocation-unrecorded":
+            mark_unrecorded(opened.vault_id)  # sharing and writing wait for a repair
+        raise
     # The head that records the revocation is pinned: rotate and share-keys refuse a store
     # rolled back to before it (a failed pin is a WARNING; the revocation stands).
     if check_or_warn(opened):

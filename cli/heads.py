@@ -12,7 +12,9 @@ extend the pin, and ``revoke`` and ``vault rotate`` pin the heads that record th
 revocation and the new epoch: a host that rolls back a revocation or a rotation together
 with the heads signed since (which the library alone cannot tell from an older store) is
 caught before a new epoch reaches the revoked link, or a record is written under the
-epoch it holds.
+epoch it holds. A revocation or rotation that no head could record leaves a marker,
+``heads/<vault>.unrecorded``: those four commands refuse until ``vault repair`` records
+it (the host could have undone it).
 
 Pins live in the user's state directory: ``$PDS_STATE_DIR``, else ``$XDG_STATE_HOME/pds``,
 else ``~/.local/state/pds``; one file per vault, ``heads/<vault>.checkpoint``, holding the
@@ -40,10 +42,13 @@ __all__ = [
     "HeadCheck",
     "check_or_warn",
     "check_pinned",
+    "clear_unrecorded",
     "head_path",
+    "mark_unrecorded",
     "pin",
     "pin_or_warn",
     "state_directory",
+    "unrecorded_path",
 ]
 
 STATE_DIR_ENV = "PDS_STATE_DIR"
@@ -136,12 +141,51 @@ def warn(message: str) -> None:
     click.echo(printable(message), err=True)
 
 
-def check_or_warn(vault: pds.Vault) -> bool:
-    """``check_pinned``, with the WARNING on stderr when the store does not extend the pin."""
+def check_or_warn(vault: pds.Vault, *, changing: bool = False) -> bool:
+    """``check_pinned``, with the WARNING on stderr when the store does not extend the pin.
+
+    ``changing``: the command writes records or shares key epochs, which it must not do
+    after a revocation or rotation this user made could not be recorded (a host could have
+    undone it) until ``pds vault repair`` records it."""
     check = check_pinned(vault)
     if not check.ok:
         warn(check.warning(vault.vault_id))
-    return check.ok
+        return False
+    path = unrecorded_path(vault.vault_id)
+    if changing and path is not None and path.exists():
+        warn(
+            f"WARNING: a revocation or rotation of {vault.vault_id} could not be recorded "
+            f"(the store was changed): run 'pds vault repair {vault.vault_id}' first"
+        )
+        return False
+    return True
+
+
+def unrecorded_path(vault_id: str) -> Path | None:
+    """The marker of a revocation or rotation of ``vault_id`` no signed head recorded."""
+    path = head_path(vault_id)
+    return None if path is None else path.with_suffix(".unrecorded")
+
+
+def mark_unrecorded(vault_id: str) -> None:
+    """Remember (best effort) that a revocation or rotation could not be recorded."""
+    path = unrecorded_path(vault_id)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        replace_file(path, b"")
+    except OSError as exc:
+        warn(f"warning: cannot write {path}: {exc.strerror}")
+
+
+def clear_unrecorded(vault_id: str) -> None:
+    path = unrecorded_path(vault_id)
+    if path is not None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            warn(f"warning: cannot remove {path}: {exc.strerror}")
 
 
 def pin_or_warn(vault: pds.Vault, head: Checkpoint | None = None, *, force: bool = False) -> bool:

@@ -102,7 +102,7 @@ def _writable_vault(
     rotation would have the record written under the key epoch a revoked grantee holds.
     Checked before the secret is asked for."""
     opened = state.open_vault(vault_id)
-    if not check_or_warn(opened):
+    if not check_or_warn(opened, changing=True):
         return None
     unlock(opened, owner_credential(passphrase_file, key_file))
     return opened

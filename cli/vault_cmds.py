@@ -9,7 +9,13 @@ import click
 
 import pds
 
-from .heads import check_or_warn, pin_or_warn, pinned_head
+from .heads import (
+    check_or_warn,
+    clear_unrecorded,
+    mark_unrecorded,
+    pin_or_warn,
+    pinned_head,
+)
 from .output import RecordProgress, emit, iso, table
 from .state import (
     AppState,
@@ -215,10 +221,15 @@ def rotate(
     revoked grant.
     """
     opened = state.open_vault(vault_id)
-    if not check_or_warn(opened):  # before the secret is asked for
+    if not check_or_warn(opened, changing=True):  # before the secret is asked for
         return 1
     unlock(opened, owner_credential(passphrase_file, key_file))
-    epochs = opened.rotate(collection)
+    try:
+        epochs = opened.rotate(collection)
+    except pds.errors.IntegrityError as exc:
+        if exc.reason == "rotation-unrecorded":
+            mark_unrecorded(opened.vault_id)
+        raise
     pin_or_warn(opened)
     if epochs:
         text = [f"rotated {name} to epoch {epoch}" for name, epoch in sorted(epochs.items())]
@@ -283,7 +294,7 @@ def share_keys(
     extend the head pinned on an earlier visit.
     """
     opened = state.open_vault(vault_id)
-    if not check_or_warn(opened):  # before the secret is asked for
+    if not check_or_warn(opened, changing=True):  # before the secret is asked for
         return 1
     unlock(opened, owner_credential(passphrase_file, key_file))
     shared = opened.share_keys()
@@ -321,6 +332,7 @@ def repair(
         opened.verify_log(pinned)  # before the secret is asked for
     unlock(opened, owner_credential(passphrase_file, key_file))
     report = opened.repair(pinned=pinned)
+    clear_unrecorded(opened.vault_id)
     pin_or_warn(opened)
     text = [f"restored the revocation of link {link}" for link in report.restored]
     text += [f"removed a revocation row the owner never signed ({link})" for link in report.removed]

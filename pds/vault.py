@@ -118,14 +118,16 @@ class _LoggedRecords:
         self._secret = owner_x25519_secret
         self.revoked: set[bytes] = set()
         self.newest: dict[str, int] = {}
+        self._made: dict[tuple[str, int], int] = {}
 
     def visit(self, entry: LogEntry) -> None:
         if entry.kind == "revoke" and entry.link_id is not None:
             self.revoked.add(entry.link_id)
         elif entry.kind == "rotate":
-            self._epochs(self._details(entry).get("epochs"))
+            self._epochs(self._details(entry).get("epochs"), made=True)
         elif entry.kind == "repair":
             details = self._details(entry)
+            self._epochs(details.get("epochs"), made=True)
             unlogged = details.get("unlogged")
             for text in unlogged if isinstance(unlogged, builtins.list) else []:
                 link_id = _hex_link_id(text)
@@ -139,7 +141,7 @@ class _LoggedRecords:
         except IntegrityError:
             return {}
 
-    def _epochs(self, epochs: Any) -> None:
+    def _epochs(self, epochs: Any, *, made: bool = False) -> None:
         if not isinstance(epochs, dict):
             return
         for collection, epoch in epochs.items():
@@ -150,6 +152,15 @@ class _LoggedRecords:
             except FormatError:
                 continue
             self.newest[collection] = max(epoch, self.newest.get(collection, 0))
+            if made:
+                self._made[collection, epoch] = self._made.get((collection, epoch), 0) + 1
+
+    def made_twice(self, collection: str) -> bool:
+        """Whether two entries made the collection's newest epoch number: a host that hid
+        the number had a rotation make it again, under a new key, and may put the old row,
+        which a revoked link holds, back in its place (the heads record numbers only)."""
+        newest = self.newest.get(collection)
+        return newest is not None and self._made.get((collection, newest), 0) >= 2
 
 
 def _hex_link_id(text: Any) -> bytes | None:
@@ -284,10 +295,15 @@ class Vault:
         self._newest_epochs: tuple[str | None, dict[str, int]] | None = None
         """The newest epoch of each collection, as last checked against the latest head,
         with that head's text: valid while the store's latest head is that one."""
+        # Set when a rotation could not be recorded; cleared by a repair.
+        self._rotation_unrecorded = False
         # The last checkpoint text this object verified (or signed), with its parse: the
         # latest checkpoint is read before every owner-side entry, and is usually the one
         # this object signed after the previous one.
         self._verified_head: tuple[str, bytes, Checkpoint] | None = None
+        # The largest head this object signed or verified: the store's latest head must
+        # never be older (a store rolled back under a long-lived object).
+        self._seen_head: Checkpoint | None = None
 
     def __repr__(self) -> str:
         state = "locked" if self._owner is None else "unlocked"
@@ -528,8 +544,13 @@ class Vault:
             now = self._ctx.now_ms()
             used = self._epoch_numbers_used()
             for name in targets if targets is not None else self.collections():
+                # Epoch 2 at least: heads record newest epochs from 2 on, and a first epoch
+                # made again under 1 (the host dropped the collection's rows) would be
+                # recorded by none, so the host could put the old one back unseen.
                 current = self._newest_verified_epoch(name)
-                epoch = self._next_epoch(name, 0 if current is None else current.epoch, used)
+                epoch = self._next_epoch(
+                    name, verified=1 if current is None else current.epoch, wanted=1, used=used
+                )
                 sealed = current is not None and current.seal_fields
                 self._new_epoch(name, epoch, now, seal_fields=sealed)
                 result[name] = epoch
@@ -537,10 +558,14 @@ class Vault:
             if self._revocations_trusted():
                 self._share_keys(now)
         if not recorded:
+            # Unrecorded, the host can put back the epochs this rotation replaced (a revoked
+            # link holds them): this object writes nothing until a repair records it.
+            self._rotation_unrecorded = True
             raise IntegrityError(
                 "rotation-unrecorded",
                 "the new key epochs are made and the rotation logged, but no signed head "
-                "records it: the store's epochs, revocations or checkpoints were changed",
+                "records it: the store's epochs, revocations or checkpoints were changed "
+                "(repair records it; until then this vault object writes nothing)",
             )
         return result
 
@@ -562,15 +587,25 @@ class Vault:
                 used[collection] = max(epoch, used.get(collection, 0))
         return used
 
-    def _next_epoch(self, collection: str, after: int, used: Mapping[str, int]) -> int:
-        """The number of a new epoch of ``collection``: past ``after`` and every number in
-        use. Raises ``IntegrityError`` (``epoch-number``) past ``MAX_EPOCH``, which only a
-        host's rows reach."""
-        epoch = max(after, used.get(collection, 0)) + 1
+    def _next_epoch(
+        self, collection: str, *, verified: int, wanted: int, used: Mapping[str, int]
+    ) -> int:
+        """The number of a new epoch of ``collection``: past ``wanted`` and every number in
+        use. Where that would pass ``MAX_EPOCH`` (only a host's rows and entries name such
+        numbers), the first number past ``verified``, the newest verified epoch, that no
+        stored row holds: safe, since the heads record each newest epoch, but a link
+        holding a planted number may then hold the wrong secret under it. Raises
+        ``IntegrityError`` (``epoch-number``) if no number is left."""
+        epoch = max(wanted, verified, used.get(collection, 0)) + 1
+        if epoch <= MAX_EPOCH:
+            return epoch
+        backend = self._ctx.backend
+        taken = {r.epoch for r in backend.iter_epochs(self.vault_id) if r.collection == collection}
+        epoch = verified + 1
+        while epoch in taken:
+            epoch += 1
         if epoch > MAX_EPOCH:
-            raise IntegrityError(
-                "epoch-number", "the store names key epochs up to the largest pds makes"
-            )
+            raise IntegrityError("epoch-number", "no key epoch number is left for the collection")
         return epoch
 
     def share_keys(self) -> int:
@@ -608,7 +643,10 @@ class Vault:
                     continue
                 if not capability.collection_allowed(leaf.caveats.collections, collection):
                     continue
-                secret = self._epoch_secret(collection, epoch)
+                try:
+                    secret = self._epoch_secret(collection, epoch)
+                except IntegrityError:
+                    continue  # its sealed secret was changed: no one can be given it
                 _serve.seal_to_link(self._ctx, leaf, collection, epoch, secret)
                 shared += 1
         return shared
@@ -672,6 +710,11 @@ class Vault:
 
     def _write(self, collection: str, items: list[_Item]) -> list[RecordInfo]:
         keys = self._keys()
+        if self._rotation_unrecorded:
+            raise IntegrityError(
+                "rotation-unrecorded",
+                "a rotation this vault object made is not recorded: repair the vault first",
+            )
         ctx = self._ctx
         backend = ctx.backend
         given = [item[0] for item in items if item[0] is not None]
@@ -1572,18 +1615,18 @@ class Vault:
         """The records of a head signed for a rotation to ``epochs``: the stored newest
         epochs, if without the new ones they are the recorded ones (the new epochs are
         numbered past every one in use, so they may skip numbers), or, when an epoch the
-        host dropped is passed or made again, if the recorded ones are these collections
-        one epoch back, or the stored ones; otherwise ``None``, and no head is signed."""
+        host dropped is passed, if the recorded ones are these collections one epoch back;
+        otherwise ``None``, and no head is signed. Never when the rotation made a recorded
+        number again: the host, which hid it, could put the old epoch back unseen."""
         if latest is None or latest.records is None:
             return self._stored_records()
         newest = self._stored_newest_epochs()
         before = dict(newest)
         for collection, epoch in epochs.items():
             before[collection] = epoch - 1
-        current = rotated_digest(newest)
         previous = rotated_digest(self._stored_newest_epochs(excluding=epochs))
-        if latest.records[1] in (current, rotated_digest(before), previous):
-            return latest.records[0], current
+        if latest.records[1] in (rotated_digest(before), previous):
+            return latest.records[0], rotated_digest(newest)
         return None
 
     def _recording_head(self) -> Checkpoint | None:
@@ -1730,9 +1773,12 @@ class Vault:
         backend = self._ctx.backend
         with backend.transaction():
             self._refresh()
-            latest = self.latest_checkpoint()
+            # A head this object saw anchors the log as a pinned one does (the store's may
+            # be older: deleted or rolled back).
+            latest = self._stored_latest_checkpoint()
+            anchors = [h for h in (anchor, latest, self._seen_head) if h is not None]
             logged = _LoggedRecords(keys.x25519_secret)
-            self._walk_log([h for h in (anchor, latest) if h is not None], logged.visit)
+            self._walk_log(anchors, logged.visit)
             now = self._ctx.now_ms()
 
             rows = builtins.list(backend.iter_revocations(self.vault_id))
@@ -1781,8 +1827,8 @@ class Vault:
                 current = newest.get(collection)
                 have = 0 if current is None else current.epoch
                 wanted = max(logged.newest.get(collection, 0), top.get(collection, 0))
-                if have < wanted:
-                    epoch = self._next_epoch(collection, wanted, used)
+                if have < wanted or logged.made_twice(collection):
+                    epoch = self._next_epoch(collection, verified=have, wanted=wanted, used=used)
                     sealed = current is not None and current.seal_fields
                     newest[collection] = self._new_epoch(collection, epoch, now, seal_fields=sealed)
                     remade[collection] = epoch
@@ -1792,6 +1838,7 @@ class Vault:
             # A vault without grants needs no head yet: its first head records the store.
             unrecorded = self._has_grants() if latest is None else latest.records != records
             if not (restored or removed or remade or removed_epochs or unrecorded):
+                self._rotation_unrecorded = False
                 return RepairReport([], [], {}, [], unverified, None)
             self._log(
                 "repair",
@@ -1808,6 +1855,7 @@ class Vault:
             )
             head = self.latest_checkpoint()
             self._share_keys(now)
+        self._rotation_unrecorded = False
         return RepairReport(
             [link_id.hex() for link_id in restored],
             [link_id.hex() for link_id in removed],
@@ -1833,6 +1881,7 @@ class Vault:
         text = head.to_text()
         self._ctx.backend.put_checkpoint(self.vault_id, head.size, head.time, text)
         self._verified_head = (text, self._row.identity_public, head)
+        self._saw_head(head)
 
     def log(
         self,
@@ -1955,8 +2004,22 @@ class Vault:
         log does not match it (``log-fork``: shorter than it, or another root at its size,
         computed from the stored subtree hashes; ``verify_log`` recomputes from the entries).
         A host that deletes the checkpoint rows escapes this check: a head pinned by the
-        client (``verify_log``) is the anchor.
+        client (``verify_log``) is the anchor. The vault object is one too: a latest head
+        older than one it signed or verified (the host rolled its store back under it)
+        raises ``InvalidProof`` (``checkpoint-missing``).
         """
+        head = self._stored_latest_checkpoint()
+        seen = self._seen_head
+        if seen is not None and (head is None or head.size < seen.size):
+            raise InvalidProof(
+                "the store's latest checkpoint is older than one this vault object saw "
+                "(repair rebuilds the records)",
+                "checkpoint-missing",
+            )
+        return head
+
+    def _stored_latest_checkpoint(self) -> Checkpoint | None:
+        """``latest_checkpoint`` without the comparison with the heads this object saw."""
         text = self._ctx.backend.latest_checkpoint(self.vault_id)
         if text is None:
             return None
@@ -1974,7 +2037,18 @@ class Vault:
         # The root at size 0 is SHA-256(""), so a size-0 head with another root fails too.
         if head.size > log.size() or log.root(head.size) != head.root:
             raise InvalidProof("the stored log does not match its latest checkpoint", "log-fork")
+        self._saw_head(head)
         return head
+
+    def _saw_head(self, head: Checkpoint) -> None:
+        """Remember ``head`` as seen once it is committed (a head signed in a transaction
+        that rolls back never was)."""
+
+        def seen() -> None:
+            if self._seen_head is None or head.size > self._seen_head.size:
+                self._seen_head = head
+
+        self._ctx.backend.after_commit(seen)
 
     def prove_inclusion(
         self, index: int, size: int | None = None

@@ -1014,7 +1014,12 @@ def test_truncating_and_regrowing_the_log_is_detected(
     with pytest.raises(errors.InvalidProof) as caught:
         world.vault.verify_log(head)
     assert caught.value.reason == "log-fork"
-    # The new history verifies on its own terms.
+    # The vault object that signed the newer heads refuses the older ones now shown...
+    with pytest.raises(errors.InvalidProof) as older:
+        world.vault.checkpoint()
+    assert older.value.reason == "checkpoint-missing"
+    # ...while a fresh one (without a pin) sees the new history verify on its own terms.
+    world.reopen()
     world.vault.verify_log(world.vault.checkpoint())
 
 

@@ -409,6 +409,13 @@ def test_an_access_after_a_revocation_the_host_deleted_is_flagged(world: World) 
         conn.execute("DELETE FROM log_checkpoints WHERE size > 2")
     conn.close()
     world.read(world.token)  # the host now serves the revoked token
+    # The vault object that signed the deleted heads refuses the older store...
+    with pytest.raises(errors.InvalidProof) as older:
+        world.export()
+    assert older.value.reason == "checkpoint-missing"
+    # ...a fresh one (another process, no pin) signs the package, which the audit flags.
+    world.vault = world.store.open_vault(world.vault_id)
+    world.vault.unlock(key_file=world.key_file)
     kinds = [e.kind for e in world.vault.access_log()]
     if kinds != ["grant", "read", "revoke", "read"]:
         pytest.fail(f"precondition: the host did not serve the revoked token ({kinds})")
@@ -550,6 +557,10 @@ def test_a_trusted_head_from_before_a_rewrite_is_flagged(world: World) -> None:
     trusted = world.vault.checkpoint()
     assert trusted.size == 7
     _rewrite_from(world, 3)
+    # Another owner process (the one that signed the trusted head would refuse the older
+    # heads the rewrite left) keeps using the vault.
+    world.vault = world.store.open_vault(world.vault_id)
+    world.vault.unlock(key_file=world.key_file)
     for _ in range(6):
         world.clock.tick()
         world.vault.get(world.tax)

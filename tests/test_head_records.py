@@ -575,7 +575,10 @@ def test_deleted_heads_are_not_replaced_by_records_counted_from_the_store(world:
     size = world.vault.log_size()
     world.vault.get("return-2024")  # an owner read: logged, but no head signed
     assert world.vault.log_size() == size + 1
-    assert world.vault.latest_checkpoint() is None
+    with pytest.raises(errors.InvalidProof) as older:  # this object saw the deleted heads
+        world.vault.latest_checkpoint()
+    assert older.value.reason == "checkpoint-missing"
+    assert _fresh_vault(world).latest_checkpoint() is None
     with pytest.raises(errors.IntegrityError) as refused:
         world.vault.rotate("tax/2024")
     assert refused.value.reason == "rotation-unrecorded"
@@ -583,7 +586,7 @@ def test_deleted_heads_are_not_replaced_by_records_counted_from_the_store(world:
     with pytest.raises(errors.IntegrityError) as refused:
         world.vault.checkpoint()  # nor when the owner asks for one
     assert refused.value.reason == "checkpoint-missing"
-    assert world.vault.latest_checkpoint() is None
+    assert _fresh_vault(world).latest_checkpoint() is None
 
 
 # -- repair: the records rebuilt from the log ----------------------------------------------
@@ -777,9 +780,10 @@ def test_epoch_numbers_past_the_largest_pds_makes_are_ignored(world: World) -> N
         MAX_EPOCH,
         b"junk",
     )
-    with pytest.raises(errors.IntegrityError) as refused:  # no number left: refused, typed
-        world.vault.rotate("tax/2024")
-    assert refused.value.reason == "epoch-number"
+    # Past it, the numbering falls back to the first free number past the newest verified
+    # epoch: one planted number cannot stop the owner rotating after a revocation.
+    assert world.vault.rotate("tax/2024") == {"tax/2024": 3}
+    assert world.vault.put("tax/2024", {"income": 1}).epoch == 3
 
 
 def test_repair_signs_a_head_where_the_host_deleted_them_all(world: World) -> None:
@@ -825,8 +829,8 @@ def test_repair_refuses_a_log_that_does_not_extend_its_heads(world: World) -> No
     world.sql("DELETE FROM log_entries WHERE idx = ?", size - 1)
     world.sql("DELETE FROM log_nodes WHERE ((idx + 1) << level) > ?", size - 1)
     world.drop_revocations()
-    unpinned = world.head()
-    assert unpinned.size == pinned.size
+    unpinned = _fresh_vault(world).latest_checkpoint()
+    assert unpinned is not None and unpinned.size == pinned.size
     # Rewritten entry bytes (the subtree hashes left alone) fail against the head.
     world.sql("UPDATE log_entries SET entry = CAST(entry || x'00' AS BLOB) WHERE idx = 0")
     vault = _fresh_vault(world)
@@ -1019,3 +1023,93 @@ def test_a_rotation_keeps_the_field_sealing_of_the_newest_verified_epoch(world: 
         conn.close()
     assert flags == {1: 0, 2: 1, 3: 0}
     assert world.vault.put("tax/2024", {"income": 1}).epoch == 3
+
+
+def test_a_rotation_the_host_undoes_is_caught_by_the_writer_and_mended_by_repair(
+    world: World,
+) -> None:
+    """The host hides the newest epoch (rows and the links' keys) before the owner's
+    rotation after a revocation, so the rotation makes that number again; it cannot be
+    recorded, the owner is told, and this vault object writes nothing until a repair, which
+    sees the number made twice in the log and passes it with a new epoch. The host then
+    putting the old epoch back (which the revoked link holds) changes nothing."""
+    _rotated(world)  # epoch 2, recorded; both grants got it (the revoked one earlier)
+    world.sql(
+        "INSERT INTO link_keys (link_id, collection, epoch, sealed) SELECT ?, collection, "
+        "epoch, sealed FROM link_keys WHERE link_id = ?",
+        world.revoked_token.link_id,
+        world.live_token.link_id,
+    )  # as if the revoked link had received epoch 2 before its revocation
+    conn = sqlite3.connect(world.path)
+    try:
+        old_row = conn.execute("SELECT * FROM epochs WHERE epoch = 2").fetchone()
+        links = conn.execute("SELECT * FROM links").fetchall()
+    finally:
+        conn.close()
+    world.sql("DELETE FROM epochs WHERE epoch = 2")
+    world.sql("DELETE FROM link_keys")
+    world.sql("DELETE FROM links")
+    world.clock.tick()
+    with pytest.raises(errors.IntegrityError) as unrecorded:
+        world.vault.rotate("tax/2024")
+    assert unrecorded.value.reason == "rotation-unrecorded"
+    # The host undoes it: the old epoch 2 back, the new one gone.
+    world.sql("DELETE FROM epochs WHERE epoch = 2")
+    marks = ", ".join("?" * len(old_row))
+    world.sql(f"INSERT INTO epochs VALUES ({marks})", *old_row)
+    for link in links:
+        world.sql(f"INSERT INTO links VALUES ({', '.join('?' * len(link))})", *link)
+    with pytest.raises(errors.IntegrityError) as refused:
+        world.vault.put("tax/2024", {"income": 9})
+    assert refused.value.reason == "rotation-unrecorded"
+    report = world.vault.repair()
+    assert report.epochs == {"tax/2024": 3}
+    assert world.vault.put("tax/2024", {"income": 9}, record_id="after").epoch == 3
+    world.clock.tick()
+    with pytest.raises(errors.Revoked):
+        world.revoked.read(world.store, world.revoked_token, records=["after"])
+    assert 3 not in world.epochs_held(world.revoked_token, "tax/2024")
+
+
+def test_a_store_rolled_back_under_a_long_lived_vault_object_shares_nothing(
+    tmp_path: Path,
+) -> None:
+    """The host restores a copy of the store from before a revocation, heads and all, under
+    the vault object that signed the newer heads: without a pin the store alone cannot show
+    it, but that object remembers the head it signed."""
+    clock = Clock()
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    path = tmp_path / "store.db"
+    store = pds.open_store(path, clock=clock)
+    vault = store.open_vault(store.create_vault(key_file=key_file))
+    vault.unlock(key_file=key_file)
+    vault.put("tax/2024", {"income": 1})
+    holder = pds.Grantee(pds.PrincipalKey.generate(), clock=clock)
+    token = vault.grant(holder.did, collections=["tax/*"], purpose="p", expires=dt.timedelta(1))
+    snapshot = sqlite3.connect(tmp_path / "snapshot.db")
+    source = sqlite3.connect(path)
+    source.backup(snapshot)
+    source.close()
+    clock.tick()
+    vault.revoke(token)
+    target = sqlite3.connect(path)
+    snapshot.backup(target)  # the host rolls the store back
+    target.close()
+    snapshot.close()
+    clock.tick()
+    with pytest.raises(errors.InvalidProof) as older:
+        vault.latest_checkpoint()
+    assert older.value.reason == "checkpoint-missing"
+    with pytest.raises(errors.IntegrityError) as unrecorded:
+        vault.rotate("tax/2024")
+    assert unrecorded.value.reason == "rotation-unrecorded"
+    conn = sqlite3.connect(path)
+    try:
+        shared = conn.execute(
+            "SELECT epoch FROM link_keys WHERE link_id = ?", (token.link_id,)
+        ).fetchall()
+    finally:
+        conn.close()
+    assert shared == []  # the new epoch was not sealed to the link revoked before
+    store.close()

@@ -178,6 +178,8 @@ class RecordModel:
 class CollectionModel:
     sealed: bool
     epoch: int
+    first: int = 1
+    """A collection a rotation creates starts at epoch 2 (rotations make 2 or later)."""
 
 
 @dataclass
@@ -316,10 +318,13 @@ class VaultModel(RuleBasedStateMachine):
             and not any(i in self.revoked for i in link.chain)
         )
 
-    def _new_epoch(self, collection: str, sealed: bool) -> None:
+    def _new_epoch(self, collection: str, sealed: bool, *, rotation: bool = False) -> None:
         current = self.collections.get(collection)
-        epoch = 1 if current is None else current.epoch + 1
-        self.collections[collection] = CollectionModel(sealed, epoch)
+        if current is None:
+            epoch = first = 2 if rotation else 1
+        else:
+            epoch, first = current.epoch + 1, current.first
+        self.collections[collection] = CollectionModel(sealed, epoch, first)
         for link in self.links.values():
             if self._live(link) and allowed(link.patterns, collection):
                 link.host_keys.add((collection, epoch))
@@ -328,7 +333,7 @@ class VaultModel(RuleBasedStateMachine):
         return [
             (name, epoch)
             for name, model in sorted(self.collections.items())
-            for epoch in range(1, model.epoch + 1)
+            for epoch in range(model.first, model.epoch + 1)
         ]
 
     def _share_keys(self) -> int:
@@ -432,7 +437,7 @@ class VaultModel(RuleBasedStateMachine):
         targets = [name] if name is not None else sorted(self.collections)
         for each in targets:
             existing = self.collections.get(each)
-            self._new_epoch(each, existing is not None and existing.sealed)
+            self._new_epoch(each, existing is not None and existing.sealed, rotation=True)
         expected = {each: self.collections[each].epoch for each in targets}
         assert rotated == expected
         self._owner_entry("rotate", epochs=expected)

@@ -10,7 +10,7 @@ subclasses (or ``NotAStore``), never their driver's exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -126,6 +126,11 @@ class Backend(Protocol):
 
     def transaction(self) -> AbstractContextManager[None]:
         """Run the enclosed calls atomically (nested calls join the outer transaction)."""
+        ...
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction commits (at once outside one);
+        never if it rolls back."""
         ...
 
     def snapshot(self) -> AbstractContextManager[None]:

@@ -625,6 +625,7 @@ class SQLiteBackend:
             raise StoreError(f"no store at {path}")
         self.is_new = False
         self._depth = 0
+        self._on_commit: list[Callable[[], None]] = []
         self._busy_ms = int(busy_timeout * 1000)
         _check_wal_owner(path)
         try:
@@ -779,11 +780,13 @@ class SQLiteBackend:
                 )
         except BaseException:
             self._depth = 0
+            self._on_commit.clear()
             # The transaction may already be gone (SQLite rolls back on some errors itself).
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             raise
         self._depth = 0
+        callbacks, self._on_commit = self._on_commit, []
         try:
             if _faults.SEAM.armed:
                 _faults.storage_call("commit")
@@ -792,8 +795,16 @@ class SQLiteBackend:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             raise _translate(exc) from None
+        for callback in callbacks:
+            callback()
         if _faults.SEAM.armed:
             _faults.point("committed")
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        if self._depth:
+            self._on_commit.append(callback)
+        else:
+            callback()
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -806,9 +817,13 @@ class SQLiteBackend:
             yield
         finally:
             self._depth = 0
-            # Nothing was written; the snapshot is released either way.
+            # Nothing was written; the snapshot is released either way. What it read was
+            # committed: waiting callbacks run.
+            callbacks, self._on_commit = self._on_commit, []
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+            for callback in callbacks:
+                callback()
 
     def close(self) -> None:
         self._conn.close()

@@ -371,6 +371,52 @@ def test_repair_rebuilds_what_the_host_deleted(granted: Granted) -> None:
     assert again.stdout.strip() == "nothing to repair: the store holds what the log records"
 
 
+def test_an_unrecorded_revocation_holds_writes_and_sharing_until_a_repair(
+    granted: Granted,
+) -> None:
+    """A revocation that no head could record (the host had dropped another one) could be
+    undone by the host: put, delete, rotate and share-keys wait for `vault repair`."""
+    cli = granted.cli
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+    _, other_did = granted.principal("other")
+    other = cli.json(
+        "grant",
+        granted.vault,
+        "--to",
+        other_did,
+        "--collection",
+        "income/*",
+        "--purpose",
+        "audit",
+        "--expires",
+        "30d",
+        *granted.owner,
+    )
+    conn = sqlite3.connect(cli.store)
+    with conn:
+        conn.execute("DELETE FROM revocations")  # the host drops the first revocation
+    conn.close()
+    result = cli("revoke", granted.vault, other["link"], *granted.owner)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "revocation-unrecorded" in result.stderr or "no signed head" in result.stderr
+    marker = cli.state_dir / "heads" / f"{granted.vault}.unrecorded"
+    assert marker.exists()
+    record = json.dumps({"employer": "ACME", "net": 1})
+    for args in (
+        ("put", granted.vault, "income/payslips"),
+        ("vault", "rotate", granted.vault),
+        ("vault", "share-keys", granted.vault),
+    ):
+        refused = cli(*args, *granted.owner, input=record)
+        assert refused.exit_code == 1, (args, refused.stdout, refused.stderr)
+        assert refused.stdout == ""
+        assert f"run 'pds vault repair {granted.vault}' first" in refused.stderr
+    repaired = cli.json("vault", "repair", granted.vault, *granted.owner)
+    assert repaired["restored"] == [granted.link]
+    assert not marker.exists()
+    assert cli.json("put", granted.vault, "income/payslips", *granted.owner, input=record)
+
+
 def test_repair_refuses_a_store_rolled_back_past_the_pin(granted: Granted, tmp_path: Path) -> None:
     cli = granted.cli
     backup = tmp_path / "backup" / "pds.db"
