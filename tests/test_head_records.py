@@ -552,9 +552,9 @@ def test_a_planted_epoch_row_neither_blocks_nor_unrecords_a_rotation(world: Worl
     assert refused.value.reason == "epochs-changed"
 
 
-def test_a_revocation_under_a_garbled_head_is_not_silently_unrecorded(world: World) -> None:
-    """The host garbles the latest head's text while the owner revokes, then restores it:
-    the revocation could not be recorded, and the owner is told."""
+def _revoke_under_a_garbled_head(world: World) -> Checkpoint:
+    """The host garbles the latest head's text while the owner revokes the live link (the
+    owner is told it is unrecorded), then restores the head. Returns that head."""
     head = world.head()
     note = head.to_text()
     world.sql(
@@ -565,6 +565,16 @@ def test_a_revocation_under_a_garbled_head_is_not_silently_unrecorded(world: Wor
     with pytest.raises(errors.IntegrityError) as unrecorded:
         world.vault.revoke(world.live_token)
     assert unrecorded.value.reason == "revocation-unrecorded"
+    world.sql("UPDATE log_checkpoints SET note = ? WHERE size = ?", note, head.size)
+    return head
+
+
+def test_a_revocation_under_a_garbled_head_is_not_silently_unrecorded(world: World) -> None:
+    """The host garbles the latest head's text while the owner revokes, then restores it:
+    the revocation could not be recorded, and the owner is told."""
+    head = _revoke_under_a_garbled_head(world)
+    assert world.vault.latest_checkpoint() == head
+    assert world.vault.log_size() == head.size + 1  # made and logged, under no head
 
 
 def test_deleted_heads_are_not_replaced_by_records_counted_from_the_store(world: World) -> None:
@@ -658,17 +668,7 @@ def test_repair_mends_a_revocation_whose_record_the_host_escaped(world: World) -
     unrecorded), restores the head and deletes the row: a head later carrying the old
     record would let a rotation share with the link. Repair finds the revocation in the
     log's unheaded tail."""
-    head = world.head()
-    note = head.to_text()
-    world.sql(
-        "UPDATE log_checkpoints SET note = ? WHERE size = ?",
-        note.replace(f"time {head.time}", f"time 0{head.time}"),
-        head.size,
-    )
-    with pytest.raises(errors.IntegrityError) as unrecorded:
-        world.vault.revoke(world.live_token)
-    assert unrecorded.value.reason == "revocation-unrecorded"
-    world.sql("UPDATE log_checkpoints SET note = ? WHERE size = ?", note, head.size)
+    _revoke_under_a_garbled_head(world)
     assert world.sql("DELETE FROM revocations WHERE link_id = ?", world.live_token.link_id)
     vault = _fresh_vault(world)
     report = vault.repair()
@@ -858,16 +858,7 @@ def test_a_later_repair_keeps_what_an_earlier_one_recorded_beyond_the_log(world:
     """A revocation whose entry the host removed from the unheaded tail, but whose row
     stayed, is recorded by repair (listed in its entry): a later repair restores it even
     after the row is gone."""
-    head = world.head()
-    note = head.to_text()
-    world.sql(
-        "UPDATE log_checkpoints SET note = ? WHERE size = ?",
-        note.replace(f"time {head.time}", f"time 0{head.time}"),
-        head.size,
-    )
-    with pytest.raises(errors.IntegrityError):
-        world.vault.revoke(world.live_token)
-    world.sql("UPDATE log_checkpoints SET note = ? WHERE size = ?", note, head.size)
+    head = _revoke_under_a_garbled_head(world)
     world.sql("DELETE FROM log_entries WHERE idx >= ?", head.size)  # the tail rewritten
     world.sql("DELETE FROM log_nodes WHERE ((idx + 1) << level) > ?", head.size)
     vault = _fresh_vault(world)

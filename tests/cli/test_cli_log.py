@@ -319,11 +319,9 @@ def test_a_store_rolled_back_past_a_revocation_shares_no_keys(
     assert _epochs(cli.store) != epochs
 
 
-def test_heads_deleted_past_the_pin_are_caught_though_the_entries_remain(
-    granted: Granted,
-) -> None:
-    """The host keeps the log's entries (so they still extend the pin) but deletes the
-    revocation and the heads signed since, the pinned one included."""
+def _revoke_then_drop_it_and_its_heads(granted: Granted) -> Checkpoint:
+    """`pds revoke` (which pins the head recording it); then the host deletes the
+    revocation and the heads signed since, the pinned one included. Returns the pin."""
     cli = granted.cli
     cli.json("revoke", granted.vault, granted.link, *granted.owner)
     pinned = Checkpoint.parse((cli.state_dir / "heads" / f"{granted.vault}.checkpoint").read_text())
@@ -332,6 +330,16 @@ def test_heads_deleted_past_the_pin_are_caught_though_the_entries_remain(
         conn.execute("DELETE FROM log_checkpoints WHERE size >= ?", (pinned.size,))
         conn.execute("DELETE FROM revocations")
     conn.close()
+    return pinned
+
+
+def test_heads_deleted_past_the_pin_are_caught_though_the_entries_remain(
+    granted: Granted,
+) -> None:
+    """The host keeps the log's entries (so they still extend the pin) but deletes the
+    revocation and the heads signed since, the pinned one included."""
+    cli = granted.cli
+    _revoke_then_drop_it_and_its_heads(granted)
     _warned(cli("vault", "rotate", granted.vault, *granted.owner), granted.vault)
     _warned(cli("vault", "share-keys", granted.vault, *granted.owner), granted.vault)
 
@@ -341,13 +349,7 @@ def test_repair_rebuilds_what_the_host_deleted(granted: Granted) -> None:
     (which still extends the pin) and a head over it; rotate and share-keys run again, and
     the revoked grant gets no new epoch."""
     cli = granted.cli
-    cli.json("revoke", granted.vault, granted.link, *granted.owner)
-    pinned = Checkpoint.parse((cli.state_dir / "heads" / f"{granted.vault}.checkpoint").read_text())
-    conn = sqlite3.connect(cli.store)
-    with conn:
-        conn.execute("DELETE FROM log_checkpoints WHERE size >= ?", (pinned.size,))
-        conn.execute("DELETE FROM revocations")
-    conn.close()
+    pinned = _revoke_then_drop_it_and_its_heads(granted)
     repaired = cli.json("vault", "repair", granted.vault, *granted.owner)
     assert repaired["restored"] == [granted.link]
     assert repaired["removed"] == repaired["removed_epochs"] == repaired["unverified_epochs"] == []
