@@ -1751,8 +1751,10 @@ class Vault:
         verify is deleted if its number is outside 1 to ``MAX_EPOCH`` (pds makes none
         there), else left in place (it may be the owner's own, damaged, and the only copy
         of its secret); a collection whose newest epoch as logged is missing, or whose
-        newest row does not verify, gets a new epoch numbered past every one in use (links
-        hold a lost key under its number), field-sealed as its newest verified epoch is. A
+        newest row does not verify, or whose newest number two entries made (a rotation
+        made it again after the host hid it: the heads record numbers, not keys), gets a
+        new epoch numbered past every one in use (links hold a lost key under its number),
+        field-sealed as its newest verified epoch is. A
         ``repair`` entry lists what changed, a head signed over it records the result (and
         anything the rows hold beyond the log, so a later repair keeps it), and the live
         links are given the epochs they lack. With nothing to mend, nothing is written.
@@ -1763,10 +1765,11 @@ class Vault:
         revocation or rotation whose entry no head covers and the host removed is not
         found: make it again.
 
-        Raises ``VaultLocked``; ``IntegrityError`` (``epoch-number``) if the store names
-        epochs up to ``MAX_EPOCH``; ``InvalidProof`` if the log does not extend the latest
-        checkpoint or ``pinned`` (a fork or rollback, which repairing would sign), or the
-        latest checkpoint does not verify (the host must restore it).
+        Raises ``VaultLocked``; ``IntegrityError`` (``epoch-number``) if no epoch number
+        is left; ``InvalidProof`` if the log does not extend the latest checkpoint,
+        ``pinned`` or the largest head this object saw (a fork or rollback, which
+        repairing would sign), or the latest checkpoint does not verify (the host must
+        restore it).
         """
         keys = self._keys()
         anchor = None if pinned is None else self._pinned_head(pinned)
@@ -1836,7 +1839,12 @@ class Vault:
             epochs = {collection: row.epoch for collection, row in newest.items()}
             records = (revoked_digest(genuine | logged.revoked), rotated_digest(epochs))
             # A vault without grants needs no head yet: its first head records the store.
-            unrecorded = self._has_grants() if latest is None else latest.records != records
+            # One whose heads are older than this object saw (deleted) needs a new one.
+            seen = self._seen_head
+            behind = seen is not None and (latest is None or latest.size < seen.size)
+            unrecorded = behind or (
+                self._has_grants() if latest is None else latest.records != records
+            )
             if not (restored or removed or remade or removed_epochs or unrecorded):
                 self._rotation_unrecorded = False
                 return RepairReport([], [], {}, [], unverified, None)

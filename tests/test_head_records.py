@@ -1104,3 +1104,19 @@ def test_a_store_rolled_back_under_a_long_lived_vault_object_shares_nothing(
         conn.close()
     assert shared == []  # the new epoch was not sealed to the link revoked before
     store.close()
+
+
+def test_repair_lets_a_vault_object_go_on_after_its_heads_were_deleted(world: World) -> None:
+    """The heads this object signed are deleted (the log kept): it refuses the older store
+    until a repair, anchored on the head it remembers, signs a new one."""
+    _rotated(world)
+    world.vault.get("return-2024")  # a head with the same records as the one before it
+    size = world.vault.log_size()
+    world.sql("DELETE FROM log_checkpoints WHERE size >= ?", size)
+    with pytest.raises(errors.InvalidProof):
+        world.vault.latest_checkpoint()
+    report = world.vault.repair()
+    assert (report.restored, report.epochs) == ([], {})
+    assert report.checkpoint is not None and report.checkpoint.size == size + 1
+    assert world.head().rotated == expected_rotations(**{"tax/2024": 2})
+    assert world.vault.put("tax/2024", {"income": 2}).epoch == 2
