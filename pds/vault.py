@@ -163,6 +163,14 @@ class _LoggedRecords:
         return newest is not None and self._made.get((collection, newest), 0) >= 2
 
 
+def _epochs_changed() -> IntegrityError:
+    return IntegrityError(
+        "epochs-changed",
+        "the stored key epochs differ from those the latest checkpoint records "
+        "(repair rebuilds them from the log)",
+    )
+
+
 def _hex_link_id(text: Any) -> bytes | None:
     if not isinstance(text, str) or _HEX_LINK_ID.fullmatch(text) is None:
         return None
@@ -1694,11 +1702,7 @@ class Vault:
         self._check_revocations()
         head = self._recording_head()
         if head is not None and rotated_digest(self._stored_newest_epochs()) != head.rotated:
-            raise IntegrityError(
-                "epochs-changed",
-                "the stored key epochs differ from those the latest checkpoint records "
-                "(repair rebuilds them from the log)",
-            )
+            raise _epochs_changed()
 
     def _check_newest_epoch(self, collection: str, row: EpochRow | None) -> None:
         """Before a write uses ``row`` (``None``: the collection has no epoch yet), it must
@@ -1727,11 +1731,7 @@ class Vault:
         if newest.get(collection, 0) != epoch or (
             recorded is not None and rotated_digest(newest) != recorded
         ):
-            raise IntegrityError(
-                "epochs-changed",
-                "the stored key epochs differ from those the latest checkpoint records "
-                "(repair rebuilds them from the log)",
-            )
+            raise _epochs_changed()
         self._newest_epochs = (text, newest)
 
     def repair(self, *, pinned: Checkpoint | str | None = None) -> RepairReport:

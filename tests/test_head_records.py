@@ -875,46 +875,53 @@ def test_a_later_repair_keeps_what_an_earlier_one_recorded_beyond_the_log(world:
     assert live in _revoked_at(world)
 
 
+def _host_appends(
+    store: pds.Store, vault_id: str, entries: list[tuple[str, bytes | None, dict[str, Any]]]
+) -> None:
+    """Append entries as a host can (details sealed to the owner's public key, which
+    anyone can do): (kind, link id, details) each, in one transaction."""
+    from pds import _serve
+    from pds.accesslog import MerkleLog
+
+    ctx = store._ctx
+    row = ctx.backend.get_vault(vault_id)
+    assert row is not None
+    with ctx.backend.transaction():
+        for kind, link_id, details in entries:
+            MerkleLog(ctx.backend, vault_id).append(
+                time=ctx.now_ms(),
+                kind=kind,
+                result="ok",
+                link_id=link_id,
+                details=details,
+                owner_x25519_public=_serve.owner_public_x25519(row),
+                rng=ctx.rng,
+            )
+
+
 def test_entries_a_host_forged_only_revoke_more(world: World) -> None:
     """The host can append entries that look like the owner's: repair takes their revoked
     links and epochs, which narrows access, never widens it."""
     live = world.live_token.link_id
-    from pds import _serve
-    from pds.accesslog import MerkleLog
-
-    ctx = world.store._ctx
-    row = ctx.backend.get_vault(world.vault.vault_id)
-    assert row is not None
-    with ctx.backend.transaction():
-        MerkleLog(ctx.backend, row.vault_id).append(
-            time=ctx.now_ms(),
-            kind="revoke",
-            result="ok",
-            link_id=live,
-            details={"link": live.hex(), "reason": "forged"},
-            owner_x25519_public=_serve.owner_public_x25519(row),
-            rng=ctx.rng,
-        )
-        MerkleLog(ctx.backend, row.vault_id).append(
-            time=ctx.now_ms(),
-            kind="rotate",
-            result="ok",
-            link_id=None,
-            details={"epochs": {"tax/2024": 9, "../bad": 3, "tax/x": "9", "tax/y": 2**40}},
-            owner_x25519_public=_serve.owner_public_x25519(row),
-            rng=ctx.rng,
-        )
-        spaced = f"{live.hex()[:2]} {live.hex()[2:62]} "  # 64 characters, 31 bytes of hex
-        assert len(spaced) == 64
-        MerkleLog(ctx.backend, row.vault_id).append(
-            time=ctx.now_ms(),
-            kind="repair",
-            result="ok",
-            link_id=None,
-            details={"unlogged": [spaced, 7, "zz" * 32], "newest": [["tax/2024", 3]]},
-            owner_x25519_public=_serve.owner_public_x25519(row),
-            rng=ctx.rng,
-        )
+    spaced = f"{live.hex()[:2]} {live.hex()[2:62]} "  # 64 characters, 31 bytes of hex
+    assert len(spaced) == 64
+    _host_appends(
+        world.store,
+        world.vault.vault_id,
+        [
+            ("revoke", live, {"link": live.hex(), "reason": "forged"}),
+            (
+                "rotate",
+                None,
+                {"epochs": {"tax/2024": 9, "../bad": 3, "tax/x": "9", "tax/y": 2**40}},
+            ),
+            (
+                "repair",
+                None,
+                {"unlogged": [spaced, 7, "zz" * 32], "newest": [["tax/2024", 3]]},
+            ),
+        ],
+    )
     report = world.vault.repair()
     assert report.restored == [live.hex()]
     assert report.epochs == {"tax/2024": 10}
@@ -926,9 +933,6 @@ def test_repair_refuses_a_log_regrown_past_a_pinned_head(world: World) -> None:
     head before it and grows it again to the same size with its own entry: the store is
     consistent with itself (and repair without a pin finds nothing to mend), but not with
     the head the owner pinned."""
-    from pds import _serve
-    from pds.accesslog import MerkleLog
-
     pinned = world.head()
     size = pinned.size
     world.sql("DELETE FROM log_checkpoints WHERE size >= ?", size)
@@ -936,19 +940,8 @@ def test_repair_refuses_a_log_regrown_past_a_pinned_head(world: World) -> None:
     world.sql("DELETE FROM log_nodes WHERE ((idx + 1) << level) > ?", size - 1)
     world.drop_revocations()
     store = pds.open_store(world.path, clock=world.clock)
-    ctx = store._ctx
-    row = ctx.backend.get_vault(world.vault.vault_id)
-    assert row is not None
-    with ctx.backend.transaction():
-        MerkleLog(ctx.backend, row.vault_id).append(
-            time=ctx.now_ms(),
-            kind="owner-read",
-            result="ok",
-            link_id=None,
-            details={"action": "read", "collections": [], "records": []},
-            owner_x25519_public=_serve.owner_public_x25519(row),
-            rng=ctx.rng,
-        )
+    owner_read = {"action": "read", "collections": [], "records": []}
+    _host_appends(store, world.vault.vault_id, [("owner-read", None, owner_read)])
     vault = store.open_vault(world.vault.vault_id)
     vault.unlock(key_file=world.key_file)
     assert vault.log_size() == size
