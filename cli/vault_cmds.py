@@ -348,6 +348,10 @@ def repair(
         f"made epoch {epoch} of {name} in place of a lost one"
         for name, epoch in sorted(report.epochs.items())
     ]
+    text += [
+        f"ignored log entry {index}: it claims to be yours but you did not sign it"
+        for index in report.ignored
+    ]
     head = report.checkpoint
     text.append(
         "nothing to repair: the store holds what the log records"
@@ -361,6 +365,7 @@ def repair(
         "epochs": report.epochs,
         "removed_epochs": [list(pair) for pair in report.removed_epochs],
         "unverified_epochs": [list(pair) for pair in report.unverified_epochs],
+        "ignored": report.ignored,
         "checkpoint": None if head is None else head.to_text(),
     }
     emit(as_json, document, text)

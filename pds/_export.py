@@ -782,6 +782,7 @@ def import_vault(
                 details={"actor": _crypto.did_key(row.identity_public), "owner": True},
                 owner_x25519_public=_crypto.x25519_public(keys.x25519_secret),
                 rng=ctx.rng,
+                signer=keys.identity,
             )
             records = (
                 revoked_digest(r.link_id for r in backend.iter_revocations(vault_id)),

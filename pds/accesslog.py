@@ -48,6 +48,9 @@ KINDS = frozenset(
     }
 )
 RESULTS = frozenset({"released", "refused", "ok"})
+OWNER_KINDS = KINDS - {"read", "list", "delegation"}
+"""The kinds only the owner's pds appends: their details carry the owner's signature."""
+OWNER_ENTRY_LABEL = b"pds/owner-entry/v1"
 _ENTRY_KEYS = frozenset(
     {"v", "vault", "index", "time", "kind", "result", "link", "disclose_after", "sealed"}
 )
@@ -121,6 +124,29 @@ class LogEntry:
             raise IntegrityError("log-entry", "log entry details are not a map")
         return details
 
+    def signed_by_owner(self, details: Mapping[str, Any], identity_public: bytes) -> bool:
+        """Whether ``details`` (this entry's, opened) carry a valid owner signature over
+        this entry: the owner's pds signs every entry it appends, so a host, which can seal
+        anything to the owner's public key, cannot pass an entry off as the owner's."""
+        signature = details.get("signature")
+        if type(signature) is not bytes:
+            return False
+        try:
+            statement = owner_entry_statement(
+                vault_id=self.vault_id,
+                index=self.index,
+                time=self.time,
+                kind=self.kind,
+                result=self.result,
+                link_id=self.link_id,
+                disclose_after=self.disclose_after,
+                details=details,
+            )
+            _crypto.verify(identity_public, OWNER_ENTRY_LABEL, statement, signature)
+        except (FormatError, _crypto.AuthenticationFailed):
+            return False
+        return True
+
     def disclosure_key(self, owner_x25519_secret: bytes) -> bytes:
         """The per-entry box key that lets an auditor open exactly this entry's details.
 
@@ -151,6 +177,34 @@ def open_disclosed(sealed: bytes, owner_x25519_public: bytes, key: bytes) -> dic
     if not isinstance(details, dict):
         raise IntegrityError("log-disclosure", "log entry details are not a map")
     return details
+
+
+def owner_entry_statement(
+    *,
+    vault_id: str,
+    index: int,
+    time: int,
+    kind: str,
+    result: str,
+    link_id: bytes | None,
+    disclose_after: int | None,
+    details: Mapping[str, Any],
+) -> bytes:
+    """What the owner signs for an entry it appends: the entry's header with its details
+    (all but ``signature``) in place of the sealed bytes (``docs/spec/log.md``)."""
+    return _codec.encode(
+        {
+            "v": ENTRY_VERSION,
+            "vault": vault_id,
+            "index": index,
+            "time": time,
+            "kind": kind,
+            "result": result,
+            "link": link_id,
+            "disclose_after": disclose_after,
+            "details": {key: value for key, value in details.items() if key != "signature"},
+        }
+    )
 
 
 def encode_entry(
@@ -200,9 +254,23 @@ class MerkleLog:
         owner_x25519_public: bytes,
         rng: _crypto.Rng,
         disclose_after: int | None = None,
+        signer: _crypto.SigningKey | None = None,
     ) -> int:
-        """Append an entry; call inside the transaction it must commit with."""
+        """Append an entry; call inside the transaction it must commit with. ``signer``,
+        the owner's identity key, signs an entry the owner's pds appends."""
         index = self.size()
+        if signer is not None:
+            statement = owner_entry_statement(
+                vault_id=self._vault_id,
+                index=index,
+                time=time,
+                kind=kind,
+                result=result,
+                link_id=link_id,
+                disclose_after=disclose_after,
+                details=details,
+            )
+            details = {**details, "signature": signer.sign(OWNER_ENTRY_LABEL, statement)}
         sealed = _crypto.seal(_codec.encode(dict(details)), owner_x25519_public, rng)
         entry = encode_entry(
             vault_id=self._vault_id,

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from pds import _codec, _crypto, _export, capability, merkle
-from pds.accesslog import Checkpoint, LogEntry, open_disclosed, origin, revoked_digest, verifier_key
+from pds.accesslog import (
+    OWNER_KINDS,
+    Checkpoint,
+    LogEntry,
+    open_disclosed,
+    origin,
+    revoked_digest,
+    verifier_key,
+)
 from pds.errors import AccessDenied, FormatError, IntegrityError, InvalidProof
 
 if TYPE_CHECKING:
@@ -44,7 +52,7 @@ class Violation:
     ``unknown-token``, ``token-invalid``,
     ``expired``, ``not-yet-valid``, ``revoked``, ``out-of-scope``, ``wrong-purpose``,
     ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``,
-    ``revocation-missing``, ``revocation-record``."""
+    ``revocation-missing``, ``revocation-record``, ``owner-signature``."""
     message: str
 
 
@@ -351,10 +359,35 @@ def verify_audit(
             )
         )
 
+    # Entries of the owner's kinds carry the owner's signature: the host, which can seal
+    # anything to the owner's key, cannot sign one. One without it is the host's.
+    unsigned: set[int] = set()
+    for entry, key in entries:
+        if entry.kind not in OWNER_KINDS or key is None:
+            continue
+        try:
+            details = open_disclosed(entry.sealed, owner_public, key)
+        except IntegrityError:
+            unsigned.add(entry.index)
+            report.violations.append(
+                Violation(entry.index, "undecryptable", "the disclosed key does not open the entry")
+            )
+            continue
+        if not entry.signed_by_owner(details, identity):
+            unsigned.add(entry.index)
+            report.violations.append(
+                Violation(
+                    entry.index,
+                    "owner-signature",
+                    "the entry is of a kind only the owner appends, but the owner did not sign it",
+                )
+            )
+
     # The signed log also records every revocation (its header names the link): a
-    # revocation the list omits still counts, from the time the log shows.
+    # revocation the list omits still counts, from the time the log shows, if the owner
+    # signed its entry (or its details are not disclosed).
     for entry, _ in entries:
-        if entry.kind == "revoke" and entry.link_id is not None:
+        if entry.kind == "revoke" and entry.link_id is not None and entry.index not in unsigned:
             listed = revoked.get(entry.link_id)
             if listed is None:
                 report.violations.append(

@@ -31,6 +31,7 @@ from pds._context import (
 from pds._ids import check_collection, check_items, check_record_id, new_id, parse_cursor
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
 from pds.accesslog import (
+    OWNER_KINDS,
     Checkpoint,
     LogEntry,
     MerkleLog,
@@ -110,23 +111,34 @@ the numbering of new epochs ignore them."""
 class _LoggedRecords:
     """What the log says the heads record, as ``Vault.repair`` collects it entry by entry:
     every revoked link (``revoke`` entries) and each collection's newest key epoch
-    (``rotate`` entries), plus what an earlier
-    repair recorded beyond the log. Details that do not open or do not parse add
-    nothing."""
+    (``rotate`` entries), plus what an earlier repair recorded beyond the log. Only
+    entries the owner signed count: one whose details do not open or carry no valid
+    signature (a host's, sealed to the owner's public key) adds nothing but its index to
+    ``ignored``."""
 
-    def __init__(self, owner_x25519_secret: bytes) -> None:
+    def __init__(self, owner_x25519_secret: bytes, identity_public: bytes) -> None:
         self._secret = owner_x25519_secret
+        self._identity = identity_public
         self.revoked: set[bytes] = set()
         self.newest: dict[str, int] = {}
+        self.ignored: builtins.list[int] = []
         self._made: dict[tuple[str, int], int] = {}
 
     def visit(self, entry: LogEntry) -> None:
-        if entry.kind == "revoke" and entry.link_id is not None:
-            self.revoked.add(entry.link_id)
+        if entry.kind not in ("revoke", "rotate", "repair"):
+            return
+        try:
+            details = entry.open(self._secret)
+        except IntegrityError:
+            details = {}
+        if not entry.signed_by_owner(details, self._identity):
+            self.ignored.append(entry.index)
+        elif entry.kind == "revoke":
+            if entry.link_id is not None:
+                self.revoked.add(entry.link_id)
         elif entry.kind == "rotate":
-            self._epochs(self._details(entry).get("epochs"), made=True)
-        elif entry.kind == "repair":
-            details = self._details(entry)
+            self._epochs(details.get("epochs"), made=True)
+        else:
             self._epochs(details.get("epochs"), made=True)
             unlogged = details.get("unlogged")
             for text in unlogged if isinstance(unlogged, builtins.list) else []:
@@ -134,12 +146,6 @@ class _LoggedRecords:
                 if link_id is not None:
                     self.revoked.add(link_id)
             self._epochs(details.get("newest"))
-
-    def _details(self, entry: LogEntry) -> dict[str, Any]:
-        try:
-            return entry.open(self._secret)
-        except IntegrityError:
-            return {}
 
     def _epochs(self, epochs: Any, *, made: bool = False) -> None:
         if not isinstance(epochs, dict):
@@ -200,6 +206,9 @@ class RepairReport:
     """Epoch rows in that range whose certificates did not verify: left in place (one may
     be the owner's own, damaged, and the only copy of its secret); a collection whose
     newest row is one gets a new epoch past it."""
+    ignored: list[int]
+    """Indexes of ``revoke``, ``rotate`` and ``repair`` entries the owner did not sign (a
+    host's, or a pds's from before owner entries were signed): not taken into account."""
     checkpoint: Checkpoint | None
     """The head signed over the ``repair`` entry; ``None``: nothing needed mending."""
 
@@ -252,6 +261,10 @@ class AccessEntry:
     """The fields the token limited the access to (``None``: all fields)."""
     disclose_after: datetime | None
     defer_reason: str | None
+    unsigned: bool
+    """Whether the entry is of a kind only the owner's pds appends (``grant``, ``revoke``,
+    ``owner-read``, ...) but lacks the owner's signature: the host wrote it (or a pds
+    from before owner entries were signed, 2026-11-27)."""
     details: dict[str, Any] = field(repr=False)
 
 
@@ -1538,6 +1551,7 @@ class Vault:
             details={"actor": self.did, "owner": True, **details},
             owner_x25519_public=_serve.owner_public_x25519(self._row),
             rng=self._ctx.rng,
+            signer=None if self._owner is None else self._owner.identity,
         )
         if _faults.SEAM.armed:
             _faults.point(f"{kind}: log entry written, head not signed")
@@ -1780,7 +1794,7 @@ class Vault:
             # be older: deleted or rolled back).
             latest = self._stored_latest_checkpoint()
             anchors = [h for h in (anchor, latest, self._seen_head) if h is not None]
-            logged = _LoggedRecords(keys.x25519_secret)
+            logged = _LoggedRecords(keys.x25519_secret, keys.identity.public)
             self._walk_log(anchors, logged.visit)
             now = self._ctx.now_ms()
 
@@ -1847,7 +1861,7 @@ class Vault:
             )
             if not (restored or removed or remade or removed_epochs or unrecorded):
                 self._rotation_unrecorded = False
-                return RepairReport([], [], {}, [], unverified, None)
+                return RepairReport([], [], {}, [], unverified, logged.ignored, None)
             self._log(
                 "repair",
                 {
@@ -1858,6 +1872,7 @@ class Vault:
                     "removed_epochs": [[c, e] for c, e in removed_epochs],
                     "unverified_epochs": [[c, e] for c, e in unverified],
                     "newest": {c: e for c, e in sorted(epochs.items()) if e >= 2},
+                    "ignored": logged.ignored,
                 },
                 records=records,
             )
@@ -1870,6 +1885,7 @@ class Vault:
             remade,
             removed_epochs,
             unverified,
+            logged.ignored,
             head,
         )
 
@@ -1941,7 +1957,7 @@ class Vault:
                 and entry.disclose_after > now
                 and not include_deferred
             )
-            item = _access_entry(entry, entry.open(keys.x25519_secret))
+            item = _access_entry(entry, entry.open(keys.x25519_secret), keys.identity.public)
             if actor is not None and item.actor != actor:
                 continue
             if deferred:
@@ -1956,7 +1972,7 @@ class Vault:
         now = self._ctx.now_ms()
         log = MerkleLog(self._ctx.backend, self.vault_id)
         return [
-            _access_entry(entry, entry.open(keys.x25519_secret))
+            _access_entry(entry, entry.open(keys.x25519_secret), keys.identity.public)
             for entry in log.entries(0, log.size())
             if entry.disclose_after is None or entry.disclose_after <= now
         ]
@@ -2199,7 +2215,7 @@ clock it read before it waited for the write lock, and the hosts serving one sto
 differ by the clock skew tokens allow (5 minutes)."""
 
 
-def _access_entry(entry: LogEntry, details: dict[str, Any]) -> AccessEntry:
+def _access_entry(entry: LogEntry, details: dict[str, Any], identity: bytes) -> AccessEntry:
     defer = details.get("defer")
     records = details.get("records") or []
     return AccessEntry(
@@ -2221,6 +2237,7 @@ def _access_entry(entry: LogEntry, details: dict[str, Any]) -> AccessEntry:
         if entry.disclose_after is None
         else ms_to_datetime_clamped(entry.disclose_after),
         defer_reason=None if not defer else str(defer[1]),
+        unsigned=entry.kind in OWNER_KINDS and not entry.signed_by_owner(details, identity),
         details=details,
     )
 

@@ -129,10 +129,12 @@ def forge_access(
     chain: list[str] | None = None,
     link_id: bytes | None = None,
     changes: dict[str, Any] | None = None,
+    signer: _crypto.SigningKey | None = None,
 ) -> int:
     """Append an access entry as a dishonest host would: no checks, straight into the log.
 
-    ``changes`` overrides details (a value of ``...`` removes the key)."""
+    ``changes`` overrides details (a value of ``...`` removes the key); ``signer`` signs
+    the entry as the owner's pds signs its own."""
     world.clock.tick()
     backend = world.store.backend
     details = {
@@ -165,6 +167,7 @@ def forge_access(
             details=details,
             owner_x25519_public=owner,
             rng=os.urandom,
+            signer=signer,
         )
 
 
@@ -392,6 +395,33 @@ def test_a_forged_refusal_is_not_a_violation(world: World) -> None:
     report = audit.verify_audit(world.export())
     assert report.clean
     assert report.refused == 1
+
+
+@pytest.mark.parametrize("signature", ["none", "another key", "copied"])
+def test_an_owner_entry_the_owner_did_not_sign_is_flagged(world: World, signature: str) -> None:
+    """The host appends a ``revoke`` entry for a live token (sealed to the owner's public
+    key, as anyone can): the audit names it and does not take the revocation from it, so
+    the token's later, authorised access is not flagged."""
+    world.clock.tick()
+    world.vault.get(world.tax)  # an owner-read entry, whose signature is copied below
+    owner_read = world.vault.log_size() - 1
+    secret = world.vault._keys().x25519_secret
+    copied = next(
+        iter(MerkleLog(world.store.backend, world.vault_id).entries(owner_read, owner_read + 1))
+    )
+    changes: dict[str, Any] = {"owner": True, "link": world.token.link_id.hex(), "reason": "x"}
+    if signature == "copied":
+        changes["signature"] = copied.open(secret)["signature"]
+    forged = forge_access(
+        world,
+        world.token,
+        kind="revoke",
+        result="ok",
+        changes=changes,
+        signer=_crypto.SigningKey.generate(os.urandom) if signature == "another key" else None,
+    )
+    world.read(world.token)
+    assert rules(audit.verify_audit(world.export())) == [(forged, "owner-signature")]
 
 
 def test_an_access_after_a_revocation_the_host_deleted_is_flagged(world: World) -> None:

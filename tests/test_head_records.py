@@ -16,6 +16,7 @@ import base64
 import datetime as dt
 import hashlib
 import io
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ import pytest
 
 import pds
 from pds import audit, errors
-from pds.accesslog import Checkpoint
+from pds._crypto import SigningKey
+from pds.accesslog import Checkpoint, MerkleLog
 from pds.keys import SymmetricKey
 from pds.vault import Vault
 
@@ -803,7 +805,7 @@ def test_repair_with_nothing_to_mend_writes_nothing(world: World) -> None:
     _rotated(world)
     size, head = world.vault.log_size(), world.head()
     report = world.vault.repair()
-    assert report == pds.RepairReport([], [], {}, [], [], None)
+    assert report == pds.RepairReport([], [], {}, [], [], [], None)
     assert (world.vault.log_size(), world.head()) == (size, head)
 
 
@@ -876,12 +878,16 @@ def test_a_later_repair_keeps_what_an_earlier_one_recorded_beyond_the_log(world:
 
 
 def _host_appends(
-    store: pds.Store, vault_id: str, entries: list[tuple[str, bytes | None, dict[str, Any]]]
+    store: pds.Store,
+    vault_id: str,
+    entries: list[tuple[str, bytes | None, dict[str, Any]]],
+    *,
+    signer: SigningKey | None = None,
 ) -> None:
     """Append entries as a host can (details sealed to the owner's public key, which
-    anyone can do): (kind, link id, details) each, in one transaction."""
+    anyone can do): (kind, link id, details) each, in one transaction; signed by
+    ``signer`` if given (only the owner's key makes them the owner's)."""
     from pds import _serve
-    from pds.accesslog import MerkleLog
 
     ctx = store._ctx
     row = ctx.backend.get_vault(vault_id)
@@ -896,12 +902,49 @@ def _host_appends(
                 details=details,
                 owner_x25519_public=_serve.owner_public_x25519(row),
                 rng=ctx.rng,
+                signer=signer,
             )
 
 
-def test_entries_a_host_forged_only_revoke_more(world: World) -> None:
-    """The host can append entries that look like the owner's: repair takes their revoked
-    links and epochs, which narrows access, never widens it."""
+def test_repair_ignores_entries_the_owner_did_not_sign(world: World) -> None:
+    """The host can append entries that look like the owner's (sealed to its public key),
+    unsigned, signed with another key, or carrying a signature copied from the owner's
+    own revoke entry: repair takes nothing from them and lists them."""
+    live = world.live_token.link_id
+    vault_id = world.vault.vault_id
+    owner_secret = world.vault._keys().x25519_secret
+    log = MerkleLog(world.store._ctx.backend, vault_id)
+    genuine = next(e for e in log.entries(0, world.vault.log_size()) if e.kind == "revoke")
+    copied = genuine.open(owner_secret)["signature"]
+    assert genuine.signed_by_owner(genuine.open(owner_secret), world.vault._row.identity_public)
+    start = world.vault.log_size()
+    _host_appends(
+        world.store,
+        vault_id,
+        [("revoke", live, {"link": live.hex(), "reason": "forged"})],
+    )
+    _host_appends(
+        world.store,
+        vault_id,
+        [("rotate", None, {"actor": world.vault.did, "owner": True, "epochs": {"tax/2024": 9}})],
+        signer=SigningKey.generate(os.urandom),
+    )
+    _host_appends(
+        world.store,
+        vault_id,
+        [("revoke", live, {"link": live.hex(), "reason": "forged", "signature": copied})],
+    )
+    report = world.vault.repair()
+    assert report.ignored == [start, start + 1, start + 2]
+    assert (report.restored, report.epochs) == ([], {})
+    assert report.checkpoint is None  # nothing to mend: nothing written
+    read = world.live.read(world.store, world.live_token, records=["return-2024"])
+    assert [record.data for record in read.records] == [{"income": 41000}]
+
+
+def test_repair_takes_only_well_formed_records_from_signed_entries(world: World) -> None:
+    """Even entries the owner's key signed (a faulty pds, say) give repair only valid link
+    ids and epoch numbers of valid collection names."""
     live = world.live_token.link_id
     spaced = f"{live.hex()[:2]} {live.hex()[2:62]} "  # 64 characters, 31 bytes of hex
     assert len(spaced) == 64
@@ -909,7 +952,7 @@ def test_entries_a_host_forged_only_revoke_more(world: World) -> None:
         world.store,
         world.vault.vault_id,
         [
-            ("revoke", live, {"link": live.hex(), "reason": "forged"}),
+            ("revoke", live, {"link": live.hex(), "reason": "faulty"}),
             (
                 "rotate",
                 None,
@@ -921,8 +964,10 @@ def test_entries_a_host_forged_only_revoke_more(world: World) -> None:
                 {"unlogged": [spaced, 7, "zz" * 32], "newest": [["tax/2024", 3]]},
             ),
         ],
+        signer=world.vault._keys().identity,
     )
     report = world.vault.repair()
+    assert report.ignored == []
     assert report.restored == [live.hex()]
     assert report.epochs == {"tax/2024": 10}
     assert world.head().rotated == expected_rotations(**{"tax/2024": 10})

@@ -8,7 +8,8 @@
    one with the labelled error class and reason; it recomputes the log's leaf hashes,
    roots and proofs from the RFC 6962 definitions, verifies proofs with the RFC 9162
    algorithms, opens each entry with the owner's key and with its disclosure key, checks
-   the checkpoint note, its key id and signature, and refuses every invalid case.
+   the owner's signature over each entry the owner appended, checks the checkpoint note,
+   its key id and signature, and refuses every invalid case.
 3. The same vectors through pds: ``Token.from_text``, ``capability.verify_chain``,
    ``check_times``, ``pds.merkle.verify_*``, ``Checkpoint.parse``/``verify``, raising exactly
    the labelled error and reason. Vectors with a ``pds_deviation`` note are ones pds does
@@ -853,6 +854,7 @@ DETAIL_KEYS = {
         "removed_epochs",
         "unverified_epochs",
         "newest",
+        "ignored",
     },
     "export": OWNER,
 }
@@ -891,16 +893,30 @@ def test_log_entries_independently() -> None:
         assert hexed(header) == item["header"]
         assert leaf_of(raw).hex() == item["leaf_hash"]
         sealed = header["sealed"]
-        details = strict_decode(unseal(sealed, owner_secret))
+        opened = strict_decode(unseal(sealed, owner_secret))
+        details = {k: v for k, v in opened.items() if k != "signature"}
+        signature = opened.get("signature")
         assert details == item["details"]
         assert set(details) == DETAIL_KEYS[header["kind"]], header["kind"]
+        if header["kind"] in ("read", "list", "delegation"):
+            assert signature is None and "owner_signature" not in item
+        else:
+            # The owner signs the header with the details (but the signature) in place
+            # of the sealed bytes, under its label.
+            statement = canonical(
+                {**{k: v for k, v in header.items() if k != "sealed"}, "details": details}
+            )
+            assert statement.hex() == item["owner_statement"]
+            assert signature is not None and signature.hex() == item["owner_signature"]
+            public = bytes.fromhex(LOG["identity"]["public"])
+            assert signature_ok(public, b"pds/owner-entry/v1\x00" + statement, signature)
         kinds.add(header["kind"])
         # The disclosure key opens exactly this entry, without the owner's secret.
         epk, box = sealed[:32], sealed[32:]
         key = sodium.crypto_box_beforenm(epk, owner_secret)
         assert key.hex() == item["disclosure_key"]
         nonce = hashlib.blake2b(epk + owner_public, digest_size=24).digest()
-        assert strict_decode(sodium.crypto_box_open_afternm(box, nonce, key)) == details
+        assert strict_decode(sodium.crypto_box_open_afternm(box, nonce, key)) == opened
         if header["kind"] in ("read", "list"):
             assert details["result"] == header["result"]
             assert header["link"].hex() == details["chain"][-1]
@@ -1144,10 +1160,12 @@ def test_log_entries_with_pds() -> None:
             item["header"]["kind"],
             item["header"]["result"],
         )
-        assert entry.open(owner_secret) == item["details"]
+        details = entry.open(owner_secret)
+        assert {k: v for k, v in details.items() if k != "signature"} == item["details"]
+        assert entry.signed_by_owner(details, public) == ("owner_signature" in item)
         assert entry.disclosure_key(owner_secret).hex() == item["disclosure_key"]
         key = bytes.fromhex(item["disclosure_key"])
-        assert accesslog.open_disclosed(entry.sealed, owner_public, key) == item["details"]
+        assert accesslog.open_disclosed(entry.sealed, owner_public, key) == details
     assert accesslog.key_id(LOG["origin"], public).hex() == LOG["key_id"]
     assert accesslog.verifier_key(LOG["origin"], public) == LOG["verifier_key"]
 

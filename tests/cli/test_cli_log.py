@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pds import merkle
-from pds.accesslog import Checkpoint
+import pds
+from pds import _crypto, merkle
+from pds.accesslog import Checkpoint, MerkleLog
 
 if TYPE_CHECKING:
     # mypy reads pds_cli under its folder name (see conftest.py).
@@ -87,6 +89,42 @@ def test_log_text_both_forms(granted: Granted) -> None:
     assert "you (the owner) granted" in second
     # Global options and --json may come before VAULT.
     assert cli.json("log", "--key-file", granted.owner_key, granted.vault)["entries"]
+
+
+def _host_forges_a_revoke_entry(granted: Granted) -> int:
+    """The host appends a ``revoke`` entry for the agency's live link, sealed to the
+    owner's public key as anyone can, unsigned. Returns its index."""
+    with pds.open_store(granted.cli.store) as store:
+        backend = store.backend
+        row = backend.get_vault(granted.vault)
+        assert row is not None
+        with backend.transaction():
+            return MerkleLog(backend, granted.vault).append(
+                time=int(datetime.now(UTC).timestamp() * 1000),
+                kind="revoke",
+                result="ok",
+                link_id=bytes.fromhex(granted.link),
+                details={"actor": granted.vault_did, "owner": True, "link": granted.link},
+                owner_x25519_public=_crypto.ed25519_to_x25519(row.identity_public),
+                rng=os.urandom,
+            )
+
+
+def test_log_marks_an_owner_entry_the_host_wrote(granted: Granted) -> None:
+    cli = granted.cli
+    forged = _host_forges_a_revoke_entry(granted)
+    entries = cli.json("log", granted.vault, *granted.owner)["entries"]
+    assert [(e["index"], e["kind"], e["unsigned"]) for e in entries] == [
+        (forged, "revoke", True),
+        (0, "grant", False),
+    ]
+    first, second = cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()
+    assert "[NOT SIGNED by the vault key" in first
+    assert "NOT SIGNED" not in second
+    # Repair takes nothing from it: the agency's token still reads.
+    repaired = cli.json("vault", "repair", granted.vault, *granted.owner)
+    assert (repaired["ignored"], repaired["restored"]) == ([forged], [])
+    assert _agency_read(granted)["records"]
 
 
 def test_log_filters_and_pages(granted: Granted) -> None:

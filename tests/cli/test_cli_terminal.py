@@ -113,6 +113,7 @@ def test_deferred_entry_text_escapes_the_reason(capsys: pytest.CaptureFixture[st
         fields=None,
         disclose_after=now - timedelta(days=1),
         defer_reason=HOSTILE,
+        unsigned=False,
         details={},
     )
     emit(False, {}, [describe_entry(entry)])

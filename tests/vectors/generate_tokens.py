@@ -11,9 +11,10 @@ Outputs, next to this script:
   labelled with the error class and reason code it must produce and the rule it breaks,
   one invocation, and a revocation statement and revocation list;
 * ``log.json`` (``docs/spec/log.md``): the access log of one vault written by pds (every
-  entry as stored, its public header, its decrypted details and disclosure key, its leaf
-  hash), the root at every size, every inclusion and consistency proof, the signed
-  checkpoint, and invalid proofs, checkpoints and pinned-head checks, each labelled.
+  entry as stored, its public header, its decrypted details, the owner's signature over an
+  entry the owner appended, its disclosure key and its leaf hash), the root at every size,
+  every inclusion and consistency proof, the signed checkpoint, and invalid proofs,
+  checkpoints and pinned-head checks, each labelled.
 
 Determinism. Token vectors are built directly with ``pds.capability.make_link`` and
 ``pds._crypto.SigningKey``: principal ``i``'s Ed25519 seed is SHA-256(TOKEN_SEED || i as 8
@@ -1427,16 +1428,30 @@ def _log_vectors(build: LogBuild) -> Json:
         details = entry.open(owner_secret)
         assert accesslog.open_disclosed(entry.sealed, owner_public, key) == details
         header = _codec.decode(entry.raw)
-        entry_docs.append(
-            {
-                "index": entry.index,
-                "entry": entry.raw.hex(),
-                "leaf_hash": entry.leaf_hash.hex(),
-                "header": hexed(header),
-                "details": details,
-                "disclosure_key": key.hex(),
-            }
-        )
+        doc: Json = {
+            "index": entry.index,
+            "entry": entry.raw.hex(),
+            "leaf_hash": entry.leaf_hash.hex(),
+            "header": hexed(header),
+            "details": {k: v for k, v in details.items() if k != "signature"},
+            "disclosure_key": key.hex(),
+        }
+        if entry.kind in accesslog.OWNER_KINDS:
+            assert entry.signed_by_owner(details, build.identity.public)
+            doc["owner_statement"] = accesslog.owner_entry_statement(
+                vault_id=entry.vault_id,
+                index=entry.index,
+                time=entry.time,
+                kind=entry.kind,
+                result=entry.result,
+                link_id=entry.link_id,
+                disclose_after=entry.disclose_after,
+                details=details,
+            ).hex()
+            doc["owner_signature"] = details["signature"].hex()
+        else:
+            assert "signature" not in details
+        entry_docs.append(doc)
 
     roots = [merkle.root(leaves[:size]) for size in range(n + 1)]
     for size in range(n + 1):
@@ -1758,10 +1773,13 @@ def _log_vectors(build: LogBuild) -> Json:
         "about": (
             "The access log of one vault (docs/spec/log.md), written by pds. 'entries' are "
             "the stored entry bytes with their public header, the details sealed to the "
-            "owner (opened here), the per-entry disclosure key and the leaf hash "
-            "SHA-256(0x00 || entry). 'roots' holds MTH at every size; 'inclusion' and "
-            "'consistency' every proof (RFC 9162 section 2.1) of this log, plus the two "
-            "degenerate consistency cases pds accepts (old size 0, and equal sizes). "
+            "owner (opened here; the owner's 'signature' key shown apart), the per-entry "
+            "disclosure key and the leaf hash SHA-256(0x00 || entry); an entry the owner "
+            "appends has 'owner_statement' (what the owner signs: the header with the "
+            "details in place of 'sealed') and 'owner_signature', Ed25519 over "
+            "'pds/owner-entry/v1' || 0x00 || statement. 'roots' holds MTH at every size; "
+            "'inclusion' and 'consistency' every proof (RFC 9162 section 2.1) of this log, "
+            "plus the two degenerate consistency cases pds accepts (old size 0, and equal sizes). "
             "'checkpoint' is the latest signed note. Each 'invalid_*' case and each "
             "'pinned' case that has 'expect' MUST fail with exactly that error (and reason); "
             "'rule' is the rule it breaks. A 'pds_deviation' note marks a case pds does not "
