@@ -11,7 +11,7 @@ import json
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -38,12 +38,16 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def from_ms(ms: int) -> datetime | None:
     """A time in milliseconds since the Unix epoch (as tokens and the log store it), or
     ``None`` if no calendar date has it (tokens may carry times up to 2**63 ms)."""
     try:
-        return datetime.fromtimestamp(ms / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError):
+        # Exact: no float on the way (``ms / 1000`` loses milliseconds past the 23rd century).
+        return _EPOCH + timedelta(milliseconds=ms)
+    except (OverflowError, ValueError):
         return None
 
 

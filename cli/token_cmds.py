@@ -386,6 +386,10 @@ def read(
         "records": documents,
         "cursor": result.cursor,
         "access": result.access,
+        "pending": [
+            {"record": record_id, "collection": collection, "epoch": epoch}
+            for record_id, collection, epoch in result.pending
+        ],
     }
     lines: list[str] = []
     if not result.records:
@@ -406,6 +410,12 @@ def read(
             )
             lines += pretty_json(record.data, indent="    ")
     lines.append(f"access logged as entry {result.access} of the vault's log")
+    if result.pending:
+        count = len(result.pending)
+        lines.append(
+            f"{count} record{'' if count == 1 else 's'} in scope not yet readable: their key "
+            "epoch is not shared with this token yet (the owner runs `pds vault share-keys`)"
+        )
     if result.cursor is not None:
         lines.append(f"more records: add --cursor {result.cursor}")
     emit(as_json, document, lines)

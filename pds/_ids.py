@@ -39,6 +39,14 @@ def check_items(value: Any, what: str) -> list[Any]:
     return list(value)
 
 
+def check_text_items(value: Any, what: str) -> list[str]:
+    """``check_items`` whose items must all be text."""
+    items = check_items(value, what)
+    if not all(isinstance(item, str) for item in items):
+        raise FormatError(f"{what} must be text items")
+    return items
+
+
 def check_record_id(record_id: str) -> str:
     if not isinstance(record_id, str) or not _ID_PATTERN.fullmatch(record_id):
         raise FormatError("a record id is 1-128 letters, digits, '.', '_', ':' or '-'")

@@ -24,9 +24,16 @@ from pds._context import (
     optional_ms,
     timedelta_to_ms,
 )
-from pds._ids import check_collection, check_items, check_record_id, parse_cursor
+from pds._ids import (
+    check_collection,
+    check_items,
+    check_record_id,
+    check_text_items,
+    parse_cursor,
+)
 from pds._store.base import BatchRow
 from pds.capability import (
+    MAX_CHAIN,
     Caveats,
     SealedKey,
     Token,
@@ -362,11 +369,28 @@ class Grantee:
     ) -> Token:
         """Extend the chain to ``to`` (a did:key), narrowing any caveat given.
 
-        Raises ``CaveatWidened`` if anything would widen, ``FormatError`` for a start,
-        expiry or ``defer`` past 9999-12-31T23:59:59.999Z; the epoch secrets this key holds
-        for the narrowed scope are re-sealed to the new audience.
+        Raises ``CaveatWidened`` if anything would widen, ``FormatError`` for an argument
+        of the wrong type, a start, expiry or ``defer`` past 9999-12-31T23:59:59.999Z, or a
+        token that already has ``MAX_CHAIN`` links (no parser accepts a longer one); the
+        epoch secrets this key holds for the narrowed scope are re-sealed to the new
+        audience.
         """
         parsed = self._own(token)
+        if len(parsed.links) >= MAX_CHAIN:
+            raise FormatError(f"a token has at most {MAX_CHAIN} links: this one cannot grow")
+        collections = None if collections is None else check_text_items(collections, "collections")
+        purposes = None if purposes is None else check_text_items(purposes, "purposes")
+        abilities = None if abilities is None else check_text_items(abilities, "abilities")
+        fields = None if fields is None else check_text_items(fields, "fields")
+        if window is not None and (not isinstance(window, tuple) or len(window) != 2):
+            raise FormatError("window is a (start, end) pair of datetimes or None")
+        if expires is not None and not isinstance(expires, datetime | timedelta):
+            raise FormatError("expires is a datetime or a timedelta")
+        if defer is not None and not isinstance(defer, timedelta):
+            raise FormatError("defer is a timedelta")
+        for name, number in (("uses", uses), ("depth", depth)):
+            if number is not None and (type(number) is not int or not 0 <= number < 2**63):
+                raise FormatError(f"{name} is a non-negative integer")
         parent = parsed.leaf
         audience = _crypto.parse_did_key(to)
         base = parent.caveats

@@ -28,7 +28,14 @@ from pds._context import (
     optional_ms,
     timedelta_to_ms,
 )
-from pds._ids import check_collection, check_items, check_record_id, new_id, parse_cursor
+from pds._ids import (
+    check_collection,
+    check_items,
+    check_record_id,
+    check_text_items,
+    new_id,
+    parse_cursor,
+)
 from pds._store.base import BatchRow, EpochRow, LinkRow, RecordRow, RevocationRow, VaultRow
 from pds.accesslog import (
     OWNER_KINDS,
@@ -1186,10 +1193,10 @@ class Vault:
         9999-12-31T23:59:59.999Z (``MAX_TIME_MS``: no later time can be shown as a date).
         """
         keys = self._keys()
-        collections = check_items(collections, "collections")
-        purpose = purpose if isinstance(purpose, str) else check_items(purpose, "purpose")
-        abilities = check_items(abilities, "abilities")
-        fields = None if fields is None else check_items(fields, "fields")
+        collections = check_text_items(collections, "collections")
+        purpose = purpose if isinstance(purpose, str) else check_text_items(purpose, "purpose")
+        abilities = check_text_items(abilities, "abilities")
+        fields = None if fields is None else check_text_items(fields, "fields")
         if not isinstance(expires, datetime | timedelta):
             raise FormatError("expires is a datetime or a timedelta")
         if defer is not None and not isinstance(defer, timedelta):
@@ -1423,6 +1430,7 @@ class Vault:
         now = self._ctx.now_ms()
         links = list(backend.iter_links(self.vault_id))
         parents = {link.link_id: link.parent_id for link in links}
+        budgets = {link.link_id: link.uses for link in links if link.uses is not None}
         revoked = set(backend.revoked_among(self.vault_id, [link.link_id for link in links]))
         spent = backend.use_counts([link.link_id for link in links if link.uses is not None])
         result = []
@@ -1454,7 +1462,8 @@ class Vault:
                 status = "expired"
             elif now < not_before:
                 status = "not-yet-valid"
-            elif link.uses is not None and spent.get(link.link_id, 0) >= link.uses:
+            elif any(spent.get(i, 0) >= budgets[i] for i in chain if i in budgets):
+                # The host refuses a link whose own budget or an ancestor's is spent.
                 status = "exhausted"
             elif over_policy:
                 status = "over-policy"

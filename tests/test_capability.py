@@ -717,6 +717,60 @@ def test_low_order_dids_are_refused_by_grant_and_delegate(name: str, world: Worl
         world.grantee(holder).delegate(token, to=did)
 
 
+_BAD_DELEGATE_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "depth as text": {"depth": "0"},
+    "negative uses": {"uses": -1},
+    "uses as bool": {"uses": True},
+    "collection not text": {"collections": [1]},
+    "collections as one string": {"collections": "a"},
+    "purpose not text": {"purposes": [None]},
+    "fields not text": {"fields": [1, "a"]},
+    "ability not text": {"abilities": [["read"]]},
+    "window of one": {"window": (None,)},
+    "defer as a number": {"defer": 60},
+    "expires as a number": {"expires": 60},
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_DELEGATE_ARGUMENTS))
+def test_delegate_refuses_arguments_of_the_wrong_type(case: str, world: World) -> None:
+    holder = pds.PrincipalKey.generate()
+    token = world.vault.grant(
+        holder.did, collections=["a"], purpose="p", expires=dt.timedelta(days=1), delegable=2
+    )
+    to = pds.PrincipalKey.generate().did
+    with pytest.raises(FormatError):
+        world.grantee(holder).delegate(token, to=to, **_BAD_DELEGATE_ARGUMENTS[case])
+
+
+@pytest.mark.parametrize("case", ["collections", "purpose", "abilities", "fields"])
+def test_grant_refuses_items_that_are_not_text(case: str, world: World) -> None:
+    options: dict[str, Any] = {"collections": ["a"], "purpose": "p"}
+    options[case] = [1, "a"]
+    with pytest.raises(FormatError):
+        world.vault.grant(pds.PrincipalKey.generate().did, expires=dt.timedelta(days=1), **options)
+    assert world.vault.grants() == []
+
+
+def test_a_chain_of_max_chain_links_cannot_be_delegated_further(world: World) -> None:
+    """No parser accepts a token of more than MAX_CHAIN links: delegate refuses to make
+    one, whatever depth the root allows."""
+    holders = [pds.PrincipalKey.generate() for _ in range(capability.MAX_CHAIN + 1)]
+    token = world.vault.grant(
+        holders[0].did,
+        collections=["a"],
+        purpose="p",
+        expires=dt.timedelta(days=1),
+        delegable=capability.MAX_CHAIN + 4,
+    )
+    for index in range(1, capability.MAX_CHAIN):
+        token = world.grantee(holders[index - 1]).delegate(token, to=holders[index].did)
+    assert len(capability.Token.from_bytes(token.to_bytes()).links) == capability.MAX_CHAIN
+    with pytest.raises(FormatError) as refused:
+        world.grantee(holders[-2]).delegate(token, to=holders[-1].did)
+    assert "at most 16 links" in str(refused.value)
+
+
 def test_non_canonical_and_foreign_did_keys_are_refused() -> None:
     public = HOLDERS[0].public
     did = _crypto.did_key(public)

@@ -603,8 +603,13 @@ def test_ancestor_budgets_count_for_every_descendant(
         world.grantee(two).read(world.store, second)  # its own budget is not spent: root's is
     with pytest.raises(BudgetExhausted):
         holder.read(world.store, root)
-    used = {info.link_id: info.used for info in world.vault.grants()}
-    assert used == {root.link_id.hex(): 4, first.link_id.hex(): 1, second.link_id.hex(): 1}
+    infos = {info.link_id: (info.used, info.status) for info in world.vault.grants()}
+    # The second delegation is shown exhausted as it is refused: by its root's budget.
+    assert infos == {
+        root.link_id.hex(): (4, "exhausted"),
+        first.link_id.hex(): (1, "exhausted"),
+        second.link_id.hex(): (1, "exhausted"),
+    }
 
 
 # -- scope ----------------------------------------------------------------------------

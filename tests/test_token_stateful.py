@@ -459,8 +459,11 @@ class TokenMachine(RuleBasedStateMachine):
                 status = "revoked"
             elif self.now >= link.expires:
                 status = "expired"
-            elif link.uses is not None and self.spent.get(link_id, 0) >= link.uses:
-                status = "exhausted"
+            elif any(
+                self.links[i].uses is not None and self.spent.get(i, 0) >= (self.links[i].uses or 0)
+                for i in link.chain
+            ):
+                status = "exhausted"  # its own budget or an ancestor's is spent
             else:
                 status = "active"
             info = infos[link_id.hex()]

@@ -20,11 +20,11 @@ import pds
 if TYPE_CHECKING:
     # mypy reads pds_cli under its folder name (see conftest.py).
     from cli.log_cmds import describe_entry
-    from cli.output import emit, json_text, printable
+    from cli.output import emit, iso_ms, json_text, printable
     from tests.cli.conftest import Granted
 else:
     from pds_cli.log_cmds import describe_entry
-    from pds_cli.output import emit, json_text, printable
+    from pds_cli.output import emit, iso_ms, json_text, printable
 
 UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
@@ -196,3 +196,16 @@ def test_json_output_of_an_undecodable_file_name_is_utf8(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout.decode("utf-8"))  # strict: valid UTF-8
     assert document["file"] == name
+
+
+@pytest.mark.parametrize(
+    ("ms", "shown"),
+    [
+        (9_030_800_344_567, "2256-03-05T03:39:04.567Z"),
+        (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+        (253_402_300_800_000, "253402300800000 ms after 1970"),
+    ],
+)
+def test_times_in_milliseconds_are_shown_exactly(ms: int, shown: str) -> None:
+    """Through a float (ms / 1000), far-future times came out a millisecond early."""
+    assert iso_ms(ms) == shown

@@ -711,3 +711,22 @@ def test_revocations_file_is_replaced_whole_and_never_a_fifo(
     assert "No such file or directory" in cli.fails(
         1, "revocations", granted.vault, missing, *granted.owner
     )
+
+
+def test_read_lists_records_whose_key_epoch_is_not_shared_yet(granted: Granted) -> None:
+    """A delegation the host has not seen misses the epoch a rotation made: `read` says
+    which records in scope it could not read yet, instead of omitting them."""
+    cli = granted.cli
+    sub_key, sub_did = granted.principal("sub")
+    delegated = cli.json(
+        "token", "delegate", granted.token, "--key", granted.agency_key, "--to", sub_did
+    )["token"]
+    cli.json("vault", "rotate", granted.vault, "-c", "income/payslips", *granted.owner)
+    later = cli.json("put", granted.vault, "income/payslips", *granted.owner, input='{"n": 1}')
+    base = ["read", "--token", delegated, "--key", sub_key, "-c", "income/payslips"]
+    document = cli.json(*base)
+    assert [r["record"] for r in document["records"]] == [granted.payslip["record"]]
+    assert document["pending"] == [
+        {"record": later["record"], "collection": "income/payslips", "epoch": later["epoch"]}
+    ]
+    assert "1 record in scope not yet readable" in cli.ok(*base).stdout
