@@ -95,8 +95,14 @@ def export(
     help="A checkpoint seen earlier (e.g. saved from 'pds log head'): the package's log "
     "must extend it.",
 )
+@click.option(
+    "--vault-did",
+    metavar="DID",
+    help="The vault's did:key as obtained from the person: the package must be signed by it "
+    "(otherwise the package's own key is trusted; compare the did the report prints).",
+)
 @json_option
-def verify(directory: Path, trusted_head: Path | None, as_json: bool) -> int:
+def verify(directory: Path, trusted_head: Path | None, vault_did: str | None, as_json: bool) -> int:
     """Verify the audit package in DIR offline, without any store: the checkpoint's
     signature, every entry against it, consistency with --trusted-head, every token chain
     and revocation, and for every access that released data whether a valid, unrevoked,
@@ -113,13 +119,15 @@ def verify(directory: Path, trusted_head: Path | None, as_json: bool) -> int:
             trusted_text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{label} is not UTF-8 text") from None
-    report = audit.verify_audit(directory, trusted_head=trusted_text)
+    report = audit.verify_audit(directory, trusted_head=trusted_text, vault_did=vault_did)
     document = report.to_dict()
     document["trusted_head"] = None if trusted_head is None else str(trusted_head)
     counts = document["counts"]
     verdict = "clean" if report.clean else f"{counts['violations']} violation(s)"
     lines = [
         f"audit of vault {report.vault_id}: {verdict}",
+        f"  vault key:   {report.did}"
+        + ("" if vault_did else " (the package's own: compare it with the vault's did:key)"),
         f"  log entries: {counts['entries']}"
         + (" (consistent with the trusted head)" if trusted_head and report.clean else ""),
         f"  accesses:    {counts['accesses']} ({counts['released']} released, "

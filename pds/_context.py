@@ -15,6 +15,10 @@ Clock = Callable[[], float]
 """Seconds since the Unix epoch, like ``time.time``; tests inject a fixed clock."""
 
 
+HOST_KEY_SUFFIX = ".hostkey"
+"""The default host key file is the store's path with this suffix."""
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     backend: Backend

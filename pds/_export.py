@@ -10,11 +10,12 @@ with the vault.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -66,6 +67,9 @@ class _HashingWriter:
 
     def frame(self, document: dict[str, Any]) -> None:
         body = _codec.encode(document)
+        if len(body) > MAX_FRAME:
+            # The importer refuses it: a file reported as written must import.
+            raise FormatError("a stored row is larger than an export frame may be (32 MiB)")
         self.write(_LENGTH.pack(len(body)) + body)
 
     def digest(self) -> bytes:
@@ -76,22 +80,38 @@ def _end_statement(vault_id: str, digest: bytes, counts: dict[str, int]) -> byte
     return _codec.encode({"vault": vault_id, "digest": digest, "counts": counts})
 
 
-def check_destination(destination: Any) -> None:
-    """Refuse (``FormatError``) a destination path that exists and is not a regular file:
-    the export renames a new file over it, which would replace a FIFO, a device node or a
-    socket instead of writing to it (a file object is written to as it is)."""
+def check_destination(destination: Any, protected: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse (``FormatError``) a destination the export cannot or must not write: a text
+    file object; a path with a NUL character or in a directory that does not exist; a path
+    that exists and is not a regular file (the export renames a new file over it, which
+    would replace a FIFO, a device node or a socket instead of writing to it); or the same
+    file as one of ``protected`` (the store's own files, the owner's key file)."""
     if hasattr(destination, "write"):
+        if isinstance(destination, io.TextIOBase):
+            raise FormatError("the export destination is a path or a binary file object")
         return
     if not isinstance(destination, str | os.PathLike):
         raise FormatError("the export destination is a path or a binary file object")
+    path = Path(destination)
+    if "\0" in str(path):
+        raise FormatError("the export destination's path contains a NUL character")
+    if not path.parent.is_dir():
+        raise FormatError("the export destination's directory does not exist")
     try:
-        mode = Path(destination).stat().st_mode
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, TypeError):
-        return  # Whatever is wrong with the path shows when the file is made.
+        mode = path.stat().st_mode
+    except OSError:
+        return  # Missing, or whatever else is wrong with it shows when the file is made.
     if not stat.S_ISREG(mode):
         raise FormatError("the export destination exists and is not a regular file")
+    for other in protected:
+        same = False
+        with contextlib.suppress(OSError, ValueError):
+            same = os.path.samefile(path, other)
+        if same:
+            raise FormatError(
+                "the export destination is the store's own file or the owner's key file: "
+                "it is not replaced"
+            )
 
 
 @contextmanager
@@ -618,6 +638,8 @@ def _open_source(source: Any) -> Iterator[IO[bytes]]:
         stream = open(Path(source), "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise FormatError(f"cannot read export file: {exc.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise FormatError("cannot read export file: the path contains a NUL character") from None
     with stream:
         yield stream
 

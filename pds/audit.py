@@ -59,6 +59,9 @@ class Violation:
 @dataclass(slots=True)
 class AuditReport:
     vault_id: str
+    did: str = ""
+    """The vault identity the package was verified against (its ``did:key``): the auditor
+    compares it with the one obtained from the person, or passes that as ``vault_did``."""
     entries: int = 0
     accesses: int = 0
     released: int = 0
@@ -73,6 +76,7 @@ class AuditReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "vault": self.vault_id,
+            "did": self.did,
             "clean": self.clean,
             "counts": {
                 "entries": self.entries,
@@ -305,10 +309,14 @@ def verify_audit(
         raise FormatError("vault.json lacks the vault id")
     identity = _unb64(meta.get("identity"), "identity")
     _crypto.check_ed25519_public(identity)
+    did = _crypto.did_key(identity)
+    # The did shown in vault.json is what a reader compares by eye: it must be the key's.
+    if meta.get("did", did) != did:
+        raise InvalidProof("vault.json names another did:key than its identity key", "identity")
     if vault_did is not None and _crypto.parse_did_key(vault_did) != identity:
         raise InvalidProof("the package is signed by another vault key", "identity")
     owner_public = _crypto.ed25519_to_x25519(identity)
-    report = AuditReport(vault_id)
+    report = AuditReport(vault_id, did)
 
     head = Checkpoint.parse(_read_text(root_dir / "checkpoint.txt"))
     head.verify(identity)

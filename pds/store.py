@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from pds import _codec, _crypto, _export, _owner
-from pds._context import Clock, Context, call_provider, ms_to_datetime
+from pds._context import HOST_KEY_SUFFIX, Clock, Context, call_provider, ms_to_datetime
 from pds._ids import check_record_id, new_id
 from pds._owner import wrap_identity
 from pds._serve import Host
@@ -28,8 +28,6 @@ from pds.keys import KdfParams, KeyProvider, SymmetricKey
 from pds.vault import Vault
 
 __all__ = ["Store", "VaultInfo", "open_store"]
-
-HOST_KEY_SUFFIX = ".hostkey"
 
 
 @dataclass(frozen=True, slots=True)

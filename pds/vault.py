@@ -15,10 +15,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pds import _codec, _crypto, _envelope, _export, _faults, _owner, _serve, capability, merkle
 from pds._context import (
+    HOST_KEY_SUFFIX,
     Context,
     call_provider,
     check_time_ms,
@@ -65,6 +67,9 @@ __all__ = ["AccessEntry", "GrantInfo", "LogPage", "Record", "RecordInfo", "Recor
 
 
 MAX_RECORD_SIZE = 16 * 1024 * 1024
+MAX_STORED_SIZE = 24 * 1024 * 1024
+"""The largest stored ciphertext of a field-sealed record (each field adds its nonce, tag
+and name): an export frame (``_export.MAX_FRAME``, 32 MiB) must hold any stored record."""
 
 _Item = tuple[str | None, Mapping[str, Any] | None, bytes | None]
 """A record to write: its id (or None for a new one), its data and its encoding (both
@@ -314,6 +319,8 @@ class Vault:
         self._ctx = context
         self._row = row
         self._owner: _owner.OwnerKeys | None = None
+        # The key file the owner's secret came from, if any: an export never replaces it.
+        self._key_file: _owner.KeyFile | None = None
         self._host_shares = _owner.LRU()
         # A manifest holds up to 128 entries (~7 KB): keep a few hundred, not thousands.
         self._manifests = _owner.LRU(256)
@@ -389,6 +396,7 @@ class Vault:
             raise self._keys_missing()
         master = _owner.unwrap_master(row.unlock, row.wrapped_master, secret, self.vault_id)
         self._owner = _owner.open_owner_keys(master, row)
+        self._key_file = key_file
 
     def _keys_missing(self) -> VaultDestroyed | IntegrityError:
         """A missing key is a crypto-erase only if the vault says it was destroyed; in a
@@ -401,6 +409,7 @@ class Vault:
     def lock(self) -> None:
         """Forget every secret this object holds (best effort: Python cannot zero memory)."""
         self._owner = None
+        self._key_file = None
         self._host_shares.clear()
 
     def _keys(self) -> _owner.OwnerKeys:
@@ -440,6 +449,7 @@ class Vault:
             self._refresh()
             self._ctx.backend.update_vault_unlock(self.vault_id, unlock, wrapped, wrapped_identity)
             self._log("rekey", {"method": secret.method})
+        self._key_file = key_file
         keys.master = master
         self._refresh()
         # Best effort: move the old wrapped keys out of the WAL (secure_delete zeroes them).
@@ -825,6 +835,11 @@ class Vault:
                 ciphertext = _envelope.seal_fields(
                     data, reader_share, batch_host_share, record_binding, rng
                 )
+                if len(ciphertext) > MAX_STORED_SIZE:
+                    raise InvalidRecordData(
+                        "record data is larger than 24 MiB once its fields are sealed one by "
+                        "one (each field adds about 45 bytes)"
+                    )
             else:
                 key = _envelope.record_key(
                     reader_share,
@@ -2198,10 +2213,19 @@ class Vault:
         row raises ``IntegrityError`` (with the importer's reason code), a log that does not
         extend the latest signed checkpoint ``InvalidProof`` (``log-fork``); a file written
         to a path is then removed. A path that exists and is not a regular file (a FIFO, a
-        device) is refused with ``FormatError``: the new file is renamed over the path.
+        device), whose directory does not exist, or that is one of the store's own files or
+        the key file the vault was unlocked with, and a text file object, are refused with
+        ``FormatError`` before anything is logged: the new file is renamed over the path.
         """
         self._keys()
-        _export.check_destination(destination)
+        store_file = getattr(self._ctx.backend, "path", None)
+        protected = [] if self._key_file is None else [self._key_file]
+        if isinstance(store_file, Path):
+            protected += [
+                store_file.with_name(store_file.name + suffix)
+                for suffix in ("", "-wal", "-shm", "-journal", HOST_KEY_SUFFIX)
+            ]
+        _export.check_destination(destination, protected)
         with self._ctx.backend.transaction():
             self._refresh()
             # A forked log, or revocations or epochs its latest head does not record:

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import hashlib
 import io
+import json
 import os
 import random
 import shutil
@@ -321,6 +322,54 @@ def test_export_refuses_a_destination_that_is_not_a_regular_file(
         assert vault.log_size() == size
     assert stat.S_ISFIFO(fifo.stat().st_mode) and link.is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "pipe"]
+
+
+def test_export_never_replaces_the_store_or_the_key_file(source: Source, tmp_path: Path) -> None:
+    """An export path that is the store's own database (or its write-ahead log, host key)
+    or the key file that unlocked the vault is refused before anything is logged: renamed
+    over it, the export would destroy the store or the only key that opens the vault."""
+    db = tmp_path / "copy.db"
+    key_file = tmp_path / "owner.key"
+    shutil.copyfile(source.db, db)
+    shutil.copyfile(source.db.with_name(source.db.name + ".hostkey"), tmp_path / "copy.db.hostkey")
+    shutil.copyfile(source.key_file, key_file)
+    kept = {path: path.read_bytes() for path in (db, key_file, tmp_path / "copy.db.hostkey")}
+    with pds.open_store(db) as store:
+        vault = store.open_vault(source.vault_id)
+        vault.unlock(key_file=key_file)
+        size = vault.log_size()
+        for destination in (db, str(db), tmp_path / "copy.db.hostkey", key_file):
+            with pytest.raises(errors.FormatError, match="not replaced"):
+                vault.export(destination)
+        wal = tmp_path / "copy.db-wal"
+        if wal.exists():
+            with pytest.raises(errors.FormatError, match="not replaced"):
+                vault.export(wal)
+        assert vault.log_size() == size
+    assert {path: path.read_bytes() for path in kept} == kept
+
+
+@pytest.mark.parametrize("case", ["text stream", "missing directory", "nul in path"])
+def test_export_refuses_a_bad_destination_before_logging(
+    source: Source, tmp_path: Path, case: str
+) -> None:
+    destination: Any = {
+        "text stream": io.StringIO(),
+        "missing directory": tmp_path / "missing" / "v.pdsx",
+        "nul in path": str(tmp_path / "v\0.pdsx"),
+    }[case]
+    with pds.open_store(source.db) as store:
+        vault = store.open_vault(source.vault_id)
+        vault.unlock(key_file=source.key_file)
+        size = vault.log_size()
+        with pytest.raises(errors.FormatError):
+            vault.export(destination)
+        assert vault.log_size() == size  # nothing logged: no export took place
+
+
+def test_import_of_a_path_with_a_nul_is_a_format_error(source: Source, tmp_path: Path) -> None:
+    with pds.open_store(tmp_path / "t.db") as store, pytest.raises(errors.FormatError):
+        store.import_vault(str(tmp_path / "v\0.pdsx"), key_file=source.key_file)
 
 
 def test_import_progress_counts_records(
@@ -907,3 +956,39 @@ def test_frames_out_of_order_in_their_section_are_refused(
             )
         assert caught.value.reason == reason
         assert target.list_vaults() == []
+
+
+def test_a_field_sealed_record_too_large_to_export_is_refused_when_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sealed field by field, each field adds its nonce, tag and name: a record of many
+    small fields can outgrow its plaintext several times over. It is refused when written
+    (over ``MAX_STORED_SIZE``, here made small), so every stored record fits an export
+    frame, and nothing of its batch is stored."""
+    monkeypatch.setattr(pds.vault, "MAX_STORED_SIZE", 4096)
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    with pds.open_store(tmp_path / "s.db") as store:
+        vault = store.open_vault(store.create_vault(key_file=key_file))
+        vault.unlock(key_file=key_file)
+        vault.create_collection("forms", seal_fields=True)
+        many = {f"f{i}": i for i in range(100)}  # ~0.6 KB of plaintext, ~6 KB sealed
+        assert len(json.dumps(many)) < 4096
+        with pytest.raises(errors.InvalidRecordData, match="24 MiB"):
+            vault.put_many("forms", [{"a": 1}, many])
+        assert list(vault.iter_records()) == []
+        vault.put("forms", {f"f{i}": i for i in range(40)})  # below the bound: stored
+
+
+def test_an_export_frame_too_large_to_import_fails_the_export(
+    source: Source, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored row larger than an import accepts (a record stored before the bound
+    above) fails the export, which leaves no file: a file reported as written imports."""
+    monkeypatch.setattr(pds._export, "MAX_FRAME", 200)
+    with pds.open_store(source.db) as store:
+        vault = store.open_vault(source.vault_id)
+        vault.unlock(key_file=source.key_file)
+        with pytest.raises(errors.FormatError, match="larger than an export frame"):
+            vault.export(tmp_path / "v.pdsx")
+    assert list(tmp_path.iterdir()) == []

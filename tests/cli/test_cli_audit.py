@@ -112,6 +112,32 @@ def test_a_swapped_disclosure_key_is_a_violation(granted: Granted, package: Path
     assert [(v["entry"], v["rule"]) for v in document["violations"]] == [(1, "undecryptable")]
 
 
+def test_the_vault_key_is_printed_and_can_be_pinned(granted: Granted, package: Path) -> None:
+    cli = granted.cli
+    assert cli.json("audit", "verify", package)["did"] == granted.vault_did
+    assert (
+        f"vault key:   {granted.vault_did} (the package's own"
+        in cli.ok("audit", "verify", package).stdout
+    )
+    pinned = cli.json("audit", "verify", package, "--vault-did", granted.vault_did)
+    assert pinned["clean"] is True
+    _, other = granted.principal("other")
+    line = cli.fails(1, "audit", "verify", package, "--vault-did", other)
+    assert "another vault key" in line
+
+
+def test_a_package_naming_another_did_than_its_key_is_refused(
+    granted: Granted, package: Path
+) -> None:
+    """A reader compares the did in vault.json by eye: it must be the package's key."""
+    meta_path = package / "vault.json"
+    meta = json.loads(meta_path.read_text())
+    _, meta["did"] = granted.principal("impostor")
+    meta_path.write_text(json.dumps(meta))
+    line = granted.cli.fails(1, "audit", "verify", package)
+    assert "another did:key" in line
+
+
 def test_a_forged_checkpoint_exits_1(granted: Granted, package: Path) -> None:
     checkpoint = package / "checkpoint.txt"
     text = checkpoint.read_text()

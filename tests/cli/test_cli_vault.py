@@ -13,7 +13,7 @@ import pytest
 import pds
 
 if TYPE_CHECKING:
-    from tests.cli.conftest import Cli
+    from tests.cli.conftest import Cli, Granted
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -324,3 +324,16 @@ def test_a_failed_create_leaves_no_store_or_key_file_behind(cli: Cli, tmp_path: 
     new_key = tmp_path / "new.key"
     cli.fails(2, "vault", "create", "--key-file", new_key, store=not_a_store)
     assert not new_key.exists()
+
+
+def test_export_refuses_to_replace_the_store_or_the_key_file(granted: Granted) -> None:
+    cli = granted.cli
+    for target in (cli.store, granted.owner_key):
+        kept = target.read_bytes()
+        line = cli.fails(2, "vault", "export", granted.vault, target, *granted.owner)
+        assert line == (
+            "error: the export destination is the store's own file or the owner's key file: "
+            "it is not replaced"
+        )
+        assert target.read_bytes() == kept
+    assert cli.json("vault", "list")["vaults"]  # the store is still a store
