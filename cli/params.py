@@ -93,12 +93,13 @@ class Expiry(click.ParamType):  # type: ignore[type-arg]
                 self.fail("a duration must be positive", param, ctx)
             return duration
         try:
-            moment = datetime.fromisoformat(str(value))
+            datetime.fromisoformat(str(value))
         except ValueError:
             self.fail(
                 f"{value!r} is neither a duration (30d, 12h) nor an ISO 8601 date", param, ctx
             )
-        return Timestamp().convert(moment, param, ctx)
+        # The text, not the datetime: an error then shows what the user typed.
+        return Timestamp().convert(str(value), param, ctx)
 
 
 class CommaList(click.ParamType):  # type: ignore[type-arg]

@@ -320,7 +320,10 @@ def check_replaceable(file: Path) -> None:
 def replace_file(path: Path, data: bytes) -> None:
     """Write ``data`` to a new file beside ``path`` (mode 0600), ``fsync`` it and rename
     it over ``path``: a reader sees the old file or the whole new one, never a part."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:  # named by the user's path, not the temporary one
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
