@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -429,14 +430,28 @@ def import_(
         raise InputError(f"cannot read {file}: {exc.strerror}") from None
     with source:
         credential = owner_credential(passphrase_file, key_file)
+        try:
+            state.open_store().close()
+            created = False
+        except pds.errors.StoreNotFound:
+            created = True  # no store yet: one is made for the import
         store = state.open_store(create=True)
-        with RecordProgress("importing", as_json=as_json) as progress:
-            vault_id = store.import_vault(
-                source,
-                passphrase=credential.passphrase,
-                key_file=credential.key_file,
-                progress=progress.callback,
-            )
+        try:
+            with RecordProgress("importing", as_json=as_json) as progress:
+                vault_id = store.import_vault(
+                    source,
+                    passphrase=credential.passphrase,
+                    key_file=credential.key_file,
+                    progress=progress.callback,
+                )
+        except BaseException:
+            if created:
+                # A failed import leaves no new, empty store (nor its host key) behind.
+                store.close()
+                for suffix in ("", "-wal", "-shm", ".hostkey"):
+                    with contextlib.suppress(OSError):
+                        store.path.with_name(store.path.name + suffix).unlink()
+            raise
     opened = store.open_vault(vault_id)
     document = {
         "vault": vault_id,

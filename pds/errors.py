@@ -148,6 +148,10 @@ class StoreError(PDSError):
     """The storage layer failed."""
 
 
+class StoreNotFound(StoreError):
+    """No store at the location, and ``open_store(create=False)`` was asked not to make one."""
+
+
 class StoreBusy(StoreError):
     """Another connection held the write lock for longer than the busy timeout."""
 
@@ -187,6 +191,7 @@ __all__ = [
     "StoreCorrupt",
     "StoreError",
     "StoreFull",
+    "StoreNotFound",
     "StoreReadOnly",
     "UnlockFailed",
     "VaultDestroyed",

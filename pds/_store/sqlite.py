@@ -32,6 +32,7 @@ from pds.errors import (
     StoreCorrupt,
     StoreError,
     StoreFull,
+    StoreNotFound,
     StoreReadOnly,
 )
 
@@ -622,7 +623,7 @@ class SQLiteBackend:
     ) -> None:
         self.path = path
         if not create and not path.exists():
-            raise StoreError(f"no store at {path}")
+            raise StoreNotFound(f"no store at {path}")
         self.is_new = False
         self._depth = 0
         self._on_commit: list[Callable[[], None]] = []

@@ -158,9 +158,9 @@ def test_unreadable_user_files(
     fresh = tmp_path / "fresh.db"
     assert "cannot read" in cli.fails(2, "vault", "import", missing, store=fresh)
     assert not fresh.exists()  # checked before a store is made
-    # An export into a directory that does not exist is a failed operation.
-    line = cli.fails(1, "vault", "export", vault_id, tmp_path / "no" / "such" / "dir.pdsx")
-    assert "No such file or directory" in line
+    # An export into a directory that does not exist is refused before it is logged.
+    line = cli.fails(2, "vault", "export", vault_id, tmp_path / "no" / "such" / "dir.pdsx")
+    assert line == "error: the export destination's directory does not exist"
 
 
 def test_debug_shows_the_traceback(cli: Cli, vault_id: str) -> None:

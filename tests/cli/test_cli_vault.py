@@ -337,3 +337,20 @@ def test_export_refuses_to_replace_the_store_or_the_key_file(granted: Granted) -
         )
         assert target.read_bytes() == kept
     assert cli.json("vault", "list")["vaults"]  # the store is still a store
+
+
+def test_a_failed_import_leaves_no_new_store_behind(
+    cli: Cli, vault_id: str, tmp_path: Path
+) -> None:
+    export_file = tmp_path / "vault.pdsx"
+    cli.json("vault", "export", vault_id, export_file)
+    truncated = tmp_path / "truncated.pdsx"
+    truncated.write_bytes(export_file.read_bytes()[:-40])
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    cli.fails(2, "vault", "import", truncated, store=fresh / "pds.db")
+    assert list(fresh.iterdir()) == []  # no store, no host key
+    # Into an existing store (here, one that holds the vault), a failed import leaves the
+    # store as it was.
+    cli.fails(1, "vault", "import", truncated)
+    assert [v["vault"] for v in cli.json("vault", "list")["vaults"]] == [vault_id]
