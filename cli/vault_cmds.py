@@ -222,6 +222,13 @@ def rotate(
     revoked grant.
     """
     opened = state.open_vault(vault_id)
+    if collection is not None and collection not in opened.collections():
+        # A typo must not pass for the rotation of the collection meant (the library's
+        # rotate would make it, as a new collection).
+        raise InputError(
+            f"the vault has no collection {collection!r} (make one with 'pds vault "
+            "collection'; if its keys were lost, 'pds vault repair')"
+        )
     if not check_or_warn(opened, changing=True):  # before the secret is asked for
         return 1
     unlock(opened, owner_credential(passphrase_file, key_file))

@@ -56,7 +56,10 @@ class OwnerSecret:
 def _passphrase_bytes(passphrase: Passphrase) -> bytes:
     if isinstance(passphrase, str):
         # NFC so that the same passphrase typed on different systems derives the same key.
-        data = unicodedata.normalize("NFC", passphrase).encode("utf-8")
+        try:
+            data = unicodedata.normalize("NFC", passphrase).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: bytes that were not UTF-8
+            raise FormatError("the passphrase is not valid Unicode text") from None
     elif isinstance(passphrase, bytes):
         data = passphrase
     else:
@@ -165,7 +168,10 @@ class OwnerKeys:
     master: bytes
     identity: _crypto.SigningKey
     x25519_secret: bytes
-    epoch_secrets: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    # ``(collection, epoch, epoch public key) -> secret``: keyed by the public key too, so a
+    # secret cached for an epoch row that was rolled back (a write that failed after making
+    # the collection's first epoch) is never taken for the row another writer made since.
+    epoch_secrets: dict[tuple[str, int, bytes], bytes] = field(default_factory=dict)
     reader_shares: LRU = field(default_factory=LRU)
     # The reader share this writer seals into its batches, per collection epoch:
     # ``(collection, epoch, epoch public key) -> (R, sealed R)`` (see ``Vault._write_batch``).

@@ -16,7 +16,7 @@ import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pds import _crypto
 from pds.errors import FormatError, KeyProviderError, WeakKdfParameters, WrongKey
@@ -74,7 +74,7 @@ class SymmetricKey:
         cls, path: str | os.PathLike[str], *, rng: _crypto.Rng = _crypto.system_rng
     ) -> SymmetricKey:
         """Load a key file: exactly 32 raw bytes. Raises ``FormatError`` otherwise."""
-        return cls(_read_key_file(Path(path)), rng=rng)
+        return cls(_read_key_file(_key_path(path)), rng=rng)
 
     @classmethod
     def create_file(
@@ -82,7 +82,7 @@ class SymmetricKey:
     ) -> SymmetricKey:
         """Create a new key file (mode 0600; fails if the file exists) and return its key."""
         key = rng(_crypto.KEY_SIZE)
-        write_secret_file(Path(path), key)
+        write_secret_file(_key_path(path), key)
         return cls(key, rng=rng)
 
     @property
@@ -100,6 +100,13 @@ class SymmetricKey:
 
     def __repr__(self) -> str:
         return f"SymmetricKey(key_id={self._key_id!r})"
+
+
+def _key_path(path: Any) -> Path:
+    """A key file's path: text or ``os.PathLike``, without a NUL (``FormatError``)."""
+    if not isinstance(path, str | os.PathLike) or "\0" in str(path):
+        raise FormatError("a key file is a path (text or os.PathLike) without NUL characters")
+    return Path(path)
 
 
 def write_secret_file(path: Path, content: bytes) -> None:
@@ -244,13 +251,13 @@ class PrincipalKey:
         """Create a new principal key file (0600; never overwrites)."""
         key = cls.generate(rng=rng)
         seed = base64.urlsafe_b64encode(key._key.seed).rstrip(b"=").decode("ascii")
-        write_secret_file(Path(path), f"{_PRINCIPAL_PREFIX}{seed}\n".encode("ascii"))
+        write_secret_file(_key_path(path), f"{_PRINCIPAL_PREFIX}{seed}\n".encode("ascii"))
         return key
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> PrincipalKey:
         try:
-            data = _read_start(Path(path), _MAX_PRINCIPAL_FILE + 1)
+            data = _read_start(_key_path(path), _MAX_PRINCIPAL_FILE + 1)
             if len(data) > _MAX_PRINCIPAL_FILE:
                 raise FormatError(f"key file {path} is not a pds principal key")
             text = data.decode("ascii").strip()

@@ -93,17 +93,24 @@ def open_store(
 def _default_host_key(path: Path, backend: SQLiteBackend, rng: _crypto.Rng) -> KeyProvider:
     key_path = path.with_name(path.name + HOST_KEY_SUFFIX)
     if key_path.exists():
-        try:
-            return SymmetricKey.from_file(key_path)
-        except FormatError:
-            raise HostKeyError(f"the host key file {key_path} is not a 32-byte key") from None
+        return _host_key_file(key_path)
     if backend.get_meta("host_key_id") is not None:
         raise HostKeyError(f"the host key file {key_path} is missing")
     try:
         return SymmetricKey.create_file(key_path, rng=rng)
     except FormatError:
-        # Another process created it between our check and our create.
+        # Another process created it between our check and our create (or the path is a
+        # dangling symlink).
+        return _host_key_file(key_path)
+
+
+def _host_key_file(key_path: Path) -> KeyProvider:
+    """The host key file, or ``HostKeyError`` saying why not (missing, unreadable, not a
+    32-byte key)."""
+    try:
         return SymmetricKey.from_file(key_path)
+    except FormatError as exc:
+        raise HostKeyError(f"the host {exc}") from None
 
 
 def _check_host_key(backend: SQLiteBackend, key: KeyProvider) -> None:

@@ -501,7 +501,7 @@ class Vault:
             seal_fields=seal_fields,
         )
         self._ctx.backend.insert_epoch(row)
-        keys.epoch_secrets[(collection, epoch)] = secret
+        keys.epoch_secrets[(collection, epoch, public)] = secret
         self._verified_epochs[(collection, epoch, public)] = seal_fields
         if self._revocations_trusted():
             _serve.share_epoch(self._ctx, self._row, keys, collection, epoch, secret, now)
@@ -547,11 +547,11 @@ class Vault:
     def _epoch_secret(self, collection: str, epoch: int, row: EpochRow | None = None) -> bytes:
         """The epoch's secret; ``row``, if given, is its verified row (else it is fetched)."""
         keys = self._keys()
-        cached = keys.epoch_secrets.get((collection, epoch))
-        if cached is not None:
-            return cached
         if row is None:
             row = self._epoch_row(collection, epoch)
+        cached = keys.epoch_secrets.get((collection, epoch, row.public_key))
+        if cached is not None:
+            return cached
         if row.sealed_owner is None:
             raise self._keys_missing()
         try:
@@ -560,11 +560,14 @@ class Vault:
             raise IntegrityError("epoch-secret", "the epoch secret failed authentication") from None
         if not _crypto.constant_time_equal(_crypto.x25519_public(secret), row.public_key):
             raise IntegrityError("epoch-secret", "the epoch secret does not match its public key")
-        keys.epoch_secrets[(collection, epoch)] = secret
+        keys.epoch_secrets[(collection, epoch, row.public_key)] = secret
         return secret
 
     def rotate(self, collection: str | None = None) -> dict[str, int]:
         """Start a new key epoch for one collection (or all) and return the new epochs.
+        A named collection without any epoch (new, or its rows lost) gets one: it is made,
+        at epoch 2 (the CLI refuses a name it does not know, so a typo is not taken for a
+        rotation).
 
         New writes use the new epoch's public key; older records stay readable with the
         older epochs' secrets and are not re-encrypted. The new epochs are shared with the

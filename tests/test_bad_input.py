@@ -27,6 +27,7 @@ import pytest
 
 import pds
 from pds import _codec, errors
+from pds._store.sqlite import SQLiteBackend
 from pds.keys import SymmetricKey
 
 KDF = pds.KdfParams.interactive()
@@ -81,6 +82,8 @@ def test_empty_or_non_text_passphrase_is_a_format_error(store: pds.Store) -> Non
     raises(errors.FormatError, lambda: store.create_vault(passphrase="", kdf=KDF))
     raises(errors.FormatError, lambda: store.create_vault(passphrase=b"", kdf=KDF))
     raises(errors.FormatError, lambda: store.create_vault(passphrase=12345, kdf=KDF))  # type: ignore[arg-type]
+    # A lone surrogate: how Python shows bytes that were not UTF-8 (an environment variable).
+    raises(errors.FormatError, lambda: store.create_vault(passphrase="pass\udcffword", kdf=KDF))
 
 
 def test_wrong_key_file(store: pds.Store, vault: pds.Vault, tmp_path: Path) -> None:
@@ -477,6 +480,30 @@ def test_host_key_file_of_the_wrong_size(tmp_path: Path, size: int) -> None:
     pds.open_store(db).close()
     Path(f"{db}.hostkey").write_bytes(os.urandom(size))
     raises(errors.HostKeyError, lambda: pds.open_store(db))
+    with pytest.raises(errors.HostKeyError) as refused:
+        pds.open_store(db)
+    assert str(refused.value) == f"the host key file {db}.hostkey is not a 32-byte key"
+
+
+@pytest.mark.parametrize("path", ["key\0file", None, 42])
+def test_key_file_paths_of_the_wrong_kind_are_format_errors(tmp_path: Path, path: Any) -> None:
+    for operation in (
+        lambda: SymmetricKey.from_file(path),
+        lambda: SymmetricKey.create_file(path),
+        lambda: pds.PrincipalKey.from_file(path),
+        lambda: pds.PrincipalKey.create_file(path),
+    ):
+        raises(errors.FormatError, operation)
+
+
+def test_a_dangling_host_key_symlink_is_a_host_key_error(tmp_path: Path) -> None:
+    """A new store whose host key path is a symlink to nothing: the key cannot be made
+    there, nor read (was a bare FormatError)."""
+    db = tmp_path / "store.db"
+    Path(f"{db}.hostkey").symlink_to(tmp_path / "nowhere" / "key")
+    with pytest.raises(errors.HostKeyError) as refused:
+        pds.open_store(db)
+    assert str(refused.value) == f"the host key file {db}.hostkey does not exist"
 
 
 # -- unknown ids -----------------------------------------------------------------------
@@ -985,6 +1012,22 @@ def _schema_version(db: Path) -> int:
     (value,) = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     con.close()
     return int(value)
+
+
+def test_a_store_migrated_by_a_newer_pds_while_waiting_for_the_lock_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schema version read before the write lock said "migrate"; a newer pds migrated
+    the store meanwhile. This pds must not write its own version over the newer one."""
+    db = tmp_path / "store.db"
+    pds.open_store(db).close()
+    newer = _schema_version(db) + 1
+    _meta(db, "schema_version", str(newer))
+    stale = SQLiteBackend._check_schema
+    monkeypatch.setattr(SQLiteBackend, "_check_schema", lambda self, create: newer - 2)
+    raises(errors.SchemaTooNew, lambda: pds.open_store(db))
+    monkeypatch.setattr(SQLiteBackend, "_check_schema", stale)
+    assert _schema_version(db) == newer
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

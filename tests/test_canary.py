@@ -242,7 +242,7 @@ def _vault_secrets(run: Run, tag: str, vault: pds.Vault) -> None:
     run.add_key(f"{tag}.master", owner.master)
     run.add_key(f"{tag}.identity", owner.identity.seed)
     run.add_key(f"{tag}.x25519", owner.x25519_secret)
-    for (collection, epoch), secret in owner.epoch_secrets.items():
+    for (collection, epoch, _), secret in owner.epoch_secrets.items():
         run.add_key(f"{tag}.epoch.{collection}.{epoch}", secret)
     for batch_id, share in owner.reader_shares.items():
         run.add_key(f"{tag}.reader.{batch_id.hex()}", share)
@@ -914,7 +914,7 @@ def test_key_objects_redact_their_key_bytes(tmp_path: Path) -> None:
             "agency-seed": agency._key.seed,
             "agency-x25519": grantee._x25519,
         }
-        for (collection, epoch), secret in owner.epoch_secrets.items():
+        for (collection, epoch, _), secret in owner.epoch_secrets.items():
             secrets_held[f"epoch {collection} {epoch}"] = secret
         for batch_id, share in vault._host_shares.items():
             secrets_held[f"host share {batch_id.hex()}"] = share

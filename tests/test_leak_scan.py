@@ -207,7 +207,7 @@ def _vault_memory_secrets(s: Scenario, tag: str, vault: pds.Vault) -> None:
     _add_key_needles(s, f"{tag}.master", keys.master)
     _add_key_needles(s, f"{tag}.identity-seed", keys.identity.seed)
     _add_key_needles(s, f"{tag}.x25519", keys.x25519_secret)
-    for (collection, epoch), secret in keys.epoch_secrets.items():
+    for (collection, epoch, _), secret in keys.epoch_secrets.items():
         _add_key_needles(s, f"{tag}.epoch.{collection}.{epoch}", secret)
     for batch_id, share in keys.reader_shares.items():
         _add_key_needles(s, f"{tag}.reader.{batch_id.hex()}", share)

@@ -1015,6 +1015,31 @@ def test_a_foreign_wal_is_refused_whatever_the_store_path(tmp_path: Path) -> Non
         assert _reads(ours, key_file, our_vault, our_ids) == ["ours"] * len(our_ids)
 
 
+def test_a_foreign_wal_is_refused_through_a_symlinked_store_path(tmp_path: Path) -> None:
+    """SQLite follows a symlinked database name to the log beside the real file: the
+    probe must look there too, or the foreign pages are replayed and checkpointed in."""
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    ours = tmp_path / "data" / "store.db"
+    theirs = tmp_path / "theirs" / "store.db"
+    ours.parent.mkdir()
+    theirs.parent.mkdir()
+    our_vault, our_ids = _store_with_records(ours, key_file, "ours", 5)
+    link = tmp_path / "link.db"
+    link.symlink_to(ours)
+    host_key = SymmetricKey.from_file(f"{ours}.hostkey")
+    with pds.open_store(theirs) as other:
+        opened = other.open_vault(other.create_vault(key_file=key_file))
+        opened.unlock(key_file=key_file)
+        opened.put_many("notes", [{"tag": "theirs"}] * 5)
+        shutil.copy(f"{theirs}-wal", f"{ours}-wal")
+    with pytest.raises(StoreCorrupt, match="belongs to another database"):
+        pds.open_store(link, host_key=host_key)
+    Path(f"{ours}-wal").unlink()
+    Path(f"{ours}-shm").unlink(missing_ok=True)
+    assert _reads(ours, key_file, our_vault, our_ids) == ["ours"] * len(our_ids)
+
+
 # -- 12. file descriptors 0-2 closed -------------------------------------------------------
 
 
@@ -1064,3 +1089,24 @@ def test_closed_standard_descriptors_never_hold_the_database(mode: str, tmp_path
         opened = store.open_vault(info.vault_id)
         opened.unlock(key_file=key_file)
         assert [(opened.get(i).data or {})["n"] for i in document["ids"]] == document["read"]
+
+
+def test_a_rolled_back_first_epoch_is_not_remembered_by_the_vault_object(world: World) -> None:
+    """A write that failed after making a new collection's first epoch (the record id
+    belongs to another collection) rolled the epoch back; the vault object kept its secret.
+    When another object (another process) then made the real first epoch, the first one
+    read the new records as tampered and sealed the wrong secret into its grants."""
+    first = world.vault
+    first.put("tax/2024", {"n": 1}, record_id="r1")
+    with pytest.raises(FormatError):
+        first.put("letters", {"x": 1}, record_id="r1")  # r1 lives in tax/2024
+    assert "letters" not in first.collections()
+    with pds.open_store(world.db, clock=world.clock) as other_store:
+        other = other_store.open_vault(first.vault_id)
+        other.unlock(key_file=world.key_file)
+        other.put("letters", {"x": 2}, record_id="n1")
+    assert first.get("n1").data == {"x": 2}
+    agency = pds.PrincipalKey.generate()
+    token = grant(world, agency, collections=["letters"])
+    read = world.grantee(agency).read(world.store, token, records=["n1"])
+    assert [record.data for record in read.records] == [{"x": 2}]

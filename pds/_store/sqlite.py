@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import secrets
 import sqlite3
 import types
@@ -89,6 +90,8 @@ def _check_wal_owner(path: Path) -> None:
     this store shows this store's id; one written by another shows another id. Both views
     are read-only connections, which never checkpoint: nothing is changed either way.
     """
+    # SQLite follows a symlinked database name and uses the log beside the file it names.
+    path = Path(os.path.realpath(path))
     wal = Path(f"{path}-wal")
     try:
         if not path.exists() or wal.stat().st_size == 0:
@@ -754,6 +757,14 @@ class SQLiteBackend:
             if "meta" in tables:
                 text = self.get_meta("schema_version")
                 current = int(text) if text and text.isdigit() else current
+            if current > SCHEMA_VERSION:
+                # A newer pds migrated it while this one waited for the lock: writing this
+                # version over it would hide the newer schema from both.
+                raise SchemaTooNew(
+                    f"the store has schema version {current}; this pds reads up to {SCHEMA_VERSION}"
+                )
+            if current == SCHEMA_VERSION:
+                return  # another process migrated it meanwhile
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 self._run(lambda v=version: MIGRATIONS[v - 1](db))  # type: ignore[misc]
             self.set_meta("format", STORE_FORMAT)

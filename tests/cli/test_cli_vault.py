@@ -223,7 +223,7 @@ def test_import_needs_the_owner_secret(cli: Cli, vault_id: str, tmp_path: Path) 
     cli.ok("vault", "export", vault_id, export_file)
     other = tmp_path / "other.db"
     cli.fails(1, "vault", "import", export_file, store=other, env={"PDS_PASSPHRASE": "nope"})
-    assert cli.json("vault", "list", store=other) == {"vaults": []}
+    assert not other.exists()  # the store made for the failed import is removed
     # Importing into the store that already holds the vault is refused.
     line = cli.fails(1, "vault", "import", export_file)
     assert "already exists" in line
@@ -241,7 +241,7 @@ def test_import_of_a_damaged_export_is_refused(cli: Cli, vault_id: str, tmp_path
     truncated = tmp_path / "truncated.pdsx"
     truncated.write_bytes(bytes(content[:100]))
     cli.fails(2, "vault", "import", truncated, store=other)
-    assert cli.json("vault", "list", store=other) == {"vaults": []}
+    assert not other.exists()  # no store is left behind by a failed import
 
 
 def test_destroy_with_yes(cli: Cli, vault_id: str, record: dict[str, Any]) -> None:
@@ -354,3 +354,14 @@ def test_a_failed_import_leaves_no_new_store_behind(
     # store as it was.
     cli.fails(1, "vault", "import", truncated)
     assert [v["vault"] for v in cli.json("vault", "list")["vaults"]] == [vault_id]
+
+
+def test_rotate_refuses_a_collection_the_vault_does_not_have(granted: Granted) -> None:
+    """A typo must not pass for the rotation of the collection meant."""
+    cli = granted.cli
+    line = cli.fails(2, "vault", "rotate", granted.vault, "-c", "income/payslip", *granted.owner)
+    assert line.startswith("error: the vault has no collection 'income/payslip'")
+    rotated = cli.json("vault", "rotate", granted.vault, "-c", "income/payslips", *granted.owner)
+    assert list(rotated["epochs"]) == ["income/payslips"]
+    everything = cli.json("vault", "rotate", granted.vault, *granted.owner)["epochs"]
+    assert "income/payslip" not in everything  # the typo made no collection
