@@ -119,6 +119,6 @@ def timedelta_to_ms(value: timedelta) -> int:
 def datetime_to_ms(value: datetime) -> int:
     if not isinstance(value, datetime):
         raise FormatError("a time must be a timezone-aware datetime")
-    if value.tzinfo is None:
+    if value.utcoffset() is None:  # naive, or a tzinfo that gives no offset
         raise FormatError("datetimes must be timezone-aware")
     return (value - _EPOCH) // _MS

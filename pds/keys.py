@@ -90,9 +90,11 @@ class SymmetricKey:
         return self._key_id
 
     def wrap(self, secret: bytes, *, context: bytes) -> bytes:
+        _check_bytes(secret=secret, context=context)
         return _crypto.wrap(self._key, secret, context, self._rng)
 
     def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes:
+        _check_bytes(wrapped=wrapped, context=context)
         try:
             return _crypto.unwrap(self._key, wrapped, context)
         except _crypto.AuthenticationFailed:
@@ -100,6 +102,12 @@ class SymmetricKey:
 
     def __repr__(self) -> str:
         return f"SymmetricKey(key_id={self._key_id!r})"
+
+
+def _check_bytes(**values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, bytes):
+            raise FormatError(f"{name} must be bytes")
 
 
 def _key_path(path: Any) -> Path:

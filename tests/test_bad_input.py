@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -494,6 +494,28 @@ def test_key_file_paths_of_the_wrong_kind_are_format_errors(tmp_path: Path, path
         lambda: pds.PrincipalKey.create_file(path),
     ):
         raises(errors.FormatError, operation)
+
+
+def test_symmetric_key_wrap_takes_bytes_only() -> None:
+    key = SymmetricKey(os.urandom(32))
+    raises(errors.FormatError, lambda: key.wrap("secret", context=b"c"))  # type: ignore[arg-type]
+    raises(errors.FormatError, lambda: key.wrap(b"secret", context="c"))  # type: ignore[arg-type]
+    raises(errors.FormatError, lambda: key.unwrap(None, context=b"c"))  # type: ignore[arg-type]
+    assert key.unwrap(key.wrap(b"secret", context=b"c"), context=b"c") == b"secret"
+
+
+def test_a_datetime_whose_zone_gives_no_offset_is_a_format_error(vault: pds.Vault) -> None:
+    class NoOffset(tzinfo):
+        def utcoffset(self, when: datetime | None) -> None:
+            return None
+
+        def dst(self, when: datetime | None) -> None:
+            return None
+
+        def tzname(self, when: datetime | None) -> str:
+            return "nowhere"
+
+    raises(errors.FormatError, lambda: vault.list(since=datetime(2026, 1, 1, tzinfo=NoOffset())))
 
 
 def test_a_dangling_host_key_symlink_is_a_host_key_error(tmp_path: Path) -> None:
