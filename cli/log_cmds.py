@@ -21,6 +21,7 @@ from pds.accesslog import Checkpoint
 
 from .heads import check_or_warn, pin_or_warn
 from .output import emit, from_ms, iso, iso_ms, printable
+from .params import DidKey
 from .state import (
     AppState,
     Timestamp,
@@ -117,6 +118,14 @@ def _scope(entry: pds.AccessEntry) -> str:
     return f" in {', '.join(entry.collections)}"
 
 
+def _names(epochs: Any) -> str:
+    """The collection names of an ``epochs`` map (text keys only: the details may be a
+    host's)."""
+    if not isinstance(epochs, dict):
+        return ""
+    return ", ".join(sorted(name for name in epochs if isinstance(name, str)))
+
+
 def _why(entry: pds.AccessEntry) -> str:
     text = f" for '{entry.purpose}'" if entry.purpose else ""
     if entry.basis:
@@ -148,27 +157,25 @@ def describe_entry(entry: pds.AccessEntry) -> str:
         text = f"{who} read {_count(entry.records, 'record version')}{_scope(entry)}"
     elif kind == "grant":
         audience = short_did(str(details.get("audience", "?")))
-        collections = ", ".join(details.get("collections") or [])
+        collections = ", ".join(entry.collections)
         expires = details.get("expires")
         until = "" if not isinstance(expires, int) else f" until {_when_ms(expires)}"
         text = f"{who} granted {audience} access to {collections}{_why(entry)}{until}"
     elif kind == "delegation":
         audience = short_did(str(details.get("audience", "?")))
-        collections = ", ".join(details.get("collections") or [])
+        collections = ", ".join(entry.collections)
         text = f"{who} delegated to {audience} access to {collections}{_why(entry)}"
     elif kind == "revoke":
         link = str(details.get("link", ""))[:16]
         reason = details.get("reason")
         text = f"{who} revoked link {link}…" + (f" (reason: {reason})" if reason else "")
     elif kind == "rotate":
-        epochs = details.get("epochs") or {}
-        names = ", ".join(sorted(epochs)) if isinstance(epochs, dict) else ""
+        names = _names(details.get("epochs"))
         text = f"{who} rotated the keys of {names or 'no collection'}"
     elif kind == "repair":
         restored = details.get("restored")
-        epochs = details.get("epochs")
         revocations = _count(restored if isinstance(restored, list) else [], "revocation")
-        names = ", ".join(sorted(epochs)) if isinstance(epochs, dict) else ""
+        names = _names(details.get("epochs"))
         text = f"{who} repaired the vault's records ({revocations} restored)" + (
             f" with new keys for {names}" if names else ""
         )
@@ -198,7 +205,7 @@ def describe_entry(entry: pds.AccessEntry) -> str:
     type=Timestamp(),
     help="Only entries at or after this ISO 8601 time (UTC if no offset).",
 )
-@click.option("--actor", help="Only entries by this did:key.")
+@click.option("--actor", type=DidKey(), help="Only entries by this did:key.")
 @click.option(
     "--limit",
     type=click.IntRange(1, MAX_LOG_LIMIT),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -363,6 +364,20 @@ _SIGNATURE_PREFIX = "\u2014 "
 _ED25519_TYPE = b"\x01"
 
 
+_SIGNATURE_LINE = re.compile("\u2014 [^ \\s]+ [A-Za-z0-9+/]+={0,2}")
+
+
+def _signature_line(line: str) -> bool:
+    """A signed note's signature line (C2SP signed-note): an em dash, a space, the key
+    name (no spaces), a space and base64 of a key id and a signature (5 bytes at least)."""
+    if _SIGNATURE_LINE.fullmatch(line) is None:
+        return False
+    try:
+        return len(base64.b64decode(line.rsplit(" ", 1)[1], validate=True)) >= 5
+    except (binascii.Error, ValueError):
+        return False
+
+
 def origin(vault_id: str) -> str:
     return f"pds/vault/{vault_id}"
 
@@ -528,7 +543,11 @@ class Checkpoint:
         if len(lines) == 6:
             revoked = _record_line(lines[4], "revoked")
             rotated = _record_line(lines[5], "rotated")
-        for line in signatures[:-1].split("\n"):
+        lines = signatures[:-1].split("\n")
+        if len(set(lines)) != len(lines) or not all(map(_signature_line, lines)):
+            # C2SP: the block is signature lines only; one note has one text.
+            raise FormatError("a checkpoint signature line is malformed or repeated")
+        for line in lines:
             if not line.startswith(_SIGNATURE_PREFIX + name + " "):
                 continue
             try:

@@ -37,6 +37,7 @@ Every exception pds raises on purpose derives from ``PDSError``. The tree::
     │   ├── StaleInvocation, Replayed    freshness window, nonce seen before
     │   └── NotPermitted                 request outside the granted scope or purpose
     └── StoreError                       the storage layer failed
+        ├── StoreNotFound                no store there, and none was to be made
         ├── StoreBusy                    another writer held the lock for too long
         ├── StoreReadOnly                the database cannot be written
         │   └── StoreFull                the disk, a file size limit or max_page_count

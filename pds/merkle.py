@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
-from pds.errors import InvalidProof
+from pds.errors import FormatError, InvalidProof
 
 __all__ = [
     "EMPTY_ROOT",
@@ -97,9 +97,11 @@ class RootBuilder:
 
 
 def inclusion_path(index: int, size: int, subtree: Subtree) -> list[bytes]:
-    """PATH(index, D[size]) from a subtree function (RFC 9162 §2.1.3.1)."""
+    """PATH(index, D[size]) from a subtree function (RFC 9162 §2.1.3.1). Raises
+    ``FormatError`` for an index outside the tree."""
+    _check_path(index, size)
     if not 0 <= index < size:
-        raise ValueError("index outside the tree")
+        raise FormatError("index outside the tree")
     path: list[bytes] = []
     start, end = 0, size
     while end - start > 1:
@@ -115,9 +117,11 @@ def inclusion_path(index: int, size: int, subtree: Subtree) -> list[bytes]:
 
 
 def consistency_path(old_size: int, size: int, subtree: Subtree) -> list[bytes]:
-    """PROOF(old_size, D[size]) from a subtree function (RFC 9162 §2.1.4.1)."""
+    """PROOF(old_size, D[size]) from a subtree function (RFC 9162 §2.1.4.1). Raises
+    ``FormatError`` for an old size outside 1..size."""
+    _check_path(old_size, size)
     if not 0 < old_size <= size:
-        raise ValueError("old size must be in 1..size")
+        raise FormatError("old size must be in 1..size")
     path: list[bytes] = []
 
     def subproof(m: int, start: int, end: int, complete: bool) -> None:
@@ -151,10 +155,25 @@ def _check_hashes(*values: bytes) -> None:
         raise InvalidProof("hashes are 32 bytes", "proof-format")
 
 
+def _check_proof(proof: Sequence[bytes], *numbers: int) -> None:
+    """A proof is a list (or tuple) of hashes; indexes and sizes are integers (a bool is
+    not one) below 2^63."""
+    if not isinstance(proof, list | tuple):
+        raise InvalidProof("a proof is a list of hashes", "proof-format")
+    if any(type(n) is not int or not 0 <= n < 2**63 for n in numbers):
+        raise InvalidProof("indexes and sizes are integers from 0 to 2^63 - 1", "proof-index")
+
+
+def _check_path(*numbers: int) -> None:
+    if any(type(n) is not int for n in numbers):
+        raise FormatError("indexes and sizes are integers")
+
+
 def verify_inclusion(
     leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes
 ) -> None:
     """Verify an inclusion proof (RFC 9162 §2.1.3.2). Raises ``InvalidProof``."""
+    _check_proof(proof, index, size)
     _check_hashes(leaf, expected_root, *proof)
     if not 0 <= index < size:
         raise InvalidProof("the index is outside the tree", "proof-index")
@@ -182,6 +201,7 @@ def verify_consistency(
     old_size: int, size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> None:
     """Verify a consistency proof (RFC 9162 §2.1.4.2). Raises ``InvalidProof``."""
+    _check_proof(proof, old_size, size)
     _check_hashes(old_root, new_root, *proof)
     if not 0 <= old_size <= size:
         raise InvalidProof("the old size is larger than the new one", "proof-index")

@@ -1591,18 +1591,37 @@ class Vault:
                 records = self._head_records(latest)
         if records is not None and self._owner is not None:
             size = index + 1
+            try:
+                root = self._extending_root(log, size, latest)
+            except InvalidProof:
+                return False  # a fork hidden in the stored subtree hashes: sign nothing
             self._store_head(
                 Checkpoint.sign(
-                    self._owner.identity,
-                    self.vault_id,
-                    size,
-                    log.root(size),
-                    now,
-                    records=records,
+                    self._owner.identity, self.vault_id, size, root, now, records=records
                 )
             )
             return True
         return False
+
+    def _extending_root(self, log: MerkleLog, size: int, latest: Checkpoint | None) -> bytes:
+        """The log's root at ``size``, to be signed, once proved to extend ``latest`` and
+        the largest head this object saw. The root is computed from the stored subtree
+        hashes, a cache the host can rewrite: checking only the root at the latest head's
+        size would let it change a larger subtree over both the signed entries and its own
+        unsigned tail, and have the owner sign that. Raises ``InvalidProof`` (``log-fork``)."""
+        root = log.root(size)
+        for head in (latest, self._seen_head):
+            if head is None or head.size == 0:
+                continue
+            try:
+                merkle.verify_consistency(
+                    head.size, size, head.root, root, log.consistency(head.size, size)
+                )
+            except InvalidProof:
+                raise InvalidProof(
+                    "the stored log does not extend the latest checkpoint", "log-fork"
+                ) from None
+        return root
 
     # -- what the heads record (docs/spec/log.md, "The revocation and rotation records")
 
@@ -2041,7 +2060,7 @@ class Vault:
                 keys.identity,
                 self.vault_id,
                 size,
-                log.root(size),
+                self._extending_root(log, size, latest),
                 now,
                 records=self._head_records(latest),
             )
@@ -2252,30 +2271,55 @@ differ by the clock skew tokens allow (5 minutes)."""
 
 
 def _access_entry(entry: LogEntry, details: dict[str, Any], identity: bytes) -> AccessEntry:
+    """The entry in the person's terms. The host writes access and delegation entries and
+    can seal any details to the owner's key: a value of the wrong shape is shown as absent,
+    so that one such entry cannot break the person's view of the whole log."""
     defer = details.get("defer")
-    records = details.get("records") or []
+    records = details.get("records")
+    purposes = _texts(details.get("purposes"))
+    fields = details.get("fields")
     return AccessEntry(
         index=entry.index,
-        time=entry.when,
+        time=ms_to_datetime_clamped(entry.time),
         kind=entry.kind,
-        actor=str(details.get("actor", "")),
-        agent=details.get("agent"),
-        purpose=details.get("purpose") or ", ".join(details.get("purposes") or []) or None,
-        basis=details.get("basis"),
-        collections=list(details.get("collections") or []),
-        records=[(str(r[0]), int(r[1])) for r in records],
-        link_ids=list(details.get("chain") or ([entry.link_id.hex()] if entry.link_id else [])),
+        actor=_text(details.get("actor")) or "",
+        agent=_text(details.get("agent")),
+        purpose=_text(details.get("purpose")) or ", ".join(purposes) or None,
+        basis=_text(details.get("basis")),
+        collections=_texts(details.get("collections")),
+        records=[
+            (r[0], r[1])
+            for r in (records if isinstance(records, builtins.list) else [])
+            if isinstance(r, builtins.list)
+            and len(r) == 2
+            and isinstance(r[0], str)
+            and type(r[1]) is int
+        ],
+        link_ids=_texts(details.get("chain")) or ([entry.link_id.hex()] if entry.link_id else []),
         result=entry.result,
-        reason=details.get("reason"),
-        correlation=details.get("correlation"),
-        fields=details.get("fields"),
+        reason=_text(details.get("reason")),
+        correlation=_text(details.get("correlation")),
+        fields=None if fields is None else _texts(fields),
         disclose_after=None
         if entry.disclose_after is None
         else ms_to_datetime_clamped(entry.disclose_after),
-        defer_reason=None if not defer else str(defer[1]),
+        defer_reason=_text(defer[1])
+        if isinstance(defer, builtins.list) and len(defer) == 2
+        else None,
         unsigned=entry.kind in OWNER_KINDS and not entry.signed_by_owner(details, identity),
         details=details,
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _texts(value: Any) -> builtins.list[str]:
+    """A list of text as stored; anything else (another type, an item not text): empty."""
+    if isinstance(value, builtins.list) and all(isinstance(item, str) for item in value):
+        return builtins.list(value)
+    return []
 
 
 def _link_id(link: capability.Token | str | bytes, vault_id: str) -> bytes:

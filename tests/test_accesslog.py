@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -745,6 +746,26 @@ def test_checkpoint_does_not_verify_with_another_key_or_changed(world: World) ->
             Checkpoint.parse(garbage)
 
 
+def test_a_checkpoint_has_one_text(world: World) -> None:
+    """Signature block lines must all be C2SP signature lines, none twice: a blank or
+    stray line, or a repeated signature, would give one head several texts."""
+    populated(world)
+    text = world.vault.checkpoint().to_text()
+    body, signatures = text.split("\n\n")
+    cosigner = "\u2014 witness.example/w1 " + base64.b64encode(bytes(72)).decode() + "\n"
+    assert Checkpoint.parse(body + "\n\n" + signatures + cosigner).to_text() == text
+    for block in (
+        signatures + "\n",
+        signatures + "hello world\n",
+        signatures + signatures,
+        signatures + "\u2014 witness.example/w1  " + base64.b64encode(bytes(72)).decode() + "\n",
+        signatures + "\u2014 w " + base64.b64encode(bytes(4)).decode() + "\n",
+        "\n" + signatures,
+    ):
+        with pytest.raises(errors.FormatError):
+            Checkpoint.parse(body + "\n\n" + block)
+
+
 _NOTE = (
     "pds/vault/x\n{size}\n" + base64.b64encode(bytes(32)).decode() + "\ntime {time}\n\n"
     "\u2014 pds/vault/x " + base64.b64encode(bytes(68)).decode() + "\n"
@@ -946,6 +967,104 @@ def test_an_entry_rewritten_with_its_leaf_hash_is_detected(
     )
     with pytest.raises(errors.InvalidProof):
         world.vault.verify_log(head)
+
+
+def test_the_owner_never_signs_a_rewrite_hidden_in_a_larger_subtree_hash(
+    pinned_world: tuple[World, Checkpoint],
+) -> None:
+    """The host serves one more read (entry 11), then rewrites signed entry 9 and stores,
+    as the hash of entries 8-11, the one of its rewrite. The root at the signed size (11)
+    reads other nodes (8 entries, 2, 1) and still matches the head; the root at 12 reads
+    the forged node. The owner must sign no head over it."""
+    world, head = pinned_world
+    backend = world.store.backend
+    with backend.transaction():  # the host logs one access (entry 11), as serving does
+        MerkleLog(backend, world.vault_id).append(
+            time=world.clock.ms,
+            kind="read",
+            result="refused",
+            link_id=None,
+            details={"actor": world.agency.did},
+            owner_x25519_public=sodium.crypto_sign_ed25519_pk_to_curve25519(
+                identity_public(world.vault)
+            ),
+            rng=os.urandom,
+        )
+    raw = raw_entries(world.path, world.vault_id)
+    assert len(raw) == 12
+    forged = bytearray(raw[9])
+    forged[-3] ^= 0x01
+    _replace_entry(world, 9, bytes(forged))
+    leaves = [leaf(entry) for entry in raw[8:12]]
+    leaves[1] = leaf(bytes(forged))
+    node = merkle.node_hash(
+        merkle.node_hash(leaves[0], leaves[1]), merkle.node_hash(leaves[2], leaves[3])
+    )
+    assert sql(
+        world.path,
+        "UPDATE log_nodes SET hash = ? WHERE vault_id = ? AND level = 2 AND idx = 2",
+        node,
+        world.vault_id,
+    )
+    latest = world.vault.latest_checkpoint()
+    assert latest == head  # its root (8 + 2 + 1 entries) reads no forged node
+    with pytest.raises(errors.InvalidProof) as refused:
+        world.vault.checkpoint()  # size 12: the root reads the forged node (8-11)
+    assert refused.value.reason == "log-fork"
+    world.clock.tick()
+    world.vault.get(world.vault.list().records[0].record_id)  # logged, but no head signed
+    assert world.vault.latest_checkpoint() == latest
+    with pytest.raises(errors.InvalidProof):
+        world.vault.verify_log(head)
+
+
+def _host_logs(world: World, time: int, details: dict[str, Any]) -> None:
+    """Append an access entry as the host can: any details, sealed to the owner's key."""
+    backend = world.store.backend
+    with backend.transaction():
+        MerkleLog(backend, world.vault_id).append(
+            time=time,
+            kind="read",
+            result="released",
+            link_id=None,
+            details=details,
+            owner_x25519_public=sodium.crypto_sign_ed25519_pk_to_curve25519(
+                identity_public(world.vault)
+            ),
+            rng=os.urandom,
+        )
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"records": [5]},
+        {"records": [["a"]]},
+        {"records": [["a", "x"]]},
+        {"records": "ab"},
+        {"collections": 7},
+        {"collections": [1, "a"]},
+        {"purposes": [1]},
+        {"defer": [1]},
+        {"chain": 5},
+        {"actor": 5, "agent": ["x"], "fields": [None]},
+    ],
+    ids=repr,
+)
+def test_an_access_entry_of_the_wrong_shape_does_not_break_the_persons_view(
+    world: World, details: dict[str, Any]
+) -> None:
+    """The host writes access entries: one whose details have the wrong shape shows as an
+    entry with those values absent, and the log reads on past it."""
+    populated(world)
+    _host_logs(world, world.clock.ms, details)
+    _host_logs(world, 2**62, {})  # a time no date can show: shown as the latest date
+    entries = world.vault.access_log()
+    odd, late = entries[-2:]
+    assert (odd.records, odd.collections, odd.kind) == ([], [], "read")
+    assert odd.link_ids == [] and odd.agent is None and odd.defer_reason is None
+    assert late.time.year == 9999
+    assert [e.kind for e in world.vault.log(limit=5).entries][:2] == ["read", "read"]
 
 
 def test_an_entry_deleted_from_the_middle_is_detected(

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pds import merkle
-from pds.errors import InvalidProof
+from pds.errors import FormatError, InvalidProof
 
 MAX_EXHAUSTIVE = 64
 
@@ -350,12 +351,32 @@ def test_path_variants_answer_from_a_subtree_function(trees: Trees) -> None:
 
 def test_proof_generation_rejects_impossible_arguments() -> None:
     leaves = [merkle.leaf_hash(e) for e in entries_for(4)]
-    for index in (-1, 4, 5):
-        with pytest.raises(ValueError):
-            merkle.inclusion_proof(index, leaves)
-    for old in (0, -1, 5):
-        with pytest.raises(ValueError):
-            merkle.consistency_proof(old, leaves)
+    for index in (-1, 4, 5, True, 1.0, "1", None):
+        with pytest.raises(FormatError):
+            merkle.inclusion_proof(index, leaves)  # type: ignore[arg-type]
+    for old in (0, -1, 5, True, 1.0, None):
+        with pytest.raises(FormatError):
+            merkle.consistency_proof(old, leaves)  # type: ignore[arg-type]
+
+
+def test_verification_refuses_arguments_of_the_wrong_type() -> None:
+    """An auditor's call with a bool, a float, text or None for a number, or a proof that
+    is not a list, is an invalid proof, never a TypeError (and True is not 1)."""
+    leaves = [merkle.leaf_hash(e) for e in entries_for(4)]
+    root = merkle.root(leaves)
+    proof = merkle.inclusion_proof(1, leaves)
+    merkle.verify_inclusion(leaves[1], 1, 4, proof, root)
+    for index, size, path in ((True, 4, proof), (1, 4.0, proof), ("1", 4, proof), (1, 4, None)):
+        with pytest.raises(InvalidProof):
+            merkle.verify_inclusion(leaves[1], index, size, path, root)  # type: ignore[arg-type]
+    old_root = merkle.root(leaves[:1])
+    consistency = merkle.consistency_proof(1, leaves)
+    merkle.verify_consistency(1, 4, old_root, root, consistency)
+    cases: list[tuple[Any, Any, Any]] = [(True, 4, consistency), (1, None, consistency)]
+    cases.append((1, 4, "ab"))
+    for old, size, path in cases:
+        with pytest.raises(InvalidProof):
+            merkle.verify_consistency(old, size, old_root, root, path)
 
 
 # -- every mutated proof fails ------------------------------------------------------------

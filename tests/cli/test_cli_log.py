@@ -140,6 +140,9 @@ def test_log_filters_and_pages(granted: Granted) -> None:
     assert f"older entries: pds log {granted.vault} --before 1" in text
     by_actor = cli.json("log", granted.vault, "--actor", granted.agency_did, *granted.owner)
     assert {entry["actor"] for entry in by_actor["entries"]} == {granted.agency_did}
+    # A typo is not an empty log.
+    line = cli.fails(2, "log", granted.vault, "--actor", "did:key:typo", *granted.owner)
+    assert "is not a did:key" in line
     future = cli.json("log", granted.vault, "--since", "2999-01-01", *granted.owner)
     assert future["entries"] == []
     cli.fails(2, "log", granted.vault, "--limit", "0", *granted.owner)
@@ -531,3 +534,25 @@ def test_a_corrupt_pin_is_malformed_input(granted: Granted) -> None:
     pinned.write_text("garbage\n")
     line = granted.cli.fails(2, "log", granted.vault, *granted.owner)
     assert "is not a checkpoint" in line
+
+
+def test_log_shows_an_entry_of_the_wrong_shape_the_host_wrote(granted: Granted) -> None:
+    """The host can seal any details to the owner's key: `pds log` still lists the log."""
+    with pds.open_store(granted.cli.store) as store:
+        backend = store.backend
+        row = backend.get_vault(granted.vault)
+        assert row is not None
+        with backend.transaction():
+            MerkleLog(backend, granted.vault).append(
+                time=int(datetime.now(UTC).timestamp() * 1000),
+                kind="grant",
+                result="ok",
+                link_id=None,
+                details={"owner": True, "collections": [1, ["x"]], "audience": 7},
+                owner_x25519_public=_crypto.ed25519_to_x25519(row.identity_public),
+                rng=os.urandom,
+            )
+    cli = granted.cli
+    lines = cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()
+    assert len(lines) == 2 and "NOT SIGNED" in lines[0]
+    assert cli.json("log", granted.vault, *granted.owner)["entries"][0]["collections"] == []
