@@ -26,6 +26,7 @@ from pds.errors import (
     Replayed,
     Revoked,
     StaleInvocation,
+    StoreError,
     VaultDestroyed,
     VaultNotFound,
 )
@@ -101,8 +102,16 @@ class Host:
         return token
 
     def serve(self, data: bytes | str) -> Response:
-        invocation = Invocation.parse(data, parse_token=self._parse_token)
         backend = self._ctx.backend
+        if backend.in_transaction():
+            # Joined to another operation's transaction (a serve from an export's or an
+            # import's callback), the access would commit only with it, after the shares
+            # were released, or never: logged first means committed first.
+            raise StoreError(
+                "a served read needs a transaction of its own: it cannot run inside another "
+                "operation on the same store (serve from another Store object)"
+            )
+        invocation = Invocation.parse(data, parse_token=self._parse_token)
         row = backend.get_vault(invocation.vault_id)
         if row is None:
             raise VaultNotFound("no such vault")

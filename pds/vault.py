@@ -181,6 +181,14 @@ class _LoggedRecords:
         return newest is not None and self._made.get((collection, newest), 0) >= 2
 
 
+def _checkpoint_missing() -> IntegrityError:
+    return IntegrityError(
+        "checkpoint-missing",
+        "the log holds the owner's entries but the store has no signed checkpoint "
+        "(repair rebuilds it)",
+    )
+
+
 def _epochs_changed() -> IntegrityError:
     return IntegrityError(
         "epochs-changed",
@@ -1413,15 +1421,30 @@ class Vault:
         return False
 
     def revoke_all(self, *, audience: str, reason: str = "") -> builtins.list[bytes]:
-        """Revoke every known link (grants and delegations seen) issued to ``audience``.
-        Raises ``IntegrityError`` (``revocation-unrecorded``) after revoking them all if any
-        revocation could not be recorded (see ``revoke``)."""
+        """Revoke every known link issued to ``audience``: the grants the owner's signed
+        ``grant`` entries in the log name (a host that hid a link row cannot keep one out),
+        and the grants and delegations the host has seen. Raises ``IntegrityError``
+        (``revocation-unrecorded``) after revoking them all if any revocation could not be
+        recorded (see ``revoke``)."""
         target = _crypto.parse_did_key(audience)
+        keys = self._keys()
         ids = [
             link.link_id
             for link in self._ctx.backend.iter_links(self.vault_id)
             if link.audience == target
         ]
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        for entry in log.entries(0, log.size()):
+            if entry.kind != "grant" or entry.link_id is None or entry.link_id in ids:
+                continue
+            try:
+                details = entry.open(keys.x25519_secret)
+            except IntegrityError:
+                continue
+            if _names_key(details.get("audience"), target) and entry.signed_by_owner(
+                details, keys.identity.public
+            ):
+                ids.append(entry.link_id)
         unrecorded: IntegrityError | None = None
         for link_id in ids:
             try:
@@ -1564,9 +1587,9 @@ class Vault:
         if records is None and self._owner is not None:
             try:
                 latest = self.latest_checkpoint()
-                # Every grant signs a head: other grants and no head means the host
+                # Every owner entry signs a head: one logged and no head means the host
                 # deleted the heads, and records counted from its store would be signed.
-                signing = latest is not None or not self._has_grants(besides=link_id)
+                signing = latest is not None or not self._owner_logged()
             except (InvalidProof, FormatError):
                 pass
         now = self._ctx.now_ms()
@@ -1702,25 +1725,29 @@ class Vault:
         ``None`` if there is none to check with (no head yet, or one signed before heads
         recorded them: the next head records the store as it is). Raises ``InvalidProof``
         (a forked log, a bad checkpoint) or ``IntegrityError`` (``checkpoint-missing``:
-        every grant signs a head, so grants without one mean heads were deleted)."""
+        every owner entry signs a head, so one logged without any head means heads were
+        deleted)."""
         head = self.latest_checkpoint()
         if head is None:
-            if self._has_grants():
-                raise IntegrityError(
-                    "checkpoint-missing",
-                    "the vault has grants but no signed checkpoint (repair rebuilds it)",
-                )
+            if self._owner_logged():
+                raise _checkpoint_missing()
             return None
         return head if head.records is not None else None
 
-    def _has_grants(self, besides: bytes | None = None) -> bool:
-        """Whether a stored link other than ``besides`` is one the owner signed (the links
-        table is the host's: a row it planted is no grant)."""
-        keys = self._keys()
-        return any(
-            link.link_id != besides and _serve.open_link(link, keys, self.vault_id) is not None
-            for link in self._ctx.backend.iter_links(self.vault_id)
-        )
+    def _owner_logged(self) -> bool:
+        """Whether the log holds an entry of a kind only the owner appends (a grant, a
+        revocation, an owner read...): the owner signed a head over it, so a store without
+        any head lost it. Decided from the log, which heads pin, not from the links table,
+        which a host could empty to make the vault look as if it had never been used. An
+        entry that does not parse counts as one (the log cannot be trusted then)."""
+        size = MerkleLog(self._ctx.backend, self.vault_id).size()
+        for _, raw in self._ctx.backend.iter_log(self.vault_id, 0, size):
+            try:
+                if LogEntry.parse(raw).kind in OWNER_KINDS:
+                    return True
+            except FormatError:
+                return True
+        return False
 
     def _revocations_trusted(self) -> bool:
         """Whether ``_check_revocations`` passes. Where sharing is automatic (a new
@@ -1898,12 +1925,13 @@ class Vault:
 
             epochs = {collection: row.epoch for collection, row in newest.items()}
             records = (revoked_digest(genuine | logged.revoked), rotated_digest(epochs))
-            # A vault without grants needs no head yet: its first head records the store.
-            # One whose heads are older than this object saw (deleted) needs a new one.
+            # A vault whose log holds no owner entry needs no head yet: its first head
+            # records the store. One whose heads are older than this object saw (deleted)
+            # needs a new one.
             seen = self._seen_head
             behind = seen is not None and (latest is None or latest.size < seen.size)
             unrecorded = behind or (
-                self._has_grants() if latest is None else latest.records != records
+                self._owner_logged() if latest is None else latest.records != records
             )
             if not (restored or removed or remade or removed_epochs or unrecorded):
                 self._rotation_unrecorded = False
@@ -2040,19 +2068,17 @@ class Vault:
 
         Raises ``InvalidProof`` (``log-fork``) if the stored log does not extend the latest
         signed checkpoint: signing then would sign a fork; ``IntegrityError``
-        (``checkpoint-missing``) if the vault has grants but no checkpoint: every grant
-        signs one, so the host deleted them, and a head counted from its store would sign
-        away what it dropped (``repair`` rebuilds the records from the log).
+        (``checkpoint-missing``) if the log holds an owner entry but there is no checkpoint:
+        every owner entry signs one, so the host deleted them, and a head counted from its
+        store would sign away what it dropped (``repair`` rebuilds the records from the
+        log).
         """
         keys = self._keys()
         with self._ctx.backend.transaction():
             self._refresh()
             latest = self.latest_checkpoint()
-            if latest is None and self._has_grants():
-                raise IntegrityError(
-                    "checkpoint-missing",
-                    "the vault has grants but no signed checkpoint (repair rebuilds it)",
-                )
+            if latest is None and self._owner_logged():
+                raise _checkpoint_missing()
             log = MerkleLog(self._ctx.backend, self.vault_id)
             size = log.size()
             now = self._ctx.now_ms()
@@ -2309,6 +2335,14 @@ def _access_entry(entry: LogEntry, details: dict[str, Any], identity: bytes) -> 
         unsigned=entry.kind in OWNER_KINDS and not entry.signed_by_owner(details, identity),
         details=details,
     )
+
+
+def _names_key(did: Any, public: bytes) -> bool:
+    """Whether ``did`` is the ``did:key`` of ``public``."""
+    try:
+        return isinstance(did, str) and _crypto.parse_did_key(did) == public
+    except FormatError:
+        return False
 
 
 def _text(value: Any) -> str | None:

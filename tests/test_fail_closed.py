@@ -446,3 +446,31 @@ def test_a_logged_read_that_is_never_delivered_stays_logged(
         vault.unlock(key_file=owner_key_file)
         assert vault.log_size() == before + 1
         assert vault.log(limit=1).entries[0].correlation == "lost-1"
+
+
+def test_a_serve_inside_another_operation_on_the_store_is_refused(
+    setup: Setup, spies: Spies
+) -> None:
+    """Joined to an export's snapshot (its progress callback) or an import's transaction,
+    a served read's access entry, nonce and use count would commit only with them, after
+    the shares were released, or never: it is refused, nothing released."""
+    invocation = setup.grantee.invoke(setup.token).to_bytes()
+    refused: list[Exception] = []
+
+    def serve_now(_count: int) -> None:
+        if not refused:
+            with pytest.raises(errors.StoreError, match="transaction of its own") as caught:
+                setup.store.serve(invocation)
+            refused.append(caught.value)
+
+    size = setup.vault.log_size()
+    setup.vault.export(io.BytesIO(), progress=serve_now)
+    assert refused
+    # Nothing released (the export itself unwraps host shares, to seal them to the owner).
+    assert spies.calls["Host._release"] == spies.calls["pds._envelope.host_share"] == 0
+    assert setup.vault.log_size() == size + 1  # the export's own entry only
+    # Outside any operation the same invocation is served, once.
+    response = setup.grantee.open(setup.token, setup.store.serve(invocation))
+    assert response.access == size + 1
+    with pytest.raises(errors.Replayed):
+        setup.store.serve(invocation)

@@ -973,6 +973,37 @@ def test_repair_takes_only_well_formed_records_from_signed_entries(world: World)
     assert world.head().rotated == expected_rotations(**{"tax/2024": 10})
 
 
+def test_hiding_every_link_row_does_not_make_the_vault_look_unused(world: World) -> None:
+    """The host deletes the heads and the revocation and hides every link row, so that the
+    vault looks as if it never had a grant: a fresh process must not sign a head counted
+    from that store (it would drop the revocation), nor write or rotate; once the links
+    are back, the revoked link gets no new epoch."""
+    conn = sqlite3.connect(world.path)
+    with conn:
+        links = conn.execute("SELECT * FROM links").fetchall()
+        conn.execute("DELETE FROM log_checkpoints")
+        conn.execute("DELETE FROM links")
+        conn.execute("DELETE FROM revocations")
+    store = pds.open_store(world.path, clock=world.clock)
+    vault = store.open_vault(world.vault.vault_id)
+    vault.unlock(key_file=world.key_file)
+    vault.get("return-2024")  # logged, but no head counted from the store is signed
+    assert vault.latest_checkpoint() is None
+    for operation in (vault.checkpoint, lambda: vault.put("tax/2024", {"income": 1})):
+        with pytest.raises(errors.IntegrityError) as refused:
+            operation()
+        assert refused.value.reason == "checkpoint-missing"
+    with conn:
+        marks = ", ".join("?" * len(links[0]))
+        conn.executemany(f"INSERT INTO links VALUES ({marks})", links)
+    conn.close()
+    with pytest.raises(errors.IntegrityError) as unrecorded:
+        vault.rotate("tax/2024")
+    assert unrecorded.value.reason == "rotation-unrecorded"
+    assert world.epochs_held(world.revoked_token, "tax/2024") == set()
+    store.close()
+
+
 def test_repair_refuses_a_log_regrown_past_a_pinned_head(world: World) -> None:
     """The host deletes the head that records the revocation, cuts the log back to the
     head before it and grows it again to the same size with its own entry: the store is

@@ -229,6 +229,24 @@ def test_revoke_all_by_audience(world: World) -> None:
         world.vault.revoke_all(audience="did:key:zNotAKey")
 
 
+def test_revoke_all_reaches_a_grant_whose_link_row_the_host_hid(world: World) -> None:
+    """The host hides one of the audience's link rows while the owner revokes all of its
+    grants: the owner's signed grant entries in the log still name it."""
+    world.vault.put("tax/a", {"n": 1})
+    agency = pds.PrincipalKey.generate()
+    shown, hidden = grant(world, agency), grant(world, agency, collections=["tax/a"])
+    conn = sqlite3.connect(world.db)
+    with conn:
+        row = conn.execute("SELECT * FROM links WHERE link_id = ?", (hidden.link_id,)).fetchone()
+        conn.execute("DELETE FROM links WHERE link_id = ?", (hidden.link_id,))
+    revoked = world.vault.revoke_all(audience=agency.did)
+    assert set(revoked) == {shown.link_id, hidden.link_id}
+    with conn:
+        conn.execute(f"INSERT INTO links VALUES ({', '.join('?' * len(row))})", row)
+    conn.close()
+    assert reads(world, agency, hidden, world.store) == "revoked"
+
+
 def test_grants_show_each_status(world: World) -> None:
     world.vault.put("tax/a", {"n": 1})
     keys = {name: pds.PrincipalKey.generate() for name in ("a", "r", "d", "e", "x", "n")}

@@ -133,6 +133,11 @@ class Backend(Protocol):
         never if it rolls back."""
         ...
 
+    def in_transaction(self) -> bool:
+        """Whether a transaction or snapshot is open on this connection (a new
+        ``transaction()`` would join it, and commit only with it)."""
+        ...
+
     def snapshot(self) -> AbstractContextManager[None]:
         """Read from one consistent snapshot without blocking writers (for export)."""
         ...

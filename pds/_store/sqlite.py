@@ -812,6 +812,9 @@ class SQLiteBackend:
         if _faults.SEAM.armed:
             _faults.point("committed")
 
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         if self._depth:
             self._on_commit.append(callback)
