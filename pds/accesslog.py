@@ -193,19 +193,9 @@ def owner_entry_statement(
 ) -> bytes:
     """What the owner signs for an entry it appends: the entry's header with its details
     (all but ``signature``) in place of the sealed bytes (``docs/spec/log.md``)."""
-    return _codec.encode(
-        {
-            "v": ENTRY_VERSION,
-            "vault": vault_id,
-            "index": index,
-            "time": time,
-            "kind": kind,
-            "result": result,
-            "link": link_id,
-            "disclose_after": disclose_after,
-            "details": {key: value for key, value in details.items() if key != "signature"},
-        }
-    )
+    header = _header(vault_id, index, time, kind, result, link_id, disclose_after)
+    header["details"] = {key: value for key, value in details.items() if key != "signature"}
+    return _codec.encode(header)
 
 
 def encode_entry(
@@ -219,19 +209,30 @@ def encode_entry(
     disclose_after: int | None,
     sealed: bytes,
 ) -> bytes:
-    return _codec.encode(
-        {
-            "v": ENTRY_VERSION,
-            "vault": vault_id,
-            "index": index,
-            "time": time,
-            "kind": kind,
-            "result": result,
-            "link": link_id,
-            "disclose_after": disclose_after,
-            "sealed": sealed,
-        }
-    )
+    header = _header(vault_id, index, time, kind, result, link_id, disclose_after)
+    header["sealed"] = sealed
+    return _codec.encode(header)
+
+
+def _header(
+    vault_id: str,
+    index: int,
+    time: int,
+    kind: str,
+    result: str,
+    link_id: bytes | None,
+    disclose_after: int | None,
+) -> dict[str, Any]:
+    return {
+        "v": ENTRY_VERSION,
+        "vault": vault_id,
+        "index": index,
+        "time": time,
+        "kind": kind,
+        "result": result,
+        "link": link_id,
+        "disclose_after": disclose_after,
+    }
 
 
 class MerkleLog:
