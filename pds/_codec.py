@@ -125,23 +125,25 @@ def _check_tree(value: Any, json_only: bool) -> None:
     not finite, and (``json_only``) binary values. Iterative, so hostile depth is harmless;
     only containers are stacked."""
     _check_leaf(value, json_only)
-    stack = [(value, 0)]
+    # A stack of iterators, one per open container (at most MAX_DEPTH + 1): pushing every
+    # child up front would hold a second copy of a wide array's items.
+    stack: list[Any] = []
+    if (type(value) is dict or type(value) is list) and value:
+        stack.append(iter(value.values() if type(value) is dict else value))
     while stack:
-        item, depth = stack.pop()
-        if type(item) is dict:
-            children: Any = item.values()
-        elif type(item) is list:
-            children = item
-        else:
-            continue
-        if children and depth >= MAX_DEPTH:
-            raise FormatError("value nests too deeply")
-        for child in children:
+        for child in stack[-1]:
             kind = type(child)
             if kind is dict or kind is list:
-                stack.append((child, depth + 1))
-            elif kind is float or (json_only and kind is bytes):
+                if not child:
+                    continue
+                if len(stack) >= MAX_DEPTH:  # the child's depth: non-empty past the limit
+                    raise FormatError("value nests too deeply")
+                stack.append(iter(child.values() if kind is dict else child))
+                break
+            if kind is float or (json_only and kind is bytes):
                 _check_leaf(child, json_only)
+        else:
+            stack.pop()
 
 
 def _check_leaf(value: Any, json_only: bool) -> None:
@@ -177,6 +179,7 @@ def _unpack(
     data: bytes,
     max_size: int,
     pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None = None,
+    list_hook: Callable[[list[Any]], Any] | None = None,
 ) -> Any:
     """msgpack's C decoder with every limit set; its errors become ``FormatError``."""
     try:
@@ -185,6 +188,7 @@ def _unpack(
             raw=False,
             strict_map_key=True,
             object_pairs_hook=pairs_hook,
+            list_hook=list_hook,
             ext_hook=_reject_ext,
             max_bin_len=max_size,
             max_str_len=max_size,
@@ -204,6 +208,10 @@ def _unpack(
         raise FormatError("not a valid msgpack document") from exc
     except RecursionError as exc:
         raise FormatError("value nests too deeply") from exc
+    except MemoryError:
+        # Each tiny container is a Python object many times its one byte: a document of
+        # empty maps can ask for gigabytes.
+        raise FormatError("the document takes too much memory to decode") from None
 
 
 def decode_typed(data: bytes, *, max_size: int) -> Any:
@@ -228,9 +236,17 @@ def decode_typed(data: bytes, *, max_size: int) -> Any:
     return value
 
 
-def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = False) -> Any:
+def decode(
+    data: bytes,
+    *,
+    max_size: int = 64 * 1024 * 1024,
+    json_only: bool = False,
+    max_containers: int | None = None,
+) -> Any:
     """Decode canonical msgpack strictly. Raises ``FormatError`` on anything non-canonical
-    (and, with ``json_only``, on binary values)."""
+    (and, with ``json_only``, on binary values), or with more than ``max_containers`` maps
+    and arrays (counted while decoding: a bound on the memory an input that is not
+    authenticated yet can take, each container being a Python object of ~60-200 bytes)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError("expected bytes")
     data = bytes(data)
@@ -239,7 +255,25 @@ def decode(data: bytes, *, max_size: int = 64 * 1024 * 1024, json_only: bool = F
     # Every map's keys are checked sorted (so unique) while decoding; then a plain re-encode
     # in C reproduces the input exactly when every other encoding was minimal (shortest
     # integers, float64, no extension types). The tree walk covers the rest.
-    value = _unpack(data, max_size, _sorted_pairs)
+    pairs_hook: Callable[[Sequence[tuple[Any, Any]]], dict[Any, Any]] = _sorted_pairs
+    list_hook = None
+    if max_containers is not None:
+        budget = [max_containers]
+
+        def spend() -> None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise FormatError("the document holds too many maps and arrays")
+
+        def pairs_hook(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
+            spend()
+            return _sorted_pairs(pairs)
+
+        def list_hook(items: list[Any]) -> list[Any]:
+            spend()
+            return items
+
+    value = _unpack(data, max_size, pairs_hook, list_hook)
     _check_tree(value, json_only)
     try:
         canonical = msgpack.packb(value, use_bin_type=True, use_single_float=False)

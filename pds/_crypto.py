@@ -119,7 +119,10 @@ def seal(message: bytes, recipient: bytes, rng: Rng) -> bytes:
     """libsodium sealed box to ``recipient`` (an X25519 public key)."""
     ephemeral_public, ephemeral_secret = x25519_keypair(rng)
     nonce = hashlib.blake2b(ephemeral_public + recipient, digest_size=_SEAL_NONCE_SIZE).digest()
-    return ephemeral_public + sodium.crypto_box(message, nonce, recipient, ephemeral_secret)
+    try:
+        return ephemeral_public + sodium.crypto_box(message, nonce, recipient, ephemeral_secret)
+    except nacl.exceptions.CryptoError:  # libsodium refuses a low-order key (shared secret 0)
+        raise FormatError("the recipient is not a usable X25519 public key") from None
 
 
 def unseal(sealed: bytes, secret: bytes) -> bytes:

@@ -51,6 +51,9 @@ MAGIC = b"pds-export/v1\n"
 END_SIGNATURE_LABEL = b"pds/export/v1"
 HEADER_SIGNATURE_LABEL = b"pds/export-header/v1"
 MAX_FRAME = 32 * 1024 * 1024
+MAX_FRAME_CONTAINERS = 1024
+"""Maps and arrays in one export frame (each frame is a flat map of scalars, with a small
+map of counts in the last)."""
 _LENGTH = struct.Struct(">I")
 
 Progress = Callable[[int], None] | None
@@ -513,7 +516,11 @@ class _FrameReader:
         (length,) = _LENGTH.unpack(self._read_exact(_LENGTH.size))
         if length > MAX_FRAME:
             raise FormatError("export frame too large")
-        document = _codec.decode(self._read_exact(length), max_size=MAX_FRAME)
+        # Not authenticated until the end: a frame is a flat map, so a few containers
+        # bound the memory a crafted one of tiny maps could ask for (gigabytes).
+        document = _codec.decode(
+            self._read_exact(length), max_size=MAX_FRAME, max_containers=MAX_FRAME_CONTAINERS
+        )
         if not isinstance(document, dict) or not isinstance(document.get("t"), str):
             raise FormatError("export frame is not a typed map")
         return document

@@ -9,6 +9,7 @@ every other input.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import struct
 import threading
@@ -19,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pds import _codec, _envelope
+import pds
+from pds import _codec, _envelope, _export
 from pds.errors import FormatError
 
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
@@ -495,3 +497,50 @@ def test_a_binding_is_the_canonical_encoding_of_its_fields_in_every_thread() -> 
     assert wrong == []
     top = ("v", "c", "r", 2**63 - 1, 2**63 - 1, b"", True)
     assert _envelope.binding(*top) == _codec.encode([_envelope.RECORD_LABEL, *top])
+
+
+def test_a_container_budget_bounds_a_document_of_tiny_maps() -> None:
+    """Each empty map is one byte of input and a Python object of ~100: a document that is
+    not authenticated yet is decoded with a budget of containers, counted while decoding."""
+    flood = b"\xdc" + struct.pack(">H", 5000) + b"\x80" * 5000  # array16 of 5000 empty maps
+    assert _codec.decode(flood) == [{}] * 5000
+    assert _codec.decode(flood, max_containers=5001) == [{}] * 5000
+    with pytest.raises(FormatError, match="too many maps and arrays"):
+        _codec.decode(flood, max_containers=1000)
+    nested = msgpack.packb([[1, [2]], {"a": [3]}])
+    assert _codec.decode(nested, max_containers=5) == [[1, [2]], {"a": [3]}]
+    with pytest.raises(FormatError):
+        _codec.decode(nested, max_containers=4)
+
+
+def test_running_out_of_memory_while_decoding_is_a_format_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def exhausted(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(msgpack, "unpackb", exhausted)
+    with pytest.raises(FormatError, match="too much memory"):
+        _codec.decode(b"\x80")
+
+
+def test_an_export_frame_of_tiny_maps_is_refused_before_it_grows(tmp_path: Any) -> None:
+    """An export file is authenticated only at its end: its frames are decoded with a small
+    container budget (a crafted frame of empty maps would take ~150 times its size)."""
+    frame = b"\xdd" + struct.pack(">I", 100_000) + b"\x80" * 100_000
+    crafted = _export.MAGIC + struct.pack(">I", len(frame)) + frame
+    key_file = tmp_path / "owner.key"
+    pds.SymmetricKey.create_file(key_file)
+    with pds.open_store(tmp_path / "s.db") as store:
+        with pytest.raises(FormatError, match="too many maps and arrays"):
+            store.import_vault(io.BytesIO(crafted), key_file=key_file)
+        assert store.list_vaults() == []
+
+
+def test_sealing_to_a_low_order_key_is_a_format_error() -> None:
+    """libsodium refuses a zero shared secret; the caller gets a pds error, not PyNaCl's."""
+    from pds import _crypto
+
+    for recipient in (bytes(32), b"\x01" + bytes(31)):
+        with pytest.raises(FormatError, match="not a usable X25519"):
+            _crypto.seal(b"secret", recipient, lambda n: bytes(range(n)))
