@@ -261,30 +261,12 @@ class MerkleLog:
         """Append an entry; call inside the transaction it must commit with. ``signer``,
         the owner's identity key, signs an entry the owner's pds appends."""
         index = self.size()
+        header = _header(self._vault_id, index, time, kind, result, link_id, disclose_after)
         if signer is not None:
-            statement = owner_entry_statement(
-                vault_id=self._vault_id,
-                index=index,
-                time=time,
-                kind=kind,
-                result=result,
-                link_id=link_id,
-                disclose_after=disclose_after,
-                details=details,
-            )
+            statement = _codec.encode({**header, "details": details})
             details = {**details, "signature": signer.sign(OWNER_ENTRY_LABEL, statement)}
-        sealed = _crypto.seal(_codec.encode(dict(details)), owner_x25519_public, rng)
-        entry = encode_entry(
-            vault_id=self._vault_id,
-            index=index,
-            time=time,
-            kind=kind,
-            result=result,
-            link_id=link_id,
-            disclose_after=disclose_after,
-            sealed=sealed,
-        )
-        self.append_raw(index, time, entry)
+        header["sealed"] = _crypto.seal(_codec.encode(dict(details)), owner_x25519_public, rng)
+        self.append_raw(index, time, _codec.encode(header))
         return index
 
     def append_raw(self, index: int, time: int, entry: bytes) -> None:
