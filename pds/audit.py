@@ -238,11 +238,11 @@ def _load_json(path: Path) -> Any:
 
 def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int]:
     try:
-        outer = _codec.decode(data)
+        outer = _codec.decode(data, max_containers=1)
         if not isinstance(outer, dict) or set(outer) != {"body", "sig"}:
             raise FormatError("shape")
         body, signature = outer["body"], outer["sig"]
-        doc = _codec.decode(body)
+        doc = _codec.decode(body, max_containers=_codec.sparse_containers(body))
         if (
             not isinstance(doc, dict)
             or set(doc) != {"v", "vault", "issued_at", "revocations"}

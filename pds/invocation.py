@@ -338,7 +338,7 @@ class Response:
     @classmethod
     def from_bytes(cls, data: bytes) -> Response:
         try:
-            doc = _codec.decode(data)
+            doc = _codec.decode(data, max_containers=_codec.sparse_containers(data))
             if (
                 not isinstance(doc, dict)
                 or set(doc) != _RESPONSE_KEYS

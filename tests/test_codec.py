@@ -544,3 +544,30 @@ def test_sealing_to_a_low_order_key_is_a_format_error() -> None:
     for recipient in (bytes(32), b"\x01" + bytes(31)):
         with pytest.raises(FormatError, match="not a usable X25519"):
             _crypto.seal(b"secret", recipient, lambda n: bytes(range(n)))
+
+
+def test_host_responses_and_revocation_lists_are_decoded_on_a_container_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A grantee parses the host's response, and an auditor a package's revocation list,
+    before anything in them is authenticated: both decode on a container budget."""
+    from pds import audit
+    from pds.invocation import Response
+
+    budgets: list[int | None] = []
+    original = _codec.decode
+
+    def spy(data: bytes, **options: Any) -> Any:
+        budgets.append(options.get("max_containers"))
+        return original(data, **options)
+
+    monkeypatch.setattr(_codec, "decode", spy)
+    flood = b"\xdd" + struct.pack(">I", 70_000) + b"\x80" * 70_000
+    with pytest.raises(FormatError):
+        Response.from_bytes(flood)
+    assert budgets == [_codec.sparse_containers(flood)] and _codec.sparse_containers(flood) < 70_000
+    budgets.clear()
+    listing = msgpack.packb({"body": flood, "sig": bytes(64)}, use_bin_type=True)
+    with pytest.raises(FormatError, match="not a revocation list"):
+        audit._revocations(listing, "v", bytes(32))
+    assert budgets == [1, _codec.sparse_containers(flood)]
