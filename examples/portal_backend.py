@@ -4,6 +4,14 @@ The host process holds the store and its host key, never an owner's secret. A gr
 POSTs an invocation (the bytes of ``pds.Invocation``) to ``/serve`` and receives the
 response bytes, which only the grantee's private key can open.
 
+This is an example, not a production server: behind it put TLS (the invocation carries
+the token, its purpose, collection names and record ids in the clear; record contents
+stay sealed to the grantee), a real WSGI server and rate limiting (anyone who knows a
+vault id can have refusals logged in it). It serves each request in its own thread with
+its own store (a ``Store`` belongs to one thread), drops connections idle for
+``TIMEOUT`` seconds, and answers every failure with a status and one line, never a
+traceback.
+
 Run ``python examples/portal_backend.py`` for a self-contained demonstration: it starts the
 server on a free local port, plays the owner (grant) and an agency (read over HTTP), and
 stops. ``--serve PORT --store PATH`` runs only the server.
@@ -19,36 +27,55 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pds
 
 MAX_BODY = 256 * 1024
+TIMEOUT = 10.0
+"""Seconds a connection may stay silent (an idle client must not hold a worker)."""
 
 
 def make_app(store_path: Path) -> Callable[..., Iterable[bytes]]:
     """A WSGI application. Each request opens its own store (a Store is per thread)."""
 
+    def reply(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:
+        start_response(status, [("Content-Type", "text/plain")])
+        return [f"{text}\n".encode()]
+
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ["PATH_INFO"] != "/serve" or environ["REQUEST_METHOD"] != "POST":
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if not 0 < length <= MAX_BODY:
-            start_response("400 Bad Request", [("Content-Type", "text/plain")])
-            return [b"bad request\n"]
-        body = environ["wsgi.input"].read(length)
+        if environ["PATH_INFO"] != "/serve":
+            return reply(start_response, "404 Not Found", "not found")
+        if environ["REQUEST_METHOD"] != "POST":
+            return reply(start_response, "405 Method Not Allowed", "POST an invocation")
         try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if not 0 < length <= MAX_BODY:
+            return reply(start_response, "400 Bad Request", "bad request")
+        try:
+            body = environ["wsgi.input"].read(length)
             with pds.open_store(store_path, create=False) as store:
                 response = store.serve(body)
         except pds.errors.FormatError:
-            start_response("400 Bad Request", [("Content-Type", "text/plain")])
-            return [b"malformed invocation\n"]
+            return reply(start_response, "400 Bad Request", "malformed invocation")
         except pds.errors.AccessDenied as denied:
             # The reason code is safe to return; it names the rule, never data.
-            start_response("403 Forbidden", [("Content-Type", "text/plain")])
-            return [f"denied: {denied.reason}\n".encode()]
+            return reply(start_response, "403 Forbidden", f"denied: {denied.reason}")
+        except (pds.errors.NotFound, pds.errors.VaultDestroyed):
+            # As a refusal: a caller without a valid token learns nothing about which
+            # vault ids exist.
+            return reply(start_response, "403 Forbidden", "denied: vault")
+        except TimeoutError:  # the client stopped sending its body
+            return reply(start_response, "408 Request Timeout", "request timeout")
+        except pds.errors.StoreBusy:
+            start_response("503 Service Unavailable", [("Retry-After", "1")])
+            return [b"busy, retry\n"]
+        except Exception:  # the last line of defence: no traceback leaves the server
+            return reply(start_response, "500 Internal Server Error", "internal error")
         start_response("200 OK", [("Content-Type", "application/msgpack")])
         return [response.to_bytes()]
 
@@ -56,8 +83,28 @@ def make_app(store_path: Path) -> Callable[..., Iterable[bytes]]:
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = TIMEOUT  # a connection silent this long is closed
+
     def log_message(self, format: str, *args: Any) -> None:
         """Requests are not logged: the access log in the vault is the record."""
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One thread per connection (each opens its own store), so a slow client does not
+    hold the others; threads do not outlive the server."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+
+def serve(port: int, store_path: Path) -> WSGIServer:
+    return make_server(
+        "127.0.0.1",
+        port,
+        make_app(store_path),
+        server_class=_ThreadingServer,
+        handler_class=_QuietHandler,
+    )
 
 
 def post(url: str, data: bytes) -> tuple[int, bytes]:
@@ -85,7 +132,7 @@ def demonstrate() -> None:
                 purpose="housing benefit",
                 expires=dt.timedelta(days=7),
             )
-        server = make_server("127.0.0.1", 0, make_app(store_path), handler_class=_QuietHandler)
+        server = serve(0, store_path)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{server.server_port}/serve"
@@ -113,9 +160,11 @@ def main() -> None:
         return
     if args.store is None:
         parser.error("--serve needs --store")
-    with make_server(
-        "127.0.0.1", args.serve, make_app(args.store), handler_class=_QuietHandler
-    ) as server:
+    try:
+        pds.open_store(args.store, create=False).close()  # fail now, not on every request
+    except pds.errors.PDSError as exc:
+        parser.error(f"--store: {exc}")
+    with serve(args.serve, args.store) as server:
         server.serve_forever()
 
 

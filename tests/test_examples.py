@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib.util
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
+
+import pds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,3 +62,57 @@ def test_readme_library_snippet_runs(tmp_path: Path) -> None:
             check=False,
         )
         assert result.returncode == 0, result.stderr
+
+
+def _portal() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "portal_backend", ROOT / "examples" / "portal_backend.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_portal_backend_answers_every_failure_with_a_status_and_one_line(
+    tmp_path: Path,
+) -> None:
+    """An idle connection does not hold the server; an unknown vault is refused like any
+    other bad token (no 500, no traceback); bad lengths and methods are client errors."""
+    portal = _portal()
+    store_path = tmp_path / "portal.db"
+    pds.open_store(store_path).close()
+    server = portal.serve(0, store_path)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/serve"
+    idle = socket.create_connection(("127.0.0.1", server.server_port))
+    try:
+        # A genuine token of a vault in another store: this store has no such vault.
+        holder = pds.PrincipalKey.generate()
+        key_file = tmp_path / "owner.key"
+        pds.SymmetricKey.create_file(key_file)
+        with pds.open_store(tmp_path / "elsewhere.db") as elsewhere:
+            vault = elsewhere.open_vault(elsewhere.create_vault(key_file=key_file))
+            vault.unlock(key_file=key_file)
+            token = vault.grant(
+                holder.did, collections=["a"], purpose="p", expires=dt.timedelta(days=1)
+            )
+        invocation = pds.Grantee(holder).invoke(token).to_bytes()
+        assert portal.post(url, invocation) == (403, b"denied: vault\n")
+        request = urllib.request.Request(url, data=b"x", method="POST")
+        request.add_header("Content-Length", "abc")
+        assert _status(request) == 400
+        assert _status(urllib.request.Request(url, method="GET")) == 405
+    finally:
+        idle.close()
+        server.shutdown()
+        server.server_close()
+
+
+def _status(request: urllib.request.Request) -> int:
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
