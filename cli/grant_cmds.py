@@ -16,7 +16,7 @@ import click
 import pds
 from pds import capability
 
-from .heads import check_or_warn, mark_unrecorded, pin_or_warn
+from .heads import check_or_warn, mark_unrecorded, pin_or_warn, signing_vault
 from .output import emit, iso, iso_ms, table
 from .params import CommaList, DidKey, Duration, Expiry, read_token
 from .state import (
@@ -287,15 +287,18 @@ def grant(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
+) -> int:
     """Issue a capability token for VAULT to the principal --to, and print it.
 
     The token lets its holder (and only its holder, who signs every request with its key)
     read the given collections, for the given purposes, within the validity window. The
     epoch keys of those collections are sealed to the grantee inside the token. Needs the
-    owner's secret. The grant is recorded in the vault's access log.
+    owner's secret. The grant is recorded in the vault's access log. Refused (WARNING,
+    exit 1) if the store's log does not extend the head pinned on an earlier visit.
     """
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened = signing_vault(state, vault_id, passphrase_file, key_file)
+    if opened is None:
+        return 1
     with TokenFile(out_file) as out:
         token = opened.grant(
             audience,
@@ -312,6 +315,7 @@ def grant(
             defer=defer,
         )
         report_token(as_json, token, out, "granted a token")
+    return 0
 
 
 def _grant_document(info: pds.GrantInfo) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from pds import errors
 from pds.accesslog import Checkpoint
 
 from .output import iso_ms, printable
-from .state import InputError, replace_file
+from .state import AppState, InputError, owner_credential, replace_file, unlock
 
 __all__ = [
     "STATE_DIR_ENV",
@@ -47,6 +47,7 @@ __all__ = [
     "mark_unrecorded",
     "pin",
     "pin_or_warn",
+    "signing_vault",
     "state_directory",
     "unrecorded_path",
 ]
@@ -159,6 +160,21 @@ def check_or_warn(vault: pds.Vault, *, changing: bool = False) -> bool:
         )
         return False
     return True
+
+
+def signing_vault(
+    state: AppState, vault_id: str, passphrase_file: Path | None, key_file: Path | None
+) -> pds.Vault | None:
+    """The vault, unlocked for a command whose log entry the owner's key signs a head over
+    (an owner read, a grant, a rekey, an export), or ``None`` after a WARNING if the store's
+    log does not extend the head pinned on an earlier visit: the key would sign a head on
+    a log the host rolled back, one that contradicts a head it signed before. Checked
+    before the secret is asked for."""
+    opened = state.open_vault(vault_id)
+    if not check_or_warn(opened):
+        return None
+    unlock(opened, owner_credential(passphrase_file, key_file))
+    return opened
 
 
 def unrecorded_path(vault_id: str) -> Path | None:

@@ -12,7 +12,7 @@ import click
 import pds
 from pds.vault import MAX_RECORD_SIZE
 
-from .heads import check_or_warn
+from .heads import check_or_warn, signing_vault
 from .output import (
     emit,
     iso,
@@ -33,7 +33,6 @@ from .state import (
     read_file_at_most,
     standard_input,
     unlock,
-    unlocked_vault,
 )
 
 __all__ = ["delete", "get", "history", "list_records", "put"]
@@ -174,9 +173,13 @@ def get(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
-    """Decrypt and print the current version of RECORD, verified."""
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+) -> int:
+    """Decrypt and print the current version of RECORD, verified. Refused (WARNING, exit 1)
+    if the store's log does not extend the head pinned on an earlier visit: the owner read
+    is logged under a head the owner's key signs."""
+    opened = signing_vault(state, vault_id, passphrase_file, key_file)
+    if opened is None:
+        return 1
     record = opened.get(record_id)
     document = record_document(record)
     document["vault"] = opened.vault_id
@@ -189,6 +192,7 @@ def get(
         *pretty_json(record.data),
     ]
     emit(as_json, document, lines)
+    return 0
 
 
 @click.command("list", short_help="List records, metadata only (no secret needed).")
@@ -266,12 +270,15 @@ def history(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
+) -> int:
     """Print every version of RECORD, oldest first, each verified.
 
     The content of a deleted record's earlier versions is erased: they show no data.
+    Refused (WARNING, exit 1) if the store's log does not extend the pinned head.
     """
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened = signing_vault(state, vault_id, passphrase_file, key_file)
+    if opened is None:
+        return 1
     versions = opened.history(record_id)
     lines: list[str] = []
     for record in versions:
@@ -293,6 +300,7 @@ def history(
         "versions": [record_document(record) for record in versions],
     }
     emit(as_json, document, lines)
+    return 0
 
 
 @click.command("delete", short_help="Delete a record: tombstone, content erased.")

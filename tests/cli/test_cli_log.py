@@ -493,7 +493,8 @@ def test_a_store_rolled_back_past_a_rotation_takes_no_writes(
     _warned(result, granted.vault)
     _warned(cli("delete", granted.vault, granted.payslip["record"]), granted.vault)
     assert _epochs(cli.store) == epochs
-    assert cli.json("get", granted.vault, granted.payslip["record"], *granted.owner)
+    # An owner read would sign a head over the rolled-back log: refused too.
+    _warned(cli("get", granted.vault, granted.payslip["record"], *granted.owner), granted.vault)
 
 
 def test_a_forked_store_is_detected(granted: Granted, tmp_path: Path) -> None:
@@ -502,8 +503,10 @@ def test_a_forked_store_is_detected(granted: Granted, tmp_path: Path) -> None:
     _copy_store(cli.store, fork)
     _agency_read(granted)
     cli.json("log", granted.vault, *granted.owner)  # pins the head of the first copy
-    # The other copy appends something else: the same size, a different history.
-    cli.json("get", granted.vault, granted.payslip["record"], *granted.owner, store=fork)
+    # The other copy appends something else: the same size, a different history (a read
+    # is served there, with a WARNING: the host's, not the owner's, to refuse).
+    read = cli("read", "--token", granted.token, "--key", granted.agency_key, store=fork)
+    assert read.exit_code == 0 and "WARNING" in read.stderr
     _warned(cli("log", granted.vault, *granted.owner, store=fork), granted.vault)
     assert cli.json("log", granted.vault, *granted.owner)["entries"]
 
@@ -556,3 +559,32 @@ def test_log_shows_an_entry_of_the_wrong_shape_the_host_wrote(granted: Granted) 
     lines = cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()
     assert len(lines) == 2 and "NOT SIGNED" in lines[0]
     assert cli.json("log", granted.vault, *granted.owner)["entries"][0]["collections"] == []
+
+
+def test_owner_reads_and_grants_refuse_a_log_that_does_not_extend_the_pin(
+    granted: Granted,
+) -> None:
+    """After the host rolls the store back past the pinned head, `get`, `history` and
+    `grant` would have the owner's key sign a head that contradicts the pinned one: they
+    warn and refuse before the secret is asked for."""
+    cli = granted.cli
+    pinned = _revoke_then_drop_it_and_its_heads(granted)
+    conn = sqlite3.connect(cli.store)
+    with conn:  # the host also cuts the log back to before the revocation
+        conn.execute("DELETE FROM log_entries WHERE idx >= ?", (pinned.size - 1,))
+        conn.execute("DELETE FROM log_nodes WHERE ((idx + 1) << level) > ?", (pinned.size - 1,))
+    conn.close()
+    record = granted.payslip["record"]
+    _, other = granted.principal("other")
+    for command in (
+        ("get", granted.vault, record),
+        ("history", granted.vault, record),
+        ("grant", granted.vault, "--to", other, "-c", "income/*", "--purpose", "p"),
+    ):
+        result = (
+            cli(*command, "--expires", "1d", *granted.owner)
+            if command[0] == "grant"
+            else (cli(*command, *granted.owner))
+        )
+        assert result.exit_code == 1 and result.stdout == ""
+        assert "WARNING" in result.stderr
