@@ -163,15 +163,21 @@ def check_or_warn(vault: pds.Vault, *, changing: bool = False) -> bool:
 
 
 def signing_vault(
-    state: AppState, vault_id: str, passphrase_file: Path | None, key_file: Path | None
+    state: AppState,
+    vault_id: str,
+    passphrase_file: Path | None,
+    key_file: Path | None,
+    *,
+    changing: bool = False,
 ) -> pds.Vault | None:
     """The vault, unlocked for a command whose log entry the owner's key signs a head over
-    (an owner read, a grant, a rekey, an export), or ``None`` after a WARNING if the store's
-    log does not extend the head pinned on an earlier visit: the key would sign a head on
-    a log the host rolled back, one that contradicts a head it signed before. Checked
-    before the secret is asked for."""
+    (an owner read, a grant) or that writes records (``changing``, see ``check_or_warn``),
+    or ``None`` after a WARNING if the store's log does not extend the head pinned on an
+    earlier visit: the key would sign a head on a log the host rolled back, one that
+    contradicts a head it signed before, and a write could use the key epoch a revoked
+    grantee holds. Checked before the secret is asked for."""
     opened = state.open_vault(vault_id)
-    if not check_or_warn(opened):
+    if not check_or_warn(opened, changing=changing):
         return None
     unlock(opened, owner_credential(passphrase_file, key_file))
     return opened

@@ -9,10 +9,9 @@ from typing import Any, NoReturn
 
 import click
 
-import pds
 from pds.vault import MAX_RECORD_SIZE
 
-from .heads import check_or_warn, signing_vault
+from .heads import signing_vault
 from .output import (
     emit,
     iso,
@@ -26,13 +25,11 @@ from .state import (
     InputError,
     Timestamp,
     json_option,
-    owner_credential,
     owner_options,
     pass_state,
     read_at_most,
     read_file_at_most,
     standard_input,
-    unlock,
 )
 
 __all__ = ["delete", "get", "history", "list_records", "put"]
@@ -93,20 +90,6 @@ def read_record_document(source: str) -> dict[str, Any]:
     return document
 
 
-def _writable_vault(
-    state: AppState, vault_id: str, passphrase_file: Path | None, key_file: Path | None
-) -> pds.Vault | None:
-    """The vault, unlocked for a write, or ``None`` (after a WARNING) if the store's log
-    does not extend the head pinned on an earlier visit: a store rolled back past a
-    rotation would have the record written under the key epoch a revoked grantee holds.
-    Checked before the secret is asked for."""
-    opened = state.open_vault(vault_id)
-    if not check_or_warn(opened, changing=True):
-        return None
-    unlock(opened, owner_credential(passphrase_file, key_file))
-    return opened
-
-
 @click.command("put", short_help="Store a JSON object as a record (or a new version).")
 @click.argument("vault_id", metavar="VAULT")
 @click.argument("collection")
@@ -138,7 +121,7 @@ def put(
     # The record is read before the passphrase prompt, so piping it on stdin still works
     # with a prompt on the terminal.
     data = read_record_document(file)
-    opened = _writable_vault(state, vault_id, passphrase_file, key_file)
+    opened = signing_vault(state, vault_id, passphrase_file, key_file, changing=True)
     if opened is None:
         return 1
     if record_id is not None:
@@ -320,7 +303,7 @@ def delete(
     """Delete RECORD: append a tombstone version and erase the content of every earlier
     version. The record's history (versions and times, no content) remains.
     """
-    opened = _writable_vault(state, vault_id, passphrase_file, key_file)
+    opened = signing_vault(state, vault_id, passphrase_file, key_file, changing=True)
     if opened is None:
         return 1
     info = opened.delete(record_id)

@@ -133,20 +133,25 @@ class LogEntry:
         if type(signature) is not bytes:
             return False
         try:
-            statement = owner_entry_statement(
-                vault_id=self.vault_id,
-                index=self.index,
-                time=self.time,
-                kind=self.kind,
-                result=self.result,
-                link_id=self.link_id,
-                disclose_after=self.disclose_after,
-                details=details,
-            )
+            statement = self.owner_statement(details)
             _crypto.verify(identity_public, OWNER_ENTRY_LABEL, statement, signature)
         except (FormatError, _crypto.AuthenticationFailed):
             return False
         return True
+
+    def owner_statement(self, details: Mapping[str, Any]) -> bytes:
+        """What the owner signs for this entry (``docs/spec/log.md``): its header with
+        ``details`` (all but ``signature``) in place of the sealed bytes."""
+        header = _header(
+            self.vault_id,
+            self.index,
+            self.time,
+            self.kind,
+            self.result,
+            self.link_id,
+            self.disclose_after,
+        )
+        return _owner_statement(header, details)
 
     def disclosure_key(self, owner_x25519_secret: bytes) -> bytes:
         """The per-entry box key that lets an auditor open exactly this entry's details.
@@ -180,22 +185,11 @@ def open_disclosed(sealed: bytes, owner_x25519_public: bytes, key: bytes) -> dic
     return details
 
 
-def owner_entry_statement(
-    *,
-    vault_id: str,
-    index: int,
-    time: int,
-    kind: str,
-    result: str,
-    link_id: bytes | None,
-    disclose_after: int | None,
-    details: Mapping[str, Any],
-) -> bytes:
-    """What the owner signs for an entry it appends: the entry's header with its details
-    (all but ``signature``) in place of the sealed bytes (``docs/spec/log.md``)."""
-    header = _header(vault_id, index, time, kind, result, link_id, disclose_after)
-    header["details"] = {key: value for key, value in details.items() if key != "signature"}
-    return _codec.encode(header)
+def _owner_statement(header: dict[str, Any], details: Mapping[str, Any]) -> bytes:
+    """The entry's header with its details (all but ``signature``) in place of ``sealed``:
+    what the owner signs."""
+    unsigned = {key: value for key, value in details.items() if key != "signature"}
+    return _codec.encode({**header, "details": unsigned})
 
 
 def encode_entry(
@@ -263,7 +257,7 @@ class MerkleLog:
         index = self.size()
         header = _header(self._vault_id, index, time, kind, result, link_id, disclose_after)
         if signer is not None:
-            statement = _codec.encode({**header, "details": details})
+            statement = _owner_statement(header, details)
             details = {**details, "signature": signer.sign(OWNER_ENTRY_LABEL, statement)}
         header["sealed"] = _crypto.seal(_codec.encode(dict(details)), owner_x25519_public, rng)
         self.append_raw(index, time, _codec.encode(header))

@@ -91,9 +91,9 @@ def test_log_text_both_forms(granted: Granted) -> None:
     assert cli.json("log", "--key-file", granted.owner_key, granted.vault)["entries"]
 
 
-def _host_forges_a_revoke_entry(granted: Granted) -> int:
-    """The host appends a ``revoke`` entry for the agency's live link, sealed to the
-    owner's public key as anyone can, unsigned. Returns its index."""
+def _host_appends(granted: Granted, kind: str, link_id: bytes | None, details: Any) -> int:
+    """The host appends an entry, sealed to the owner's public key as anyone can, unsigned.
+    Returns its index."""
     with pds.open_store(granted.cli.store) as store:
         backend = store.backend
         row = backend.get_vault(granted.vault)
@@ -101,13 +101,19 @@ def _host_forges_a_revoke_entry(granted: Granted) -> int:
         with backend.transaction():
             return MerkleLog(backend, granted.vault).append(
                 time=int(datetime.now(UTC).timestamp() * 1000),
-                kind="revoke",
+                kind=kind,
                 result="ok",
-                link_id=bytes.fromhex(granted.link),
-                details={"actor": granted.vault_did, "owner": True, "link": granted.link},
+                link_id=link_id,
+                details=details,
                 owner_x25519_public=_crypto.ed25519_to_x25519(row.identity_public),
                 rng=os.urandom,
             )
+
+
+def _host_forges_a_revoke_entry(granted: Granted) -> int:
+    """A ``revoke`` entry for the agency's live link, as the host can append one."""
+    details = {"actor": granted.vault_did, "owner": True, "link": granted.link}
+    return _host_appends(granted, "revoke", bytes.fromhex(granted.link), details)
 
 
 def test_log_marks_an_owner_entry_the_host_wrote(granted: Granted) -> None:
@@ -541,20 +547,8 @@ def test_a_corrupt_pin_is_malformed_input(granted: Granted) -> None:
 
 def test_log_shows_an_entry_of_the_wrong_shape_the_host_wrote(granted: Granted) -> None:
     """The host can seal any details to the owner's key: `pds log` still lists the log."""
-    with pds.open_store(granted.cli.store) as store:
-        backend = store.backend
-        row = backend.get_vault(granted.vault)
-        assert row is not None
-        with backend.transaction():
-            MerkleLog(backend, granted.vault).append(
-                time=int(datetime.now(UTC).timestamp() * 1000),
-                kind="grant",
-                result="ok",
-                link_id=None,
-                details={"owner": True, "collections": [1, ["x"]], "audience": 7},
-                owner_x25519_public=_crypto.ed25519_to_x25519(row.identity_public),
-                rng=os.urandom,
-            )
+    details = {"owner": True, "collections": [1, ["x"]], "audience": 7}
+    _host_appends(granted, "grant", None, details)
     cli = granted.cli
     lines = cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()
     assert len(lines) == 2 and "NOT SIGNED" in lines[0]

@@ -1438,16 +1438,7 @@ def _log_vectors(build: LogBuild) -> Json:
         }
         if entry.kind in accesslog.OWNER_KINDS:
             assert entry.signed_by_owner(details, build.identity.public)
-            doc["owner_statement"] = accesslog.owner_entry_statement(
-                vault_id=entry.vault_id,
-                index=entry.index,
-                time=entry.time,
-                kind=entry.kind,
-                result=entry.result,
-                link_id=entry.link_id,
-                disclose_after=entry.disclose_after,
-                details=details,
-            ).hex()
+            doc["owner_statement"] = entry.owner_statement(details).hex()
             doc["owner_signature"] = details["signature"].hex()
         else:
             assert "signature" not in details
