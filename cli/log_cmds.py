@@ -155,6 +155,9 @@ def describe_entry(entry: pds.AccessEntry) -> str:
             text += f" [ref {entry.correlation}]"
     elif kind == "owner-read":
         text = f"{who} read {_count(entry.records, 'record version')}{_scope(entry)}"
+    elif kind == "create":
+        sealed = " (sealed field by field)" if details.get("seal_fields") is True else ""
+        text = f"{who} created the collection {', '.join(entry.collections)}{sealed}"
     elif kind == "grant":
         audience = short_did(str(details.get("audience", "?")))
         collections = ", ".join(entry.collections)

@@ -37,6 +37,7 @@ KINDS = frozenset(
         "read",
         "list",
         "owner-read",
+        "create",
         "grant",
         "delegation",
         "revoke",

@@ -263,8 +263,9 @@ class AccessEntry:
     index: int
     time: datetime
     kind: str
-    """``read``, ``list`` (by token), ``owner-read``, ``grant``, ``delegation``, ``revoke``,
-    ``rotate``, ``export``, ``import``, ``rekey`` or ``destroy``."""
+    """``read``, ``list`` (by token), ``owner-read``, ``create`` (a collection's first key
+    epoch), ``grant``, ``delegation``, ``revoke``, ``rotate``, ``export``, ``import``,
+    ``rekey``, ``destroy`` or ``repair``."""
     actor: str
     """The organisation's (or the owner's) ``did:key``."""
     agent: str | None
@@ -486,7 +487,16 @@ class Vault:
             self._refresh()
             if self._ctx.backend.current_epoch(self.vault_id, collection) is not None:
                 raise FormatError("the collection already exists")
-            self._new_epoch(collection, 1, self._ctx.now_ms(), seal_fields=seal_fields)
+            self._first_epoch(collection, self._ctx.now_ms(), seal_fields=seal_fields)
+
+    def _first_epoch(self, collection: str, now: int, *, seal_fields: bool = False) -> EpochRow:
+        """Make a collection's first key epoch and log a signed ``create`` entry naming it:
+        heads record newest epochs from 2 on only, so the log is what tells a rotation of
+        every collection about one whose rows the host hides (a revoked link may hold its
+        first epoch)."""
+        row = self._new_epoch(collection, 1, now, seal_fields=seal_fields)
+        self._log("create", {"collections": [collection], "seal_fields": seal_fields})
+        return row
 
     def _new_epoch(
         self, collection: str, epoch: int, now: int, *, seal_fields: bool = False
@@ -575,7 +585,9 @@ class Vault:
         """Start a new key epoch for one collection (or all) and return the new epochs.
         A named collection without any epoch (new, or its rows lost) gets one: it is made,
         at epoch 2 (the CLI refuses a name it does not know, so a typo is not taken for a
-        rotation).
+        rotation). All collections are those the store lists and those the owner's signed
+        ``create`` entries in the log name (a host hiding a collection's rows during the
+        rotation would otherwise keep it at an epoch a revoked link holds).
 
         New writes use the new epoch's public key; older records stay readable with the
         older epochs' secrets and are not re-encrypted. The new epochs are shared with the
@@ -592,7 +604,8 @@ class Vault:
             self._refresh()
             now = self._ctx.now_ms()
             used = self._epoch_numbers_used()
-            for name in targets if targets is not None else self.collections():
+            created = self._created_collections() if targets is None else {}
+            for name in targets or sorted(set(self.collections()) | created.keys()):
                 # Epoch 2 at least: heads record newest epochs from 2 on, and a first epoch
                 # made again under 1 (the host dropped the collection's rows) would be
                 # recorded by none, so the host could put the old one back unseen.
@@ -600,7 +613,7 @@ class Vault:
                 epoch = self._next_epoch(
                     name, verified=1 if current is None else current.epoch, wanted=1, used=used
                 )
-                sealed = current is not None and current.seal_fields
+                sealed = created.get(name, False) if current is None else current.seal_fields
                 self._new_epoch(name, epoch, now, seal_fields=sealed)
                 result[name] = epoch
             recorded = self._log("rotate", {"epochs": result})
@@ -617,6 +630,32 @@ class Vault:
                 "(repair records it; until then this vault object writes nothing)",
             )
         return result
+
+    def _created_collections(self) -> dict[str, bool]:
+        """The collections the owner's signed ``create`` entries name, with their
+        field-sealing flags: every collection made since pds logged them (2026-11-27),
+        whether or not the host lists its rows. A scan of the log, for ``rotate()``."""
+        keys = self._keys()
+        log = MerkleLog(self._ctx.backend, self.vault_id)
+        created: dict[str, bool] = {}
+        for entry in log.entries(0, log.size()):
+            if entry.kind != "create":
+                continue
+            try:
+                details = entry.open(keys.x25519_secret)
+            except IntegrityError:
+                continue
+            names = details.get("collections")
+            if not isinstance(names, builtins.list) or not entry.signed_by_owner(
+                details, keys.identity.public
+            ):
+                continue
+            for name in names:
+                try:
+                    created[check_collection(name)] = details.get("seal_fields") is True
+                except FormatError:
+                    continue
+        return created
 
     def _epoch_numbers_used(self) -> dict[str, int]:
         """The highest key epoch number of each collection that a stored epoch row or link
@@ -779,7 +818,7 @@ class Vault:
                 self._check_epoch(epoch_row)
             self._check_newest_epoch(collection, epoch_row)
             if epoch_row is None:
-                epoch_row = self._new_epoch(collection, 1, now)
+                epoch_row = self._first_epoch(collection, now)
             explicit = sorted(set(given))
             latest = backend.latest_versions(self.vault_id, explicit) if explicit else {}
             for _, existing in latest.values():

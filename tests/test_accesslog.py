@@ -302,6 +302,7 @@ def test_owner_operations_are_logged(world: World, tmp_path: Path) -> None:
     world.vault.rekey(key_file=new_key)
     entries = world.vault.access_log()
     assert [e.kind for e in entries] == [
+        "create",
         "grant",
         "owner-read",
         "owner-read",
@@ -312,15 +313,16 @@ def test_owner_operations_are_logged(world: World, tmp_path: Path) -> None:
     ]
     assert all(e.actor == world.vault.did and e.details["owner"] is True for e in entries)
     assert all(e.result == "ok" for e in entries)
-    get, history = entries[1], entries[2]
+    assert entries[0].collections == ["tax/2024"]
+    get, history = entries[2], entries[3]
     assert get.records == [(record.record_id, 2)]
     assert get.collections == ["tax/2024"]
     assert history.records == [(record.record_id, 1), (record.record_id, 2)]
-    revoke = entries[3]
+    revoke = entries[4]
     assert revoke.link_ids == [token.link_id.hex()]
     assert revoke.details["reason"] == "done"
-    assert entries[4].details["epochs"] == {"tax/2024": 2}
-    # Putting records is not an access: it is not logged.
+    assert entries[5].details["epochs"] == {"tax/2024": 2}
+    # Putting records is not an access: only a collection's first write logs (`create`).
     assert world.vault.log_size() == len(entries)
 
 
@@ -391,8 +393,8 @@ def test_log_is_newest_first_and_paginates_with_before(world: World) -> None:
         world.clock.tick()
         world.vault.get(record_id)
     everything = world.vault.access_log()
-    assert len(everything) == world.vault.log_size() == 9
-    assert [e.index for e in everything] == list(range(9))
+    assert len(everything) == world.vault.log_size() == 10
+    assert [e.index for e in everything] == list(range(10))
     pages: list[list[int]] = []
     cursor: int | None = None
     for _ in range(5):  # bounded: a cursor that does not move must fail, not hang
@@ -402,7 +404,7 @@ def test_log_is_newest_first_and_paginates_with_before(world: World) -> None:
         if page.cursor is None:
             break
         cursor = page.cursor
-    assert pages == [[8, 7, 6, 5], [4, 3, 2, 1], [0]]
+    assert pages == [[9, 8, 7, 6], [5, 4, 3, 2], [1, 0]]
     times = [e.time for e in world.vault.log(limit=50).entries]
     assert times == sorted(times, reverse=True)
     assert world.vault.log(limit=50, before=0).entries == []
@@ -429,7 +431,7 @@ def test_log_filters_by_since_and_actor(world: World) -> None:
     agency = world.vault.log(actor=world.agency.did).entries
     assert [e.kind for e in agency] == ["read", "read"]
     owner = world.vault.log(actor=world.vault.did).entries
-    assert [e.kind for e in owner] == ["owner-read", "owner-read", "grant"]
+    assert [e.kind for e in owner] == ["owner-read", "owner-read", "grant", "create"]
     combined = world.vault.log(since=world.clock.at(cut), actor=world.agency.did).entries
     assert len(combined) == 1
     assert world.vault.log(actor=pds.PrincipalKey.generate().did).entries == []
@@ -441,7 +443,7 @@ def test_log_needs_the_owner(world: World) -> None:
     with pytest.raises(errors.VaultLocked):
         world.vault.log()
     # The tree itself is public: its size and root need no secret.
-    assert world.vault.log_size() == 1
+    assert world.vault.log_size() == 2
 
 
 # -- deferred disclosure ------------------------------------------------------------------
@@ -605,9 +607,9 @@ def test_size_and_root_are_those_of_the_stored_entries(world: World) -> None:
         else:
             world.read(token)
         sizes.append(world.vault.log_size())
-    assert sizes == list(range(1, 14))
+    assert sizes == list(range(2, 15))
     entries = raw_entries(world.path, world.vault_id)
-    assert len(entries) == world.vault.log_size() == 13
+    assert len(entries) == world.vault.log_size() == 14
     leaves = [leaf(e) for e in entries]
     for size in range(len(leaves) + 1):
         assert world.vault.log_root(size) == merkle.root(leaves[:size])
@@ -642,7 +644,7 @@ def test_proofs_verify_against_checkpoint_roots(world: World) -> None:
             world.vault.get(record_id)
         if step in (2, 6, 15, 23, 35):
             heads.append(world.vault.checkpoint())
-    assert [h.size for h in heads] == [4, 8, 17, 25, 37]
+    assert [h.size for h in heads] == [5, 9, 18, 26, 38]
     leaves = [leaf(e) for e in raw_entries(world.path, world.vault_id)]
     for head in heads:
         assert head.root == merkle.root(leaves[: head.size])
@@ -664,10 +666,10 @@ def test_proofs_verify_against_checkpoint_roots(world: World) -> None:
     # Default size is the current one.
     entry, proof = world.vault.prove_inclusion(3)
     merkle.verify_inclusion(entry.leaf_hash, 3, len(leaves), proof, merkle.root(leaves))
-    for bad in ((-1, None), (37, 37), (0, 38), (5, 5)):
+    for bad in ((-1, None), (38, 38), (0, 39), (5, 5)):
         with pytest.raises(errors.FormatError):
             world.vault.prove_inclusion(*bad)
-    for bad_old, bad_size in ((0, 5), (6, 5), (1, 38)):
+    for bad_old, bad_size in ((0, 5), (6, 5), (1, 39)):
         with pytest.raises(errors.FormatError):
             world.vault.prove_consistency(bad_old, bad_size)
 
@@ -686,7 +688,7 @@ def test_checkpoint_is_a_c2sp_signed_note(world: World) -> None:
     lines = body.split("\n")
     origin = f"pds/vault/{world.vault_id}"
     assert lines[0] == origin
-    assert lines[1] == str(world.vault.log_size()) == "2"
+    assert lines[1] == str(world.vault.log_size()) == "3"
     assert base64.b64decode(lines[2], validate=True) == world.vault.log_root()
     assert lines[3] == f"time {world.clock.ms}"  # an extension line
     # The second and third: no revocation and no rotation yet, the digests of empty sets
@@ -706,7 +708,7 @@ def test_checkpoint_is_a_c2sp_signed_note(world: World) -> None:
     assert blob[:4] == key_id
     # Plain Ed25519 over the note body (every body line, each ending in a newline).
     nacl.signing.VerifyKey(public).verify((body + "\n").encode(), blob[4:])
-    forged = (body.replace(f"\n{lines[1]}\n", "\n3\n", 1) + "\n").encode()
+    forged = (body.replace(f"\n{lines[1]}\n", "\n4\n", 1) + "\n").encode()
     with pytest.raises(nacl.exceptions.BadSignatureError):
         nacl.signing.VerifyKey(public).verify(forged, blob[4:])
     # The note round-trips, verifies with the vault key, and is what the store keeps.
@@ -797,11 +799,11 @@ def test_owner_operations_sign_a_checkpoint_host_reads_do_not(world: World) -> N
     token, _ = populated(world)
     after_grant = world.vault.latest_checkpoint()
     assert after_grant is not None
-    assert after_grant.size == 1
+    assert after_grant.size == 2
     world.read(token)
     latest = world.vault.latest_checkpoint()
     assert latest is not None
-    assert latest.size == 1  # the host holds no signing key
+    assert latest.size == 2  # the host holds no signing key
     world.vault.verify_log(after_grant)
 
 
@@ -815,7 +817,7 @@ def test_entry_details_are_sealed_and_open_one_by_one(world: World) -> None:
         world.read(token, collection="health/visits")
     world.vault.get(record_id)
     entries = raw_entries(world.path, world.vault_id)
-    assert len(entries) == 4
+    assert len(entries) == 5
     secrets = [
         PURPOSE,
         AGENT,
@@ -834,7 +836,7 @@ def test_entry_details_are_sealed_and_open_one_by_one(world: World) -> None:
     with sqlite3.connect(world.path) as conn:
         (count,) = conn.execute("SELECT COUNT(*) FROM log_entries").fetchone()
     conn.close()
-    assert count == 4
+    assert count == 5
     # Neither the database nor its WAL holds the purpose, agent or correlation anywhere.
     files = [world.path, world.path.with_name(world.path.name + "-wal")]
     blob = b"".join(p.read_bytes() for p in files if p.exists())
@@ -846,11 +848,11 @@ def test_entry_details_are_sealed_and_open_one_by_one(world: World) -> None:
     for entry, key in zip(parsed, keys, strict=True):
         details = open_disclosed(entry.sealed, public_key, key)
         assert details == entry.open(secret_key)
-    read = open_disclosed(parsed[1].sealed, public_key, keys[1])
+    read = open_disclosed(parsed[2].sealed, public_key, keys[2])
     assert read["purpose"] == PURPOSE
     assert read["actor"] == world.agency.did
     assert read["agent"] == AGENT
-    refused = open_disclosed(parsed[2].sealed, public_key, keys[2])
+    refused = open_disclosed(parsed[3].sealed, public_key, keys[3])
     assert (refused["result"], refused["reason"]) == ("refused", "scope:collection")
     # A disclosure key opens its own entry only.
     for i, entry in enumerate(parsed):
@@ -859,7 +861,7 @@ def test_entry_details_are_sealed_and_open_one_by_one(world: World) -> None:
                 with pytest.raises(errors.IntegrityError):
                     open_disclosed(entry.sealed, public_key, key)
     with pytest.raises(errors.IntegrityError):
-        parsed[1].open(pds.PrincipalKey.generate()._key.x25519_secret())
+        parsed[2].open(pds.PrincipalKey.generate()._key.x25519_secret())
 
 
 # -- tamper, truncation, rollback and fork against a pinned head --------------------------
@@ -867,9 +869,10 @@ def test_entry_details_are_sealed_and_open_one_by_one(world: World) -> None:
 
 @pytest.fixture
 def pinned_world(world: World) -> tuple[World, Checkpoint]:
-    """A log of 11 entries (grant, reads, owner reads) and a head pinned at its size."""
+    """A log of 11 entries (create, grant, reads, owner reads) and a head pinned at its
+    size."""
     token, record_id = populated(world)
-    for step in range(10):
+    for step in range(9):
         if step % 2:
             world.read(token)
         else:

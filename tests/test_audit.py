@@ -196,12 +196,12 @@ def test_a_clean_log_passes_with_the_right_counts(world: World) -> None:
     report = audit.verify_audit(world.export())
     assert report.clean, report.violations
     assert report.vault_id == world.vault_id
-    # grant, read, list, refused read, owner read, revoke, refused read, export.
-    assert report.entries == size_before_export + 1 == 8
+    # two creates, grant, read, list, refused read, owner read, revoke, refused read, export.
+    assert report.entries == size_before_export + 1 == 10
     assert (report.accesses, report.released, report.refused) == (4, 2, 2)
     assert report.undisclosed == 0
     assert report.to_dict()["counts"] == {
-        "entries": 8,
+        "entries": 10,
         "accesses": 4,
         "released": 2,
         "refused": 2,
@@ -284,10 +284,10 @@ def test_verification_needs_no_store(world: World, tmp_path: Path) -> None:
     assert report["clean"] is False
     # The forged access comes after the revocation, and names a purpose never granted.
     assert [(v["entry"], v["rule"]) for v in report["violations"]] == [
-        (7, "revoked"),
-        (7, "wrong-purpose"),
+        (9, "revoked"),
+        (9, "wrong-purpose"),
     ]
-    assert report["counts"]["entries"] == 9
+    assert report["counts"]["entries"] == 11
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
 
 
@@ -436,7 +436,7 @@ def test_an_access_after_a_revocation_the_host_deleted_is_flagged(world: World) 
         world.export()
     assert refused.value.reason == "revocations-changed"
     with conn:  # so the host drops the heads signed since the revocation too
-        conn.execute("DELETE FROM log_checkpoints WHERE size > 2")
+        conn.execute("DELETE FROM log_checkpoints WHERE size > 4")
     conn.close()
     world.read(world.token)  # the host now serves the revoked token
     # The vault object that signed the deleted heads refuses the older store...
@@ -447,11 +447,11 @@ def test_an_access_after_a_revocation_the_host_deleted_is_flagged(world: World) 
     world.vault = world.store.open_vault(world.vault_id)
     world.vault.unlock(key_file=world.key_file)
     kinds = [e.kind for e in world.vault.access_log()]
-    if kinds != ["grant", "read", "revoke", "read"]:
+    if kinds != ["create", "create", "grant", "read", "revoke", "read"]:
         pytest.fail(f"precondition: the host did not serve the revoked token ({kinds})")
     assert rules(audit.verify_audit(world.export())) == [
-        (2, "revocation-missing"),
-        (3, "revoked"),
+        (4, "revocation-missing"),
+        (5, "revoked"),
     ]
 
 
@@ -524,16 +524,16 @@ def test_a_swapped_disclosure_key_is_flagged(world: World) -> None:
     world.read(world.token)
     package = world.export()
     lines = _lines(package)
-    lines[1]["key"], lines[2]["key"] = lines[2]["key"], lines[1]["key"]
+    lines[3]["key"], lines[4]["key"] = lines[4]["key"], lines[3]["key"]
     _write_lines(package, lines)
-    assert rules(audit.verify_audit(package)) == [(1, "undecryptable"), (2, "undecryptable")]
+    assert rules(audit.verify_audit(package)) == [(3, "undecryptable"), (4, "undecryptable")]
 
 
 def test_a_withheld_disclosure_key_is_counted_not_judged(world: World) -> None:
     forge_access(world, world.token, purpose="direct marketing")
     package = world.export()
     lines = _lines(package)
-    lines[1]["key"] = None
+    lines[3]["key"] = None
     _write_lines(package, lines)
     report = audit.verify_audit(package)
     assert report.clean
@@ -585,8 +585,8 @@ def test_an_earlier_trusted_head_passes(world: World) -> None:
 def test_a_trusted_head_from_before_a_rewrite_is_flagged(world: World) -> None:
     honest_activity(world)
     trusted = world.vault.checkpoint()
-    assert trusted.size == 7
-    _rewrite_from(world, 3)
+    assert trusted.size == 9
+    _rewrite_from(world, 5)
     # Another owner process (the one that signed the trusted head would refuse the older
     # heads the rewrite left) keeps using the vault.
     world.vault = world.store.open_vault(world.vault_id)

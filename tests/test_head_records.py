@@ -815,9 +815,12 @@ def test_repair_of_a_new_vault_writes_nothing(tmp_path: Path) -> None:
     store = pds.open_store(tmp_path / "store.db")
     vault = store.open_vault(store.create_vault(key_file=key_file))
     vault.unlock(key_file=key_file)
-    vault.put("tax/2024", {"income": 1})
     assert vault.repair().checkpoint is None
     assert (vault.log_size(), vault.latest_checkpoint()) == (0, None)
+    vault.put("tax/2024", {"income": 1})  # logs `create`, under a head
+    size, head = vault.log_size(), vault.latest_checkpoint()
+    assert vault.repair().checkpoint is None
+    assert (vault.log_size(), vault.latest_checkpoint()) == (size, head)
     store.close()
 
 
@@ -1002,6 +1005,96 @@ def test_hiding_every_link_row_does_not_make_the_vault_look_unused(world: World)
     assert unrecorded.value.reason == "rotation-unrecorded"
     assert world.epochs_held(world.revoked_token, "tax/2024") == set()
     store.close()
+
+
+def _hidden_during(world: World, collection: str, operation: Any) -> Any:
+    """Run ``operation`` while the host hides every epoch row of ``collection``, then put
+    the rows back."""
+    conn = sqlite3.connect(world.path)
+    try:
+        with conn:
+            rows = conn.execute("SELECT * FROM epochs WHERE collection = ?", (collection,))
+            hidden = rows.fetchall()
+            conn.execute("DELETE FROM epochs WHERE collection = ?", (collection,))
+        assert hidden
+        try:
+            return operation()
+        finally:
+            with conn:
+                marks = ", ".join("?" * len(hidden[0]))
+                conn.executemany(f"INSERT INTO epochs VALUES ({marks})", hidden)
+    finally:
+        conn.close()
+
+
+def test_a_rotation_of_all_collections_reaches_one_whose_rows_the_host_hides(
+    world: World,
+) -> None:
+    """After the revocation the owner rotates every collection; the host hides the rows of
+    the one still at its first epoch (which the revoked link holds), so that the store
+    lists none. The owner's signed ``create`` entry names it: it is rotated all the same,
+    and what the owner writes to it next is sealed under an epoch the revoked link lacks."""
+    world.clock.tick()
+    world.vault.create_collection("tax/sealed", seal_fields=True)
+    world.clock.tick()
+    rotated = _hidden_during(world, "tax/2024", world.vault.rotate)
+    assert rotated == {"tax/2024": 2, "tax/sealed": 2}
+    assert world.head().rotated == expected_rotations(**{"tax/2024": 2, "tax/sealed": 2})
+    assert world.vault.put("tax/2024", {"income": 1}, record_id="after").epoch == 2
+    assert world.epochs_held(world.revoked_token, "tax/2024") == set()
+    assert 2 in world.epochs_held(world.live_token, "tax/2024")
+    # A hidden field-sealed collection keeps its sealing (from its `create` entry).
+    _hidden_during(world, "tax/sealed", world.vault.rotate)
+    conn = sqlite3.connect(world.path)
+    try:
+        flags = dict(
+            conn.execute("SELECT epoch, seal_fields FROM epochs WHERE collection = 'tax/sealed'")
+        )
+    finally:
+        conn.close()
+    assert flags == {1: 1, 2: 1, 3: 1}
+
+
+def test_a_rotation_of_all_collections_takes_only_the_owners_create_entries(
+    world: World,
+) -> None:
+    """The host can append ``create`` entries sealed to the owner's public key: unsigned,
+    signed by another key, or naming no valid collection, they make no collection."""
+    vault_id = world.vault.vault_id
+    owner = {"actor": world.vault.did, "owner": True, "seal_fields": False}
+    _host_appends(world.store, vault_id, [("create", None, {**owner, "collections": ["tax/a"]})])
+    _host_appends(
+        world.store,
+        vault_id,
+        [("create", None, {**owner, "collections": ["tax/b"]})],
+        signer=SigningKey.generate(os.urandom),
+    )
+    _host_appends(
+        world.store,
+        vault_id,
+        [
+            ("create", None, {**owner, "collections": ["../bad", 7]}),
+            ("create", None, {**owner, "collections": "tax/d"}),
+            ("create", None, {**owner, "collections": ["tax/c"]}),
+        ],
+        signer=world.vault._keys().identity,
+    )
+    assert world.vault.rotate() == {"tax/2024": 2, "tax/c": 2}
+
+
+def test_a_collections_first_epoch_is_logged_and_signed(world: World) -> None:
+    start = world.vault.log_size()
+    world.clock.tick()
+    world.vault.create_collection("tax/sealed", seal_fields=True)
+    world.vault.put("tax/2025", {"income": 1})
+    world.vault.put("tax/2025", {"income": 2})  # the collection exists: nothing logged
+    entries = world.vault.access_log()[start:]
+    assert [(e.kind, e.unsigned) for e in entries] == [("create", False), ("create", False)]
+    assert [(e.collections, e.details["seal_fields"]) for e in entries] == [
+        (["tax/sealed"], True),
+        (["tax/2025"], False),
+    ]
+    assert world.head().size == start + 2
 
 
 def test_repair_refuses_a_log_regrown_past_a_pinned_head(world: World) -> None:

@@ -322,6 +322,8 @@ class VaultModel(RuleBasedStateMachine):
         current = self.collections.get(collection)
         if current is None:
             epoch = first = 2 if rotation else 1
+            if not rotation:  # a first epoch is logged (a rotation logs its own entry)
+                self._owner_entry("create", collections=[collection], seal_fields=sealed)
         else:
             epoch, first = current.epoch + 1, current.first
         self.collections[collection] = CollectionModel(sealed, epoch, first)

@@ -842,6 +842,7 @@ DETAIL_KEYS = {
         "delegable",
     },
     "owner-read": OWNER | {"action", "collections", "records"},
+    "create": OWNER | {"collections", "seal_fields"},
     "revoke": OWNER | {"link", "reason"},
     "rotate": OWNER | {"epochs"},
     "rekey": OWNER | {"method"},

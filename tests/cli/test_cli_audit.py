@@ -38,7 +38,7 @@ def test_audit_export_json_and_text(granted: Granted, tmp_path: Path) -> None:
         "tokens.json",
         "vault.json",
     ]
-    assert document["entries"] == 2  # the grant and the export itself
+    assert document["entries"] == 4  # two collections made, the grant, the export itself
     assert (directory / "checkpoint.txt").read_text() == document["checkpoint"]
     # The export's checkpoint is now the pinned head.
     pinned = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"

@@ -39,11 +39,16 @@ def test_log_json_newest_first(granted: Granted) -> None:
     cli.fails(1, "read", "--token", granted.token, "--key", granted.agency_key, "-c", "health")
     document = cli.json("log", granted.vault, *granted.owner)
     entries = document["entries"]
-    assert [entry["kind"] for entry in entries] == ["read", "read", "grant"]
-    assert [entry["index"] for entry in entries] == [2, 1, 0]
+    assert [entry["kind"] for entry in entries] == ["read", "read", "grant", "create", "create"]
+    assert [entry["index"] for entry in entries] == [4, 3, 2, 1, 0]
     assert document["withheld"] == 0
     assert document["cursor"] is None
-    refused, released, grant = entries
+    refused, released, grant, visits, payslips = entries
+    assert (visits["collections"], payslips["collections"]) == (
+        ["health/visits"],
+        ["income/payslips"],
+    )
+    assert visits["owner"] is True and visits["unsigned"] is False
     assert released["actor"] == granted.agency_did
     assert released["owner"] is False
     assert released["agent"] == "clerk 17"
@@ -82,11 +87,15 @@ def test_log_text_both_forms(granted: Granted) -> None:
     short = cli.ok("log", granted.vault, *granted.owner).stdout
     explicit = cli.ok("log", "list", granted.vault, *granted.owner).stdout
     assert short == explicit
-    first, second = short.splitlines()
+    first, second, third, fourth = short.splitlines()
     assert "(agent: clerk 17) read 1 record in income/payslips" in first
     assert "for 'child allowance check' — released" in first
     assert first.startswith(datetime.now(UTC).strftime("%Y-%m-%d"))
     assert "you (the owner) granted" in second
+    assert third.endswith(
+        "#1  you (the owner) created the collection health/visits (sealed field by field)"
+    )
+    assert "#0  you (the owner) created the collection income/payslips" in fourth
     # Global options and --json may come before VAULT.
     assert cli.json("log", "--key-file", granted.owner_key, granted.vault)["entries"]
 
@@ -122,11 +131,13 @@ def test_log_marks_an_owner_entry_the_host_wrote(granted: Granted) -> None:
     entries = cli.json("log", granted.vault, *granted.owner)["entries"]
     assert [(e["index"], e["kind"], e["unsigned"]) for e in entries] == [
         (forged, "revoke", True),
-        (0, "grant", False),
+        (2, "grant", False),
+        (1, "create", False),
+        (0, "create", False),
     ]
-    first, second = cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()
+    first, *rest = cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()
     assert "[NOT SIGNED by the vault key" in first
-    assert "NOT SIGNED" not in second
+    assert len(rest) == 3 and all("NOT SIGNED" not in line for line in rest)
     # Repair takes nothing from it: the agency's token still reads.
     repaired = cli.json("vault", "repair", granted.vault, *granted.owner)
     assert (repaired["ignored"], repaired["restored"]) == ([forged], [])
@@ -138,12 +149,12 @@ def test_log_filters_and_pages(granted: Granted) -> None:
     for _ in range(2):
         _agency_read(granted)
     page = cli.json("log", granted.vault, "--limit", "2", *granted.owner)
-    assert [entry["index"] for entry in page["entries"]] == [2, 1]
-    assert page["cursor"] == 1
+    assert [entry["index"] for entry in page["entries"]] == [4, 3]
+    assert page["cursor"] == 3
     older = cli.json("log", granted.vault, "--before", str(page["cursor"]), *granted.owner)
-    assert [entry["index"] for entry in older["entries"]] == [0]
+    assert [entry["index"] for entry in older["entries"]] == [2, 1, 0]
     text = cli.ok("log", granted.vault, "--limit", "2", *granted.owner).stdout
-    assert f"older entries: pds log {granted.vault} --before 1" in text
+    assert f"older entries: pds log {granted.vault} --before 3" in text
     by_actor = cli.json("log", granted.vault, "--actor", granted.agency_did, *granted.owner)
     assert {entry["actor"] for entry in by_actor["entries"]} == {granted.agency_did}
     # A typo is not an empty log.
@@ -188,7 +199,8 @@ def test_deferred_entries_are_withheld(granted: Granted) -> None:
     )
     document = cli.json("log", granted.vault, *granted.owner)
     assert document["withheld"] == 1
-    assert [entry["kind"] for entry in document["entries"]] == ["grant", "grant"]
+    kinds = [entry["kind"] for entry in document["entries"]]
+    assert kinds == ["grant", "grant", "create", "create"]
     text = cli.ok("log", granted.vault, *granted.owner).stdout
     assert "1 entry is withheld" in text
     # Deferring longer than the token allows is refused.
@@ -216,14 +228,14 @@ def test_log_head_json_text_and_pin(granted: Granted) -> None:
     cli = granted.cli
     stored = cli.json("log", "head", granted.vault)
     assert stored["signed_now"] is False
-    assert stored["size"] == 1
-    assert stored["checkpoint"].startswith(f"pds/vault/{granted.vault}\n1\n{stored['root']}\n")
+    assert stored["size"] == 3
+    assert stored["checkpoint"].startswith(f"pds/vault/{granted.vault}\n3\n{stored['root']}\n")
     _agency_read(granted)
     # Without the owner, the newest stored checkpoint; with it, one signed now.
-    assert cli.json("log", "head", granted.vault)["size"] == 1
+    assert cli.json("log", "head", granted.vault)["size"] == 3
     fresh = cli.json("log", "head", granted.vault, *granted.owner)
     assert fresh["signed_now"] is True
-    assert fresh["size"] == 2
+    assert fresh["size"] == 4
     pinned = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
     assert pinned.read_text() == fresh["checkpoint"]
     text = cli.ok("log", "head", granted.vault).stdout
@@ -243,42 +255,44 @@ def test_log_prove_and_consistency(granted: Granted) -> None:
     _agency_read(granted)
     _agency_read(granted)
     head = cli.json("log", "head", granted.vault, *granted.owner)
-    assert head["size"] == 3
-    proof = cli.json("log", "prove", granted.vault, "--entry", "1")
+    assert first["size"] == 3 and head["size"] == 5
+    proof = cli.json("log", "prove", granted.vault, "--entry", "3")
     assert proof["verified"] is True
-    assert (proof["index"], proof["size"], proof["root"]) == (1, 3, head["root"])
+    assert (proof["index"], proof["size"], proof["root"]) == (3, 5, head["root"])
     leaf = merkle.leaf_hash(bytes.fromhex(proof["entry"]))
     assert base64.b64encode(leaf).decode() == proof["leaf_hash"]
     # Checked independently against the signed head's root.
     merkle.verify_inclusion(
         leaf,
-        1,
         3,
+        5,
         [base64.b64decode(node) for node in proof["proof"]],
         base64.b64decode(head["root"]),
     )
-    at_size = cli.json("log", "prove", granted.vault, "--entry", "0", "--size", "1")
-    assert at_size["root"] == first["root"] and at_size["proof"] == []
-    text = cli.ok("log", "prove", granted.vault, "--entry", "2").stdout
-    assert "entry 2 is in the log of size 3 (proof verified)" in text
+    at_size = cli.json("log", "prove", granted.vault, "--entry", "2", "--size", "3")
+    assert at_size["root"] == first["root"] and at_size["verified"] is True
+    alone = cli.json("log", "prove", granted.vault, "--entry", "0", "--size", "1")
+    assert alone["proof"] == [] and alone["root"] == alone["leaf_hash"]
+    text = cli.ok("log", "prove", granted.vault, "--entry", "4").stdout
+    assert "entry 4 is in the log of size 5 (proof verified)" in text
 
-    consistency = cli.json("log", "consistency", granted.vault, "--from", "1")
-    assert (consistency["from"], consistency["to"]) == (1, 3)
+    consistency = cli.json("log", "consistency", granted.vault, "--from", "3")
+    assert (consistency["from"], consistency["to"]) == (3, 5)
     assert consistency["old_root"] == first["root"]
     assert consistency["new_root"] == head["root"]
     merkle.verify_consistency(
-        1,
         3,
+        5,
         base64.b64decode(first["root"]),
         base64.b64decode(head["root"]),
         [base64.b64decode(node) for node in consistency["proof"]],
     )
-    text = cli.ok("log", "consistency", granted.vault, "--from", "2", "--to", "3").stdout
-    assert "extends the log of size 2 (proof verified)" in text
-    cli.fails(2, "log", "prove", granted.vault, "--entry", "3")
+    text = cli.ok("log", "consistency", granted.vault, "--from", "4", "--to", "5").stdout
+    assert "extends the log of size 4 (proof verified)" in text
+    cli.fails(2, "log", "prove", granted.vault, "--entry", "5")
     cli.fails(2, "log", "prove", granted.vault, "--entry", "0", "--size", "9")
     cli.fails(2, "log", "consistency", granted.vault, "--from", "0")
-    cli.fails(2, "log", "consistency", granted.vault, "--from", "4")
+    cli.fails(2, "log", "consistency", granted.vault, "--from", "6")
 
 
 def _store_files(store: Path) -> list[Path]:
@@ -314,7 +328,7 @@ def test_a_rolled_back_store_is_detected(granted: Granted, tmp_path: Path) -> No
     _copy_store(cli.store, backup)
     _agency_read(granted)
     _agency_read(granted)
-    assert len(cli.json("log", granted.vault, *granted.owner)["entries"]) == 3
+    assert len(cli.json("log", granted.vault, *granted.owner)["entries"]) == 5
     _restore_store(backup, cli.store)  # the host rolls the store back
 
     _warned(cli("log", granted.vault, *granted.owner), granted.vault)
@@ -551,7 +565,7 @@ def test_log_shows_an_entry_of_the_wrong_shape_the_host_wrote(granted: Granted) 
     _host_appends(granted, "grant", None, details)
     cli = granted.cli
     lines = cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()
-    assert len(lines) == 2 and "NOT SIGNED" in lines[0]
+    assert len(lines) == 4 and "NOT SIGNED" in lines[0]
     assert cli.json("log", granted.vault, *granted.owner)["entries"][0]["collections"] == []
 
 

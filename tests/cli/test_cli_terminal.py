@@ -82,7 +82,7 @@ def test_log_text_escapes_what_a_grantee_chose(granted: Granted) -> None:
     text = cli.ok("log", granted.vault, *granted.owner).stdout
     assert _unsafe_chars(text) == set()
     lines = text.splitlines()
-    assert len(lines) == 3  # one line per entry: nothing forged
+    assert len(lines) == 5  # one line per entry: nothing forged
     assert "(agent: clerk\\u000d\\u001b]0;owned\\u0007\\u000a2026-01-01" in lines[1]
     assert "[ref clerk\\u000d" in lines[1]
     # JSON keeps the exact text.
