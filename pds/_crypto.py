@@ -22,6 +22,7 @@ import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn, SupportsIndex
 
 import base58
 import nacl.bindings as sodium
@@ -140,8 +141,19 @@ def _signing_input(label: bytes, message: bytes) -> bytes:
     return label + b"\x00" + message
 
 
+class NotPickled:
+    """A base for objects that hold a secret: ``pickle`` and ``copy`` refuse them with
+    ``TypeError`` (as they do a lock or a file), so a secret never leaves the process in a
+    pickle written to a cache, a file or a ``multiprocessing`` queue."""
+
+    __slots__ = ()
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(f"{type(self).__name__} holds a secret: it is not pickled or copied")
+
+
 @dataclass(frozen=True, slots=True, repr=False, eq=False)
-class SigningKey:
+class SigningKey(NotPickled):
     """An Ed25519 private key. Its repr never shows the secret.
 
     Built from the seed alone: the public key is always derived from it, never passed in

@@ -29,7 +29,7 @@ CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
-class OwnerSecret:
+class OwnerSecret(_crypto.NotPickled):
     """Exactly one of the three ways to supply the owner's authority."""
 
     passphrase: Passphrase | None = None
@@ -162,7 +162,7 @@ class LRU(OrderedDict[Any, Any]):
 
 
 @dataclass(slots=True, repr=False)
-class OwnerKeys:
+class OwnerKeys(_crypto.NotPickled):
     """The owner's unlocked secrets; held only while the vault is unlocked."""
 
     master: bytes

@@ -49,7 +49,7 @@ class KeyProvider(Protocol):
     def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes: ...
 
 
-class SymmetricKey:
+class SymmetricKey(_crypto.NotPickled):
     """A 32-byte key held in memory, wrapping with XChaCha20-Poly1305.
 
     Security: whoever reads the key file can unwrap everything wrapped under it; keep it
@@ -236,7 +236,7 @@ class KdfParams:
 _PRINCIPAL_PREFIX = "pds-ed25519-secret-v1:"
 
 
-class PrincipalKey:
+class PrincipalKey(_crypto.NotPickled):
     """An Ed25519 key pair for a grantee, depositor or proxy, named by its ``did:key``.
 
     The file form is one line, ``pds-ed25519-secret-v1:`` followed by the base64url seed.

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import logging
+import pickle
 import random
 import secrets
 import sqlite3
@@ -29,6 +31,7 @@ import pytest
 
 import pds
 from pds import _codec, _crypto, errors
+from pds._owner import OwnerSecret
 from pds.keys import PrincipalKey, SymmetricKey
 
 KDF = pds.KdfParams.interactive()
@@ -412,3 +415,28 @@ def test_key_object_reprs_hide_key_bytes(tmp_path: Path) -> None:
         assert not hits(text, needles), repr(obj)
     # The public identity may show; that is what a did:key is for.
     assert principal.did in repr(principal)
+
+
+def test_objects_that_hold_a_secret_are_not_pickled_or_copied(vault: pds.Vault) -> None:
+    """A pickle (a cache, a file, a multiprocessing queue) would carry the secret out of the
+    process: keys, the owner's secret and an unlocked vault's keys refuse pickle and copy;
+    objects holding one (a grantee) refuse through it."""
+    principal = PrincipalKey.generate()
+    holders: list[object] = [
+        SymmetricKey.generate(),
+        principal,
+        principal._key,
+        pds.Grantee(principal),
+        vault._keys(),
+        vault._keys().identity,
+        OwnerSecret(passphrase="correct horse"),
+    ]
+    for holder in holders:
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            with pytest.raises(TypeError, match="holds a secret"):
+                pickle.dumps(holder, protocol=protocol)
+        for duplicate in (copy.copy, copy.deepcopy):
+            if isinstance(holder, pds.Grantee):
+                continue  # a shallow copy shares the key object; no secret is serialized
+            with pytest.raises(TypeError, match="holds a secret"):
+                duplicate(holder)
