@@ -334,6 +334,32 @@ def test_unparsable_schema_with_a_non_utf8_name_is_a_pds_error(
         pds.open_store(path, create=False)
 
 
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        ("meta", "value"),
+        ("records", "record_id"),
+        ("records", "collection"),
+        ("batches", "collection"),
+    ],
+)
+def test_text_that_is_not_utf8_is_a_corrupt_store(
+    built: BuiltStore, tmp_path: Path, table: str, column: str
+) -> None:
+    """SQLite keeps any bytes in a TEXT column; the driver cannot decode them. Its error
+    quotes the bytes: pds says the store is corrupt, and quotes nothing."""
+    path = _copy(built, tmp_path, built.content)
+    con = sqlite3.connect(path)
+    with con:
+        unique = " || seq" if column == "record_id" else ""
+        con.execute(f"UPDATE {table} SET {column} = CAST(x'ff80' || 'locked full'{unique} AS TEXT)")
+    con.close()
+    with pytest.raises(errors.StoreCorrupt) as info:
+        for _ in _every_operation(path, built):
+            pass
+    assert "locked" not in str(info.value) and "\\x" not in repr(info.value)
+
+
 def test_randomly_damaged_pages_never_return_wrong_data(built: BuiltStore, tmp_path: Path) -> None:
     """Garbage written over whole pages or scattered bytes: every outcome is a verified
     read or a pds error. Anything else (a driver exception, a TypeError, another record's

@@ -64,6 +64,9 @@ def _translate(exc: sqlite3.Error) -> StoreError | NotAStore:
     """Map a driver error to a pds error whose message holds no SQL values."""
     name = getattr(exc, "sqlite_errorname", "") or ""
     text = str(exc).lower()
+    if text.startswith("could not decode to utf-8"):
+        # The driver's message quotes the stored bytes: matched first, and never kept.
+        return StoreCorrupt("a stored text value is not UTF-8")
     if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
         return StoreBusy("the store is busy: another writer held the lock too long")
     if name.startswith("SQLITE_READONLY") or "readonly" in text:
