@@ -121,23 +121,25 @@ the numbering of new epochs ignore them."""
 
 
 class _LoggedRecords:
-    """What the log says the heads record, as ``Vault.repair`` collects it entry by entry:
-    every revoked link (``revoke`` entries) and each collection's newest key epoch
-    (``rotate`` entries), plus what an earlier repair recorded beyond the log. Only
-    entries the owner signed count: one whose details do not open or carry no valid
-    signature (a host's, sealed to the owner's public key) adds nothing but its index to
-    ``ignored``."""
+    """What the log says the heads record, as ``Vault.repair`` and ``Vault.rotate`` collect
+    it entry by entry: every revoked link (``revoke`` entries), every collection made
+    (``create`` entries, with its field-sealing flag) and each collection's newest key
+    epoch (``create`` and ``rotate`` entries), plus what an earlier repair recorded beyond
+    the log. Only entries the owner signed count: one whose details do not open or carry
+    no valid signature (a host's, sealed to the owner's public key) adds nothing but its
+    index to ``ignored``."""
 
     def __init__(self, owner_x25519_secret: bytes, identity_public: bytes) -> None:
         self._secret = owner_x25519_secret
         self._identity = identity_public
         self.revoked: set[bytes] = set()
         self.newest: dict[str, int] = {}
+        self.sealed: dict[str, bool] = {}
         self.ignored: builtins.list[int] = []
         self._made: dict[tuple[str, int], int] = {}
 
     def visit(self, entry: LogEntry) -> None:
-        if entry.kind not in ("revoke", "rotate", "repair"):
+        if entry.kind not in ("create", "revoke", "rotate", "repair"):
             return
         try:
             details = entry.open(self._secret)
@@ -150,6 +152,11 @@ class _LoggedRecords:
                 self.revoked.add(entry.link_id)
         elif entry.kind == "rotate":
             self._epochs(details.get("epochs"), made=True)
+        elif entry.kind == "create":
+            names = details.get("collections")
+            made = {name: 1 for name in names} if isinstance(names, builtins.list) else {}
+            for name in self._epochs(made, made=True):
+                self.sealed[name] = details.get("seal_fields") is True
         else:
             self._epochs(details.get("epochs"), made=True)
             unlogged = details.get("unlogged")
@@ -159,9 +166,11 @@ class _LoggedRecords:
                     self.revoked.add(link_id)
             self._epochs(details.get("newest"))
 
-    def _epochs(self, epochs: Any, *, made: bool = False) -> None:
+    def _epochs(self, epochs: Any, *, made: bool = False) -> builtins.list[str]:
+        """Take the well-formed ``{collection: epoch}`` items; return their collections."""
+        taken: builtins.list[str] = []
         if not isinstance(epochs, dict):
-            return
+            return taken
         for collection, epoch in epochs.items():
             if type(epoch) is not int or not 1 <= epoch <= MAX_EPOCH:
                 continue
@@ -172,6 +181,8 @@ class _LoggedRecords:
             self.newest[collection] = max(epoch, self.newest.get(collection, 0))
             if made:
                 self._made[collection, epoch] = self._made.get((collection, epoch), 0) + 1
+            taken.append(collection)
+        return taken
 
     def made_twice(self, collection: str) -> bool:
         """Whether two entries made the collection's newest epoch number: a host that hid
@@ -227,8 +238,9 @@ class RepairReport:
     be the owner's own, damaged, and the only copy of its secret); a collection whose
     newest row is one gets a new epoch past it."""
     ignored: list[int]
-    """Indexes of ``revoke``, ``rotate`` and ``repair`` entries the owner did not sign (a
-    host's, or a pds's from before owner entries were signed): not taken into account."""
+    """Indexes of ``create``, ``revoke``, ``rotate`` and ``repair`` entries the owner did not
+    sign (a host's, or a pds's from before owner entries were signed): not taken into
+    account."""
     checkpoint: Checkpoint | None
     """The head signed over the ``repair`` entry; ``None``: nothing needed mending."""
 
@@ -586,8 +598,12 @@ class Vault:
         A named collection without any epoch (new, or its rows lost) gets one: it is made,
         at epoch 2 (the CLI refuses a name it does not know, so a typo is not taken for a
         rotation). All collections are those the store lists and those the owner's signed
-        ``create`` entries in the log name (a host hiding a collection's rows during the
-        rotation would otherwise keep it at an epoch a revoked link holds).
+        ``create`` (and ``rotate``) entries in the log name: a host hiding a collection's
+        rows during the rotation would otherwise keep it at an epoch a revoked link holds.
+        The log is read in full for them, recomputing its tree (and for a named collection
+        the store has no epoch of, for its field-sealing flag); if it cannot be, every
+        collection known is still rotated, then ``IntegrityError``
+        (``rotation-incomplete``) is raised.
 
         New writes use the new epoch's public key; older records stay readable with the
         older epochs' secrets and are not re-encrypted. The new epochs are shared with the
@@ -597,23 +613,29 @@ class Vault:
         (``rotation-unrecorded``) *after* making the new epochs when no signed head can
         record them (the store was changed): a host could then drop them unnoticed.
         """
-        self._keys()
+        keys = self._keys()
         targets = [check_collection(collection)] if collection is not None else None
         result: dict[str, int] = {}
+        unread: InvalidProof | None = None
         with self._ctx.backend.transaction():
             self._refresh()
             now = self._ctx.now_ms()
             used = self._epoch_numbers_used()
-            created = self._created_collections() if targets is None else {}
-            for name in targets or sorted(set(self.collections()) | created.keys()):
+            logged = _LoggedRecords(keys.x25519_secret, keys.identity.public)
+            if targets is None or self._newest_verified_epoch(targets[0]) is None:
+                unread = self._read_log(logged)
+            for name in targets or sorted(set(self.collections()) | logged.newest.keys()):
                 # Epoch 2 at least: heads record newest epochs from 2 on, and a first epoch
                 # made again under 1 (the host dropped the collection's rows) would be
                 # recorded by none, so the host could put the old one back unseen.
                 current = self._newest_verified_epoch(name)
                 epoch = self._next_epoch(
-                    name, verified=1 if current is None else current.epoch, wanted=1, used=used
+                    name,
+                    verified=1 if current is None else current.epoch,
+                    wanted=logged.newest.get(name, 1),
+                    used=used,
                 )
-                sealed = created.get(name, False) if current is None else current.seal_fields
+                sealed = logged.sealed.get(name, False) if current is None else current.seal_fields
                 self._new_epoch(name, epoch, now, seal_fields=sealed)
                 result[name] = epoch
             recorded = self._log("rotate", {"epochs": result})
@@ -629,33 +651,29 @@ class Vault:
                 "records it: the store's epochs, revocations or checkpoints were changed "
                 "(repair records it; until then this vault object writes nothing)",
             )
+        if unread is not None:
+            raise IntegrityError(
+                "rotation-incomplete",
+                "the new key epochs are made and recorded, but the log, which names every "
+                f"collection, could not be read ({unread.reason}): a collection whose rows "
+                "the host hid may be left out (verify the log; rotate such a one by name)",
+            )
         return result
 
-    def _created_collections(self) -> dict[str, bool]:
-        """The collections the owner's signed ``create`` entries name, with their
-        field-sealing flags: every collection made since pds logged them (2026-11-27),
-        whether or not the host lists its rows. A scan of the log, for ``rotate()``."""
-        keys = self._keys()
-        log = MerkleLog(self._ctx.backend, self.vault_id)
-        created: dict[str, bool] = {}
-        for entry in log.entries(0, log.size()):
-            if entry.kind != "create":
-                continue
-            try:
-                details = entry.open(keys.x25519_secret)
-            except IntegrityError:
-                continue
-            names = details.get("collections")
-            if not isinstance(names, builtins.list) or not entry.signed_by_owner(
-                details, keys.identity.public
-            ):
-                continue
-            for name in names:
-                try:
-                    created[check_collection(name)] = details.get("seal_fields") is True
-                except FormatError:
-                    continue
-        return created
+    def _read_log(self, logged: _LoggedRecords) -> InvalidProof | None:
+        """Walk the log into ``logged`` (see ``_walk_log``), checked against the latest
+        stored head and the largest this object saw; return why it could not be read in
+        full, or ``None``. The entries are the host's bytes: only a walk that recomputes
+        the tree from them, as repair's does, shows a rewritten or deleted entry."""
+        try:
+            latest = self._stored_latest_checkpoint()
+            heads = [head for head in (latest, self._seen_head) if head is not None]
+            self._walk_log(heads, logged.visit)
+        except InvalidProof as exc:
+            return exc
+        except FormatError:
+            return InvalidProof("the latest checkpoint is malformed", "checkpoint-format")
+        return None
 
     def _epoch_numbers_used(self) -> dict[str, int]:
         """The highest key epoch number of each collection that a stored epoch row or link
@@ -1958,7 +1976,11 @@ class Vault:
                 wanted = max(logged.newest.get(collection, 0), top.get(collection, 0))
                 if have < wanted or logged.made_twice(collection):
                     epoch = self._next_epoch(collection, verified=have, wanted=wanted, used=used)
-                    sealed = current is not None and current.seal_fields
+                    sealed = (
+                        logged.sealed.get(collection, False)
+                        if current is None
+                        else current.seal_fields
+                    )
                     newest[collection] = self._new_epoch(collection, epoch, now, seal_fields=sealed)
                     remade[collection] = epoch
 

@@ -29,7 +29,7 @@ import pytest
 import pds
 from pds import audit, errors
 from pds._crypto import SigningKey
-from pds.accesslog import Checkpoint, MerkleLog
+from pds.accesslog import Checkpoint, LogEntry, MerkleLog
 from pds.keys import SymmetricKey
 from pds.vault import Vault
 
@@ -78,6 +78,13 @@ class World:
 
     def drop_revocations(self) -> None:
         assert self.sql("DELETE FROM revocations WHERE vault_id = ?", self.vault.vault_id) == 1
+
+    def sql_rows(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(self.path)
+        try:
+            return conn.execute(statement, params).fetchall()
+        finally:
+            conn.close()
 
     def epochs_held(self, token: pds.Token, collection: str) -> set[int]:
         """The epochs of ``collection`` sealed to the token's holder in the store."""
@@ -748,15 +755,16 @@ def test_repair_makes_a_new_epoch_for_a_dropped_one(world: World) -> None:
 
 def test_a_damaged_epoch_row_is_kept(world: World) -> None:
     """A one-field change makes the owner's own epoch row fail its certificate: deleting it
-    would lose its secret for good. Repair leaves it (and makes no epoch for a collection
-    it cannot tell from one the host made up); a rotation gives writes a new epoch."""
+    would lose its secret for good. Repair leaves it and, the collection being the owner's
+    (its signed ``create`` entry says so), gives writes a new epoch past it."""
     world.sql("UPDATE epochs SET created_at = created_at + 1 WHERE collection = 'tax/2024'")
     vault = _fresh_vault(world)
     report = vault.repair()
     assert report.unverified_epochs == [("tax/2024", 1)]
-    assert (report.removed_epochs, report.epochs, report.checkpoint) == ([], {}, None)
-    assert vault.rotate("tax/2024") == {"tax/2024": 2}
+    assert (report.removed_epochs, report.epochs) == ([], {"tax/2024": 2})
+    assert report.checkpoint is not None
     assert vault.put("tax/2024", {"income": 3}).epoch == 2
+    assert 2 not in world.epochs_held(world.revoked_token, "tax/2024")
     world.sql("UPDATE epochs SET created_at = created_at - 1 WHERE epoch = 1")  # restored
     assert _fresh_vault(world).get("return-2024").data == {"income": 41000}
 
@@ -1080,6 +1088,84 @@ def test_a_rotation_of_all_collections_takes_only_the_owners_create_entries(
         signer=world.vault._keys().identity,
     )
     assert world.vault.rotate() == {"tax/2024": 2, "tax/c": 2}
+
+
+def _epoch_flags(world: World, collection: str) -> dict[int, int]:
+    conn = sqlite3.connect(world.path)
+    try:
+        query = "SELECT epoch, seal_fields FROM epochs WHERE collection = ?"
+        return dict(conn.execute(query, (collection,)))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("how", ["rewritten", "deleted"])
+def test_a_rotation_over_a_create_entry_the_host_changed_says_so(world: World, how: str) -> None:
+    """The host also rewrites (or deletes) the ``create`` entry of the collection it hides,
+    leaving the stored subtree hashes as they were, and puts everything back afterwards:
+    the rotation still rotates what it can see, and says it could not read the log."""
+    world.clock.tick()
+    world.vault.put("tax/2025", {"income": 1})
+    vault_id = world.vault.vault_id
+    (raw,) = world.sql_rows(
+        "SELECT entry FROM log_entries WHERE vault_id = ? AND idx = 0", vault_id
+    )
+    assert LogEntry.parse(raw[0]).kind == "create"
+    if how == "rewritten":
+        changed = raw[0].replace(b"create", b"export")  # the same length
+        world.sql("UPDATE log_entries SET entry = ? WHERE idx = 0", changed)
+    else:
+        world.sql("DELETE FROM log_entries WHERE idx = 0")
+    with pytest.raises(errors.IntegrityError) as incomplete:
+        _hidden_during(world, "tax/2024", world.vault.rotate)
+    assert incomplete.value.reason == "rotation-incomplete"
+    assert _epoch_flags(world, "tax/2025") == {1: 0, 2: 0}  # the visible one is rotated
+    world.sql(
+        "INSERT OR REPLACE INTO log_entries (vault_id, idx, time, entry) VALUES (?, 0, ?, ?)",
+        vault_id,
+        LogEntry.parse(raw[0]).time,
+        raw[0],
+    )
+    # Once the log reads again, a rotation of all reaches the collection left behind.
+    assert world.vault.rotate() == {"tax/2024": 2, "tax/2025": 3}
+    assert world.epochs_held(world.revoked_token, "tax/2024") == set()
+
+
+def test_a_malformed_entry_the_host_appends_does_not_stop_a_rotation(world: World) -> None:
+    """A rotation after a revocation is never blocked: one entry that does not parse makes
+    the rotation say it could not read the log, after the new epochs are made."""
+    backend = world.store.backend
+    with backend.transaction():
+        log = MerkleLog(backend, world.vault.vault_id)
+        log.append_raw(log.size(), 0, b"\xc1")  # not msgpack
+    with pytest.raises(errors.IntegrityError) as incomplete:
+        world.vault.rotate()
+    assert incomplete.value.reason == "rotation-incomplete"
+    assert _epoch_flags(world, "tax/2024") == {1: 0, 2: 0}
+    assert world.vault.put("tax/2024", {"income": 1}).epoch == 2
+
+
+def test_a_hidden_field_sealed_collection_keeps_its_sealing(world: World) -> None:
+    """The flag of a collection whose rows are gone comes from its signed ``create``
+    entry: in a rotation by name, and in a repair that makes a lost epoch again."""
+    world.clock.tick()
+    world.vault.create_collection("forms/a", seal_fields=True)
+    assert _hidden_during(world, "forms/a", lambda: world.vault.rotate("forms/a")) == {"forms/a": 2}
+    assert _epoch_flags(world, "forms/a") == {1: 1, 2: 1}
+    world.sql("DELETE FROM epochs WHERE collection = 'forms/a'")
+    report = world.vault.repair()
+    assert report.epochs == {"forms/a": 3}
+    assert _epoch_flags(world, "forms/a") == {3: 1}
+
+
+def test_repair_makes_a_first_epoch_the_host_dropped_again(world: World) -> None:
+    """Every row of a collection still at its first epoch is gone (the revoked link holds
+    that epoch): its ``create`` entry tells repair, which makes a new epoch past it."""
+    world.sql("DELETE FROM epochs WHERE collection = 'tax/2024'")
+    report = world.vault.repair()
+    assert report.epochs == {"tax/2024": 2}
+    assert world.vault.put("tax/2024", {"income": 1}).epoch == 2
+    assert world.epochs_held(world.revoked_token, "tax/2024") == set()
 
 
 def test_a_collections_first_epoch_is_logged_and_signed(world: World) -> None:

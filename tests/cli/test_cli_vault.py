@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import pds
+from pds.accesslog import MerkleLog
 
 if TYPE_CHECKING:
     from tests.cli.conftest import Cli, Granted
@@ -177,6 +179,23 @@ def test_rotate_json_and_text(cli: Cli, vault_id: str) -> None:
     assert text == "rotated health to epoch 3\n"
     after = cli.put(vault_id, "health", {"c": 3})
     assert after["epoch"] == 3
+
+
+def test_rotate_over_a_log_it_cannot_read_rotates_then_fails(cli: Cli, vault_id: str) -> None:
+    """A malformed entry the host appended: the collections are rotated, and the command
+    says the log could not be read (one line, exit 1), rather than report a full rotation."""
+    cli.put(vault_id, "health", {"a": 1})
+    with pds.open_store(cli.store) as store:
+        backend = store.backend
+        with backend.transaction():
+            log = MerkleLog(backend, vault_id)
+            log.append_raw(log.size(), 0, b"\xc1")
+    line = cli.fails(1, "vault", "rotate", vault_id)
+    assert "could not be read (log-entry)" in line
+    with sqlite3.connect(cli.store) as conn:
+        epochs = sorted(conn.execute("SELECT epoch FROM epochs WHERE collection = 'health'"))
+    conn.close()
+    assert epochs == [(1,), (2,)]
 
 
 def test_export_and_import_round_trip(cli: Cli, vault_id: str, tmp_path: Path) -> None:
