@@ -31,7 +31,7 @@ from pds import audit, errors
 from pds._crypto import SigningKey
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog
 from pds.keys import SymmetricKey
-from pds.vault import Vault
+from pds.vault import Vault, _LoggedRecords
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
@@ -1129,6 +1129,29 @@ def test_a_rotation_over_a_create_entry_the_host_changed_says_so(world: World, h
     # Once the log reads again, a rotation of all reaches the collection left behind.
     assert world.vault.rotate() == {"tax/2024": 2, "tax/2025": 3}
     assert world.epochs_held(world.revoked_token, "tax/2024") == set()
+
+
+def test_a_rotation_reads_the_log_without_holding_the_write_lock(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log walk is O(log size): served reads must not wait for it. Another connection
+    writes, without waiting, while the walk visits the entries."""
+    writes: list[int] = []
+    visit = _LoggedRecords.visit
+
+    def write_meanwhile(self: _LoggedRecords, entry: LogEntry) -> None:
+        if not writes:
+            conn = sqlite3.connect(world.path, timeout=0)
+            try:
+                with conn:
+                    writes.append(conn.execute("UPDATE links SET uses = uses").rowcount)
+            finally:
+                conn.close()
+        visit(self, entry)
+
+    monkeypatch.setattr(_LoggedRecords, "visit", write_meanwhile)
+    assert world.vault.rotate() == {"tax/2024": 2}
+    assert writes == [2]
 
 
 def test_a_malformed_entry_the_host_appends_does_not_stop_a_rotation(world: World) -> None:
