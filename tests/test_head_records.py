@@ -1015,6 +1015,15 @@ def test_hiding_every_link_row_does_not_make_the_vault_look_unused(world: World)
     store.close()
 
 
+def _epoch_flags(world: World, collection: str) -> dict[int, int]:
+    conn = sqlite3.connect(world.path)
+    try:
+        query = "SELECT epoch, seal_fields FROM epochs WHERE collection = ?"
+        return dict(conn.execute(query, (collection,)))
+    finally:
+        conn.close()
+
+
 def _hidden_during(world: World, collection: str, operation: Any) -> Any:
     """Run ``operation`` while the host hides every epoch row of ``collection``, then put
     the rows back."""
@@ -1053,14 +1062,7 @@ def test_a_rotation_of_all_collections_reaches_one_whose_rows_the_host_hides(
     assert 2 in world.epochs_held(world.live_token, "tax/2024")
     # A hidden field-sealed collection keeps its sealing (from its `create` entry).
     _hidden_during(world, "tax/sealed", world.vault.rotate)
-    conn = sqlite3.connect(world.path)
-    try:
-        flags = dict(
-            conn.execute("SELECT epoch, seal_fields FROM epochs WHERE collection = 'tax/sealed'")
-        )
-    finally:
-        conn.close()
-    assert flags == {1: 1, 2: 1, 3: 1}
+    assert _epoch_flags(world, "tax/sealed") == {1: 1, 2: 1, 3: 1}
 
 
 def test_a_rotation_of_all_collections_takes_only_the_owners_create_entries(
@@ -1088,15 +1090,6 @@ def test_a_rotation_of_all_collections_takes_only_the_owners_create_entries(
         signer=world.vault._keys().identity,
     )
     assert world.vault.rotate() == {"tax/2024": 2, "tax/c": 2}
-
-
-def _epoch_flags(world: World, collection: str) -> dict[int, int]:
-    conn = sqlite3.connect(world.path)
-    try:
-        query = "SELECT epoch, seal_fields FROM epochs WHERE collection = ?"
-        return dict(conn.execute(query, (collection,)))
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("how", ["rewritten", "deleted"])
@@ -1276,14 +1269,7 @@ def test_a_rotation_keeps_the_field_sealing_of_the_newest_verified_epoch(world: 
         "signature, sealed_owner, 1 FROM epochs WHERE collection = 'tax/2024'"
     )
     assert world.vault.rotate("tax/2024") == {"tax/2024": 3}
-    conn = sqlite3.connect(world.path)
-    try:
-        flags = dict(
-            conn.execute("SELECT epoch, seal_fields FROM epochs WHERE collection = 'tax/2024'")
-        )
-    finally:
-        conn.close()
-    assert flags == {1: 0, 2: 1, 3: 0}
+    assert _epoch_flags(world, "tax/2024") == {1: 0, 2: 1, 3: 0}
     assert world.vault.put("tax/2024", {"income": 1}).epoch == 3
 
 
