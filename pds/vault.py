@@ -660,7 +660,8 @@ class Vault:
                 "rotation-incomplete",
                 "the new key epochs are made and recorded, but the log, which names every "
                 f"collection, could not be read ({unread.reason}): a collection whose rows "
-                "the host hid may be left out (verify the log; rotate such a one by name)",
+                "the host hid may be left out, or rotated without its field sealing "
+                "(verify the log; rotate such a one by name)",
             )
         return result
 
