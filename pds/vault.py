@@ -617,17 +617,15 @@ class Vault:
         targets = [check_collection(collection)] if collection is not None else None
         result: dict[str, int] = {}
         unread: InvalidProof | None = None
-        logged = _LoggedRecords(keys.x25519_secret, keys.identity.public)
-        if targets is None or self._newest_verified_epoch(targets[0]) is None:
-            # Before the write lock is taken: the walk is O(log size), and served reads
-            # wait for the lock. An entry appended meanwhile is a served read's, or an
-            # owner's whose collection the store lists. (A read snapshot blocks no writer.)
-            with self._ctx.backend.snapshot():
-                unread = self._read_log(logged)
         with self._ctx.backend.transaction():
             self._refresh()
             now = self._ctx.now_ms()
             used = self._epoch_numbers_used()
+            logged = _LoggedRecords(keys.x25519_secret, keys.identity.public)
+            if targets is None or self._newest_verified_epoch(targets[0]) is None:
+                # Under the write lock, though the walk is O(log size): read before it, the
+                # log could be swapped away for the walk and back for the rotation.
+                unread = self._read_log(logged)
             for name in targets or sorted(set(self.collections()) | logged.newest.keys()):
                 # Epoch 2 at least: heads record newest epochs from 2 on, and a first epoch
                 # made again under 1 (the host dropped the collection's rows) would be
