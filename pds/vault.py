@@ -154,7 +154,8 @@ class _LoggedRecords:
             self._epochs(details.get("epochs"), made=True)
         elif entry.kind == "create":
             names = details.get("collections")
-            made = {name: 1 for name in names} if isinstance(names, builtins.list) else {}
+            listed = names if isinstance(names, builtins.list) else []
+            made = {name: 1 for name in listed if isinstance(name, str)}
             for name in self._epochs(made, made=True):
                 self.sealed[name] = details.get("seal_fields") is True
         else:

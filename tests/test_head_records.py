@@ -974,6 +974,7 @@ def test_repair_takes_only_well_formed_records_from_signed_entries(world: World)
                 None,
                 {"unlogged": [spaced, 7, "zz" * 32], "newest": [["tax/2024", 3]]},
             ),
+            ("create", None, {"collections": [["tax/2024"], {"a": 1}, "../x"], "seal_fields": 1}),
         ],
         signer=world.vault._keys().identity,
     )
