@@ -140,6 +140,17 @@ class LogEntry:
             return False
         return True
 
+    def open_signed(
+        self, owner_x25519_secret: bytes, identity_public: bytes
+    ) -> dict[str, Any] | None:
+        """The details, if they open with the owner's secret and carry the owner's signature
+        over this entry; ``None`` otherwise (an entry the host wrote, or damaged)."""
+        try:
+            details = self.open(owner_x25519_secret)
+        except IntegrityError:
+            return None
+        return details if self.signed_by_owner(details, identity_public) else None
+
     def owner_statement(self, details: Mapping[str, Any]) -> bytes:
         """What the owner signs for this entry (``docs/spec/log.md``): its header with
         ``details`` (all but ``signature``) in place of the sealed bytes."""

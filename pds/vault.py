@@ -141,11 +141,8 @@ class _LoggedRecords:
     def visit(self, entry: LogEntry) -> None:
         if entry.kind not in ("create", "revoke", "rotate", "repair"):
             return
-        try:
-            details = entry.open(self._secret)
-        except IntegrityError:
-            details = {}
-        if not entry.signed_by_owner(details, self._identity):
+        details = entry.open_signed(self._secret, self._identity)
+        if details is None:
             self.ignored.append(entry.index)
         elif entry.kind == "revoke":
             if entry.link_id is not None:
@@ -1498,13 +1495,8 @@ class Vault:
         for entry in log.entries(0, log.size()):
             if entry.kind != "grant" or entry.link_id is None or entry.link_id in ids:
                 continue
-            try:
-                details = entry.open(keys.x25519_secret)
-            except IntegrityError:
-                continue
-            if _names_key(details.get("audience"), target) and entry.signed_by_owner(
-                details, keys.identity.public
-            ):
+            details = entry.open_signed(keys.x25519_secret, keys.identity.public)
+            if details is not None and _names_key(details.get("audience"), target):
                 ids.append(entry.link_id)
         unrecorded: IntegrityError | None = None
         for link_id in ids:
