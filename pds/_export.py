@@ -343,7 +343,7 @@ def check_records(head: Checkpoint | None, revoked: list[bytes], newest: dict[st
 
 def _stored_head(note: str, row: VaultRow) -> Checkpoint:
     """The stored latest checkpoint, verified: signed by the vault's key, for its log."""
-    head = Checkpoint.parse(note)
+    head = Checkpoint.parse(note, row.identity_public)
     head.verify(row.identity_public)
     if head.origin != origin(row.vault_id):
         raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
@@ -918,7 +918,7 @@ def _import_tail(
         document = reader.next()
     if document["t"] == "checkpoint":
         note = _check_shape(document, "checkpoint")["note"]
-        head = Checkpoint.parse(note)
+        head = Checkpoint.parse(note, row.identity_public)
         head.verify(row.identity_public)
         if head.origin != origin(vault_id) or head.size > counts["log"]:
             raise IntegrityError("checkpoint", "the checkpoint is not for this log")

@@ -510,8 +510,14 @@ class Checkpoint:
         return self.revoked, self.rotated
 
     @classmethod
-    def parse(cls, text: str) -> Checkpoint:
-        """Parse a checkpoint note strictly (it is verified separately). Raises ``FormatError``."""
+    def parse(cls, text: str, public: bytes | None = None) -> Checkpoint:
+        """Parse a checkpoint note strictly (it is verified separately). Raises ``FormatError``.
+
+        Of the signature lines by the origin's name, the one kept is the first whose key id
+        is ``public``'s (C2SP signed-note: a verifier picks its key's line by name and key
+        id and ignores the others), or the first of them when ``public`` is not given.
+        With ``public``, a note with no line for its key raises ``InvalidProof``
+        (``checkpoint-key``), as ``verify`` would."""
         if not isinstance(text, str) or len(text) > 4096 or "\r" in text:
             raise FormatError("not a pds checkpoint")
         try:
@@ -536,23 +542,28 @@ class Checkpoint:
         if len(set(lines)) != len(lines) or not all(map(_signature_line, lines)):
             # C2SP: the block is signature lines only; one note has one text.
             raise FormatError("a checkpoint signature line is malformed or repeated")
-        for line in lines:
-            if not line.startswith(_SIGNATURE_PREFIX + name + " "):
-                continue
-            try:
-                raw = base64.b64decode(line.rsplit(" ", 1)[1], validate=True)
-            except (binascii.Error, ValueError):
-                raise FormatError("a checkpoint signature is not base64") from None
-            if len(raw) != 4 + 64:
-                raise FormatError("a checkpoint signature is 68 bytes")
-            head = cls(name, size, root, time, raw[4:], raw[:4], revoked, rotated)
-            # Verification signs the body rebuilt from the parsed values, so the text
-            # received must be exactly that body: no leading zeros, non-ASCII digits or
-            # non-canonical base64 may slip through unsigned.
-            if head.body != body + "\n":
-                raise FormatError("the checkpoint is not in canonical form")
-            return head
-        raise FormatError("the checkpoint has no signature by its origin's key")
+        prefix = _SIGNATURE_PREFIX + name + " "
+        # Every line is well-formed base64 of 5 bytes at least (checked just above).
+        signed = [
+            base64.b64decode(line[len(prefix) :]) for line in lines if line.startswith(prefix)
+        ]
+        if not signed:
+            raise FormatError("the checkpoint has no signature by its origin's key")
+        if public is not None:
+            wanted = key_id(name, public)
+            signed = [raw for raw in signed if raw[:4] == wanted]
+            if not signed:
+                raise InvalidProof("the checkpoint is signed by another key", "checkpoint-key")
+        raw = signed[0]
+        if len(raw) != 4 + 64:
+            raise FormatError("a checkpoint signature is 68 bytes")
+        head = cls(name, size, root, time, raw[4:], raw[:4], revoked, rotated)
+        # Verification signs the body rebuilt from the parsed values, so the text received
+        # must be exactly that body: no leading zeros, non-ASCII digits or non-canonical
+        # base64 may slip through unsigned.
+        if head.body != body + "\n":
+            raise FormatError("the checkpoint is not in canonical form")
+        return head
 
     def verify(self, public: bytes) -> None:
         """Verify the signature with the vault's identity key. Raises ``InvalidProof``."""

@@ -318,7 +318,7 @@ def verify_audit(
     owner_public = _crypto.ed25519_to_x25519(identity)
     report = AuditReport(vault_id, did)
 
-    head = Checkpoint.parse(_read_text(root_dir / "checkpoint.txt"))
+    head = Checkpoint.parse(_read_text(root_dir / "checkpoint.txt"), identity)
     head.verify(identity)
     if head.origin != origin(vault_id):
         raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
@@ -450,7 +450,7 @@ def _check_trusted(
     head: Checkpoint,
     report: AuditReport,
 ) -> None:
-    trusted = Checkpoint.parse(text)
+    trusted = Checkpoint.parse(text, identity)
     trusted.verify(identity)
     if trusted.origin != origin(vault_id):
         raise InvalidProof("the trusted head is for another log", "checkpoint-origin")

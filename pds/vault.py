@@ -2181,7 +2181,7 @@ class Vault:
         if cached is not None and cached[0] == text and cached[1] == identity:
             head = cached[2]  # the same text, verified with the same key: parsing is pure
         else:
-            head = Checkpoint.parse(text)
+            head = Checkpoint.parse(text, identity)
             head.verify(identity)
             if head.origin != origin(self.vault_id):
                 raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
@@ -2243,8 +2243,9 @@ class Vault:
         """A checkpoint seen earlier, verified as this vault's owner's for this log."""
         if not isinstance(pinned, str | Checkpoint):
             raise FormatError("pinned is a Checkpoint or its text")
-        head = Checkpoint.parse(pinned) if isinstance(pinned, str) else pinned
-        head.verify(self._row.identity_public)
+        identity = self._row.identity_public
+        head = Checkpoint.parse(pinned, identity) if isinstance(pinned, str) else pinned
+        head.verify(identity)
         if head.origin != origin(self.vault_id):
             raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
         return head

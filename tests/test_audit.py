@@ -231,6 +231,27 @@ def test_the_package_layout(world: World) -> None:
         audit.export_audit(world.vault, package)
 
 
+def test_a_line_by_another_key_under_the_vault_name_is_ignored(world: World) -> None:
+    """C2SP signed-note: one name may have several keys, told apart by key id. A line by
+    another key under the vault's name, before the vault's own, does not hide it; with only
+    that line the package fails on the key."""
+    world.read(world.token)
+    package = world.export()
+    path = package / "checkpoint.txt"
+    text = path.read_text()
+    body, own = text.split("\n\n")
+    name = accesslog.origin(world.vault_id)
+    stranger = _crypto.SigningKey.generate(os.urandom)
+    raw = accesslog.key_id(name, stranger.public) + stranger.sign_raw(body.encode() + b"\n")
+    other = f"\u2014 {name} {base64.b64encode(raw).decode()}\n"
+    path.write_text(f"{body}\n\n{other}{own}")
+    assert audit.verify_audit(package, vault_did=world.vault.did).clean
+    path.write_text(f"{body}\n\n{other}")
+    with pytest.raises(errors.InvalidProof) as failure:
+        audit.verify_audit(package, vault_did=world.vault.did)
+    assert failure.value.reason == "checkpoint-key"
+
+
 def test_the_package_is_private_whatever_the_umask(world: World) -> None:
     """log.jsonl holds every entry's disclosure key: nobody but the owner may read it."""
     world.read(world.token)

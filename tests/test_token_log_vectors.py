@@ -783,18 +783,22 @@ def verify_note(text: str, public: bytes) -> tuple[str, int, bytes, int]:
     root = canonical_b64(root_text)
     if len(root) != 32:
         bad()
-    for line in signatures[:-1].split("\n"):
-        if not line.startswith(f"\u2014 {origin} "):
-            continue
-        raw = canonical_b64(line.rsplit(" ", 1)[1])
-        if len(raw) != 68:
-            bad()
-        if raw[:4] != note_key_id(origin, public):
-            refuse("InvalidProof", "checkpoint-key")
-        if not signature_ok(public, (body + "\n").encode("utf-8"), raw[4:]):
-            refuse("InvalidProof", "checkpoint-signature")
-        return origin, int(size_text), root, int(time_line[5:])
-    bad()
+    # The lines by the origin's name; of those, the first with this key's id decides.
+    mine = [
+        canonical_b64(line.rsplit(" ", 1)[1])
+        for line in signatures[:-1].split("\n")
+        if line.startswith(f"\u2014 {origin} ")
+    ]
+    if not mine:
+        bad()
+    raw = next((raw for raw in mine if raw[:4] == note_key_id(origin, public)), None)
+    if raw is None:
+        refuse("InvalidProof", "checkpoint-key")
+    if len(raw) != 68:
+        bad()
+    if not signature_ok(public, (body + "\n").encode("utf-8"), raw[4:]):
+        refuse("InvalidProof", "checkpoint-signature")
+    return origin, int(size_text), root, int(time_line[5:])
 
 
 ENTRY_KEYS = {"v", "vault", "index", "time", "kind", "result", "link", "disclose_after", "sealed"}
@@ -1193,7 +1197,7 @@ def test_checkpoints_with_pds() -> None:
     public = bytes.fromhex(LOG["identity"]["public"])
     checkpoint = LOG["checkpoint"]
     for item in LOG["valid_checkpoints"]:
-        head = Checkpoint.parse(item["note"])
+        head = Checkpoint.parse(item["note"], public)
         head.verify(public)
         assert (head.origin, head.size, head.root.hex(), head.time) == (
             checkpoint["origin"],
@@ -1214,7 +1218,7 @@ def _pds_verdict(check: Callable[[], object]) -> tuple[str, str | None]:
 @pytest.mark.parametrize("item", _params(LOG["invalid_checkpoints"]))
 def test_invalid_checkpoint_with_pds(item: dict[str, Any]) -> None:
     public = bytes.fromhex(item.get("public", LOG["identity"]["public"]))
-    verdict = _pds_verdict(lambda: Checkpoint.parse(item["note"]).verify(public))
+    verdict = _pds_verdict(lambda: Checkpoint.parse(item["note"], public).verify(public))
     assert verdict == _expect(item), item["rule"]
 
 

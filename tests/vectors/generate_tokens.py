@@ -1491,6 +1491,8 @@ def _log_vectors(build: LogBuild) -> Json:
     root_b64 = base64.b64encode(head.root).decode()
     cosigned = body + "\n" + sign_body(body, mallory, "witness.example/w1").split("\n\n")[1]
     cosigned += note.split("\n\n")[1]
+    # C2SP signed-note: one name may have several keys, told apart by key id.
+    other_key_first = sign_body(body, mallory) + note.split("\n\n")[1]
     valid_checkpoints: list[Json] = [
         {"name": "the vault's checkpoint", "note": note},
         {
@@ -1498,12 +1500,16 @@ def _log_vectors(build: LogBuild) -> Json:
             "note": cosigned,
         },
         {
+            "name": "with a line by another key under the vault's name before the vault's",
+            "note": other_key_first,
+        },
+        {
             "name": "signed before heads recorded revocations and rotations (4 lines)",
             "note": sign_body(body.replace(f"{revoked_line}\n{rotated_line}\n", "")),
         },
     ]
     for item in valid_checkpoints:
-        parsed = Checkpoint.parse(item["note"])
+        parsed = Checkpoint.parse(item["note"], identity.public)
         parsed.verify(identity.public)
         assert (parsed.size, parsed.root, parsed.time) == (head.size, head.root, head.time)
 
@@ -1679,6 +1685,17 @@ def _log_vectors(build: LogBuild) -> Json:
             "expect": bad_key,
         },
         {
+            "name": "a failing line by the vault's key before a valid one",
+            "rule": "the first line by the origin's name and key id decides",
+            "note": note.replace(
+                "\n\n" + signature_line,
+                "\n\n"
+                + signature_line.replace(sig_b64, base64.b64encode(flipped).decode())
+                + signature_line,
+            ),
+            "expect": bad_sig,
+        },
+        {
             "name": "verified with another vault's key",
             "rule": "the key id is SHA-256(origin || 0x0A || 0x01 || identity key)[:4]",
             "note": note,
@@ -1738,7 +1755,7 @@ def _log_vectors(build: LogBuild) -> Json:
         text = item["note"]
 
         def check(text: str = text, public: bytes = public) -> None:
-            Checkpoint.parse(text).verify(public)
+            Checkpoint.parse(text, public).verify(public)
 
         verdict = pds_proof_verdict(check)
         wanted = item["expect"]
