@@ -233,7 +233,7 @@ def rotate(
         return 1
     unlock(opened, owner_credential(passphrase_file, key_file))
     try:
-        epochs = opened.rotate(collection)
+        epochs = opened.rotate(collection, pinned=pinned_head(opened.vault_id))
     except pds.errors.IntegrityError as exc:
         if exc.reason == "rotation-unrecorded":
             mark_unrecorded(opened.vault_id)

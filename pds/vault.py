@@ -591,7 +591,9 @@ class Vault:
         keys.epoch_secrets[(collection, epoch, row.public_key)] = secret
         return secret
 
-    def rotate(self, collection: str | None = None) -> dict[str, int]:
+    def rotate(
+        self, collection: str | None = None, *, pinned: Checkpoint | str | None = None
+    ) -> dict[str, int]:
         """Start a new key epoch for one collection (or all) and return the new epochs.
         A named collection without any epoch (new, or its rows lost) gets one: it is made,
         at epoch 2 (the CLI refuses a name it does not know, so a typo is not taken for a
@@ -603,6 +605,11 @@ class Vault:
         collection known is still rotated, then ``IntegrityError``
         (``rotation-incomplete``) is raised.
 
+        ``pinned``, a head seen earlier (e.g. the CLI's pin), must be extended by the log
+        the rotation runs on, checked inside its transaction: otherwise ``InvalidProof``
+        and nothing is made (a store rolled back to before a revocation would share the new
+        epochs with the revoked link); the log walk is anchored at it too.
+
         New writes use the new epoch's public key; older records stay readable with the
         older epochs' secrets and are not re-encrypted. The new epochs are shared with the
         live links, unless the stored revocations are not the set the latest signed head
@@ -613,17 +620,22 @@ class Vault:
         """
         keys = self._keys()
         targets = [check_collection(collection)] if collection is not None else None
+        anchor = None if pinned is None else self._pinned_head(pinned)
         result: dict[str, int] = {}
         unread: InvalidProof | None = None
         with self._ctx.backend.transaction():
             self._refresh()
+            if anchor is not None:
+                log = MerkleLog(self._ctx.backend, self.vault_id)
+                if anchor.size > log.size() or log.root(anchor.size) != anchor.root:
+                    raise InvalidProof("the stored log does not extend the pinned head", "log-fork")
             now = self._ctx.now_ms()
             used = self._epoch_numbers_used()
             logged = _LoggedRecords(keys.x25519_secret, keys.identity.public)
             if targets is None or self._newest_verified_epoch(targets[0]) is None:
                 # Under the write lock, though the walk is O(log size): read before it, the
                 # log could be swapped away for the walk and back for the rotation.
-                unread = self._read_log(logged)
+                unread = self._read_log(logged, anchor)
             for name in targets or sorted(set(self.collections()) | logged.newest.keys()):
                 # Epoch 2 at least: heads record newest epochs from 2 on, and a first epoch
                 # made again under 1 (the host dropped the collection's rows) would be
@@ -661,14 +673,14 @@ class Vault:
             )
         return result
 
-    def _read_log(self, logged: _LoggedRecords) -> InvalidProof | None:
-        """Walk the log into ``logged`` (see ``_walk_log``), checked against the latest
-        stored head and the largest this object saw; return why it could not be read in
-        full, or ``None``. The entries are the host's bytes: only a walk that recomputes
-        the tree from them, as repair's does, shows a rewritten or deleted entry."""
+    def _read_log(self, logged: _LoggedRecords, anchor: Checkpoint | None) -> InvalidProof | None:
+        """Walk the log into ``logged`` (see ``_walk_log``), checked against ``anchor``,
+        the latest stored head and the largest this object saw; return why it could not be
+        read in full, or ``None``. The entries are the host's bytes: only a walk that
+        recomputes the tree from them, as repair's does, shows a rewritten or deleted entry."""
         try:
             latest = self._stored_latest_checkpoint()
-            heads = [head for head in (latest, self._seen_head) if head is not None]
+            heads = [head for head in (anchor, latest, self._seen_head) if head is not None]
             self._walk_log(heads, logged.visit)
         except InvalidProof as exc:
             return exc

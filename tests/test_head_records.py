@@ -1369,6 +1369,61 @@ def test_a_store_rolled_back_under_a_long_lived_vault_object_shares_nothing(
     store.close()
 
 
+def test_a_rotation_with_a_pin_refuses_a_store_rolled_back_past_it(tmp_path: Path) -> None:
+    """A fresh vault object has seen no head, so only a pin shows the host's copy of the
+    store from before a revocation: with it the rotation makes nothing (it would share the
+    new epoch with the revoked link); without it, it goes ahead."""
+    clock = Clock()
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    path = tmp_path / "store.db"
+    store = pds.open_store(path, clock=clock)
+    vault_id = store.create_vault(key_file=key_file)
+    vault = store.open_vault(vault_id)
+    vault.unlock(key_file=key_file)
+    vault.put("tax/2024", {"income": 1})
+    holder = pds.Grantee(pds.PrincipalKey.generate(), clock=clock)
+    token = vault.grant(holder.did, collections=["tax/*"], purpose="p", expires=dt.timedelta(1))
+    snapshot = sqlite3.connect(tmp_path / "snapshot.db")
+    source = sqlite3.connect(path)
+    source.backup(snapshot)
+    source.close()
+    clock.tick()
+    vault.revoke(token)
+    pin = vault.latest_checkpoint()
+    assert pin is not None
+    store.close()
+    target = sqlite3.connect(path)
+    snapshot.backup(target)  # the host rolls the store back, heads and all
+    target.close()
+    snapshot.close()
+
+    def shared_with_the_link() -> list[int]:
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute(
+                "SELECT epoch FROM link_keys WHERE link_id = ? AND collection = 'tax/2024'",
+                (token.link_id,),
+            ).fetchall()
+        finally:
+            conn.close()
+        return sorted(row[0] for row in rows)
+
+    clock.tick()
+    store = pds.open_store(path, clock=clock)
+    fresh = store.open_vault(vault_id)
+    fresh.unlock(key_file=key_file)
+    for pinned in (pin, pin.to_text()):
+        for collection in ("tax/2024", None):
+            with pytest.raises(errors.InvalidProof) as refused:
+                fresh.rotate(collection, pinned=pinned)
+            assert refused.value.reason == "log-fork"
+    assert shared_with_the_link() == []  # nothing made (the grant carries epoch 1)
+    assert fresh.rotate(pinned=None) == {"tax/2024": 2}
+    assert shared_with_the_link() == [2]  # what the pin was for
+    store.close()
+
+
 def test_repair_lets_a_vault_object_go_on_after_its_heads_were_deleted(world: World) -> None:
     """The heads this object signed are deleted (the log kept): it refuses the older store
     until a repair, anchored on the head it remembers, signs a new one."""
