@@ -16,6 +16,7 @@ from .heads import (
     mark_unrecorded,
     pin_or_warn,
     pinned_head,
+    signing_vault,
 )
 from .output import RecordProgress, emit, iso, table
 from .state import (
@@ -267,20 +268,26 @@ def collection(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
+) -> int:
     """Create the collection NAME before anything is written to it.
 
     Writing to a new collection creates it sealed record by record; create it here with
-    --seal-fields to allow field-restricted grants (pds grant --fields) on it.
+    --seal-fields to allow field-restricted grants (pds grant --fields) on it. Refused
+    (WARNING, exit 1) if the store's log does not extend the head pinned on an earlier
+    visit: the creation is logged, and the owner's key would sign a head over that log.
     """
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened = signing_vault(state, vault_id, passphrase_file, key_file, changing=True)
+    if opened is None:
+        return 1
     opened.create_collection(name, seal_fields=seal_fields)
+    pin_or_warn(opened)
     sealing = "field by field" if seal_fields else "record by record"
     emit(
         as_json,
         {"vault": opened.vault_id, "collection": name, "seal_fields": seal_fields},
         [f"created collection {name} (sealed {sealing})"],
     )
+    return 0
 
 
 @vault.command("share-keys", short_help="Share key epochs with grantees that lack them.")
@@ -392,16 +399,21 @@ def export(
     passphrase_file: Path | None,
     key_file: Path | None,
     as_json: bool,
-) -> None:
+) -> int:
     """Export VAULT to FILE: one portable, signed file of its ciphertext.
 
     The file holds no plaintext; importing it needs the owner's secret. FILE is replaced
-    atomically if it exists.
+    atomically if it exists. Refused (WARNING, exit 1) if the store's log does not extend
+    the head pinned on an earlier visit: the file would carry a rolled-back vault (its
+    revocations undone), under a head the owner's key signs for the export.
     """
     check_replaceable(file)
-    opened = unlocked_vault(state, vault_id, passphrase_file, key_file)
+    opened = signing_vault(state, vault_id, passphrase_file, key_file)
+    if opened is None:
+        return 1
     with RecordProgress("exporting", as_json=as_json) as progress:
         opened.export(file, progress=progress.callback)
+    pin_or_warn(opened)
     size = file.stat().st_size
     document = {"vault": opened.vault_id, "file": str(file), "records": progress.count}
     document["bytes"] = size
@@ -411,6 +423,7 @@ def export(
         f"exported vault {opened.vault_id}: {progress.count} record versions, "
         f"{size} bytes to {file}",
     )
+    return 0
 
 
 @vault.command("import", short_help="Import an exported vault.")

@@ -380,6 +380,41 @@ def test_a_store_rolled_back_past_a_revocation_shares_no_keys(
     assert _epochs(cli.store) != epochs
 
 
+def test_a_store_rolled_back_past_a_revocation_gets_no_new_collection_or_export(
+    granted: Granted, tmp_path: Path
+) -> None:
+    """Creating a collection and exporting are logged, so the owner's key signs a head for
+    each: on a store rolled back past the pin both are refused before the secret is asked
+    for, and nothing is written (the export would carry the revocation undone)."""
+    cli = granted.cli
+    backup = tmp_path / "backup" / "pds.db"
+    backup.parent.mkdir()
+    _copy_store(cli.store, backup)
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+    _restore_store(backup, cli.store)
+    size = _log_size(cli.store)
+    exported = tmp_path / "vault.pdsx"
+    _warned(cli("vault", "collection", granted.vault, "notes", *granted.owner), granted.vault)
+    _warned(cli("vault", "export", granted.vault, str(exported), *granted.owner), granted.vault)
+    assert not exported.exists()
+    assert ("notes", 1) not in _epochs(cli.store)
+    assert _log_size(cli.store) == size  # nothing logged, no head signed
+    cli.json("log", "head", granted.vault, "--repin", *granted.owner)
+    assert cli.json("vault", "collection", granted.vault, "notes", *granted.owner)
+    assert ("notes", 1) in _epochs(cli.store)
+    assert cli.json("vault", "export", granted.vault, str(exported), *granted.owner)
+    assert exported.exists()
+
+
+def _log_size(store: Path) -> int:
+    conn = sqlite3.connect(store)
+    try:
+        (size,) = conn.execute("SELECT COUNT(*) FROM log_entries").fetchone()
+    finally:
+        conn.close()
+    return int(size)
+
+
 def _revoke_then_drop_it_and_its_heads(granted: Granted) -> Checkpoint:
     """`pds revoke` (which pins the head recording it); then the host deletes the
     revocation and the heads signed since, the pinned one included. Returns the pin."""
@@ -553,7 +588,7 @@ def test_the_state_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 def test_a_corrupt_pin_is_malformed_input(granted: Granted) -> None:
     pinned = granted.cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
-    pinned.parent.mkdir(parents=True)
+    pinned.parent.mkdir(parents=True, exist_ok=True)
     pinned.write_text("garbage\n")
     line = granted.cli.fails(2, "log", granted.vault, *granted.owner)
     assert "is not a checkpoint" in line
