@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 from pds import _crypto
 from pds.errors import FormatError, KeyProviderError, WeakKdfParameters, WrongKey
@@ -143,9 +144,12 @@ _MAX_PRINCIPAL_FILE = 4096
 
 def _read_start(path: Path, size: int) -> bytes:
     """At most ``size`` bytes from the start of the file ``path``: a key file that is far
-    too long (``/dev/zero``) is refused by its length without being read whole."""
+    too long (``/dev/zero``) is refused by its length without being read whole. A regular
+    file that other users may access is refused unread (``FormatError``), as OpenSSH
+    refuses such a private key: its key is no longer the owner's alone."""
     chunks: list[bytes] = []
     with path.open("rb") as stream:
+        _check_private(path, stream)
         while size > 0:
             chunk = stream.read(size)
             if not chunk:
@@ -153,6 +157,21 @@ def _read_start(path: Path, size: int) -> bytes:
             chunks.append(chunk)
             size -= len(chunk)
     return b"".join(chunks)
+
+
+def _check_private(path: Path, stream: IO[bytes]) -> None:
+    """Refuse a key file that grants its group or other users any access (POSIX only; a
+    pipe or device, e.g. ``--key-file <(...)``, is not a stored copy and is let through)."""
+    try:
+        status = os.fstat(stream.fileno())
+    except OSError:  # no file descriptor (io.UnsupportedOperation): not a stored file
+        return
+    mode = stat.S_IMODE(status.st_mode)
+    if os.name == "posix" and stat.S_ISREG(status.st_mode) and mode & 0o077:
+        raise FormatError(
+            f"key file {path} is accessible by other users (mode {mode:04o}): "
+            f"make it private (chmod 600) and consider the key exposed"
+        )
 
 
 def _read_key_file(path: Path) -> bytes:

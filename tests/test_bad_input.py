@@ -128,6 +128,7 @@ def test_key_file_of_the_wrong_size(
 ) -> None:
     bad = tmp_path / "bad.key"
     bad.write_bytes(os.urandom(size))
+    bad.chmod(0o600)  # private, so the size is what is refused
     raises(errors.FormatError, lambda: store.open_vault(vault.vault_id).unlock(key_file=bad))
     raises(errors.FormatError, lambda: store.create_vault(key_file=bad))
     raises(errors.FormatError, lambda: SymmetricKey.from_file(bad))
@@ -854,6 +855,7 @@ def test_argument_of_the_wrong_type(
     vault.put("c", {"a": 1}, record_id="r1")
     vault.get("r1")  # an owner read: the access log is not empty
     (tmp_path / "k").write_bytes(owner_key_file.read_bytes())
+    (tmp_path / "k").chmod(0o600)
     raises(errors.FormatError, lambda: WRONG_TYPES[name](store, vault, tmp_path))
     # Nothing was written or granted, and nothing was created.
     assert [r.record_id for r in vault.list().records] == ["r1"]

@@ -305,19 +305,22 @@ def test_a_database_file_this_user_may_not_write_fails_cleanly(scene: Scene) -> 
         pytest.skip("needs root to switch the effective user of a forked child")
     vault_id = scene.vault.vault_id
     scene.store.close()
-    # A directory anyone may enter, with the store's files owned by root and mode 0644.
+    # A directory anyone may enter, with the database owned by root and mode 0644; the key
+    # files are the other user's own, 0600 (pds refuses a key file others may read).
     shared = Path(tempfile.mkdtemp(prefix="pds-ro-"))
     try:
         shared.chmod(0o755)
-        for name in ("store.db", "store.db.hostkey"):
-            source = scene.path.parent / name
-            (shared / name).write_bytes(source.read_bytes())
-            (shared / name).chmod(0o644)
+        (shared / "store.db").write_bytes(scene.path.read_bytes())
+        (shared / "store.db").chmod(0o644)
         path = shared / "store.db"
         before = _dump(path)
         readable_key = shared / "owner.key"
-        readable_key.write_bytes(scene.key_file.read_bytes())
-        readable_key.chmod(0o644)
+        sources = {"store.db.hostkey": scene.path.parent / "store.db.hostkey"}
+        sources["owner.key"] = scene.key_file
+        for name, source in sources.items():
+            (shared / name).write_bytes(source.read_bytes())
+            (shared / name).chmod(0o600)
+            os.chown(shared / name, 65534, 65534)
 
         def body() -> None:
             os.setegid(65534)

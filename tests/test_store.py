@@ -214,6 +214,57 @@ def test_principal_key_file_is_0600_and_never_overwritten(tmp_path: Path) -> Non
     assert path.read_bytes() == content
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o606, 0o601, 0o610])
+def test_a_key_file_others_may_access_is_refused_unread(tmp_path: Path, mode: int) -> None:
+    """As OpenSSH refuses an unprotected private key: a key file its group or other users
+    may read or write is no longer the owner's alone. The owner's key, a principal's and the
+    host's are refused with the mode and the fix named, and nothing of the key."""
+    db = tmp_path / "store.db"
+    owner = tmp_path / "owner.key"
+    SymmetricKey.create_file(owner)
+    store = pds.open_store(db)
+    vault_id = store.create_vault(key_file=owner)
+    store.close()
+    principal = tmp_path / "principal.key"
+    PrincipalKey.create_file(principal)
+    host = Path(f"{db}.hostkey")
+    for path in (owner, principal, host):
+        path.chmod(mode)
+    with pytest.raises(errors.FormatError) as refused:
+        SymmetricKey.from_file(owner)
+    assert str(refused.value) == (
+        f"key file {owner} is accessible by other users (mode {mode:04o}): make it private "
+        "(chmod 600) and consider the key exposed"
+    )
+    assert owner.read_bytes().hex() not in str(refused.value)
+    with pytest.raises(errors.FormatError):
+        PrincipalKey.from_file(principal)
+    with pytest.raises(errors.HostKeyError, match="accessible by other users"):
+        pds.open_store(db)
+    host.chmod(0o600)
+    with pds.open_store(db) as store:
+        with pytest.raises(errors.FormatError, match="accessible by other users"):
+            store.open_vault(vault_id).unlock(key_file=owner)
+        for path in (owner, principal):
+            path.chmod(0o600)
+        store.open_vault(vault_id).unlock(key_file=owner)
+    PrincipalKey.from_file(principal)
+
+
+def test_a_key_file_that_is_a_pipe_is_read(tmp_path: Path) -> None:
+    """A pipe (``--key-file <(...)``) is not a stored copy of the key: its mode is not
+    checked."""
+    key = SymmetricKey.create_file(tmp_path / "owner.key")
+    read, write = os.pipe()
+    os.write(write, (tmp_path / "owner.key").read_bytes())
+    os.close(write)
+    try:
+        assert SymmetricKey.from_file(f"/dev/fd/{read}").key_id == key.key_id
+    finally:
+        os.close(read)
+
+
 def test_key_file_in_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(errors.PDSError):
         SymmetricKey.create_file(tmp_path / "missing" / "owner.key")

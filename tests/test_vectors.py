@@ -686,6 +686,7 @@ def _load_store(path: Path, cases: list[dict[str, Any]], epoch: dict[str, Any] |
 def _owner_key_file(directory: Path) -> Path:
     path = directory / "owner.key"
     path.write_bytes(bytes.fromhex(RECORDS["keys"]["owner_key"]))
+    path.chmod(0o600)  # pds refuses a key file other users may read
     return path
 
 
@@ -779,6 +780,7 @@ def _import(tmp_path: Path, data: bytes) -> tuple[pds.Store, str]:
     key_file = tmp_path / "owner.key"
     if not key_file.exists():
         key_file.write_bytes(bytes.fromhex(EXPORT["owner_key"]))
+        key_file.chmod(0o600)
     store = pds.open_store(tmp_path / "imported.db", synchronous="normal")
     try:
         return store, store.import_vault(io.BytesIO(data), key_file=key_file)

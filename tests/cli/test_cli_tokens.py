@@ -497,6 +497,7 @@ def test_read_malformed_inputs_exit_2(granted: Granted, tmp_path: Path) -> None:
     cli.fails(2, "read", "--token", granted.token, "--key", tmp_path / "missing.key")
     not_a_key = tmp_path / "bad.key"
     not_a_key.write_text("hello\n")
+    not_a_key.chmod(0o600)
     cli.fails(2, "read", "--token", granted.token, "--key", not_a_key)
 
 

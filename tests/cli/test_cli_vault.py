@@ -332,6 +332,7 @@ def test_export_refuses_to_replace_what_is_not_a_regular_file(
 def test_a_failed_create_leaves_no_store_or_key_file_behind(cli: Cli, tmp_path: Path) -> None:
     bad_key = tmp_path / "bad.key"
     bad_key.write_text("short\n")
+    bad_key.chmod(0o600)
     line = cli.fails(2, "vault", "create", "--key-file", bad_key)
     assert line == f"error: key file {bad_key} is not a 32-byte key"
     cli.fails(1, "vault", "create", "--key-file", tmp_path / "missing" / "owner.key")
@@ -343,6 +344,18 @@ def test_a_failed_create_leaves_no_store_or_key_file_behind(cli: Cli, tmp_path: 
     new_key = tmp_path / "new.key"
     cli.fails(2, "vault", "create", "--key-file", new_key, store=not_a_store)
     assert not new_key.exists()
+
+
+def test_a_key_file_others_may_read_is_refused_in_one_line(granted: Granted) -> None:
+    cli = granted.cli
+    granted.owner_key.chmod(0o644)
+    line = cli.fails(2, "vault", "rotate", granted.vault, "--key-file", granted.owner_key)
+    assert line == (
+        f"error: key file {granted.owner_key} is accessible by other users (mode 0644): "
+        "make it private (chmod 600) and consider the key exposed"
+    )
+    granted.owner_key.chmod(0o600)
+    assert cli.json("vault", "rotate", granted.vault, "--key-file", granted.owner_key)
 
 
 def test_export_refuses_to_replace_the_store_or_the_key_file(granted: Granted) -> None:
