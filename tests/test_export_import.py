@@ -330,9 +330,9 @@ def test_export_never_replaces_the_store_or_the_key_file(source: Source, tmp_pat
     over it, the export would destroy the store or the only key that opens the vault."""
     db = tmp_path / "copy.db"
     key_file = tmp_path / "owner.key"
-    shutil.copyfile(source.db, db)
-    shutil.copyfile(source.db.with_name(source.db.name + ".hostkey"), tmp_path / "copy.db.hostkey")
-    shutil.copyfile(source.key_file, key_file)
+    shutil.copy(source.db, db)
+    shutil.copy(source.db.with_name(source.db.name + ".hostkey"), tmp_path / "copy.db.hostkey")
+    shutil.copy(source.key_file, key_file)
     kept = {path: path.read_bytes() for path in (db, key_file, tmp_path / "copy.db.hostkey")}
     with pds.open_store(db) as store:
         vault = store.open_vault(source.vault_id)
