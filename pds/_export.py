@@ -25,6 +25,7 @@ from pds import _codec, _crypto, _envelope, _owner, capability, merkle
 from pds._context import Context
 from pds._ids import check_collection, check_record_id
 from pds._store.base import (
+    Backend,
     BatchRow,
     EpochRow,
     LinkKeyRow,
@@ -651,8 +652,57 @@ def _open_source(source: Any) -> Iterator[IO[bytes]]:
         yield stream
 
 
+Pinned = Checkpoint | str | Callable[[str], Checkpoint | str | None] | None
+"""A head seen earlier that an import must extend, or a function from the vault id to it."""
+
+
+def _pinned_head(pinned: Pinned, row: VaultRow) -> Checkpoint | None:
+    """The pinned head for the vault of ``row``, verified as its owner's for its log."""
+    if callable(pinned):
+        pinned = pinned(row.vault_id)
+    if pinned is None:
+        return None
+    if not isinstance(pinned, str | Checkpoint):
+        raise FormatError("pinned is a Checkpoint or its text")
+    head = Checkpoint.parse(pinned, row.identity_public) if isinstance(pinned, str) else pinned
+    head.verify(row.identity_public)
+    if head.origin != origin(row.vault_id):
+        raise InvalidProof("the pinned checkpoint is for another log", "checkpoint-origin")
+    return head
+
+
+def _check_pinned(backend: Backend, row: VaultRow, pin: Checkpoint) -> None:
+    """The imported log extends ``pin`` and its latest head is at least as large, with the
+    same records at the same size (what ``pds`` checks of a store against its pin)."""
+    log = MerkleLog(backend, row.vault_id)
+    if log.size() < pin.size:
+        raise InvalidProof("the imported log is shorter than the pinned head", "log-truncated")
+    if log.root(pin.size) != pin.root:
+        raise InvalidProof("the imported log does not extend the pinned head", "log-fork")
+    note = backend.latest_checkpoint(row.vault_id)
+    latest = None if note is None else _stored_head(note, row)
+    if latest is None or latest.size < pin.size:
+        raise InvalidProof(
+            "the export's signed head is older than the pinned head", "checkpoint-missing"
+        )
+    if (
+        latest.size == pin.size
+        and None not in (latest.records, pin.records)
+        and latest.records != pin.records
+    ):
+        raise InvalidProof(
+            "the export's head records other revocations or epochs than the pinned head",
+            "checkpoint-records",
+        )
+
+
 def import_vault(
-    ctx: Context, source: Any, secret: _owner.OwnerSecret, *, progress: Progress = None
+    ctx: Context,
+    source: Any,
+    secret: _owner.OwnerSecret,
+    *,
+    progress: Progress = None,
+    pinned: Pinned = None,
 ) -> str:
     backend = ctx.backend
     with _open_source(source) as stream:
@@ -685,6 +735,7 @@ def import_vault(
             wrapped_identity=header["wrapped_identity"],
             policy=header["policy"],
         )
+        pin = _pinned_head(pinned, row)
         master = _owner.unwrap_master(row.unlock, header["wrapped_master"], secret, vault_id)
         keys = _owner.open_owner_keys(master, row)
         counts = dict.fromkeys(_COUNTED.values(), 0)
@@ -801,6 +852,8 @@ def import_vault(
             if not reader.at_eof():
                 raise FormatError("trailing bytes after the end of the export")
             backend.finish_import(vault_id)
+            if pin is not None:
+                _check_pinned(backend, row, pin)
             log = MerkleLog(backend, vault_id)
             now = ctx.now_ms()
             size = 1 + log.append(

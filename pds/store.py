@@ -226,6 +226,7 @@ class Store:
         key_file: str | os.PathLike[str] | None = None,
         key_provider: KeyProvider | None = None,
         progress: Callable[[int], None] | None = None,
+        pinned: _export.Pinned = None,
     ) -> str:
         """Import a vault exported by ``Vault.export``; return its id.
 
@@ -233,9 +234,17 @@ class Store:
         key. Everything is verified (signatures, hashes, completeness) before the single
         transaction commits; on any failure nothing is imported. Raises ``FormatError``
         for a malformed file, ``IntegrityError`` for a changed one, ``VaultExists``.
+
+        ``pinned`` is a head of the vault seen earlier (e.g. the CLI's pin), or a function
+        from the vault id the file names to that vault's head (or ``None``). The file must
+        then carry a log that extends it and a signed head at least as large (of the same
+        records, at its size): an older export would bring back what was revoked or
+        rotated since, under a head the owner's key signs for the import. Otherwise
+        ``InvalidProof`` (``log-truncated``, ``log-fork``, ``checkpoint-missing``,
+        ``checkpoint-records``) and nothing is imported.
         """
         secret = _owner.OwnerSecret(passphrase, key_file, key_provider)
-        return _export.import_vault(self._ctx, source, secret, progress=progress)
+        return _export.import_vault(self._ctx, source, secret, progress=progress, pinned=pinned)
 
 
 def _info(row: VaultRow) -> VaultInfo:

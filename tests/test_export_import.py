@@ -992,3 +992,95 @@ def test_an_export_frame_too_large_to_import_fails_the_export(
         with pytest.raises(errors.FormatError, match="larger than an export frame"):
             vault.export(tmp_path / "v.pdsx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_import_with_a_pin_refuses_an_export_older_than_it(tmp_path: Path) -> None:
+    """An export made before a revocation, imported after it: the file's log and heads are
+    older than the head pinned at the revocation, so with that pin nothing is imported (the
+    revoked grant would be live again, under a head the owner's key signs for the import);
+    the same file with an older pin, or none, imports."""
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    clock = Clock()
+    with pds.open_store(tmp_path / "source.db", clock=clock) as store:
+        vault_id = store.create_vault(key_file=key_file)
+        vault = store.open_vault(vault_id)
+        vault.unlock(key_file=key_file)
+        vault.put("tax", {"income": 1})
+        holder = pds.Grantee(pds.PrincipalKey.generate(), clock=clock)
+        token = vault.grant(holder.did, collections=["tax"], purpose="p", expires=dt.timedelta(9))
+        before = vault.latest_checkpoint()
+        old = io.BytesIO()
+        vault.export(old)
+        vault.revoke(token)
+        pin = vault.latest_checkpoint()
+        newer = io.BytesIO()
+        vault.export(newer)
+    assert before is not None and pin is not None
+    target = tmp_path / "target.db"
+    cases: list[tuple[Any, str]] = [
+        (pin, "log-truncated"),
+        (pin.to_text(), "log-truncated"),
+        (lambda vault: pin if vault == vault_id else None, "log-truncated"),
+    ]
+    with pds.open_store(target, clock=clock) as store:
+        for pinned, reason in cases:
+            with pytest.raises(errors.InvalidProof) as refused:
+                store.import_vault(io.BytesIO(old.getvalue()), key_file=key_file, pinned=pinned)
+            assert refused.value.reason == reason
+            assert store.list_vaults() == []  # nothing imported
+        # The pin of another vault is refused as such.
+        other = pds.open_store(tmp_path / "other.db")
+        other_vault = other.open_vault(other.create_vault(key_file=key_file))
+        other_vault.unlock(key_file=key_file)
+        other_vault.put("x", {"y": 1})
+        foreign = other_vault.latest_checkpoint()
+        other.close()
+        with pytest.raises(errors.InvalidProof):
+            store.import_vault(io.BytesIO(old.getvalue()), key_file=key_file, pinned=foreign)
+        assert store.list_vaults() == []
+        # The newer export extends the pin; the older one extends the head before.
+        assert (
+            store.import_vault(io.BytesIO(newer.getvalue()), key_file=key_file, pinned=pin)
+            == vault_id
+        )
+        imported = store.open_vault(vault_id)
+        imported.unlock(key_file=key_file)
+        imported.verify_log(pin)
+    with pds.open_store(tmp_path / "third.db", clock=clock) as store:
+        assert (
+            store.import_vault(io.BytesIO(old.getvalue()), key_file=key_file, pinned=before)
+            == vault_id
+        )
+
+
+def test_an_import_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) -> None:
+    """The same vault's store copied, and each copy written to after the copy: an export of
+    one does not extend the other's head (log-fork)."""
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    first = tmp_path / "first.db"
+    with pds.open_store(first) as store:
+        vault_id = store.create_vault(key_file=key_file)
+        vault = store.open_vault(vault_id)
+        vault.unlock(key_file=key_file)
+        vault.put("a", {"n": 1})
+    second = tmp_path / "second.db"
+    for suffix in ("", ".hostkey"):
+        shutil.copy(f"{first}{suffix}", f"{second}{suffix}")
+    heads = []
+    files = []
+    for path, collection in ((first, "b"), (second, "c")):
+        with pds.open_store(path) as store:
+            vault = store.open_vault(vault_id)
+            vault.unlock(key_file=key_file)
+            vault.put(collection, {"n": 2})
+            heads.append(vault.latest_checkpoint())
+            buffer = io.BytesIO()
+            vault.export(buffer)
+            files.append(buffer.getvalue())
+    with pds.open_store(tmp_path / "target.db") as store:
+        with pytest.raises(errors.InvalidProof) as refused:
+            store.import_vault(io.BytesIO(files[1]), key_file=key_file, pinned=heads[0])
+        assert refused.value.reason == "log-fork"
+        assert store.list_vaults() == []
