@@ -9,16 +9,18 @@ from pathlib import Path
 import click
 
 import pds
+from pds.accesslog import Checkpoint
 
 from .heads import (
     check_or_warn,
     clear_unrecorded,
+    head_path,
     mark_unrecorded,
     pin_or_warn,
     pinned_head,
     signing_vault,
 )
-from .output import RecordProgress, emit, iso, table
+from .output import RecordProgress, emit, iso, iso_ms, table
 from .state import (
     AppState,
     InputError,
@@ -441,7 +443,9 @@ def import_(
     """Import a vault exported with 'pds vault export' from FILE.
 
     Needs the vault owner's secret. Everything is verified before anything is written; on
-    any failure nothing is imported. The store is created if it does not exist.
+    any failure nothing is imported. The store is created if it does not exist. If a head
+    of the vault was pinned on an earlier visit, the file must extend it: an older export
+    would bring back what was revoked or rotated since.
     """
     # Open the file first: a missing file must not leave a new, empty store behind.
     try:
@@ -456,14 +460,28 @@ def import_(
         except pds.errors.StoreNotFound:
             created = True  # no store yet: one is made for the import
         store = state.open_store(create=True)
+        pins: dict[str, Checkpoint] = {}
+
+        def pin_of(vault_id: str) -> Checkpoint | None:
+            head = pinned_head(vault_id)
+            if head is not None:
+                pins[vault_id] = head
+            return head
+
         try:
             with RecordProgress("importing", as_json=as_json) as progress:
-                vault_id = store.import_vault(
-                    source,
-                    passphrase=credential.passphrase,
-                    key_file=credential.key_file,
-                    progress=progress.callback,
-                )
+                try:
+                    vault_id = store.import_vault(
+                        source,
+                        passphrase=credential.passphrase,
+                        key_file=credential.key_file,
+                        progress=progress.callback,
+                        pinned=pin_of,
+                    )
+                except pds.errors.InvalidProof as exc:
+                    if not pins or exc.reason not in _PIN_REASONS:
+                        raise
+                    raise _older_than_pin(*next(iter(pins.items())), exc.reason) from None
         except BaseException:
             if created:
                 # A failed import leaves no new, empty store (nor its host key) behind.
@@ -473,6 +491,7 @@ def import_(
                         store.path.with_name(store.path.name + suffix).unlink()
             raise
     opened = store.open_vault(vault_id)
+    pin_or_warn(opened)
     document = {
         "vault": vault_id,
         "did": opened.did,
@@ -484,6 +503,20 @@ def import_(
         as_json,
         document,
         f"imported vault {vault_id} ({progress.count} record versions, verified) into {store.path}",
+    )
+
+
+# What import_vault raises for a file that does not extend the pinned head.
+_PIN_REASONS = frozenset({"log-truncated", "log-fork", "checkpoint-missing", "checkpoint-records"})
+
+
+def _older_than_pin(vault_id: str, pinned: Checkpoint, reason: str) -> pds.errors.InvalidProof:
+    return pds.errors.InvalidProof(
+        f"the file does not extend the head of vault {vault_id} pinned on "
+        f"{iso_ms(pinned.time)} (size {pinned.size}; {reason}): importing it would undo "
+        f"what was revoked or rotated since (after a legitimate restore, delete "
+        f"{head_path(vault_id)} and import again)",
+        reason,
     )
 
 

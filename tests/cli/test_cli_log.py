@@ -406,6 +406,29 @@ def test_a_store_rolled_back_past_a_revocation_gets_no_new_collection_or_export(
     assert exported.exists()
 
 
+def test_an_export_older_than_the_pin_is_not_imported(granted: Granted, tmp_path: Path) -> None:
+    """An export made before a revocation would bring the revoked grant back: its import
+    into another store is refused (exit 1, one line naming the pin), and nothing is left
+    behind; with the pin removed (a legitimate restore) it imports, and pins its head."""
+    cli = granted.cli
+    old = tmp_path / "old.pdsx"
+    cli.json("vault", "export", granted.vault, old, *granted.owner)
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+    pin = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
+    pinned = Checkpoint.parse(pin.read_text())
+    elsewhere = tmp_path / "elsewhere" / "pds.db"
+    elsewhere.parent.mkdir()
+    line = cli.fails(1, "vault", "import", old, *granted.owner, store=elsewhere)
+    assert line.startswith(
+        f"error: the file does not extend the head of vault {granted.vault} pinned on "
+    )
+    assert f"(size {pinned.size}; log-truncated)" in line and str(pin) in line
+    assert not elsewhere.exists() and not Path(f"{elsewhere}.hostkey").exists()
+    pin.unlink()
+    assert cli.json("vault", "import", old, *granted.owner, store=elsewhere)["vault"]
+    assert Checkpoint.parse(pin.read_text()).root != pinned.root  # the import's own head
+
+
 def _log_size(store: Path) -> int:
     conn = sqlite3.connect(store)
     try:
