@@ -627,7 +627,9 @@ class Vault:
             self._refresh()
             if anchor is not None:
                 log = MerkleLog(self._ctx.backend, self.vault_id)
-                if anchor.size > log.size() or log.root(anchor.size) != anchor.root:
+                if anchor.size > log.size():
+                    raise InvalidProof("the log is shorter than the pinned head", "log-truncated")
+                if log.root(anchor.size) != anchor.root:
                     raise InvalidProof("the stored log does not extend the pinned head", "log-fork")
             now = self._ctx.now_ms()
             used = self._epoch_numbers_used()

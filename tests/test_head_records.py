@@ -1417,11 +1417,50 @@ def test_a_rotation_with_a_pin_refuses_a_store_rolled_back_past_it(tmp_path: Pat
         for collection in ("tax/2024", None):
             with pytest.raises(errors.InvalidProof) as refused:
                 fresh.rotate(collection, pinned=pinned)
-            assert refused.value.reason == "log-fork"
+            assert refused.value.reason == "log-truncated"
     assert shared_with_the_link() == []  # nothing made (the grant carries epoch 1)
     assert fresh.rotate(pinned=None) == {"tax/2024": 2}
     assert shared_with_the_link() == [2]  # what the pin was for
     store.close()
+
+
+def test_a_rotation_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) -> None:
+    """Two copies of one store, each written to after the copy: a head of one is not
+    extended by the other's log, so a rotation there with that pin makes nothing."""
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    with pds.open_store(first) as store:
+        vault_id = store.create_vault(key_file=key_file)
+        vault = store.open_vault(vault_id)
+        vault.unlock(key_file=key_file)
+        vault.put("a", {"n": 1})
+    source = sqlite3.connect(first)
+    target = sqlite3.connect(second)
+    source.backup(target)
+    source.close()
+    target.close()
+    Path(f"{second}.hostkey").write_bytes(Path(f"{first}.hostkey").read_bytes())
+    Path(f"{second}.hostkey").chmod(0o600)
+    heads: list[Checkpoint] = []
+    for path in (first, second):
+        with pds.open_store(path) as store:
+            vault = store.open_vault(vault_id)
+            vault.unlock(key_file=key_file)
+            vault.put("b", {"n": str(path)})
+            head = vault.latest_checkpoint()
+            assert head is not None
+            heads.append(head)
+    with pds.open_store(second) as store:
+        vault = store.open_vault(vault_id)
+        vault.unlock(key_file=key_file)
+        epochs = [(row.collection, row.epoch) for row in store._ctx.backend.iter_epochs(vault_id)]
+        with pytest.raises(errors.InvalidProof) as refused:
+            vault.rotate(pinned=heads[0])
+        assert refused.value.reason == "log-fork"
+        after = [(row.collection, row.epoch) for row in store._ctx.backend.iter_epochs(vault_id)]
+        assert after == epochs  # nothing made
+        assert vault.rotate(pinned=heads[1]) == {"a": 2, "b": 2}
 
 
 def test_repair_lets_a_vault_object_go_on_after_its_heads_were_deleted(world: World) -> None:
