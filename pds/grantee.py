@@ -214,11 +214,22 @@ class Grantee:
         *,
         invocation: Invocation | None = None,
     ) -> GrantedRead:
-        """Verify and decrypt a response. Raises ``IntegrityError`` on any mismatch."""
+        """Verify and decrypt a response from an untrusted host (``docs/spec/token.md``,
+        "Opening a response"). Raises ``IntegrityError`` on any mismatch, and returns
+        nothing then.
+
+        With ``invocation`` (``read`` passes it), the response must answer that request:
+        its request id and its action (``response-binding``).
+        """
         parsed = self._own(token)
         resp = response if isinstance(response, Response) else Response.from_bytes(response)
-        if invocation is not None and resp.request_id != invocation.request_id:
-            raise IntegrityError("response-binding", "the response answers another request")
+        if invocation is not None:
+            if resp.request_id != invocation.request_id:
+                raise IntegrityError("response-binding", "the response answers another request")
+            # A host could otherwise answer a read with a listing of records it made up:
+            # listing metadata is not signed by the owner.
+            if resp.action != invocation.action:
+                raise IntegrityError("response-binding", "the response is for another action")
         if resp.vault_id != parsed.vault_id:
             raise IntegrityError("response-binding", "the response is for another vault")
         identity = parsed.root.issuer

@@ -1,0 +1,115 @@
+"""The grantee's side of a token read: what ``Grantee.open`` accepts from an untrusted host.
+
+The host holds the store and the host key, so it can send any response it likes. Each test
+takes a genuine response and changes it the way a dishonest host could, then checks that
+the grantee refuses it (``IntegrityError`` with the reason ``docs/spec/token.md`` names,
+"Opening a response") instead of returning data the owner never wrote or a record with a
+field silently missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import pds
+from pds import _codec
+from pds.errors import IntegrityError
+from pds.invocation import Invocation
+
+if TYPE_CHECKING:
+    from tests.tokens_helpers import World, make_world
+else:
+    from tokens_helpers import World, make_world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    opened = make_world(tmp_path / "world")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def agency() -> pds.PrincipalKey:
+    return pds.PrincipalKey.generate()
+
+
+def grant(world: World, key: pds.PrincipalKey, **overrides: Any) -> pds.Token:
+    options: dict[str, Any] = {
+        "collections": ["tax/*"],
+        "purpose": "benefit check",
+        "expires": dt.timedelta(days=30),
+    }
+    options.update(overrides)
+    return world.vault.grant(key.did, **options)
+
+
+def served(
+    world: World, grantee: pds.Grantee, token: pds.Token, **request: Any
+) -> tuple[Invocation, dict[str, Any]]:
+    """An invocation and the honest host's response to it, decoded for editing."""
+    invocation = grantee.invoke(token, **request)
+    response = world.store.serve(invocation.to_bytes())
+    document = _codec.decode(response.to_bytes())
+    assert isinstance(document, dict)
+    return invocation, document
+
+
+def tampered(document: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> bytes:
+    change(document)
+    return _codec.encode(document)
+
+
+# -- the response answers this request --------------------------------------------------
+
+
+def test_a_read_answered_with_a_listing_is_refused(world: World, agency: pds.PrincipalKey) -> None:
+    world.vault.put("tax/returns", {"income": 1000}, record_id="ret-2024")
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    invocation, document = served(world, grantee, token, records=["ret-2024"])
+
+    def to_list(doc: dict[str, Any]) -> None:
+        doc["action"] = "list"
+        doc["batches"] = []
+        doc["records"] = [
+            {
+                "record": "invented",
+                "collection": "tax/returns",
+                "version": 7,
+                "created_at": 1,
+                "epoch": 1,
+            }
+        ]
+
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(token, tampered(document, to_list), invocation=invocation)
+    assert refused.value.reason == "response-binding"
+
+
+def test_a_list_answered_with_a_read_is_refused(world: World, agency: pds.PrincipalKey) -> None:
+    world.vault.put("tax/returns", {"income": 1000}, record_id="ret-2024")
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    listing = grantee.invoke(token, action="list")
+    _, document = served(world, grantee, token, records=["ret-2024"])
+    document["request"] = listing.request_id
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(token, _codec.encode(document), invocation=listing)
+    assert refused.value.reason == "response-binding"
+
+
+def test_honest_responses_to_both_actions_open(world: World, agency: pds.PrincipalKey) -> None:
+    world.vault.put("tax/returns", {"income": 1000}, record_id="ret-2024")
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    for action, data in (("read", {"income": 1000}), ("list", None)):
+        invocation = grantee.invoke(token, action=action)
+        response = world.store.serve(invocation.to_bytes())
+        read = grantee.open(token, response, invocation=invocation)
+        assert [r.data for r in read.records] == [data]
