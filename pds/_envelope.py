@@ -16,7 +16,7 @@ batch listing ``(record id, version, deleted, SHA-256(binding || nonce || cipher
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -438,12 +438,21 @@ def open_fields(
     reader_share: bytes,
     shares: Mapping[str, bytes],
     record_binding: bytes,
+    *,
+    required: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
-    """Decrypt the fields whose host shares are given; the others stay sealed."""
+    """Decrypt the fields whose host shares are given; the others stay sealed.
+
+    With ``required``, a stored field it holds for that has no share raises
+    ``IntegrityError`` (``field-withheld``): a grantee must not mistake a field the host
+    withheld for one the owner never wrote (the stored names are signed, the shares not).
+    """
     data: dict[str, Any] = {}
     for name, nonce, sealed in parse_fields(ciphertext):
         share = shares.get(name)
         if share is None:
+            if required is not None and required(name):
+                raise IntegrityError("field-withheld", "the share of a granted field is missing")
             continue
         bound = field_binding(record_binding, name)
         key = _crypto.derive(reader_share, _FIELD_KEY_KDF, share + bound)

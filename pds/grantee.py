@@ -81,6 +81,11 @@ def _pending(resp: Response) -> list[tuple[str, str, int]]:
     return pending
 
 
+def _granted(name: str) -> bool:
+    """Every field is granted (a token without a ``fields`` caveat)."""
+    return True
+
+
 def _defer(until: datetime | None, reason: str | None) -> tuple[int, str] | None:
     if until is None and reason is None:
         return None
@@ -219,7 +224,9 @@ class Grantee:
         nothing then.
 
         With ``invocation`` (``read`` passes it), the response must answer that request:
-        its request id and its action (``response-binding``).
+        its request id and its action (``response-binding``). In a field-sealed
+        collection, every stored field the token grants must have arrived with its share
+        (``field-withheld``); the stored field names are signed by the owner.
         """
         parsed = self._own(token)
         resp = response if isinstance(response, Response) else Response.from_bytes(response)
@@ -323,14 +330,19 @@ class Grantee:
                 )
                 if "field_shares" in item:
                     # A field-sealed record: only the fields whose shares were released
-                    # can be opened, whatever the token says.
+                    # can be opened, whatever the token says; and every stored field the
+                    # token grants must have been released, or the host would be hiding it.
                     field_shares = {}
                     for name, share in item["field_shares"]:
                         if not isinstance(name, str) or not isinstance(share, bytes):
                             raise TypeError("field share")
                         field_shares[name] = share
                     data = _envelope.open_fields(
-                        item["ciphertext"], reader_share, field_shares, binding
+                        item["ciphertext"],
+                        reader_share,
+                        field_shares,
+                        binding,
+                        required=_granted if fields is None else fields.__contains__,
                     )
                 else:
                     key = _envelope.record_key(reader_share, item["host_share"], binding)

@@ -113,3 +113,57 @@ def test_honest_responses_to_both_actions_open(world: World, agency: pds.Princip
         response = world.store.serve(invocation.to_bytes())
         read = grantee.open(token, response, invocation=invocation)
         assert [r.data for r in read.records] == [data]
+
+
+# -- field-sealed records: no granted field is withheld ----------------------------------
+
+
+def _without_shares(*names: str) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        for item in doc["records"]:
+            item["field_shares"] = [pair for pair in item["field_shares"] if pair[0] not in names]
+
+    return change
+
+
+@pytest.mark.parametrize("withheld", [("allergy",), ("allergy", "name", "severity")])
+def test_a_withheld_field_of_an_unrestricted_token_is_refused(
+    world: World, agency: pds.PrincipalKey, withheld: tuple[str, ...]
+) -> None:
+    world.vault.create_collection("health/allergies", seal_fields=True)
+    data = {"name": "Ann", "allergy": "penicillin", "severity": "anaphylaxis"}
+    world.vault.put("health/allergies", data, record_id="rec-1")
+    token = grant(world, agency, collections=["health/*"])
+    grantee = world.grantee(agency)
+    invocation, document = served(world, grantee, token, records=["rec-1"])
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(token, tampered(document, _without_shares(*withheld)), invocation=invocation)
+    assert refused.value.reason == "field-withheld"
+    # Control: the honest response opens, every field.
+    assert [r.data for r in grantee.read(world.store, token, records=["rec-1"]).records] == [data]
+
+
+def test_a_withheld_granted_field_of_a_restricted_token_is_refused(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    world.vault.create_collection("tax/2024", seal_fields=True)
+    world.vault.put("tax/2024", {"income": 1, "name": "Ada", "address": "here"})
+    token = grant(world, agency, fields=["income", "name"])
+    grantee = world.grantee(agency)
+    invocation, document = served(world, grantee, token)
+    assert [pair[0] for pair in document["records"][0]["field_shares"]] == ["income", "name"]
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(token, tampered(document, _without_shares("name")), invocation=invocation)
+    assert refused.value.reason == "field-withheld"
+
+
+def test_a_granted_field_the_record_does_not_have_is_not_missing(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """Only stored fields need a share: the stored field names are signed by the owner."""
+    world.vault.create_collection("tax/2024", seal_fields=True)
+    world.vault.put("tax/2024", {"income": 1, "address": "here"})
+    world.vault.put("tax/2024", {"address": "there"})
+    token = grant(world, agency, fields=["income", "name"])
+    read = world.grantee(agency).read(world.store, token)
+    assert [r.data for r in read.records] == [{"income": 1}, {}]
