@@ -66,7 +66,22 @@ class GrantedRead:
     shared with this holder (``Vault.share_keys``); nothing of them was released."""
 
 
-def _pending(resp: Response) -> list[tuple[str, str, int]]:
+def _in_scope(caveats: Caveats, collection: str, created_at: int | None = None) -> bool:
+    """Whether a record of ``collection`` created at ``created_at`` (ms) is one the host
+    may serve under ``caveats``: the same collection matching and window as the host's."""
+    if not collection_allowed(caveats.collections, collection):
+        return False
+    if created_at is None:
+        return True
+    start, end = caveats.window
+    return (start is None or created_at >= start) and (end is None or created_at < end)
+
+
+def _out_of_scope() -> IntegrityError:
+    return IntegrityError("response-scope", "the response holds a record outside the token")
+
+
+def _pending(resp: Response, caveats: Caveats) -> list[tuple[str, str, int]]:
     pending = []
     for entry in resp.pending:
         if not (
@@ -77,8 +92,29 @@ def _pending(resp: Response) -> list[tuple[str, str, int]]:
             and type(entry[2]) is int
         ):
             raise IntegrityError("response", "malformed pending list in the response")
+        if not _in_scope(caveats, entry[1]):
+            raise _out_of_scope()
         pending.append((entry[0], entry[1], entry[2]))
     return pending
+
+
+def _link_keys(entries: Sequence[Any], caveats: Caveats) -> list[list[Any]]:
+    """The well-formed ``[collection, epoch, sealed]`` entries of a response's ``keys``
+    whose collection ``caveats`` cover. The others are ignored: the owner seals a link only
+    the epochs of its scope, and a secret of another scope opens nothing this link may see."""
+    kept = []
+    for entry in entries:
+        if not (
+            isinstance(entry, (list, tuple))
+            and len(entry) == 3
+            and type(entry[0]) is str
+            and type(entry[1]) is int
+            and type(entry[2]) is bytes
+        ):
+            raise IntegrityError("response", "malformed key entry in the response")
+        if collection_allowed(caveats.collections, entry[0]):
+            kept.append(list(entry))
+    return kept
 
 
 def _granted(name: str) -> bool:
@@ -226,7 +262,10 @@ class Grantee:
         With ``invocation`` (``read`` passes it), the response must answer that request:
         its request id and its action (``response-binding``). In a field-sealed
         collection, every stored field the token grants must have arrived with its share
-        (``field-withheld``); the stored field names are signed by the owner.
+        (``field-withheld``); the stored field names are signed by the owner. Every record
+        (listed, served or pending) and every served batch must be inside the token's
+        collections and every record inside its window (``response-scope``); link keys
+        of other collections in the response are ignored.
         """
         parsed = self._own(token)
         resp = response if isinstance(response, Response) else Response.from_bytes(response)
@@ -240,7 +279,10 @@ class Grantee:
         if resp.vault_id != parsed.vault_id:
             raise IntegrityError("response-binding", "the response is for another vault")
         identity = parsed.root.issuer
-        fields = parsed.leaf.caveats.fields
+        # The last link's caveats are the effective ones: every link is within its parent.
+        caveats = parsed.leaf.caveats
+        fields = caveats.fields
+        pending = _pending(resp, caveats)
         if resp.action == "list":
             listed = []
             for item in resp.records:
@@ -251,6 +293,8 @@ class Grantee:
                     and all(type(item.get(k)) is int for k in ("version", "created_at", "epoch"))
                 ):
                     raise IntegrityError("response", "malformed record in the response")
+                if not _in_scope(caveats, item["collection"], item["created_at"]):
+                    raise _out_of_scope()
                 listed.append(
                     Record(
                         record_id=item["record"],
@@ -266,8 +310,8 @@ class Grantee:
                         data=None,
                     )
                 )
-            return GrantedRead(listed, resp.cursor, resp.access, _pending(resp))
-        secrets = self.epoch_secrets(parsed, resp.keys)
+            return GrantedRead(listed, resp.cursor, resp.access, pending)
+        secrets = self.epoch_secrets(parsed, _link_keys(resp.keys, caveats))
         # Remember epochs shared after the link was issued, so a delegation made later
         # can pass them on.
         self._learned.setdefault(parsed.link_id, {}).update(secrets)
@@ -291,6 +335,8 @@ class Grantee:
                 )
             except (KeyError, TypeError):
                 raise IntegrityError("response", "malformed batch in the response") from None
+            if not _in_scope(caveats, manifest.collection):
+                raise _out_of_scope()
             secret = secrets.get((manifest.collection, manifest.epoch))
             if secret is None:
                 raise IntegrityError("link-key", "no epoch secret for a served batch")
@@ -328,6 +374,9 @@ class Grantee:
                     nonce=item["nonce"],
                     ciphertext=item["ciphertext"],
                 )
+                # The collection and time were just checked against the owner's manifest.
+                if not _in_scope(caveats, manifest.collection, manifest.created_at):
+                    raise _out_of_scope()
                 if "field_shares" in item:
                     # A field-sealed record: only the fields whose shares were released
                     # can be opened, whatever the token says; and every stored field the
@@ -366,7 +415,7 @@ class Grantee:
                     data=data,
                 )
             )
-        return GrantedRead(records, resp.cursor, resp.access, _pending(resp))
+        return GrantedRead(records, resp.cursor, resp.access, pending)
 
     def read(self, store: Store, token: Token | str | bytes, **request: Any) -> GrantedRead:
         """Invoke, have ``store`` serve it, and open the response (one process, for tests,

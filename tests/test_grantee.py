@@ -167,3 +167,108 @@ def test_a_granted_field_the_record_does_not_have_is_not_missing(
     token = grant(world, agency, fields=["income", "name"])
     read = world.grantee(agency).read(world.store, token)
     assert [r.data for r in read.records] == [{"income": 1}, {}]
+
+
+# -- every record is inside the token's scope --------------------------------------------
+
+
+def test_records_of_another_grant_are_refused(world: World, agency: pds.PrincipalKey) -> None:
+    """One key holds two grants; the host answers a read with the first one's records and
+    secrets, which that key can open. The second token does not cover them."""
+    world.vault.put("health/visits", {"diagnosis": "secret"}, record_id="visit-1")
+    world.vault.put("tax/returns", {"income": 1000}, record_id="ret-1")
+    health = grant(world, agency, collections=["health/*"], purpose="treatment")
+    tax = grant(world, agency)
+    grantee = world.grantee(agency)
+    _, other = served(world, grantee, health, records=["visit-1"])
+    invocation, document = served(world, grantee, tax, records=["ret-1"])
+
+    def swap(doc: dict[str, Any]) -> None:
+        doc["batches"] = other["batches"]
+        doc["records"] = other["records"]
+        doc["keys"] = [[k.collection, k.epoch, k.sealed] for k in health.leaf.keys]
+
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(tax, tampered(document, swap), invocation=invocation)
+    assert refused.value.reason == "response-scope"
+
+
+def test_a_record_outside_the_window_is_refused(world: World, agency: pds.PrincipalKey) -> None:
+    world.vault.put("tax/returns", {"income": 1}, record_id="old")
+    world.clock.advance(60_000)
+    start = dt.datetime.fromtimestamp(world.clock.ms / 1000, dt.UTC)
+    world.vault.put("tax/returns", {"income": 2}, record_id="new")
+    everything = grant(world, agency)
+    recent = grant(world, agency, window=(start, None))
+    grantee = world.grantee(agency)
+    assert [r.record_id for r in grantee.read(world.store, recent).records] == ["new"]
+    _, broad = served(world, grantee, everything, records=["old"])
+    invocation, document = served(world, grantee, recent, records=["old"])
+    assert document["records"] == []
+
+    def add_old(doc: dict[str, Any]) -> None:
+        doc["batches"] = broad["batches"]
+        doc["records"] = broad["records"]
+
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(recent, tampered(document, add_old), invocation=invocation)
+    assert refused.value.reason == "response-scope"
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"collection": "health/visits", "created_at": 0},
+        {"collection": "tax/returns", "created_at": -1},
+    ],
+)
+def test_a_listed_record_outside_the_scope_is_refused(
+    world: World, agency: pds.PrincipalKey, entry: dict[str, Any]
+) -> None:
+    world.vault.put("tax/returns", {"income": 1})
+    token = grant(world, agency, window=(dt.datetime.fromtimestamp(0, dt.UTC), None))
+    grantee = world.grantee(agency)
+    invocation, document = served(world, grantee, token, action="list")
+    assert len(document["records"]) == 1
+
+    def add(doc: dict[str, Any]) -> None:
+        doc["records"].append({**doc["records"][0], "record": "invented", **entry})
+
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(token, tampered(document, add), invocation=invocation)
+    assert refused.value.reason == "response-scope"
+
+
+def test_a_pending_record_outside_the_scope_is_refused(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    world.vault.put("tax/returns", {"income": 1})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    invocation, document = served(world, grantee, token)
+
+    def add(doc: dict[str, Any]) -> None:
+        doc["pending"] = [["invented", "health/visits", 1]]
+
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(token, tampered(document, add), invocation=invocation)
+    assert refused.value.reason == "response-scope"
+
+
+def test_link_keys_outside_the_scope_are_ignored(world: World, agency: pds.PrincipalKey) -> None:
+    """A key entry of another collection is not even unsealed: this one would fail."""
+    world.vault.put("tax/returns", {"income": 1})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    invocation, document = served(world, grantee, token)
+
+    def add(doc: dict[str, Any]) -> None:
+        doc["keys"] = [["health/visits", 1, b"\x00" * 80]]
+
+    read = grantee.open(token, tampered(document, add), invocation=invocation)
+    assert [r.data for r in read.records] == [{"income": 1}]
+    # Control: the same entry in the token's scope is unsealed, and fails.
+    document["keys"] = [["tax/returns", 9, b"\x00" * 80]]
+    with pytest.raises(IntegrityError) as refused:
+        grantee.open(token, _codec.encode(document), invocation=invocation)
+    assert refused.value.reason == "link-key"
