@@ -98,7 +98,7 @@ def _pending(resp: Response, caveats: Caveats) -> list[tuple[str, str, int]]:
     return pending
 
 
-def _link_keys(entries: Sequence[Any], caveats: Caveats) -> list[list[Any]]:
+def _link_keys(entries: Sequence[Any], caveats: Caveats) -> list[tuple[str, int, bytes]]:
     """The well-formed ``[collection, epoch, sealed]`` entries of a response's ``keys``
     whose collection ``caveats`` cover. The others are ignored: the owner seals a link only
     the epochs of its scope, and a secret of another scope opens nothing this link may see."""
@@ -113,7 +113,7 @@ def _link_keys(entries: Sequence[Any], caveats: Caveats) -> list[list[Any]]:
         ):
             raise IntegrityError("response", "malformed key entry in the response")
         if collection_allowed(caveats.collections, entry[0]):
-            kept.append(list(entry))
+            kept.append((entry[0], entry[1], entry[2]))
     return kept
 
 
@@ -144,7 +144,8 @@ class Grantee:
         self._x25519 = self._key.x25519_secret()
         self._clock = clock
         self._rng = rng
-        # Epoch secrets received in responses, by the link they were sealed for.
+        # Epoch secrets received in responses, by the link they were sealed for: only
+        # those that opened an owner-signed reader share of their epoch (``open``).
         self._learned: dict[bytes, dict[tuple[str, int], bytes]] = {}
 
     def __repr__(self) -> str:
@@ -225,7 +226,6 @@ class Grantee:
     ) -> dict[tuple[str, int], bytes]:
         """Unseal the epoch secrets addressed to this key: from its own link and from a
         response (epochs created after the link was issued)."""
-        secrets: dict[tuple[str, int], bytes] = {}
         entries: list[tuple[str, int, bytes]] = [
             (k.collection, k.epoch, k.sealed) for k in token.leaf.keys
         ]
@@ -239,6 +239,10 @@ class Grantee:
             ):
                 raise IntegrityError("response", "malformed key entry in the response")
             entries.append((entry[0], entry[1], entry[2]))
+        return self._unseal(entries)
+
+    def _unseal(self, entries: Sequence[tuple[str, int, bytes]]) -> dict[tuple[str, int], bytes]:
+        secrets: dict[tuple[str, int], bytes] = {}
         for collection, epoch, sealed in entries:
             try:
                 secrets[(collection, epoch)] = _crypto.unseal(sealed, self._x25519)
@@ -266,6 +270,10 @@ class Grantee:
         (listed, served or pending) and every served batch must be inside the token's
         collections and every record inside its window (``response-scope``); link keys
         of other collections in the response are ignored.
+
+        Once the whole response verified, the epoch secrets its ``keys`` carried that
+        opened the reader share of an owner-signed batch of their own epoch (and only
+        those, never replacing one already held) are remembered for ``delegate``.
         """
         parsed = self._own(token)
         resp = response if isinstance(response, Response) else Response.from_bytes(response)
@@ -311,10 +319,13 @@ class Grantee:
                     )
                 )
             return GrantedRead(listed, resp.cursor, resp.access, pending)
-        secrets = self.epoch_secrets(parsed, _link_keys(resp.keys, caveats))
-        # Remember epochs shared after the link was issued, so a delegation made later
-        # can pass them on.
-        self._learned.setdefault(parsed.link_id, {}).update(secrets)
+        # A secret already held (in the link, or learned from an earlier response and
+        # proven then) is used rather than one the response offers for the same epoch.
+        held = {**self._learned.get(parsed.link_id, {}), **self.epoch_secrets(parsed)}
+        offered = self._unseal(_link_keys(resp.keys, caveats))
+        secrets = {**offered, **held}
+        # Epochs whose secret opened the reader share of a batch the owner signed.
+        proven: set[tuple[str, int]] = set()
         batches: dict[bytes, tuple[_envelope.Manifest, bytes, bytes]] = {}
         for doc in resp.batches:
             try:
@@ -348,6 +359,7 @@ class Grantee:
                 raise IntegrityError(
                     "reader-share", "a reader share failed authentication"
                 ) from None
+            proven.add((manifest.collection, manifest.epoch))
             batches[manifest.batch_id] = (manifest, reader_share, doc["writer"])
         records = []
         for item in resp.records:
@@ -415,6 +427,13 @@ class Grantee:
                     data=data,
                 )
             )
+        # The whole response verified: remember the epochs it shared after the link was
+        # issued, so a delegation made later can pass them on. Only a secret that opened
+        # an owner-signed reader share of its own epoch is the owner's (anyone can seal a
+        # box to this key), and a response never replaces a secret already held.
+        fresh = {pair: offered[pair] for pair in proven if pair in offered and pair not in held}
+        if fresh:
+            self._learned.setdefault(parsed.link_id, {}).update(fresh)
         return GrantedRead(records, resp.cursor, resp.access, pending)
 
     def read(self, store: Store, token: Token | str | bytes, **request: Any) -> GrantedRead:

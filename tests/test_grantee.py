@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import pds
-from pds import _codec
+from pds import _codec, _crypto
 from pds.errors import IntegrityError
 from pds.invocation import Invocation
 
@@ -272,3 +272,105 @@ def test_link_keys_outside_the_scope_are_ignored(world: World, agency: pds.Princ
     with pytest.raises(IntegrityError) as refused:
         grantee.open(token, _codec.encode(document), invocation=invocation)
     assert refused.value.reason == "link-key"
+
+
+# -- what a grantee remembers from a response --------------------------------------------
+
+
+def _sealed_to(key: pds.PrincipalKey, secret: bytes) -> bytes:
+    return _crypto.seal(
+        secret, _crypto.ed25519_to_x25519(_crypto.parse_did_key(key.did)), _crypto.system_rng
+    )
+
+
+def _carried(token: pds.Token, holder: pds.PrincipalKey) -> dict[tuple[str, int], bytes]:
+    """The epoch secrets a delegated link carries, as its holder unseals them."""
+    return pds.Grantee(holder).epoch_secrets(token)
+
+
+FAKE = b"\x42" * 32
+"""An "epoch secret" the host chose, so it knows it."""
+
+
+def test_a_rejected_response_plants_no_epoch_secret(world: World, agency: pds.PrincipalKey) -> None:
+    world.vault.put("tax/returns", {"income": 1}, record_id="t1")
+    token = grant(world, agency, delegable=1)
+    grantee = world.grantee(agency)
+    invocation, document = served(world, grantee, token)
+
+    def plant(doc: dict[str, Any]) -> None:
+        doc["keys"] = [["tax/returns", 2, _sealed_to(agency, FAKE)]]
+        doc["records"] = [{"garbage": 1}]
+
+    with pytest.raises(IntegrityError):
+        grantee.open(token, tampered(document, plant), invocation=invocation)
+    helper = pds.PrincipalKey.generate()
+    delegated = grantee.delegate(token, to=helper.did)
+    assert sorted(_carried(delegated, helper)) == [("tax/returns", 1)]
+    # The real epoch 2 still reaches the delegate, through the owner.
+    world.vault.rotate("tax/returns")
+    world.vault.put("tax/returns", {"income": 2}, record_id="t2")
+    assert world.grantee(helper).read(world.store, delegated, records=["t1"]).records
+    assert world.vault.share_keys() == 1
+    read = world.grantee(helper).read(world.store, delegated, records=["t2"])
+    assert [r.data for r in read.records] == [{"income": 2}]
+
+
+def test_an_accepted_response_teaches_only_secrets_it_proved(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """A secret is learned only if it opened an owner-signed reader share of its own epoch
+    in that response: an extra entry (a future epoch, another collection in scope) or an
+    epoch none of whose batches was served is not remembered."""
+    token = grant(world, agency, delegable=1)
+    world.vault.put("tax/returns", {"income": 1}, record_id="old")
+    world.vault.rotate("tax/returns")
+    world.vault.put("tax/returns", {"income": 2}, record_id="new")
+    grantee = world.grantee(agency)
+    invocation, document = served(world, grantee, token, records=["old"])
+    assert [(k[0], k[1]) for k in document["keys"]] == [("tax/returns", 1), ("tax/returns", 2)]
+
+    def add(doc: dict[str, Any]) -> None:
+        doc["keys"] += [
+            ["tax/returns", 3, _sealed_to(agency, FAKE)],
+            ["tax/other", 1, _sealed_to(agency, FAKE)],
+        ]
+
+    read = grantee.open(token, tampered(document, add), invocation=invocation)
+    assert [r.data for r in read.records] == [{"income": 1}]
+    helper = pds.PrincipalKey.generate()
+    carried = _carried(grantee.delegate(token, to=helper.did), helper)
+    # Epoch 1 opened the served batch; epoch 2 was sent but opened nothing here.
+    assert sorted(carried) == [("tax/returns", 1)]
+    # Once a batch of epoch 2 is served, epoch 2 is learned, and passed on.
+    assert [r.data for r in grantee.read(world.store, token, records=["new"]).records] == [
+        {"income": 2}
+    ]
+    carried = _carried(grantee.delegate(token, to=helper.did), helper)
+    assert sorted(carried) == [("tax/returns", 1), ("tax/returns", 2)]
+    assert FAKE not in carried.values()
+    delegated = grantee.delegate(token, to=helper.did)
+    read = world.grantee(helper).read(world.store, delegated)
+    assert sorted(r.data["income"] for r in read.records if r.data) == [1, 2]
+
+
+def test_a_response_never_replaces_a_secret_already_held(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    token = grant(world, agency, delegable=1)
+    world.vault.put("tax/returns", {"income": 1}, record_id="t1")
+    grantee = world.grantee(agency)
+    honest = grantee.read(world.store, token)
+    assert [r.data for r in honest.records] == [{"income": 1}]
+    helper = pds.PrincipalKey.generate()
+    genuine = _carried(grantee.delegate(token, to=helper.did), helper)
+    assert sorted(genuine) == [("tax/returns", 1)]
+    invocation, document = served(world, grantee, token)
+
+    def replace(doc: dict[str, Any]) -> None:
+        doc["keys"] = [["tax/returns", 1, _sealed_to(agency, FAKE)]]
+
+    # The secret held is used (and opens the batch); the offered one is ignored.
+    read = grantee.open(token, tampered(document, replace), invocation=invocation)
+    assert [r.data for r in read.records] == [{"income": 1}]
+    assert _carried(grantee.delegate(token, to=helper.did), helper) == genuine

@@ -915,8 +915,12 @@ class VaultModel(RuleBasedStateMachine):
             )
         assert received == want
         if action == "read":
-            # The holder keeps the epochs of its link and the link keys sent with them.
-            self.learned.setdefault(link_id, set()).update(link.keyed)
+            # The holder keeps a link key sent with a read only once it opened the reader
+            # share of a batch served there (token.md, "Opening a response"): the epochs
+            # of the records served.
+            self.learned.setdefault(link_id, set()).update(
+                (record.collection, record.current.epoch) for record in ready
+            )
 
     # -- time, reopening, export and import ------------------------------------------
 
