@@ -290,7 +290,6 @@ class Grantee:
         # The last link's caveats are the effective ones: every link is within its parent.
         caveats = parsed.leaf.caveats
         fields = caveats.fields
-        pending = _pending(resp, caveats)
         if resp.action == "list":
             listed = []
             for item in resp.records:
@@ -318,7 +317,7 @@ class Grantee:
                         data=None,
                     )
                 )
-            return GrantedRead(listed, resp.cursor, resp.access, pending)
+            return GrantedRead(listed, resp.cursor, resp.access, _pending(resp, caveats))
         # A secret already held (in the link, or learned from an earlier response and
         # proven then) is used rather than one the response offers for the same epoch.
         held = {**self._learned.get(parsed.link_id, {}), **self.epoch_secrets(parsed)}
@@ -427,6 +426,7 @@ class Grantee:
                     data=data,
                 )
             )
+        pending = _pending(resp, caveats)
         # The whole response verified: remember the epochs it shared after the link was
         # issued, so a delegation made later can pass them on. Only a secret that opened
         # an owner-signed reader share of its own epoch is the owner's (anyone can seal a
