@@ -199,7 +199,13 @@ class SigningKey(NotPickled):
 
 
 def verify(public: bytes, label: bytes, message: bytes, signature: bytes) -> None:
-    """Verify an Ed25519 signature made by ``SigningKey.sign``. Raises on failure."""
+    """Verify an Ed25519 signature made by ``SigningKey.sign``. Raises on failure.
+
+    Anything that is not bytes (a decoded document may hold an integer, text or nil where
+    a signature belongs) fails verification like a wrong signature, rather than raising a
+    ``TypeError`` from the concatenation below."""
+    if not _all_bytes(public, label, message, signature):
+        raise AuthenticationFailed()
     if len(signature) != SIGNATURE_SIZE or len(public) != PUBLIC_KEY_SIZE:
         raise AuthenticationFailed()
     try:
@@ -209,13 +215,20 @@ def verify(public: bytes, label: bytes, message: bytes, signature: bytes) -> Non
 
 
 def verify_raw(public: bytes, message: bytes, signature: bytes) -> None:
-    """Verify a ``SigningKey.sign_raw`` signature. Raises ``AuthenticationFailed``."""
+    """Verify a ``SigningKey.sign_raw`` signature. Raises ``AuthenticationFailed`` (for
+    inputs that are not bytes too)."""
+    if not _all_bytes(public, message, signature):
+        raise AuthenticationFailed()
     if len(signature) != SIGNATURE_SIZE or len(public) != PUBLIC_KEY_SIZE:
         raise AuthenticationFailed()
     try:
         sodium.crypto_sign_open(signature + message, public)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError):
         raise AuthenticationFailed() from None
+
+
+def _all_bytes(*values: object) -> bool:
+    return all(isinstance(value, bytes) for value in values)
 
 
 def check_ed25519_public(public: bytes) -> None:

@@ -242,6 +242,9 @@ def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int
         if not isinstance(outer, dict) or set(outer) != {"body", "sig"}:
             raise FormatError("shape")
         body, signature = outer["body"], outer["sig"]
+        # token.md, revocation list step 1: body is binary, sig binary of 64 bytes.
+        if type(body) is not bytes or type(signature) is not bytes or len(signature) != 64:
+            raise FormatError("shape")
         doc = _codec.decode(body, max_containers=_codec.sparse_containers(body))
         if (
             not isinstance(doc, dict)

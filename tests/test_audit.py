@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -758,6 +759,11 @@ def _swapped_lines(package: Path) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _with_list_sig(package: Path, *, sig: Any) -> bytes:
+    outer = msgpack.unpackb((package / "revocations.bin").read_bytes())
+    return bytes(msgpack.packb({"body": outer["body"], "sig": sig}))
+
+
 MALFORMED: list[Any] = [
     pytest.param("vault.json", b"{not json", id="vault.json garbage"),
     pytest.param("vault.json", b"[]", id="vault.json a list"),
@@ -792,6 +798,22 @@ MALFORMED: list[Any] = [
         "revocations.bin",
         msgpack.packb({"body": 1, "sig": 2}),
         id="revocations.bin wrong field types",
+    ),
+    # The real signed body under a `sig` that is not 64 bytes of binary: the shape check
+    # refuses it (token.md, revocation list step 1), it never reaches the signature check.
+    *(
+        pytest.param(
+            "revocations.bin",
+            functools.partial(_with_list_sig, sig=sig),
+            id=f"revocations.bin sig {label}",
+        )
+        for label, sig in [
+            ("an integer", 0),
+            ("nil", None),
+            ("text", "x" * 64),
+            ("63 bytes", b"\x00" * 63),
+            ("65 bytes", b"\x00" * 65),
+        ]
     ),
     # json.loads raises RecursionError for deep nesting and ValueError (not a
     # JSONDecodeError) for an integer longer than Python's digit limit.

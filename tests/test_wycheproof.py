@@ -319,3 +319,23 @@ def test_weak_ed25519_keys_are_refused_by_check_and_verify(encoded: str) -> None
         _crypto.ed25519_to_x25519(public_key)
     with pytest.raises(AuthenticationFailed):
         _crypto.verify_raw(public_key, b"any message", UNIVERSAL_FORGERY)
+
+
+@pytest.mark.parametrize("bad", [None, 0, "x" * 64, bytearray(64), [b"\x00"] * 64])
+@pytest.mark.parametrize("position", ["public", "message", "signature"])
+def test_verify_fails_on_inputs_that_are_not_bytes(bad: object, position: str) -> None:
+    # A decoded document may hold any type where a key or signature belongs: verification
+    # fails (AuthenticationFailed) rather than raising TypeError from within.
+    key = _crypto.SigningKey.from_seed(bytes(32))
+    args: dict[str, object] = {
+        "public": key.public,
+        "message": b"message",
+        "signature": key.sign(b"label", b"message"),
+    }
+    _crypto.verify(args["public"], b"label", args["message"], args["signature"])  # type: ignore[arg-type]
+    args[position] = bad
+    with pytest.raises(AuthenticationFailed):
+        _crypto.verify(args["public"], b"label", args["message"], args["signature"])  # type: ignore[arg-type]
+    args["signature"] = key.sign_raw(b"message") if position != "signature" else bad
+    with pytest.raises(AuthenticationFailed):
+        _crypto.verify_raw(args["public"], args["message"], args["signature"])  # type: ignore[arg-type]
