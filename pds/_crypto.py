@@ -126,6 +126,36 @@ def seal(message: bytes, recipient: bytes, rng: Rng) -> bytes:
         raise FormatError("the recipient is not a usable X25519 public key") from None
 
 
+SEALED_OVERHEAD = sodium.crypto_box_SEALBYTES  # 48: an X25519 public key and a 16-byte MAC
+"""A sealed box is the ephemeral public key and a box, 48 bytes longer than its message."""
+
+# Any scalar serves: X25519 clamps it to a multiple of 8, so the product is the point at
+# infinity (all-zero output, which libsodium refuses) exactly for a point of small order.
+_SMALL_ORDER_PROBE = hashlib.sha256(b"pds/x25519-small-order-probe").digest()
+
+
+def x25519_box_key(public: bytes, secret: bytes) -> bytes:
+    """``crypto_box_beforenm(public, secret)``: the HSalsa20 key of the X25519 shared
+    secret. Raises ``AuthenticationFailed`` for a public key libsodium refuses (not 32
+    bytes, or of small order: the shared secret would be zero and the key public)."""
+    if not _all_bytes(public, secret) or len(public) != PUBLIC_KEY_SIZE:
+        raise AuthenticationFailed()
+    try:
+        return bytes(sodium.crypto_box_beforenm(public, secret))
+    except (nacl.exceptions.CryptoError, ValueError, RuntimeError):
+        raise AuthenticationFailed() from None
+
+
+def x25519_small_order(public: bytes) -> bool:
+    """Whether libsodium refuses ``public`` (32 bytes) in a key exchange whatever the
+    secret: a point of small order, whose shared secret with any key is zero."""
+    try:
+        sodium.crypto_scalarmult(_SMALL_ORDER_PROBE, public)
+    except (nacl.exceptions.CryptoError, ValueError, RuntimeError):
+        return True
+    return False
+
+
 def unseal(sealed: bytes, secret: bytes) -> bytes:
     """Open a sealed box with the recipient's X25519 secret key."""
     try:

@@ -102,6 +102,7 @@ class LogEntry:
             and (link is None or (isinstance(link, bytes) and len(link) == 32))
             and (after is None or _is_int(after))
             and isinstance(doc["sealed"], bytes)
+            and len(doc["sealed"]) >= _crypto.SEALED_OVERHEAD
         ):
             raise FormatError("a log entry field has the wrong type")
         return cls(
@@ -171,8 +172,17 @@ class LogEntry:
         ``sealed`` is a libsodium sealed box: ``epk || box``. The key is
         ``crypto_box_beforenm(epk, owner_secret)``; with it, ``crypto_box_open_afternm`` and
         the nonce ``BLAKE2b-192(epk || owner_pk)`` open the box (``docs/spec/log.md``).
+
+        Raises ``IntegrityError`` (``log-disclosure``) for an ``epk`` of small order, which
+        the host could write (it writes access entries) but nobody can open: libsodium
+        refuses the key exchange, the owner's ``open`` fails too.
         """
-        return bytes(sodium.crypto_box_beforenm(self.sealed[:32], owner_x25519_secret))
+        try:
+            return _crypto.x25519_box_key(self.sealed[:32], owner_x25519_secret)
+        except _crypto.AuthenticationFailed:
+            raise IntegrityError(
+                "log-disclosure", "the entry's ephemeral key is not a usable X25519 key"
+            ) from None
 
 
 def _is_int(value: Any) -> bool:
@@ -181,9 +191,13 @@ def _is_int(value: Any) -> bool:
 
 def open_disclosed(sealed: bytes, owner_x25519_public: bytes, key: bytes) -> dict[str, Any]:
     """Open an entry's details with a disclosure key (what an auditor does)."""
-    if len(sealed) < 32 + 16 or len(key) != 32:
+    if len(sealed) < _crypto.SEALED_OVERHEAD or len(key) != 32:
         raise IntegrityError("log-disclosure", "malformed disclosed entry")
     epk = sealed[:32]
+    # An epk of small order opens for no owner (libsodium refuses the exchange, so the
+    # owner's own view fails): it must not open for an auditor, whatever key is offered.
+    if _crypto.x25519_small_order(epk):
+        raise IntegrityError("log-disclosure", "the entry's ephemeral key is of small order")
     nonce = hashlib.blake2b(epk + owner_x25519_public, digest_size=24).digest()
     try:
         plaintext = sodium.crypto_box_open_afternm(sealed[32:], nonce, key)

@@ -41,6 +41,8 @@ __all__ = ["AuditReport", "Violation", "export_audit", "verify_audit"]
 PACKAGE_FORMAT = "pds-audit/v1"
 FILES = ("vault.json", "checkpoint.txt", "tokens.json", "revocations.bin", "log.jsonl")
 _ACCESS_KINDS = ("read", "list")
+UNOPENABLE_KEY = bytes(32)
+"""The key written for an entry that has no disclosure key (``docs/spec/log.md``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +197,14 @@ def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
             if index != builder.size or entry.index != index or entry.vault_id != vault.vault_id:
                 raise InvalidProof("a log entry is missing or out of place", "log-entry")
             builder.add(merkle.leaf_hash(raw))
-            line = {
-                "index": entry.index,
-                "entry": _b64(raw),
-                "key": _b64(entry.disclosure_key(keys.x25519_secret)),
-            }
+            try:
+                key = entry.disclosure_key(keys.x25519_secret)
+            except IntegrityError:
+                # An ephemeral key of small order (the host wrote the entry): nobody can
+                # open it, and the verifier refuses to whatever the key. A key of zeros,
+                # not null, so the entry is reported undecryptable rather than withheld.
+                key = UNOPENABLE_KEY
+            line = {"index": entry.index, "entry": _b64(raw), "key": _b64(key)}
             out.write((json.dumps(line) + "\n").encode("ascii"))
     if builder.size != head.size or builder.root() != head.root:
         raise InvalidProof("the stored log entries do not hash to the signed head", "log-fork")

@@ -27,7 +27,7 @@ import nacl.signing
 import pytest
 
 import pds
-from pds import accesslog, audit, errors, merkle
+from pds import _codec, accesslog, audit, errors, merkle
 from pds._context import MAX_TIME_MS
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog, open_disclosed
 from pds.keys import SymmetricKey
@@ -862,6 +862,54 @@ def test_entry_details_are_sealed_and_open_one_by_one(world: World) -> None:
                     open_disclosed(entry.sealed, public_key, key)
     with pytest.raises(errors.IntegrityError):
         parsed[2].open(pds.PrincipalKey.generate()._key.x25519_secret())
+
+
+def _entry_with_sealed(vault_id: str, sealed: bytes) -> bytes:
+    return accesslog.encode_entry(
+        vault_id=vault_id,
+        index=0,
+        time=T0_MS,
+        kind="read",
+        result="released",
+        link_id=None,
+        disclose_after=None,
+        sealed=sealed,
+    )
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 47])
+def test_a_sealed_too_short_for_a_sealed_box_is_refused(size: int) -> None:
+    # sealed = epk (32) || box (MAC 16 || ciphertext): nothing shorter was ever sealed.
+    with pytest.raises(errors.FormatError):
+        LogEntry.parse(_entry_with_sealed("v", bytes(size)))
+    assert len(LogEntry.parse(_entry_with_sealed("v", bytes(48))).sealed) == 48
+
+
+SMALL_ORDER_X25519 = [
+    bytes(32),
+    bytes([1]) + bytes(31),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("ec" + "ff" * 30 + "7f"),
+]
+
+
+@pytest.mark.parametrize("epk", SMALL_ORDER_X25519, ids=lambda epk: epk.hex()[:8])
+def test_an_ephemeral_key_of_small_order_has_no_disclosure_key(world: World, epk: bytes) -> None:
+    """The host writes access entries, so it can write one the owner cannot open. Its
+    disclosure key is an IntegrityError (not a PyNaCl exception), and it opens for no
+    auditor either, not even with the key its box was made with (the host's choice)."""
+    secret, public = owner_x25519(world.vault)
+    box_key = bytes(32)  # what export_audit writes for such an entry
+    nonce = hashlib.blake2b(epk + public, digest_size=24).digest()
+    box = bytes(sodium.crypto_box_afternm(_codec.encode({"purpose": "x"}), nonce, box_key))
+    entry = LogEntry.parse(_entry_with_sealed(world.vault_id, epk + box))
+    with pytest.raises(errors.IntegrityError) as no_key:
+        entry.disclosure_key(secret)
+    assert no_key.value.reason == "log-disclosure"
+    with pytest.raises(errors.IntegrityError):
+        entry.open(secret)
+    with pytest.raises(errors.IntegrityError):
+        open_disclosed(entry.sealed, public, box_key)
 
 
 # -- tamper, truncation, rollback and fork against a pinned head --------------------------

@@ -477,6 +477,51 @@ def test_an_access_after_a_revocation_the_host_deleted_is_flagged(world: World) 
     ]
 
 
+def _host_appends_raw(world: World, sealed: bytes, result: str = "released") -> int:
+    """Append entry bytes as the host can (it writes access entries): any ``sealed``."""
+    world.clock.tick()
+    backend = world.store.backend
+    with backend.transaction():
+        log = MerkleLog(backend, world.vault_id)
+        index = log.size()
+        raw = accesslog.encode_entry(
+            vault_id=world.vault_id,
+            index=index,
+            time=world.clock.ms,
+            kind="read",
+            result=result,
+            link_id=world.token.link_id,
+            disclose_after=None,
+            sealed=sealed,
+        )
+        log.append_raw(index, world.clock.ms, raw)
+    return index
+
+
+@pytest.mark.parametrize("result", ["released", "refused"])
+def test_an_entry_no_key_opens_does_not_stop_the_export(world: World, result: str) -> None:
+    """An ephemeral key of small order: the owner's side refuses the key exchange. The
+    package is still written, with a key of zeros, and the entry is undecryptable."""
+    world.read(world.token)
+    index = _host_appends_raw(world, bytes(32) + bytes(40), result)
+    world.read(world.token)
+    package = world.export()
+    assert base64.b64decode(_lines(package)[index]["key"]) == bytes(32)
+    report = audit.verify_audit(package)
+    expected = [(index, "undecryptable")] if result == "released" else []
+    assert rules(report) == expected
+    assert report.released == 2 + (result == "released")
+
+
+def test_an_entry_too_short_to_be_sealed_is_a_malformed_log(world: World) -> None:
+    world.read(world.token)
+    _host_appends_raw(world, b"")
+    with pytest.raises(errors.InvalidProof) as malformed:
+        world.export()
+    assert malformed.value.reason == "log-entry"
+    assert not any((world.tmp / "audit").iterdir())
+
+
 # -- a changed package --------------------------------------------------------------------
 
 
