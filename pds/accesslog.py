@@ -82,8 +82,13 @@ class LogEntry:
 
     @classmethod
     def parse(cls, raw: bytes) -> LogEntry:
-        """Parse entry bytes strictly. Raises ``FormatError``."""
-        doc = _codec.decode(raw)
+        """Parse entry bytes strictly. Raises ``FormatError``.
+
+        The header is one flat map: an entry holding any other map or array is refused
+        while decoding (a container budget of one), before a crafted entry of millions of
+        empty maps can take ~60 times its size in Python objects (an audit package's
+        entries are not authenticated when they are parsed)."""
+        doc = _codec.decode(raw, max_containers=1)
         if (
             not isinstance(doc, dict)
             or set(doc) != _ENTRY_KEYS

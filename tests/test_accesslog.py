@@ -15,6 +15,8 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import struct
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -883,6 +885,25 @@ def test_a_sealed_too_short_for_a_sealed_box_is_refused(size: int) -> None:
     with pytest.raises(errors.FormatError):
         LogEntry.parse(_entry_with_sealed("v", bytes(size)))
     assert len(LogEntry.parse(_entry_with_sealed("v", bytes(48))).sealed) == 48
+
+
+def test_an_entry_of_many_containers_is_refused_without_building_them() -> None:
+    """An entry is one flat map: an array of a million empty maps (1 MB) is refused while
+    decoding, not after a million dicts (~64 MB) are built."""
+    count = 1_000_000
+    raw = b"\xdd" + struct.pack(">I", count) + b"\x80" * count
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.FormatError):
+            LogEntry.parse(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(raw), peak
+    nested = _entry_with_sealed("v", bytes(48)).replace(b"\xa5vault\xa1v", b"\xa5vault\x91\x80")
+    assert b"\x91\x80" in nested
+    with pytest.raises(errors.FormatError):
+        LogEntry.parse(nested)
 
 
 SMALL_ORDER_X25519 = [
