@@ -228,11 +228,28 @@ def _read_bytes(path: Path) -> bytes:
         raise FormatError(f"{path.name} is not a readable file") from None
 
 
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are distinct: readers differ on which of a repeated name's
+    values counts (Python's ``json`` keeps the last, others the first), so one package
+    would show different content to different readers."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _RepeatedName()
+    return result
+
+
+class _RepeatedName(Exception):
+    pass
+
+
 def _parse_json(text: str, what: str) -> Any:
     """``json.loads`` that raises only ``FormatError``: it raises ``RecursionError`` for
-    deep nesting and a plain ``ValueError`` for an integer beyond Python's digit limit."""
+    deep nesting and a plain ``ValueError`` for an integer beyond Python's digit limit.
+    An object that repeats a name is refused."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_names)
+    except _RepeatedName:
+        raise FormatError(f"{what} repeats a name in a JSON object") from None
     except (ValueError, RecursionError):
         raise FormatError(f"{what} is not valid JSON") from None
 

@@ -804,6 +804,25 @@ def _swapped_lines(package: Path) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _repeated_name_in_vault_json(package: Path) -> bytes:
+    text = (package / "vault.json").read_text()
+    meta = json.loads(text)
+    # The same value twice: only the repetition is wrong.
+    return text.replace('"vault": ', f'"vault": "{meta["vault"]}", "vault": ', 1).encode()
+
+
+def _repeated_key_in_a_line(package: Path) -> bytes:
+    lines = (package / "log.jsonl").read_text().splitlines()
+    lines[3] = lines[3][:-1] + ', "key": null}'
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _repeated_token_in_tokens_json(package: Path) -> bytes:
+    item = json.loads((package / "tokens.json").read_text())[0]
+    token = json.dumps(item["token"])
+    return f'[{{"token": {token}, "token": {token}}}]'.encode()
+
+
 def _with_list_sig(package: Path, *, sig: Any) -> bytes:
     outer = msgpack.unpackb((package / "revocations.bin").read_bytes())
     return bytes(msgpack.packb({"body": outer["body"], "sig": sig}))
@@ -866,6 +885,10 @@ MALFORMED: list[Any] = [
     pytest.param("tokens.json", b"[" * 100_000 + b"]" * 100_000, id="tokens.json deep"),
     pytest.param("log.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", id="log.jsonl deep"),
     pytest.param("tokens.json", b"1" * 5000, id="tokens.json huge integer"),
+    # A repeated name: readers differ on which value counts (Python's json keeps the last).
+    pytest.param("vault.json", _repeated_name_in_vault_json, id="vault.json repeated name"),
+    pytest.param("log.jsonl", _repeated_key_in_a_line, id="log.jsonl repeated name"),
+    pytest.param("tokens.json", _repeated_token_in_tokens_json, id="tokens.json repeated name"),
     pytest.param("log.jsonl", b"1" * 5000 + b"\n", id="log.jsonl huge integer"),
 ]
 
