@@ -53,6 +53,8 @@ RESULTS = frozenset({"released", "refused", "ok"})
 OWNER_KINDS = KINDS - {"read", "list", "delegation"}
 """The kinds only the owner's pds appends: their details carry the owner's signature."""
 OWNER_ENTRY_LABEL = b"pds/owner-entry/v1"
+MAX_ENTRY_BYTES = 64 * 1024 * 1024
+"""The largest entry a parser decodes (the canonical decoder's default document limit)."""
 _ENTRY_KEYS = frozenset(
     {"v", "vault", "index", "time", "kind", "result", "link", "disclose_after", "sealed"}
 )
@@ -88,7 +90,7 @@ class LogEntry:
         while decoding (a container budget of one), before a crafted entry of millions of
         empty maps can take ~60 times its size in Python objects (an audit package's
         entries are not authenticated when they are parsed)."""
-        doc = _codec.decode(raw, max_containers=1)
+        doc = _codec.decode(raw, max_size=MAX_ENTRY_BYTES, max_containers=1)
         if (
             not isinstance(doc, dict)
             or set(doc) != _ENTRY_KEYS

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
+import stat
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from pds import _codec, _crypto, _export, capability, merkle
+from pds import _codec, _crypto, _export, accesslog, capability, merkle
 from pds.accesslog import (
     OWNER_KINDS,
     Checkpoint,
@@ -210,22 +213,87 @@ def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
         raise InvalidProof("the stored log entries do not hash to the signed head", "log-fork")
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FormatError(f"the audit package lacks {path.name}") from None
-    except (OSError, UnicodeDecodeError):
-        raise FormatError(f"{path.name} is not readable UTF-8 text") from None
+# What the verifier reads of each package file, at most (docs/spec/log.md, "The audit
+# package"): a package is not authenticated until it is read, and a file may be a FIFO that
+# never ends, a link to /dev/zero or just huge.
+MAX_VAULT_JSON = 64 * 1024
+MAX_CHECKPOINT = 16 * 1024
+"""A note is at most 4096 characters (``Checkpoint.parse``), UTF-8 at most 4 bytes each."""
+MAX_TOKENS_JSON = 256 * 1024 * 1024
+MAX_REVOCATIONS = 64 * 1024 * 1024
+"""The canonical decoder's document limit, which the list's body must fit."""
+MAX_LOG_LINE = 4 * -(-accesslog.MAX_ENTRY_BYTES // 3) + 1024
+"""A line holds base64 of one entry (at most ``MAX_ENTRY_BYTES``), its index and key."""
 
 
-def _read_bytes(path: Path) -> bytes:
+@contextlib.contextmanager
+def _package_file(root: Path, name: str) -> Iterator[IO[bytes]]:
+    """Open a package file for reading: not through a symbolic link (``O_NOFOLLOW``),
+    without blocking on a FIFO (``O_NONBLOCK``), and only if it is a regular file (the
+    descriptor's own ``fstat``, so nothing can be swapped in between). Raises
+    ``FormatError``."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        return path.read_bytes()
+        fd = os.open(root / name, flags)
     except FileNotFoundError:
-        raise FormatError(f"the audit package lacks {path.name}") from None
-    except OSError:
-        raise FormatError(f"{path.name} is not a readable file") from None
+        raise FormatError(f"the audit package lacks {name}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FormatError(f"{name} is a symbolic link, not a regular file") from None
+        raise FormatError(f"{name} is not a readable file") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FormatError(f"{name} is not a regular file")
+        stream = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with stream:
+        yield stream
+
+
+def _read_bytes(root: Path, name: str, limit: int) -> bytes:
+    """A whole package file of at most ``limit`` bytes. Raises ``FormatError``."""
+    with _package_file(root, name) as stream:
+        try:
+            data = stream.read(limit + 1)
+        except OSError:
+            raise FormatError(f"{name} is not a readable file") from None
+    if len(data) > limit:
+        raise FormatError(f"{name} is larger than {limit} bytes")
+    return data
+
+
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{what} is not readable UTF-8 text") from None
+
+
+def _read_text(root: Path, name: str, limit: int) -> str:
+    return _utf8(_read_bytes(root, name, limit), name)
+
+
+def _log_lines(root: Path) -> Iterator[str]:
+    """The lines of ``log.jsonl``, read one at a time, each at most ``MAX_LOG_LINE`` bytes
+    (without its line feed). Raises ``FormatError``."""
+    with _package_file(root, "log.jsonl") as stream:
+        number = 0
+        while True:
+            number += 1
+            try:
+                line = stream.readline(MAX_LOG_LINE + 2)
+            except OSError:
+                raise FormatError("log.jsonl is not a readable file") from None
+            if not line:
+                return
+            if line.endswith(b"\n"):
+                line = line[:-1]
+            if len(line) > MAX_LOG_LINE:
+                raise FormatError(f"log.jsonl line {number} is longer than {MAX_LOG_LINE} bytes")
+            yield _utf8(line, f"log.jsonl line {number}")
 
 
 def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -254,8 +322,8 @@ def _parse_json(text: str, what: str) -> Any:
         raise FormatError(f"{what} is not valid JSON") from None
 
 
-def _load_json(path: Path) -> Any:
-    return _parse_json(_read_text(path), path.name)
+def _load_json(root: Path, name: str, limit: int) -> Any:
+    return _parse_json(_read_text(root, name, limit), name)
 
 
 def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int]:
@@ -326,7 +394,7 @@ def verify_audit(
     then). Everything else is reported.
     """
     root_dir = Path(directory)
-    meta = _load_json(root_dir / "vault.json")
+    meta = _load_json(root_dir, "vault.json", MAX_VAULT_JSON)
     if not isinstance(meta, dict) or meta.get("format") != PACKAGE_FORMAT:
         raise FormatError("not a pds audit package (vault.json format)")
     vault_id = meta.get("vault")
@@ -343,14 +411,13 @@ def verify_audit(
     owner_public = _crypto.ed25519_to_x25519(identity)
     report = AuditReport(vault_id, did)
 
-    head = Checkpoint.parse(_read_text(root_dir / "checkpoint.txt"), identity)
+    head = Checkpoint.parse(_read_text(root_dir, "checkpoint.txt", MAX_CHECKPOINT), identity)
     head.verify(identity)
     if head.origin != origin(vault_id):
         raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
 
     entries: list[tuple[LogEntry, bytes | None]] = []
-    lines = _read_text(root_dir / "log.jsonl").splitlines()
-    for number, line in enumerate(lines):
+    for number, line in enumerate(_log_lines(root_dir)):
         item = _parse_json(line, f"log.jsonl line {number + 1}")
         if not isinstance(item, dict):
             raise FormatError(f"log.jsonl line {number + 1} is not an object")
@@ -370,7 +437,7 @@ def verify_audit(
 
     tokens: dict[bytes, capability.Token] = {}
     bad_tokens: dict[bytes, str] = {}
-    token_list = _load_json(root_dir / "tokens.json")
+    token_list = _load_json(root_dir, "tokens.json", MAX_TOKENS_JSON)
     if not isinstance(token_list, list):
         raise FormatError("tokens.json is a list")
     for item in token_list:
@@ -382,7 +449,9 @@ def verify_audit(
             tokens[token.link_id] = token
         except AccessDenied as denied:
             bad_tokens[token.link_id] = denied.reason
-    revoked = _revocations(_read_bytes(root_dir / "revocations.bin"), vault_id, identity)
+    revoked = _revocations(
+        _read_bytes(root_dir, "revocations.bin", MAX_REVOCATIONS), vault_id, identity
+    )
     if head.revoked is not None and revoked_digest(revoked) != head.revoked:
         report.violations.append(
             Violation(

@@ -20,6 +20,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -907,3 +909,115 @@ def test_a_directory_in_place_of_a_file_is_a_format_error(package: Path, name: s
     (package / name).mkdir()
     with pytest.raises(errors.FormatError):
         audit.verify_audit(package)
+
+
+# -- package files are read as bounded regular files --------------------------------------
+
+
+@pytest.mark.parametrize("name", audit.FILES)
+def test_a_fifo_in_place_of_a_file_is_refused_without_waiting(package: Path, name: str) -> None:
+    (package / name).unlink()
+    os.mkfifo(package / name)
+    outcome: list[BaseException | None] = []
+
+    def verify() -> None:
+        try:
+            audit.verify_audit(package)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=verify, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # a writer that opens and closes ends the blocked read (EOF)
+        os.close(os.open(package / name, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"verify_audit waited on a FIFO {name}")
+    assert len(outcome) == 1 and isinstance(outcome[0], errors.FormatError), outcome
+
+
+@pytest.mark.parametrize("name", audit.FILES)
+@pytest.mark.parametrize("target", ["the same file", "/dev/null", "nowhere"])
+def test_a_symbolic_link_in_place_of_a_file_is_refused(
+    package: Path, name: str, target: str
+) -> None:
+    """Even to the very file: a package is files, and a link may lead anywhere (a device
+    that never ends, such as /dev/zero, which a test must not read to show it)."""
+    if target == "the same file":
+        moved = package.parent / f"moved-{name}"
+        (package / name).rename(moved)
+        target = str(moved)
+    else:
+        (package / name).unlink()
+    os.symlink(target, package / name)
+    with pytest.raises(errors.FormatError):
+        audit.verify_audit(package)
+
+
+LIMITS = {
+    "vault.json": "MAX_VAULT_JSON",
+    "checkpoint.txt": "MAX_CHECKPOINT",
+    "tokens.json": "MAX_TOKENS_JSON",
+    "revocations.bin": "MAX_REVOCATIONS",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIMITS))
+def test_a_file_over_its_limit_is_refused(
+    package: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = (package / name).stat().st_size
+    monkeypatch.setattr(audit, LIMITS[name], size)
+    audit.verify_audit(package)  # a file of exactly the limit is read
+    monkeypatch.setattr(audit, LIMITS[name], size - 1)
+    with pytest.raises(errors.FormatError) as refused:
+        audit.verify_audit(package)
+    assert "larger than" in str(refused.value)
+
+
+def test_the_documented_limits() -> None:
+    assert audit.MAX_VAULT_JSON == 64 * 1024
+    assert audit.MAX_CHECKPOINT == 4 * 4096  # the note limit, in UTF-8 bytes at most
+    assert audit.MAX_TOKENS_JSON == 256 * 1024 * 1024
+    assert audit.MAX_REVOCATIONS == 64 * 1024 * 1024
+    assert audit.MAX_LOG_LINE == 4 * (64 * 1024 * 1024 // 3 + 1) + 1024
+
+
+def test_a_huge_file_is_read_only_to_its_limit(package: Path) -> None:
+    # A sparse file far past the limit (32 MiB; a link to /dev/zero never ends): read to
+    # the limit and refused, not loaded whole.
+    with (package / "vault.json").open("r+b") as out:
+        out.truncate(32 * 1024**2)
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.FormatError):
+            audit.verify_audit(package)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * audit.MAX_VAULT_JSON
+
+
+def test_log_lines_are_read_one_at_a_time_within_the_limit(
+    package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    longest = max(len(line) for line in (package / "log.jsonl").read_bytes().split(b"\n"))
+    monkeypatch.setattr(audit, "MAX_LOG_LINE", longest)
+    assert audit.verify_audit(package).entries == 6
+    monkeypatch.setattr(audit, "MAX_LOG_LINE", longest - 1)
+    with pytest.raises(errors.FormatError) as refused:
+        audit.verify_audit(package)
+    assert "longer than" in str(refused.value)
+    # One endless line (no line feed) is refused at the limit, not read whole.
+    monkeypatch.setattr(audit, "MAX_LOG_LINE", 4096)
+    with (package / "log.jsonl").open("r+b") as out:
+        out.truncate(32 * 1024**2)
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.FormatError):
+            audit.verify_audit(package)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024
