@@ -485,13 +485,16 @@ def verify_audit(
                 )
             )
 
-    # The signed log also records every revocation (its header names the link): a
-    # revocation the list omits still counts, from the time the log shows, if the owner
-    # signed its entry (or its details are not disclosed).
+    # The signed log also records every revocation (its header names the link), and its
+    # order is what the host cannot bend: an access logged after the owner's revoke entry
+    # was appended after the revocation was committed (the host serves under the write
+    # lock), whatever time it was stamped with, and one logged before it was served before.
+    # A revocation counts from its first entry the owner signed (or whose details are not
+    # disclosed); one the list omits counts all the same.
+    revoked_at_index: dict[bytes, int] = {}
     for entry, _ in entries:
         if entry.kind == "revoke" and entry.link_id is not None and entry.index not in unsigned:
-            listed = revoked.get(entry.link_id)
-            if listed is None:
+            if entry.link_id not in revoked:
                 report.violations.append(
                     Violation(
                         entry.index,
@@ -499,8 +502,8 @@ def verify_audit(
                         "the log records a revocation the revocation list omits",
                     )
                 )
-            if listed is None or entry.time < listed:
-                revoked[entry.link_id] = entry.time
+            revoked_at_index.setdefault(entry.link_id, entry.index)
+    revocations = _Revocations(revoked, revoked_at_index)
     uses: Counter[bytes] = Counter()
     for entry, key in entries:
         if entry.kind not in _ACCESS_KINDS:
@@ -527,7 +530,7 @@ def verify_audit(
                 Violation(entry.index, "undecryptable", "the disclosed key does not open the entry")
             )
             continue
-        for rule, message in _judge(entry, details, tokens, bad_tokens, revoked):
+        for rule, message in _judge(entry, details, tokens, bad_tokens, revocations):
             report.violations.append(Violation(entry.index, rule, message))
         if over_budget:
             report.violations.append(
@@ -570,12 +573,30 @@ def _check_trusted(
             )
 
 
+@dataclass(frozen=True, slots=True)
+class _Revocations:
+    listed: dict[bytes, int]
+    """Link id to ``revoked_at``, from the signed revocation list."""
+    logged: dict[bytes, int]
+    """Link id to the index of the first counted ``revoke`` entry naming it."""
+
+    def before(self, link_id: bytes, entry: LogEntry) -> bool:
+        """Whether ``link_id`` was revoked before ``entry``: by the log's order if the log
+        holds a counted revoke entry for it, else by the list's time (``revoked_at`` at or
+        before the entry's time)."""
+        index = self.logged.get(link_id)
+        if index is not None:
+            return index < entry.index
+        revoked_at = self.listed.get(link_id)
+        return revoked_at is not None and revoked_at <= entry.time
+
+
 def _judge(
     entry: LogEntry,
     details: dict[str, Any],
     tokens: dict[bytes, capability.Token],
     bad_tokens: dict[bytes, str],
-    revoked: dict[bytes, int],
+    revocations: _Revocations,
 ) -> list[tuple[str, str]]:
     """The rules one released access breaks (none if a valid token authorised it)."""
     link = entry.link_id
@@ -591,11 +612,8 @@ def _judge(
         capability.check_times(token, entry.time)
     except AccessDenied as denied:
         problems.append((denied.reason, f"the token was {denied.reason} at the time of access"))
-    for link_id in token.link_ids:
-        revoked_at = revoked.get(link_id)
-        if revoked_at is not None and revoked_at <= entry.time:
-            problems.append(("revoked", "a link of the token was revoked before the access"))
-            break
+    if any(revocations.before(link_id, entry) for link_id in token.link_ids):
+        problems.append(("revoked", "a link of the token was revoked before the access"))
     if details.get("actor") != token.leaf.audience_did or details.get("chain") != [
         i.hex() for i in token.link_ids
     ]:

@@ -328,6 +328,72 @@ def test_an_access_after_revocation_is_flagged(world: World) -> None:
     assert report.released == 2
 
 
+def test_an_access_logged_after_the_revocation_is_flagged_whatever_its_time(
+    world: World,
+) -> None:
+    """The host serves the revoked token days later and stamps the entry before the
+    revocation: the log's order, which the host cannot bend, shows it came after."""
+    world.read(world.token)
+    world.clock.tick(2 * DAY_MS)
+    world.vault.revoke(world.token, reason="case closed")
+    revoked_at = world.clock.ms
+    world.clock.tick(3 * DAY_MS)
+    index = forge_access(world, world.token, time=revoked_at - 3_600_000)
+    report = audit.verify_audit(world.export())
+    assert rules(report) == [(index, "revoked")]
+
+
+def test_an_access_logged_before_the_revocation_is_not_flagged_whatever_its_time(
+    world: World,
+) -> None:
+    """The serving process's clock runs two minutes ahead of the owner's (within the skew
+    hosts may differ by): a read served and committed before the owner revokes carries a
+    later time than the revocation, and was authorised."""
+    host_clock = Clock(world.clock.ms + 2 * MINUTE_MS)
+    host_store = pds.open_store(world.path, clock=host_clock)
+    try:
+        world.clock.tick()
+        host_clock.tick()
+        pds.Grantee(world.agency, clock=host_clock).read(host_store, world.token)
+    finally:
+        host_store.close()
+    world.clock.tick(1000)
+    world.vault.revoke(world.token)
+    package = world.export()
+    read, revoke = (
+        LogEntry.parse(base64.b64decode(line["entry"])) for line in _lines(package)[3:5]
+    )
+    if (read.kind, revoke.kind) != ("read", "revoke") or read.time <= revoke.time:
+        pytest.fail("precondition: the read is logged first with a later time")
+    assert audit.verify_audit(package).clean
+
+
+def test_an_access_in_the_revocations_millisecond_logged_before_it_is_not_flagged(
+    world: World,
+) -> None:
+    world.read(world.token)
+    world.vault.revoke(world.token)  # the same millisecond as the read
+    assert audit.verify_audit(world.export()).clean
+
+
+def test_a_revocation_without_a_counted_entry_counts_from_its_time(world: World) -> None:
+    """A revoke entry that does not open does not count; the signed list's revocation
+    does, from its ``revoked_at``, against the entries' times."""
+    world.read(world.token)
+    world.clock.tick()
+    world.vault.revoke(world.token)
+    revoke = world.vault.log_size() - 1
+    # Logged after the revoke entry, stamped a millisecond before the revocation's time.
+    before = forge_access(world, world.token, time=world.clock.ms - 1)
+    after = forge_access(world, world.token)
+    package = world.export()
+    lines = _lines(package)
+    lines[revoke]["key"] = lines[revoke - 1]["key"]
+    _write_lines(package, lines)
+    assert before < after
+    assert rules(audit.verify_audit(package)) == [(revoke, "undecryptable"), (after, "revoked")]
+
+
 def test_an_access_outside_the_scope_is_flagged(world: World) -> None:
     index = forge_access(world, world.token, collection="health/visits", record=world.health)
     assert rules(audit.verify_audit(world.export())) == [(index, "out-of-scope")]
