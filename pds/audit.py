@@ -44,6 +44,7 @@ __all__ = ["AuditReport", "Violation", "export_audit", "verify_audit"]
 PACKAGE_FORMAT = "pds-audit/v1"
 FILES = ("vault.json", "checkpoint.txt", "tokens.json", "revocations.bin", "log.jsonl")
 _ACCESS_KINDS = ("read", "list")
+_REVOCATION_KEYS = frozenset({"v", "vault", "link", "revoked_at", "reason"})
 UNOPENABLE_KEY = bytes(32)
 """The key written for an entry that has no disclosure key (``docs/spec/log.md``)."""
 
@@ -367,10 +368,15 @@ def _revocations(data: bytes, vault_id: str, identity: bytes) -> dict[bytes, int
         except _crypto.AuthenticationFailed:
             raise IntegrityError("revocation", "a revocation signature fails") from None
         item = _codec.decode(statement)
+        # token.md, revocation statement: exactly these five keys, version 1.
         if not (
             isinstance(item, dict)
-            and type(item.get("link")) is bytes
-            and type(item.get("revoked_at")) is int
+            and set(item) == _REVOCATION_KEYS
+            and _codec.is_version(item["v"], 1)
+            and type(item["link"]) is bytes
+            and len(item["link"]) == 32
+            and type(item["revoked_at"]) is int
+            and type(item["reason"]) is str
         ):
             raise FormatError("revocations.bin holds a malformed revocation")
         if item.get("vault") != vault_id:
@@ -444,11 +450,16 @@ def verify_audit(
         if not isinstance(item, dict) or not isinstance(item.get("token"), str):
             raise FormatError("tokens.json items are {link, token}")
         token = capability.Token.from_text(item["token"])
+        # A copy that verifies wins over one that does not, in either order: anyone can
+        # add a damaged copy of a valid chain to tokens.json.
         try:
             capability.verify_chain(token, vault_id=vault_id, identity=identity)
-            tokens[token.link_id] = token
         except AccessDenied as denied:
-            bad_tokens[token.link_id] = denied.reason
+            if token.link_id not in tokens:
+                bad_tokens[token.link_id] = denied.reason
+            continue
+        tokens.setdefault(token.link_id, token)
+        bad_tokens.pop(token.link_id, None)
     revoked = _revocations(
         _read_bytes(root_dir, "revocations.bin", MAX_REVOCATIONS), vault_id, identity
     )
@@ -529,6 +540,11 @@ def verify_audit(
             report.violations.append(
                 Violation(entry.index, "undecryptable", "the disclosed key does not open the entry")
             )
+            # The budget counts need no details (step 8): an over-budget access is that too.
+            if over_budget:
+                report.violations.append(
+                    Violation(entry.index, "budget", "the token's use budget was exceeded")
+                )
             continue
         for rule, message in _judge(entry, details, tokens, bad_tokens, revocations):
             report.violations.append(Violation(entry.index, rule, message))

@@ -32,7 +32,7 @@ import nacl.bindings as sodium
 import pytest
 
 import pds
-from pds import _crypto, accesslog, audit, errors
+from pds import _codec, _crypto, accesslog, audit, errors
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog
 from pds.keys import SymmetricKey
 
@@ -439,6 +439,79 @@ def test_an_access_beyond_the_use_budget_is_flagged(world: World) -> None:
         world.read(once)
     index = forge_access(world, once)
     assert rules(audit.verify_audit(world.export())) == [(index, "budget")]
+
+
+def test_an_access_beyond_the_budget_with_a_key_that_does_not_open_is_both(world: World) -> None:
+    """Budgets count released accesses from their headers, so one whose details do not
+    open is over budget all the same (step 8)."""
+    once = world.grant(uses=1)
+    world.read(once)
+    index = forge_access(world, once)
+    package = world.export()
+    lines = _lines(package)
+    lines[index]["key"] = base64.b64encode(bytes(32)).decode()
+    _write_lines(package, lines)
+    assert rules(audit.verify_audit(package)) == [(index, "undecryptable"), (index, "budget")]
+
+
+@pytest.mark.parametrize("position", ["after", "before"])
+def test_a_damaged_copy_of_a_valid_token_does_not_taint_it(world: World, position: str) -> None:
+    world.read(world.token)
+    package = world.export()
+    tokens = json.loads((package / "tokens.json").read_text())
+    raw = bytearray(world.token.to_bytes())
+    raw[raw.find(world.token.root.signature)] ^= 1
+    damaged = pds.Token.from_bytes(bytes(raw))
+    assert damaged.link_id == world.token.link_id
+    item = {"link": damaged.link_id.hex(), "token": damaged.to_text()}
+    tokens = [*tokens, item] if position == "after" else [item, *tokens]
+    (package / "tokens.json").write_text(json.dumps(tokens))
+    assert audit.verify_audit(package).clean
+    # Alone, the damaged copy is what the package holds for the link.
+    (package / "tokens.json").write_text(json.dumps([item]))
+    assert rules(audit.verify_audit(package)) == [(3, "token-invalid")]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"v": 2},
+        {"v": True},
+        {"extra": [1]},
+        {"reason": ...},
+        {"reason": None},
+        {"link": b"\x01" * 31},
+    ],
+    ids=repr,
+)
+def test_a_revocation_statement_of_another_shape_is_refused(
+    world: World, changes: dict[str, Any]
+) -> None:
+    """Signed by the owner's key, but not the statement token.md defines: exactly link,
+    reason, revoked_at, v (1) and vault."""
+    package = world.export()
+    identity = world.vault._keys().identity
+    fields: dict[str, Any] = {
+        "v": 1,
+        "vault": world.vault_id,
+        "link": world.token.link_id,
+        "revoked_at": world.clock.ms,
+        "reason": "case closed",
+    }
+    for key, value in changes.items():
+        if value is ...:
+            del fields[key]
+        else:
+            fields[key] = value
+    statement = _codec.encode(fields)
+    signed = [statement, identity.sign(pds.capability.REVOCATION_LABEL, statement)]
+    body = _codec.encode(
+        {"v": 1, "vault": world.vault_id, "issued_at": world.clock.ms, "revocations": [signed]}
+    )
+    outer = {"body": body, "sig": identity.sign(pds.capability.REVOCATION_LIST_LABEL, body)}
+    (package / "revocations.bin").write_bytes(_codec.encode(outer))
+    with pytest.raises(errors.FormatError):
+        audit.verify_audit(package)
 
 
 def test_an_access_by_another_holder_is_flagged(world: World) -> None:
