@@ -596,3 +596,29 @@ class Checkpoint:
             raise InvalidProof(
                 "the checkpoint signature does not verify", "checkpoint-signature"
             ) from None
+
+
+def check_extends(log: MerkleLog, latest: Checkpoint | None, pin: Checkpoint) -> None:
+    """Check that the stored ``log`` extends ``pin``, a head seen earlier, and that its
+    ``latest`` verified head is at least as large, with the same records at the same size:
+    a host that deleted the heads signed since, with the revocations and rotations they
+    record, shows an older head over the same entries. Raises ``InvalidProof``
+    (``log-truncated``, ``log-fork``, ``checkpoint-missing``, ``checkpoint-records``).
+    The root is read from the stored subtree hashes, which a walk of the entries checks."""
+    if log.size() < pin.size:
+        raise InvalidProof("the log is shorter than the pinned head", "log-truncated")
+    if log.root(pin.size) != pin.root:
+        raise InvalidProof("the log does not extend the pinned head", "log-fork")
+    if latest is None or latest.size < pin.size:
+        raise InvalidProof(
+            "the latest signed head is older than the pinned head", "checkpoint-missing"
+        )
+    if (
+        latest.size == pin.size
+        and None not in (latest.records, pin.records)
+        and latest.records != pin.records
+    ):
+        raise InvalidProof(
+            "the latest signed head records other revocations or epochs than the pinned head",
+            "checkpoint-records",
+        )

@@ -241,7 +241,9 @@ class Store:
         records, at its size): an older export would bring back what was revoked or
         rotated since, under a head the owner's key signs for the import. Otherwise
         ``InvalidProof`` (``log-truncated``, ``log-fork``, ``checkpoint-missing``,
-        ``checkpoint-records``) and nothing is imported.
+        ``checkpoint-records``) and nothing is imported; and so if a revocation or rotation
+        the owner signed in the entries the pin covers is not in the file
+        (``IntegrityError``, ``revocations-changed``, ``epochs-changed``).
         """
         secret = _owner.OwnerSecret(passphrase, key_file, key_provider)
         return _export.import_vault(self._ctx, source, secret, progress=progress, pinned=pinned)

@@ -44,6 +44,7 @@ from pds.accesslog import (
     Checkpoint,
     LogEntry,
     MerkleLog,
+    check_extends,
     origin,
     revoked_digest,
     rotated_digest,
@@ -606,9 +607,11 @@ class Vault:
         (``rotation-incomplete``) is raised.
 
         ``pinned``, a head seen earlier (e.g. the CLI's pin), must be extended by the log
-        the rotation runs on, checked inside its transaction: otherwise ``InvalidProof``
-        and nothing is made (a store rolled back to before a revocation would share the new
-        epochs with the revoked link); the log walk is anchored at it too.
+        the rotation runs on and reached by its latest signed head (``check_extends``),
+        checked inside its transaction: otherwise ``InvalidProof`` and nothing is made (a
+        store rolled back to before a revocation, or with the revocation and the heads
+        since deleted, would share the new epochs with the revoked link); the log walk is
+        anchored at it too.
 
         New writes use the new epoch's public key; older records stay readable with the
         older epochs' secrets and are not re-encrypted. The new epochs are shared with the
@@ -626,11 +629,10 @@ class Vault:
         with self._ctx.backend.transaction():
             self._refresh()
             if anchor is not None:
+                # The heads too: with those signed since the pin deleted (and the
+                # revocation they record), the older one left agrees with the rows.
                 log = MerkleLog(self._ctx.backend, self.vault_id)
-                if anchor.size > log.size():
-                    raise InvalidProof("the log is shorter than the pinned head", "log-truncated")
-                if log.root(anchor.size) != anchor.root:
-                    raise InvalidProof("the stored log does not extend the pinned head", "log-fork")
+                check_extends(log, self._stored_latest_checkpoint(), anchor)
             now = self._ctx.now_ms()
             used = self._epoch_numbers_used()
             logged = _LoggedRecords(keys.x25519_secret, keys.identity.public)
@@ -1832,7 +1834,9 @@ class Vault:
         do not name, an export or audit package signed over them): they must be the ones
         the latest checkpoint records. A host that drops a revocation (to have the revoked
         link sent the next epochs) is refused here; one that also drops the checkpoints
-        signed since is caught by a pinned head (``verify_log``).
+        signed since is caught only by a pinned head whose size the latest stored head
+        must reach (``rotate(pinned=)``, ``import_vault(pinned=)``, the CLI's pin check;
+        ``verify_log`` checks the entries alone).
 
         Raises ``InvalidProof`` or ``IntegrityError`` (see ``_recording_head``;
         ``revocations-changed``).

@@ -1084,3 +1084,56 @@ def test_an_import_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) -
             store.import_vault(io.BytesIO(files[1]), key_file=key_file, pinned=heads[0])
         assert refused.value.reason == "log-fork"
         assert store.list_vaults() == []
+
+
+def _pinned_then_undone(tmp_path: Path, revoke: bool) -> tuple[Path, str, Checkpoint, bytes]:
+    """A vault whose grant was revoked (or whose collection was rotated), the head after it
+    pinned; then the host deletes the revocation (the new epoch) and every head from the
+    pinned one on, and the owner exports the store as the host left it (its rows agree with
+    the head left). Returns the key file, vault id, pin and export."""
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    path = tmp_path / "store.db"
+    with pds.open_store(path) as store:
+        vault_id = store.create_vault(key_file=key_file)
+        vault = store.open_vault(vault_id)
+        vault.unlock(key_file=key_file)
+        vault.put("tax", {"income": 1})
+        if revoke:
+            holder = pds.Grantee(pds.PrincipalKey.generate())
+            expires = dt.timedelta(9)
+            vault.revoke(vault.grant(holder.did, collections=["tax"], purpose="p", expires=expires))
+        else:
+            vault.rotate("tax")
+        pin = vault.latest_checkpoint()
+    assert pin is not None
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM log_checkpoints WHERE size >= ?", (pin.size,))
+        conn.execute("DELETE FROM revocations" if revoke else "DELETE FROM epochs WHERE epoch = 2")
+    conn.close()
+    with pds.open_store(path) as store:
+        vault = store.open_vault(vault_id)
+        vault.unlock(key_file=key_file)
+        buffer = io.BytesIO()
+        vault.export(buffer)
+    return key_file, vault_id, pin, buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("revoke", "reason"), [(True, "revocations-changed"), (False, "epochs-changed")]
+)
+def test_an_import_with_a_pin_refuses_what_the_pinned_entries_record_missing(
+    tmp_path: Path, revoke: bool, reason: str
+) -> None:
+    """The export's head is newer than the pin (the export signed one) and agrees with its
+    rows, but the entries the pin covers hold the owner's signed revoke or rotate entry: a
+    file without that revocation or epoch is refused, nothing imported."""
+    key_file, vault_id, pin, data = _pinned_then_undone(tmp_path, revoke)
+    with pds.open_store(tmp_path / "target.db") as store:
+        with pytest.raises(errors.IntegrityError) as refused:
+            store.import_vault(io.BytesIO(data), key_file=key_file, pinned=pin)
+        assert refused.value.reason == reason
+        assert store.list_vaults() == []
+        # Without the pin the store cannot tell: it imports (what the pin is for).
+        assert store.import_vault(io.BytesIO(data), key_file=key_file) == vault_id

@@ -1424,6 +1424,42 @@ def test_a_rotation_with_a_pin_refuses_a_store_rolled_back_past_it(tmp_path: Pat
     store.close()
 
 
+def test_a_rotation_with_a_pin_refuses_a_store_whose_newer_heads_were_deleted(
+    tmp_path: Path,
+) -> None:
+    """The host keeps the log's entries but deletes the revocation and every head from the
+    pinned one on: the log still extends the pin, and the older head left agrees with the
+    rows. The pin's size shows the heads are missing: nothing is made or shared."""
+    key_file = tmp_path / "owner.key"
+    SymmetricKey.create_file(key_file)
+    path = tmp_path / "store.db"
+    with pds.open_store(path) as store:
+        vault_id = store.create_vault(key_file=key_file)
+        vault = store.open_vault(vault_id)
+        vault.unlock(key_file=key_file)
+        vault.put("tax/2024", {"income": 1})
+        holder = pds.Grantee(pds.PrincipalKey.generate())
+        token = vault.grant(holder.did, collections=["tax/*"], purpose="p", expires=dt.timedelta(1))
+        vault.revoke(token)
+        pin = vault.latest_checkpoint()
+    assert pin is not None
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM log_checkpoints WHERE size >= ?", (pin.size,))
+        conn.execute("DELETE FROM revocations")
+    conn.close()
+    with pds.open_store(path) as store:
+        fresh = store.open_vault(vault_id)
+        fresh.unlock(key_file=key_file)
+        for collection in ("tax/2024", None):
+            with pytest.raises(errors.InvalidProof) as refused:
+                fresh.rotate(collection, pinned=pin)
+            assert refused.value.reason == "checkpoint-missing"
+        epochs = [row.epoch for row in store._ctx.backend.iter_epochs(vault_id)]
+        shared = store._ctx.backend.link_keys(token.link_id)
+    assert epochs == [1] and shared == []
+
+
 def test_a_rotation_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) -> None:
     """Two copies of one store, each written to after the copy: a head of one is not
     extended by the other's log, so a rotation there with that pin makes nothing."""
