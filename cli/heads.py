@@ -75,8 +75,10 @@ def head_path(vault_id: str) -> Path | None:
     return state_directory() / "heads" / f"{vault_id}.checkpoint"
 
 
-def pinned_head(vault_id: str) -> Checkpoint | None:
-    """The pinned head of ``vault_id``, or ``None`` if this user has not seen one yet."""
+def pinned_text(vault_id: str) -> str | None:
+    """The pinned head of ``vault_id`` as its note text, or ``None`` if this user has not
+    seen one yet. Passed as text to the library, which picks the signature line by the
+    vault's key (a note may carry other keys' lines)."""
     path = head_path(vault_id)
     if path is None:
         return None
@@ -88,11 +90,19 @@ def pinned_head(vault_id: str) -> Checkpoint | None:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise InputError(f"cannot read the pinned log head {path}: {reason}") from None
     try:
-        return Checkpoint.parse(text)
+        Checkpoint.parse(text)
     except errors.FormatError:
         raise InputError(
             f"the pinned log head {path} is not a checkpoint (delete it to pin afresh)"
         ) from None
+    return text
+
+
+def pinned_head(vault_id: str) -> Checkpoint | None:
+    """The pinned head of ``vault_id`` parsed for its size, root and time (its signature is
+    checked where it is used, as ``pinned_text``), or ``None``."""
+    text = pinned_text(vault_id)
+    return None if text is None else Checkpoint.parse(text)
 
 
 @dataclass(frozen=True)
@@ -115,11 +125,12 @@ class HeadCheck:
 
 def check_pinned(vault: pds.Vault) -> HeadCheck:
     """Check the store's log for ``vault`` against the pinned head (no secret needed)."""
-    pinned = pinned_head(vault.vault_id)
-    if pinned is None:
+    text = pinned_text(vault.vault_id)
+    if text is None:
         return HeadCheck(True, None)
+    pinned = Checkpoint.parse(text)
     try:
-        vault.verify_log(pinned)
+        vault.verify_log(text)
         latest = vault.latest_checkpoint()
     except errors.IntegrityError as exc:
         return HeadCheck(False, pinned, exc.reason)

@@ -17,7 +17,7 @@ from .heads import (
     head_path,
     mark_unrecorded,
     pin_or_warn,
-    pinned_head,
+    pinned_text,
     signing_vault,
 )
 from .output import RecordProgress, emit, iso, iso_ms, table
@@ -236,7 +236,7 @@ def rotate(
         return 1
     unlock(opened, owner_credential(passphrase_file, key_file))
     try:
-        epochs = opened.rotate(collection, pinned=pinned_head(opened.vault_id))
+        epochs = opened.rotate(collection, pinned=pinned_text(opened.vault_id))
     except pds.errors.IntegrityError as exc:
         if exc.reason == "rotation-unrecorded":
             mark_unrecorded(opened.vault_id)
@@ -344,7 +344,7 @@ def repair(
     the rollback.
     """
     opened = state.open_vault(vault_id)
-    pinned = pinned_head(opened.vault_id)
+    pinned = pinned_text(opened.vault_id)
     if pinned is not None:
         opened.verify_log(pinned)  # before the secret is asked for
     unlock(opened, owner_credential(passphrase_file, key_file))
@@ -462,11 +462,11 @@ def import_(
         store = state.open_store(create=True)
         pins: dict[str, Checkpoint] = {}
 
-        def pin_of(vault_id: str) -> Checkpoint | None:
-            head = pinned_head(vault_id)
-            if head is not None:
-                pins[vault_id] = head
-            return head
+        def pin_of(vault_id: str) -> str | None:
+            text = pinned_text(vault_id)
+            if text is not None:
+                pins[vault_id] = Checkpoint.parse(text)  # for the message
+            return text
 
         try:
             with RecordProgress("importing", as_json=as_json) as progress:

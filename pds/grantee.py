@@ -98,10 +98,8 @@ def _pending(resp: Response, caveats: Caveats) -> list[tuple[str, str, int]]:
     return pending
 
 
-def _link_keys(entries: Sequence[Any], caveats: Caveats) -> list[tuple[str, int, bytes]]:
-    """The well-formed ``[collection, epoch, sealed]`` entries of a response's ``keys``
-    whose collection ``caveats`` cover. The others are ignored: the owner seals a link only
-    the epochs of its scope, and a secret of another scope opens nothing this link may see."""
+def _key_entries(entries: Sequence[Any]) -> list[tuple[str, int, bytes]]:
+    """A response's ``keys``: ``[collection, epoch, sealed]`` entries, each well-formed."""
     kept = []
     for entry in entries:
         if not (
@@ -112,9 +110,19 @@ def _link_keys(entries: Sequence[Any], caveats: Caveats) -> list[tuple[str, int,
             and type(entry[2]) is bytes
         ):
             raise IntegrityError("response", "malformed key entry in the response")
-        if collection_allowed(caveats.collections, entry[0]):
-            kept.append((entry[0], entry[1], entry[2]))
+        kept.append((entry[0], entry[1], entry[2]))
     return kept
+
+
+def _link_keys(entries: Sequence[Any], caveats: Caveats) -> list[tuple[str, int, bytes]]:
+    """The entries of a response's ``keys`` whose collection ``caveats`` cover. The others
+    are ignored: the owner seals a link only the epochs of its scope, and a secret of
+    another scope opens nothing this link may see."""
+    return [
+        entry
+        for entry in _key_entries(entries)
+        if collection_allowed(caveats.collections, entry[0])
+    ]
 
 
 def _granted(name: str) -> bool:
@@ -226,20 +234,8 @@ class Grantee:
     ) -> dict[tuple[str, int], bytes]:
         """Unseal the epoch secrets addressed to this key: from its own link and from a
         response (epochs created after the link was issued)."""
-        entries: list[tuple[str, int, bytes]] = [
-            (k.collection, k.epoch, k.sealed) for k in token.leaf.keys
-        ]
-        for entry in extra:
-            if not (
-                isinstance(entry, (list, tuple))
-                and len(entry) == 3
-                and type(entry[0]) is str
-                and type(entry[1]) is int
-                and type(entry[2]) is bytes
-            ):
-                raise IntegrityError("response", "malformed key entry in the response")
-            entries.append((entry[0], entry[1], entry[2]))
-        return self._unseal(entries)
+        entries = [(k.collection, k.epoch, k.sealed) for k in token.leaf.keys]
+        return self._unseal(entries + _key_entries(extra))
 
     def _unseal(self, entries: Sequence[tuple[str, int, bytes]]) -> dict[tuple[str, int], bytes]:
         secrets: dict[tuple[str, int], bytes] = {}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import pds
-from pds import _crypto, merkle
+from pds import _crypto, accesslog, merkle
 from pds.accesslog import Checkpoint, MerkleLog
 
 if TYPE_CHECKING:
@@ -427,6 +427,22 @@ def test_an_export_older_than_the_pin_is_not_imported(granted: Granted, tmp_path
     pin.unlink()
     assert cli.json("vault", "import", old, *granted.owner, store=elsewhere)["vault"]
     assert Checkpoint.parse(pin.read_text()).root != pinned.root  # the import's own head
+
+
+def test_a_pin_with_another_keys_line_first_is_the_vaults(granted: Granted) -> None:
+    """A pinned note may carry lines by other keys under the vault's name (C2SP signed
+    note); the vault's own line is found by its key id, so the pin still holds."""
+    cli = granted.cli
+    cli.json("log", "head", granted.vault, *granted.owner)
+    pin = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
+    body, own = pin.read_text().split("\n\n")
+    name = body.split("\n")[0]
+    stranger = _crypto.SigningKey.generate(os.urandom)
+    raw = accesslog.key_id(name, stranger.public) + stranger.sign_raw(body.encode() + b"\n")
+    pin.write_text(f"{body}\n\n\u2014 {name} {base64.b64encode(raw).decode()}\n{own}")
+    cli.json("log", "head", granted.vault, *granted.owner)
+    assert cli.json("vault", "rotate", granted.vault, *granted.owner)["epochs"]
+    cli.json("vault", "repair", granted.vault, *granted.owner)
 
 
 def _log_size(store: Path) -> int:
