@@ -105,6 +105,7 @@ def entry_document(entry: pds.AccessEntry) -> dict[str, Any]:
         "disclose_after": None if entry.disclose_after is None else iso(entry.disclose_after),
         "defer_reason": entry.defer_reason,
         "unsigned": entry.unsigned,
+        "damaged": entry.damaged,
     }
 
 
@@ -196,7 +197,11 @@ def describe_entry(entry: pds.AccessEntry) -> str:
     if entry.disclose_after is not None:
         text += f" (disclosed after {_when(entry.disclose_after)}"
         text += f": {entry.defer_reason})" if entry.defer_reason else ")"
-    if entry.unsigned:
+    if entry.damaged:
+        text += (
+            " [DAMAGED: its details do not open with the vault key; the host wrote or changed it]"
+        )
+    elif entry.unsigned:
         text += " [NOT SIGNED by the vault key: the host wrote this entry]"
     return f"{_when(entry.time)}  #{entry.index}  {text}"
 

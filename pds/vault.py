@@ -298,6 +298,10 @@ class AccessEntry:
     ``owner-read``, ...) but lacks the owner's signature: the host wrote it (or a pds
     from before owner entries were signed, 2026-11-27)."""
     details: dict[str, Any] = field(repr=False)
+    damaged: bool = False
+    """Whether its details do not open with the owner's key (they are then empty): the host
+    wrote or changed the entry. Shown rather than raised, so that one such entry cannot
+    hide the rest of the person's log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -2106,7 +2110,7 @@ class Vault:
                 and entry.disclose_after > now
                 and not include_deferred
             )
-            item = _access_entry(entry, entry.open(keys.x25519_secret), keys.identity.public)
+            item = _access_entry(entry, keys)
             if actor is not None and item.actor != actor:
                 continue
             if deferred:
@@ -2121,7 +2125,7 @@ class Vault:
         now = self._ctx.now_ms()
         log = MerkleLog(self._ctx.backend, self.vault_id)
         return [
-            _access_entry(entry, entry.open(keys.x25519_secret), keys.identity.public)
+            _access_entry(entry, keys)
             for entry in log.entries(0, log.size())
             if entry.disclose_after is None or entry.disclose_after <= now
         ]
@@ -2372,10 +2376,17 @@ clock it read before it waited for the write lock, and the hosts serving one sto
 differ by the clock skew tokens allow (5 minutes)."""
 
 
-def _access_entry(entry: LogEntry, details: dict[str, Any], identity: bytes) -> AccessEntry:
+def _access_entry(entry: LogEntry, keys: _owner.OwnerKeys) -> AccessEntry:
     """The entry in the person's terms. The host writes access and delegation entries and
     can seal any details to the owner's key: a value of the wrong shape is shown as absent,
-    so that one such entry cannot break the person's view of the whole log."""
+    and details that do not open as none (``damaged``), so that one such entry cannot break
+    the person's view of the whole log."""
+    identity = keys.identity.public
+    try:
+        details = entry.open(keys.x25519_secret)
+        damaged = False
+    except IntegrityError:
+        details, damaged = {}, True
     defer = details.get("defer")
     records = details.get("records")
     purposes = _texts(details.get("purposes"))
@@ -2410,6 +2421,7 @@ def _access_entry(entry: LogEntry, details: dict[str, Any], identity: bytes) -> 
         else None,
         unsigned=entry.kind in OWNER_KINDS and not entry.signed_by_owner(details, identity),
         details=details,
+        damaged=damaged,
     )
 
 

@@ -125,6 +125,40 @@ def _host_forges_a_revoke_entry(granted: Granted) -> int:
     return _host_appends(granted, "revoke", bytes.fromhex(granted.link), details)
 
 
+def test_an_entry_whose_details_do_not_open_is_shown_damaged(granted: Granted) -> None:
+    """The host appends an entry whose sealed details are not a box to the owner's key:
+    the person's log still lists every entry, that one marked, from the library and the
+    CLI alike (it used to raise, hiding the whole log)."""
+    cli = granted.cli
+    with pds.open_store(cli.store) as store:
+        backend = store.backend
+        with backend.transaction():
+            log = MerkleLog(backend, granted.vault)
+            index = log.size()
+            now = int(datetime.now(UTC).timestamp() * 1000)
+            raw = accesslog.encode_entry(
+                vault_id=granted.vault,
+                index=index,
+                time=now,
+                kind="read",
+                result="released",
+                link_id=bytes.fromhex(granted.link),
+                disclose_after=None,
+                sealed=os.urandom(96),
+            )
+            log.append_raw(index, now, raw)
+    entries = cli.json("log", granted.vault, *granted.owner)["entries"]
+    assert entries[0]["index"] == index and entries[0]["damaged"] is True
+    assert len(entries) == index + 1 and not any(e["damaged"] for e in entries[1:])
+    line = cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()[0]
+    assert f"#{index}" in line and "[DAMAGED: its details do not open" in line
+    with pds.open_store(cli.store) as store:
+        vault = store.open_vault(granted.vault)
+        vault.unlock(key_file=granted.owner_key)
+        damaged = [entry.index for entry in vault.access_log() if entry.damaged]
+    assert damaged == [index]
+
+
 def test_log_marks_an_owner_entry_the_host_wrote(granted: Granted) -> None:
     cli = granted.cli
     forged = _host_forges_a_revoke_entry(granted)
