@@ -1123,18 +1123,23 @@ def test_the_documented_limits() -> None:
     assert audit.MAX_LOG_LINE == 4 * (64 * 1024 * 1024 // 3 + 1) + 1024
 
 
+def _peak_while_refused(package: Path) -> int:
+    """The peak of Python allocations while ``verify_audit`` refuses ``package``."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.FormatError):
+            audit.verify_audit(package)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_huge_file_is_read_only_to_its_limit(package: Path) -> None:
     # A sparse file far past the limit (32 MiB; a link to /dev/zero never ends): read to
     # the limit and refused, not loaded whole.
     with (package / "vault.json").open("r+b") as out:
         out.truncate(32 * 1024**2)
-    tracemalloc.start()
-    try:
-        with pytest.raises(errors.FormatError):
-            audit.verify_audit(package)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = _peak_while_refused(package)
     assert peak < 4 * audit.MAX_VAULT_JSON
 
 
@@ -1152,11 +1157,5 @@ def test_log_lines_are_read_one_at_a_time_within_the_limit(
     monkeypatch.setattr(audit, "MAX_LOG_LINE", 4096)
     with (package / "log.jsonl").open("r+b") as out:
         out.truncate(32 * 1024**2)
-    tracemalloc.start()
-    try:
-        with pytest.raises(errors.FormatError):
-            audit.verify_audit(package)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = _peak_while_refused(package)
     assert peak < 1024 * 1024

@@ -1325,13 +1325,19 @@ def test_a_rotation_the_host_undoes_is_caught_by_the_writer_and_mended_by_repair
     assert 3 not in world.epochs_held(world.revoked_token, "tax/2024")
 
 
-def test_a_store_rolled_back_under_a_long_lived_vault_object_shares_nothing(
-    tmp_path: Path,
-) -> None:
-    """The host restores a copy of the store from before a revocation, heads and all, under
-    the vault object that signed the newer heads: without a pin the store alone cannot show
-    it, but that object remembers the head it signed."""
-    clock = Clock()
+@dataclass
+class _Granted:
+    """A store at ``path`` with one unlocked vault holding a record of ``tax/2024``, and a
+    live grant over ``tax/*``."""
+
+    store: pds.Store
+    vault: pds.Vault
+    key_file: Path
+    path: Path
+    token: pds.Token
+
+
+def _granted(tmp_path: Path, clock: Clock) -> _Granted:
     key_file = tmp_path / "owner.key"
     SymmetricKey.create_file(key_file)
     path = tmp_path / "store.db"
@@ -1341,6 +1347,18 @@ def test_a_store_rolled_back_under_a_long_lived_vault_object_shares_nothing(
     vault.put("tax/2024", {"income": 1})
     holder = pds.Grantee(pds.PrincipalKey.generate(), clock=clock)
     token = vault.grant(holder.did, collections=["tax/*"], purpose="p", expires=dt.timedelta(1))
+    return _Granted(store, vault, key_file, path, token)
+
+
+def test_a_store_rolled_back_under_a_long_lived_vault_object_shares_nothing(
+    tmp_path: Path,
+) -> None:
+    """The host restores a copy of the store from before a revocation, heads and all, under
+    the vault object that signed the newer heads: without a pin the store alone cannot show
+    it, but that object remembers the head it signed."""
+    clock = Clock()
+    granted = _granted(tmp_path, clock)
+    store, vault, path, token = granted.store, granted.vault, granted.path, granted.token
     snapshot = sqlite3.connect(tmp_path / "snapshot.db")
     source = sqlite3.connect(path)
     source.backup(snapshot)
@@ -1374,16 +1392,9 @@ def test_a_rotation_with_a_pin_refuses_a_store_rolled_back_past_it(tmp_path: Pat
     store from before a revocation: with it the rotation makes nothing (it would share the
     new epoch with the revoked link); without it, it goes ahead."""
     clock = Clock()
-    key_file = tmp_path / "owner.key"
-    SymmetricKey.create_file(key_file)
-    path = tmp_path / "store.db"
-    store = pds.open_store(path, clock=clock)
-    vault_id = store.create_vault(key_file=key_file)
-    vault = store.open_vault(vault_id)
-    vault.unlock(key_file=key_file)
-    vault.put("tax/2024", {"income": 1})
-    holder = pds.Grantee(pds.PrincipalKey.generate(), clock=clock)
-    token = vault.grant(holder.did, collections=["tax/*"], purpose="p", expires=dt.timedelta(1))
+    granted = _granted(tmp_path, clock)
+    store, vault, path, token = granted.store, granted.vault, granted.path, granted.token
+    key_file, vault_id = granted.key_file, vault.vault_id
     snapshot = sqlite3.connect(tmp_path / "snapshot.db")
     source = sqlite3.connect(path)
     source.backup(snapshot)
@@ -1430,18 +1441,12 @@ def test_a_rotation_with_a_pin_refuses_a_store_whose_newer_heads_were_deleted(
     """The host keeps the log's entries but deletes the revocation and every head from the
     pinned one on: the log still extends the pin, and the older head left agrees with the
     rows. The pin's size shows the heads are missing: nothing is made or shared."""
-    key_file = tmp_path / "owner.key"
-    SymmetricKey.create_file(key_file)
-    path = tmp_path / "store.db"
-    with pds.open_store(path) as store:
-        vault_id = store.create_vault(key_file=key_file)
-        vault = store.open_vault(vault_id)
-        vault.unlock(key_file=key_file)
-        vault.put("tax/2024", {"income": 1})
-        holder = pds.Grantee(pds.PrincipalKey.generate())
-        token = vault.grant(holder.did, collections=["tax/*"], purpose="p", expires=dt.timedelta(1))
-        vault.revoke(token)
-        pin = vault.latest_checkpoint()
+    granted = _granted(tmp_path, Clock())
+    key_file, path, token = granted.key_file, granted.path, granted.token
+    vault_id = granted.vault.vault_id
+    with granted.store:
+        granted.vault.revoke(token)
+        pin = granted.vault.latest_checkpoint()
     assert pin is not None
     conn = sqlite3.connect(path)
     with conn:
