@@ -67,3 +67,15 @@ def parse_cursor(cursor: str) -> tuple[int, int]:
         raise FormatError("malformed list cursor")
     created_at, seq = cursor.split(".")
     return int(created_at), int(seq)
+
+
+SERVED_CURSOR_LENGTH = 43
+_SERVED_CURSOR_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def check_served_cursor(cursor: str) -> str:
+    """A cursor a host returned with a listing page served by token: opaque to the holder,
+    43 base64url characters (``docs/spec/token.md``). Checks the shape only."""
+    if not isinstance(cursor, str) or not _SERVED_CURSOR_PATTERN.fullmatch(cursor):
+        raise FormatError("malformed list cursor")
+    return cursor

@@ -8,12 +8,14 @@ own transaction and raised.
 
 from __future__ import annotations
 
+import base64
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 from pds import _codec, _crypto, _envelope, _faults, capability
 from pds._context import MAX_TIME_MS, Context
-from pds._ids import parse_cursor
+from pds._ids import SERVED_CURSOR_LENGTH
 from pds._owner import LRU, OwnerKeys
 from pds._store.base import BatchRow, LinkKeyRow, LinkRow, RecordRow, VaultRow
 from pds.accesslog import MerkleLog
@@ -68,6 +70,13 @@ REGISTERED_LINKS = 65_536
 PRUNE_EVERY_MS = 30_000
 """How often a host prunes the nonce cache (at most)."""
 
+CURSOR_KEY_META = "listing_cursor_key"
+"""The ``meta`` row holding the store's listing-cursor key, wrapped by the host key."""
+
+_CURSOR_KEY_CONTEXT = b"pds/listing-cursor-key/v1"
+_CURSOR_LABEL = b"pds/listing-cursor/v1"
+_CURSOR_POSITION = struct.Struct(">QQ")
+
 
 class Host:
     """Serves invocations for every vault in a store. Holds a cache of verified chains."""
@@ -92,6 +101,9 @@ class Host:
         # Parsed tokens by their exact bytes (parsing is pure, tokens are immutable): a
         # holder sends the same token with every request. Verification is cached apart.
         self._tokens = LRU(maxsize=1024)
+        # The listing-cursor key by its wrapped form as stored (a key made in a transaction
+        # that rolled back is never looked up again).
+        self._cursor_keys = LRU(maxsize=4)
 
     def _parse_token(self, data: bytes) -> capability.Token:
         token: capability.Token | None = self._tokens.get(data)
@@ -309,10 +321,7 @@ class Host:
             return split(rows, None)
         after = None
         if invocation.cursor is not None:
-            try:
-                after = parse_cursor(invocation.cursor)
-            except FormatError:
-                raise NotPermitted("malformed cursor", reason="scope:cursor") from None
+            after = self._open_cursor(invocation, row)
         metas = backend.list_records(
             row.vault_id,
             collection=invocation.collection,
@@ -323,7 +332,9 @@ class Host:
             scope=caveats.collections,
         )
         page = metas[: invocation.limit]
-        cursor = f"{page[-1].created_at}.{page[-1].seq}" if len(metas) > invocation.limit else None
+        cursor = None
+        if len(metas) > invocation.limit:
+            cursor = self._seal_cursor(invocation, row, page[-1].created_at, page[-1].seq)
         wanted = [
             m.record_id
             for m in page
@@ -331,6 +342,73 @@ class Host:
         ]
         rows = [r for r in backend.get_records(row.vault_id, wanted) if visible(r)]
         return split(rows, cursor)
+
+    # -- listing cursors: the position (created_at, seq) sealed under a store key, so a
+    # holder learns nothing from it (seq counts every record version the store wrote) and
+    # cannot make one of its own (docs/spec/token.md, "Serving").
+
+    def _cursor_aead(self, *, create: bool) -> _crypto.DeterministicAead | None:
+        """The store's cursor key (called inside the serve's write transaction): ``None``
+        if there is none that unwraps. With ``create``, one is then made and stored (wrapped
+        by the host key; one that does not unwrap is replaced: it only invalidates the
+        cursors given out, which the holders' listings then start again)."""
+        backend = self._ctx.backend
+        stored = backend.get_meta(CURSOR_KEY_META)
+        found: _crypto.DeterministicAead | None = None
+        if stored is not None:
+            found = self._cursor_keys.get(stored)
+            if found is None:
+                try:
+                    key = self._ctx.host_unwrap(
+                        base64.b64decode(stored, validate=True), _CURSOR_KEY_CONTEXT
+                    )
+                    found = _crypto.DeterministicAead(key)
+                except (ValueError, IntegrityError, FormatError):
+                    found = None
+                else:
+                    self._cursor_keys.remember(stored, found)
+        if found is None and create:
+            key = self._ctx.rng(_crypto.DeterministicAead.KEY_SIZE)
+            stored = base64.b64encode(self._ctx.host_wrap(key, _CURSOR_KEY_CONTEXT)).decode()
+            backend.set_meta(CURSOR_KEY_META, stored)
+            found = _crypto.DeterministicAead(key)
+            self._cursor_keys.remember(stored, found)
+        return found
+
+    @staticmethod
+    def _cursor_context(invocation: Invocation, row: VaultRow) -> list[bytes]:
+        # Bound to the vault and the holder's link: a cursor is good for the listing it
+        # came from, not for another vault's or another holder's.
+        return [_CURSOR_LABEL, row.vault_id.encode(), invocation.token.link_id]
+
+    def _seal_cursor(self, invocation: Invocation, row: VaultRow, created_at: int, seq: int) -> str:
+        aead = self._cursor_aead(create=True)
+        assert aead is not None
+        sealed = aead.encrypt(
+            _CURSOR_POSITION.pack(created_at, seq), self._cursor_context(invocation, row)
+        )
+        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+
+    def _open_cursor(self, invocation: Invocation, row: VaultRow) -> tuple[int, int]:
+        """The position a cursor this store sealed for this listing names; ``NotPermitted``
+        (``scope:cursor``) for anything else."""
+        cursor = invocation.cursor
+        malformed = NotPermitted("malformed cursor", reason="scope:cursor")
+        if cursor is None or len(cursor) != SERVED_CURSOR_LENGTH:
+            raise malformed
+        try:
+            sealed = base64.urlsafe_b64decode(cursor + "=")
+        except ValueError:
+            raise malformed from None
+        aead = self._cursor_aead(create=False)
+        if aead is None:
+            raise malformed
+        try:
+            position = aead.decrypt(sealed, self._cursor_context(invocation, row))
+        except _crypto.AuthenticationFailed:
+            raise malformed from None
+        created_at, seq = _CURSOR_POSITION.unpack(position)
+        return created_at, seq
 
     def _details(
         self,

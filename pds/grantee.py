@@ -28,8 +28,8 @@ from pds._ids import (
     check_collection,
     check_items,
     check_record_id,
+    check_served_cursor,
     check_text_items,
-    parse_cursor,
 )
 from pds._store.base import BatchRow
 from pds.capability import (
@@ -203,7 +203,7 @@ class Grantee:
             for record_id in records:
                 check_record_id(record_id)
         if cursor is not None:
-            parse_cursor(cursor)
+            check_served_cursor(cursor)
         purposes = parsed.leaf.caveats.purposes
         if purpose is None:
             if len(purposes) != 1:

@@ -1104,34 +1104,128 @@ def test_listing_pages_cover_exactly_the_scope(world: World, agency: pds.Princip
     assert seen == expected
 
 
-def test_a_listing_cursor_reveals_nothing_outside_the_scope(
-    world: World, agency: pds.PrincipalKey
-) -> None:
-    """Each page's cursor names a record of that page (in scope), never the position of a
-    record outside the scope (its creation time and insertion order)."""
+def _page_all(
+    world: World, agency: pds.PrincipalKey, token: pds.Token, *, limit: int = 1
+) -> tuple[list[str], list[str]]:
+    """Page a listing to its end; the record ids seen and the cursors given."""
+    grantee = world.grantee(agency)
+    cursor: str | None = None
+    seen: list[str] = []
+    cursors: list[str] = []
+    for _ in range(50):
+        page = grantee.read(world.store, token, action="list", limit=limit, cursor=cursor)
+        seen += [r.record_id for r in page.records]
+        cursor = page.cursor
+        if cursor is None:
+            return seen, cursors
+        cursors.append(cursor)
+    raise AssertionError("the listing did not end")
+
+
+def test_a_listing_cursor_is_opaque(world: World, agency: pds.PrincipalKey) -> None:
+    """A cursor names the page's position (its last record's time and the store's
+    insertion counter) sealed under a store key: no record time, no counter, in any
+    rendering, and it changes with nothing written elsewhere in the store."""
     for i in range(4):
         world.clock.advance(1000 + i)
         world.vault.put("tax/a", {"n": i})
         world.clock.advance(777 + i)
         world.vault.put("health", {"n": i})
-    outside = {
-        str(int(info.created_at.timestamp() * 1000)) for info in world.vault.iter_records("health")
+    token = grant(world, agency)
+    seen, cursors = _page_all(world, agency, token)
+    assert len(seen) == 4 and len(cursors) == 3
+    times = {
+        str(int(info.created_at.timestamp() * 1000))
+        for collection in ("tax/a", "health")
+        for info in world.vault.iter_records(collection)
     }
+    positions = {str(seq) for seq in range(1, 40)}
+    for cursor in cursors:
+        assert len(cursor) == 43
+        raw = base64.urlsafe_b64decode(cursor + "=")
+        assert not any(t in cursor or t.encode() in raw for t in times)
+        assert cursor.strip("0123456789.") and not set(cursor.split(".")) & positions
+    # The same position seals to the same cursor: another listing of the same token
+    # after writes to another vault gets the same cursors (nothing counts them).
+    other = world.store.open_vault(world.store.create_vault(key_file=world.key_file))
+    other.unlock(key_file=world.key_file)
+    other.put_many("tax/a", [{"n": n} for n in range(20)])
+    assert _page_all(world, agency, token) == (seen, cursors)
+
+
+def test_a_cursor_the_holder_makes_is_refused_and_logged(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """The holder cannot place a listing where it likes (which would let it probe the
+    store's counter): a cursor in the old plain form, one altered by a bit or a character,
+    one sealed for another holder's listing and a well-formed one of its own making are
+    refused (``scope:cursor``), and each refusal is logged."""
+    for i in range(3):
+        world.clock.advance(1000)
+        world.vault.put("tax/a", {"n": i})
+    token = grant(world, agency)
+    _, (cursor, *_) = _page_all(world, agency, token)
+    other_agency = pds.PrincipalKey.generate()
+    other_token = grant(world, other_agency)
+    _, (other_cursor, *_) = _page_all(world, other_agency, other_token)
+    assert other_cursor != cursor
+    raw = bytearray(base64.urlsafe_b64decode(cursor + "="))
+    raw[5] ^= 1
+    flipped = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    first = next(iter(world.vault.iter_records("tax/a")))
+    plain = f"{int(first.created_at.timestamp() * 1000)}.1"
+    before = len(refusals(world.vault))
+    for forged in (plain, flipped, other_cursor, cursor[:-1] + "*", "A" * 43):
+        invocation = forge_invocation(
+            token, agency, time_ms=world.clock.ms, action="list", cursor=forged, limit=1
+        )
+        with pytest.raises(NotPermitted) as caught:
+            world.store.serve(invocation)
+        assert caught.value.reason == "scope:cursor"
+    assert len(refusals(world.vault)) == before + 5
+    # The genuine cursor still works.
+    page = world.grantee(agency).read(world.store, token, action="list", limit=1, cursor=cursor)
+    assert len(page.records) == 1
+
+
+def test_a_cursor_is_good_in_every_process_of_the_store(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """The cursor key is the store's (in its meta table, wrapped by the host key): a page
+    served by one Store object continues from another on the same file; a store key row
+    the host garbled only invalidates the cursors given out (they are refused and the
+    listing starts again with a new key)."""
+    for i in range(3):
+        world.clock.advance(1000)
+        world.vault.put("tax/a", {"n": i})
     token = grant(world, agency)
     grantee = world.grantee(agency)
-    cursor: str | None = None
+    first = grantee.read(world.store, token, action="list", limit=1)
+    assert first.cursor is not None
+    page = grantee.read(world.open_store(), token, action="list", limit=1, cursor=first.cursor)
+    assert page.records[0].record_id != first.records[0].record_id
+    with raw(world.db) as db:
+        (wrapped,) = db.execute(
+            "SELECT value FROM meta WHERE key = ?", (_serve.CURSOR_KEY_META,)
+        ).fetchone()
+        # Wrapped (nonce, key, tag), not the 64-byte key itself.
+        assert len(base64.b64decode(wrapped)) > 64
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = ?",
+            (base64.b64encode(b"\x00" * 104).decode(), _serve.CURSOR_KEY_META),
+        )
+    third = world.open_store()
+    with pytest.raises(NotPermitted):
+        grantee.read(third, token, action="list", limit=1, cursor=first.cursor)
     seen: list[str] = []
-    for _ in range(10):
-        page = grantee.read(world.store, token, action="list", limit=1, cursor=cursor)
+    cursor: str | None = None
+    for _ in range(5):
+        page = grantee.read(third, token, action="list", limit=1, cursor=cursor)
         seen += [r.record_id for r in page.records]
         cursor = page.cursor
         if cursor is None:
             break
-        assert cursor.split(".")[0] not in outside
-        assert cursor.split(".")[0] in {
-            str(int(r.created_at.timestamp() * 1000)) for r in page.records
-        }
-    assert len(seen) == 4
+    assert len(seen) == 3
 
 
 def test_a_refused_attempt_is_shown_to_the_person_at_once(
