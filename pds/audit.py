@@ -12,6 +12,7 @@ valid, unrevoked, in-scope, right-purpose token authorised it at that moment.
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import errno
 import json
@@ -473,8 +474,11 @@ def verify_audit(
         )
 
     # Entries of the owner's kinds carry the owner's signature: the host, which can seal
-    # anything to the owner's key, cannot sign one. One without it is the host's.
+    # anything to the owner's key, cannot sign one. One without it is the host's. The
+    # signature covers the header's time, so a signed entry's time is the owner's word and
+    # bounds when the accesses around it were checked (step 8.3).
     unsigned: set[int] = set()
+    signed = _SignedTimes([], [])
     for entry, key in entries:
         if entry.kind not in OWNER_KINDS or key is None:
             continue
@@ -495,6 +499,9 @@ def verify_audit(
                     "the entry is of a kind only the owner appends, but the owner did not sign it",
                 )
             )
+            continue
+        signed.indexes.append(entry.index)
+        signed.times.append(entry.time)
 
     # The signed log also records every revocation (its header names the link), and its
     # order is what the host cannot bend: an access logged after the owner's revoke entry
@@ -546,7 +553,7 @@ def verify_audit(
                     Violation(entry.index, "budget", "the token's use budget was exceeded")
                 )
             continue
-        for rule, message in _judge(entry, details, tokens, bad_tokens, revocations):
+        for rule, message in _judge(entry, details, tokens, bad_tokens, revocations, signed):
             report.violations.append(Violation(entry.index, rule, message))
         if over_budget:
             report.violations.append(
@@ -607,12 +614,60 @@ class _Revocations:
         return revoked_at is not None and revoked_at <= entry.time
 
 
+@dataclass(frozen=True, slots=True)
+class _SignedTimes:
+    """The index and ``time`` of every entry whose owner signature verified, in index
+    order: the times the log's order vouches for (step 8.3).
+
+    The owner's pds stamps its entry under the write lock; the host checks an access's
+    times at the ``time`` it stamps, then appends the entry under the same lock. Times in
+    index order agree to within ``CLOCK_SKEW_MS`` (the lock wait and the difference between
+    clocks), so an access logged after a signed entry stamped ``T`` was checked no earlier
+    than ``T - CLOCK_SKEW_MS`` by the host's clock, and one logged before it no later than
+    ``T + CLOCK_SKEW_MS``, whatever time the host stamped on it."""
+
+    indexes: list[int]
+    times: list[int]
+
+    def problems(self, token: capability.Token, entry: LogEntry) -> list[tuple[str, str]]:
+        """``expired`` or ``not-yet-valid`` by the signed entries nearest ``entry`` on
+        either side, for a token whose times pass at the entry's own time: a check at a
+        later time can then fail only as expired, one at an earlier time only as not yet
+        valid."""
+        problems: list[tuple[str, str]] = []
+        at = bisect.bisect_left(self.indexes, entry.index)
+        if at > 0:
+            earliest = self.times[at - 1] - capability.CLOCK_SKEW_MS
+            if earliest > entry.time:
+                problems += _times_at(token, earliest, "after", self.indexes[at - 1])
+        if at < len(self.indexes):
+            latest = self.times[at] + capability.CLOCK_SKEW_MS
+            if latest < entry.time:
+                problems += _times_at(token, latest, "before", self.indexes[at])
+        return problems
+
+
+def _times_at(token: capability.Token, now: int, side: str, index: int) -> list[tuple[str, str]]:
+    try:
+        capability.check_times(token, now)
+    except AccessDenied as denied:
+        return [
+            (
+                denied.reason,
+                f"the token was {denied.reason} by the log's order: the access is logged "
+                f"{side} the owner's entry {index}, whose time bounds when it was checked",
+            )
+        ]
+    return []
+
+
 def _judge(
     entry: LogEntry,
     details: dict[str, Any],
     tokens: dict[bytes, capability.Token],
     bad_tokens: dict[bytes, str],
     revocations: _Revocations,
+    signed: _SignedTimes,
 ) -> list[tuple[str, str]]:
     """The rules one released access breaks (none if a valid token authorised it)."""
     link = entry.link_id
@@ -628,6 +683,9 @@ def _judge(
         capability.check_times(token, entry.time)
     except AccessDenied as denied:
         problems.append((denied.reason, f"the token was {denied.reason} at the time of access"))
+    else:
+        # The host stamps the time: the log's order bounds it (step 8.3).
+        problems += signed.problems(token, entry)
     if any(revocations.before(link_id, entry) for link_id in token.link_ids):
         problems.append(("revoked", "a link of the token was revoked before the access"))
     if details.get("actor") != token.leaf.audience_did or details.get("chain") != [

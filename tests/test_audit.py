@@ -394,6 +394,138 @@ def test_a_revocation_without_a_counted_entry_counts_from_its_time(world: World)
     assert rules(audit.verify_audit(package)) == [(revoke, "undecryptable"), (after, "revoked")]
 
 
+# -- times bounded by the log's order (step 8.3) ------------------------------------------
+
+
+def _at(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
+def _serve_at(world: World, token: pds.Token, ms: int) -> int:
+    """A serving process whose clock reads ``ms`` serves a read of ``token`` through the
+    library, to a grantee whose clock agrees: a dishonest host that set its clock, or an
+    honest one whose clock differs from the owner's. Returns the index of its entry."""
+    host_clock = Clock(ms)
+    host_store = pds.open_store(world.path, clock=host_clock)
+    try:
+        pds.Grantee(world.agency, clock=host_clock).read(host_store, token)
+    finally:
+        host_store.close()
+    return world.vault.log_size() - 1
+
+
+def _owner_entry_at(world: World, ms: int) -> int:
+    """An entry only the owner appends, signed by its pds, stamped ``ms`` by its clock."""
+    world.clock.ms = ms
+    world.vault.get(world.tax)
+    return world.vault.log_size() - 1
+
+
+def _entry_time(package: Path, index: int) -> int:
+    return LogEntry.parse(base64.b64decode(_lines(package)[index]["entry"])).time
+
+
+def test_an_access_logged_after_an_owner_entry_past_the_expiry_is_expired_whatever_its_time(
+    world: World,
+) -> None:
+    """A host serves an hour-long token a day after it expired, its clock set back into the
+    hour: the entry's time passes, but the access is logged after an entry the owner
+    signed a day after the expiry."""
+    token = world.grant(expires=dt.timedelta(hours=1))
+    world.read(token)
+    expires = token.leaf.caveats.expires
+    owner = _owner_entry_at(world, expires + DAY_MS)
+    index = _serve_at(world, token, expires - MINUTE_MS)
+    package = world.export()
+    if index != owner + 1 or _entry_time(package, index) >= expires:
+        pytest.fail("precondition: the access follows the owner's entry, stamped in time")
+    report = audit.verify_audit(package)
+    assert rules(report) == [(index, "expired")]
+    assert f"the owner's entry {owner}" in report.violations[0].message
+
+
+def test_an_access_logged_before_an_owner_entry_ahead_of_nbf_is_not_yet_valid_whatever_its_time(
+    world: World,
+) -> None:
+    """A host serves a token five days before its ``nbf``, its clock set forward past it:
+    the owner's entry logged after the access is stamped days before the ``nbf``."""
+    not_before = world.clock.ms + 5 * DAY_MS
+    token = world.grant(not_before=_at(not_before))
+    index = _serve_at(world, token, not_before + MINUTE_MS)
+    owner = _owner_entry_at(world, world.clock.ms + MINUTE_MS)
+    report = audit.verify_audit(world.export())
+    assert index + 1 == owner
+    assert rules(report) == [(index, "not-yet-valid")]
+    assert f"the owner's entry {owner}" in report.violations[0].message
+
+
+def test_an_access_expired_by_its_own_time_and_by_the_order_is_reported_once(
+    world: World,
+) -> None:
+    token = world.grant(expires=dt.timedelta(hours=1))
+    expires = token.leaf.caveats.expires
+    _owner_entry_at(world, expires + DAY_MS)
+    index = forge_access(world, token, time=expires + SKEW_MS)
+    report = audit.verify_audit(world.export())
+    assert rules(report) == [(index, "expired")]
+    assert report.violations[0].message == "the token was expired at the time of access"
+
+
+def test_an_honest_access_after_an_owner_entry_past_the_expiry_within_the_skew_is_clean(
+    world: World,
+) -> None:
+    """The serving process's clock runs four minutes behind the owner's (within the skew
+    hosts may differ by). The owner's entry is stamped two minutes past the token's
+    allowance; the read logged after it was checked, by the host's clock, inside it."""
+    token = world.grant(expires=dt.timedelta(hours=1))
+    expires = token.leaf.caveats.expires
+    owner_time = expires + SKEW_MS + 2 * MINUTE_MS
+    _owner_entry_at(world, owner_time)
+    _serve_at(world, token, owner_time - 4 * MINUTE_MS)
+    assert audit.verify_audit(world.export()).clean
+
+
+def test_an_honest_access_before_an_owner_entry_ahead_of_nbf_within_the_skew_is_clean(
+    world: World,
+) -> None:
+    """The serving process's clock runs four minutes ahead of the owner's. It serves a read
+    four minutes before the token's ``nbf`` (inside the allowance); the owner's entry
+    logged next is stamped eight minutes before it."""
+    not_before = world.clock.ms + DAY_MS
+    token = world.grant(not_before=_at(not_before))
+    served = not_before - 4 * MINUTE_MS
+    index = _serve_at(world, token, served)
+    owner = _owner_entry_at(world, served - 4 * MINUTE_MS)
+    assert index + 1 == owner
+    assert audit.verify_audit(world.export()).clean
+
+
+@pytest.mark.parametrize("late", [0, 1])
+def test_an_owner_entry_bounds_a_later_access_by_its_time_less_the_skew(
+    world: World, late: int
+) -> None:
+    """The last millisecond a host accepts the token (``time - skew < exp``): an owner
+    entry before the access stamped the skew later is consistent with it, one a
+    millisecond later is not."""
+    token = world.grant(expires=dt.timedelta(hours=1))
+    served = token.leaf.caveats.expires + SKEW_MS - 1
+    _owner_entry_at(world, served + SKEW_MS + late)
+    index = _serve_at(world, token, served)
+    expected = [(index, "expired")] if late else []
+    assert rules(audit.verify_audit(world.export())) == expected
+
+
+def test_an_owner_kind_entry_the_owner_did_not_sign_bounds_nothing(world: World) -> None:
+    """The host appends an owner read stamped a year ahead: its time is the host's word,
+    not the owner's, and the honest read logged after it is not judged by it."""
+    forged = forge_access(
+        world, None, kind="owner-read", result="ok", time=world.clock.ms + 365 * DAY_MS
+    )
+    index = _serve_at(world, world.token, world.clock.ms + MINUTE_MS)
+    assert index == forged + 1
+    assert rules(audit.verify_audit(world.export())) == [(forged, "owner-signature")]
+
+
 def test_an_access_outside_the_scope_is_flagged(world: World) -> None:
     index = forge_access(world, world.token, collection="health/visits", record=world.health)
     assert rules(audit.verify_audit(world.export())) == [(index, "out-of-scope")]
