@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from pds import _codec, _crypto, _export, _owner
+from pds import _codec, _crypto, _export, _owner, capability
 from pds._context import HOST_KEY_SUFFIX, Clock, Context, call_provider, ms_to_datetime
 from pds._ids import check_record_id, new_id
 from pds._owner import wrap_identity
@@ -56,6 +56,14 @@ def _parse_location(location: str | os.PathLike[str]) -> Path:
     return Path(location)
 
 
+MAX_BUSY_TIMEOUT = capability.CLOCK_SKEW_MS / 1000
+"""The longest wait for the write lock ``open_store`` accepts (300 s). A served request is
+stamped with the time it was checked, before it waits for the lock, and the log promises
+times in index order to within the clock skew tokens allow (``docs/spec/log.md``): a
+longer wait would let an honest host log an access that an audit bounds by the owner's
+entries around it (step 8.3) and flags at the edge of its token's validity."""
+
+
 def open_store(
     location: str | os.PathLike[str],
     *,
@@ -73,13 +81,18 @@ def open_store(
     not live in the database: a copy of the database alone must not release anything.
 
     ``synchronous="normal"`` relaxes durability for bulk loads (a power cut may lose the
-    last transactions, never corrupt the store). ``create=False`` refuses to make a new
-    store. Raises ``NotAStore`` for a file that is not a pds store, ``HostKeyError`` if the
-    host key is missing or belongs to another store.
+    last transactions, never corrupt the store). ``busy_timeout`` is how long an operation
+    waits for another process's write lock, in seconds, at most ``MAX_BUSY_TIMEOUT``
+    (then ``StoreBusy``). ``create=False`` refuses to make a new store. Raises
+    ``NotAStore`` for a file that is not a pds store, ``HostKeyError`` if the host key is
+    missing or belongs to another store, ``FormatError`` for a bad argument.
     """
     path = _parse_location(location)
     if synchronous not in ("full", "normal"):
         raise FormatError("synchronous is 'full' or 'normal'")
+    # NaN fails both comparisons; a bool is not a number of seconds.
+    if type(busy_timeout) not in (int, float) or not 0 <= busy_timeout <= MAX_BUSY_TIMEOUT:
+        raise FormatError(f"busy_timeout is a number of seconds from 0 to {MAX_BUSY_TIMEOUT:g}")
     backend = SQLiteBackend(path, synchronous=synchronous, busy_timeout=busy_timeout, create=create)
     try:
         key = host_key if host_key is not None else _default_host_key(path, backend, rng)

@@ -777,6 +777,22 @@ def test_times_that_are_not_datetimes_are_refused(vault: pds.Vault, when: Any) -
     raises(errors.FormatError, lambda: vault.log(since=when))
 
 
+@pytest.mark.parametrize(
+    "timeout", ["10", -1, -0.5, 300.001, 1e12, float("nan"), float("inf"), True, None], ids=repr
+)
+def test_bad_busy_timeout(tmp_path: Path, timeout: Any) -> None:
+    """Not a number of seconds from 0 to 300 (the log's order tolerance, see
+    ``MAX_BUSY_TIMEOUT``): refused before any file is made."""
+    raises(errors.FormatError, lambda: pds.open_store(tmp_path / "s.db", busy_timeout=timeout))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("timeout", [0, 0.5, 300])
+def test_busy_timeout_bounds_are_accepted(tmp_path: Path, timeout: float) -> None:
+    with pds.open_store(tmp_path / "s.db", busy_timeout=timeout) as store:
+        assert store.list_vaults() == []
+
+
 # -- arguments of the wrong type -------------------------------------------------------
 
 _DID = pds.PrincipalKey.generate().did
