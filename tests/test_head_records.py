@@ -1387,27 +1387,59 @@ def test_a_store_rolled_back_under_a_long_lived_vault_object_shares_nothing(
     store.close()
 
 
+def _copy_database(source: Path, target: Path) -> None:
+    """Copy the SQLite database ``source`` over ``target`` (open connections to it see the
+    copy: the way a host restores a backup under a running pds)."""
+    into = sqlite3.connect(target)
+    origin = sqlite3.connect(source)
+    try:
+        origin.backup(into)
+    finally:
+        origin.close()
+        into.close()
+
+
+def _revoked_then_rolled_back(tmp_path: Path, clock: Clock) -> tuple[_Granted, Checkpoint]:
+    """``_granted``; its grant revoked and the head recording that returned as the pin;
+    then, with the store closed, the host restores its copy from before the revocation,
+    heads and all."""
+    granted = _granted(tmp_path, clock)
+    before = tmp_path / "before-revocation.db"
+    _copy_database(granted.path, before)
+    clock.tick()
+    granted.vault.revoke(granted.token)
+    pin = granted.vault.latest_checkpoint()
+    assert pin is not None
+    granted.store.close()
+    _copy_database(before, granted.path)
+    return granted, pin
+
+
+def _revoked_then_heads_deleted(tmp_path: Path, clock: Clock) -> tuple[_Granted, Checkpoint]:
+    """``_granted``; its grant revoked and the head recording that returned as the pin;
+    then, with the store closed, the host keeps the log's entries but deletes the
+    revocation and every head from the pinned one on."""
+    granted = _granted(tmp_path, clock)
+    with granted.store:
+        granted.vault.revoke(granted.token)
+        pin = granted.vault.latest_checkpoint()
+    assert pin is not None
+    conn = sqlite3.connect(granted.path)
+    with conn:
+        conn.execute("DELETE FROM log_checkpoints WHERE size >= ?", (pin.size,))
+        conn.execute("DELETE FROM revocations")
+    conn.close()
+    return granted, pin
+
+
 def test_a_rotation_with_a_pin_refuses_a_store_rolled_back_past_it(tmp_path: Path) -> None:
     """A fresh vault object has seen no head, so only a pin shows the host's copy of the
     store from before a revocation: with it the rotation makes nothing (it would share the
     new epoch with the revoked link); without it, it goes ahead."""
     clock = Clock()
-    granted = _granted(tmp_path, clock)
-    store, vault, path, token = granted.store, granted.vault, granted.path, granted.token
-    key_file, vault_id = granted.key_file, vault.vault_id
-    snapshot = sqlite3.connect(tmp_path / "snapshot.db")
-    source = sqlite3.connect(path)
-    source.backup(snapshot)
-    source.close()
-    clock.tick()
-    vault.revoke(token)
-    pin = vault.latest_checkpoint()
-    assert pin is not None
-    store.close()
-    target = sqlite3.connect(path)
-    snapshot.backup(target)  # the host rolls the store back, heads and all
-    target.close()
-    snapshot.close()
+    granted, pin = _revoked_then_rolled_back(tmp_path, clock)
+    path, token, key_file = granted.path, granted.token, granted.key_file
+    vault_id = granted.vault.vault_id
 
     def shared_with_the_link() -> list[int]:
         conn = sqlite3.connect(path)
@@ -1441,18 +1473,9 @@ def test_a_rotation_with_a_pin_refuses_a_store_whose_newer_heads_were_deleted(
     """The host keeps the log's entries but deletes the revocation and every head from the
     pinned one on: the log still extends the pin, and the older head left agrees with the
     rows. The pin's size shows the heads are missing: nothing is made or shared."""
-    granted = _granted(tmp_path, Clock())
+    granted, pin = _revoked_then_heads_deleted(tmp_path, Clock())
     key_file, path, token = granted.key_file, granted.path, granted.token
     vault_id = granted.vault.vault_id
-    with granted.store:
-        granted.vault.revoke(token)
-        pin = granted.vault.latest_checkpoint()
-    assert pin is not None
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("DELETE FROM log_checkpoints WHERE size >= ?", (pin.size,))
-        conn.execute("DELETE FROM revocations")
-    conn.close()
     with pds.open_store(path) as store:
         fresh = store.open_vault(vault_id)
         fresh.unlock(key_file=key_file)
@@ -1465,9 +1488,19 @@ def test_a_rotation_with_a_pin_refuses_a_store_whose_newer_heads_were_deleted(
     assert epochs == [1] and shared == []
 
 
-def test_a_rotation_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) -> None:
-    """Two copies of one store, each written to after the copy: a head of one is not
-    extended by the other's log, so a rotation there with that pin makes nothing."""
+@dataclass
+class _Forked:
+    """Two copies of one store, ``first`` and ``second``, each written to after the copy,
+    so the owner signed a head on each (``heads``, in that order)."""
+
+    key_file: Path
+    vault_id: str
+    first: Path
+    second: Path
+    heads: list[Checkpoint]
+
+
+def _forked(tmp_path: Path) -> _Forked:
     key_file = tmp_path / "owner.key"
     SymmetricKey.create_file(key_file)
     first, second = tmp_path / "first.db", tmp_path / "second.db"
@@ -1476,11 +1509,7 @@ def test_a_rotation_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) 
         vault = store.open_vault(vault_id)
         vault.unlock(key_file=key_file)
         vault.put("a", {"n": 1})
-    source = sqlite3.connect(first)
-    target = sqlite3.connect(second)
-    source.backup(target)
-    source.close()
-    target.close()
+    _copy_database(first, second)
     Path(f"{second}.hostkey").write_bytes(Path(f"{first}.hostkey").read_bytes())
     Path(f"{second}.hostkey").chmod(0o600)
     heads: list[Checkpoint] = []
@@ -1492,6 +1521,19 @@ def test_a_rotation_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) 
             head = vault.latest_checkpoint()
             assert head is not None
             heads.append(head)
+    return _Forked(key_file, vault_id, first, second, heads)
+
+
+def test_a_rotation_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) -> None:
+    """Two copies of one store, each written to after the copy: a head of one is not
+    extended by the other's log, so a rotation there with that pin makes nothing."""
+    forked = _forked(tmp_path)
+    key_file, vault_id, second, heads = (
+        forked.key_file,
+        forked.vault_id,
+        forked.second,
+        forked.heads,
+    )
     with pds.open_store(second) as store:
         vault = store.open_vault(vault_id)
         vault.unlock(key_file=key_file)
