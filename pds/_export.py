@@ -139,7 +139,13 @@ def _open_destination(destination: Any) -> Iterator[IO[bytes]]:
         raise
 
 
-def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -> None:
+def export_vault(
+    vault: Vault, destination: Any, *, progress: Progress = None, pinned: Checkpoint | None = None
+) -> None:
+    """Write ``vault`` to ``destination`` from one read snapshot. ``pinned``, a verified
+    head seen earlier, is checked again in the snapshot, against the root recomputed from
+    the entries as they are written (the stored subtree hashes are a cache the host could
+    have rewritten)."""
     keys = vault._keys()
     ctx = vault._ctx
     backend = ctx.backend
@@ -300,9 +306,12 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
         note = backend.latest_checkpoint(row.vault_id)
         head = None if note is None else _stored_head(note, row)
         check_records(head, revoked, newest)
+        if pinned is not None:
+            check_extends(MerkleLog(backend, row.vault_id), head, pinned)
         size = backend.log_size(row.vault_id)
         builder = merkle.RootBuilder()
         head_root = builder.root() if head is not None and head.size == 0 else None
+        pinned_root = builder.root() if pinned is not None and pinned.size == 0 else None
         for index, entry in backend.iter_log(row.vault_id, 0, size):
             _check_stored_entry(entry, index, builder.size, row.vault_id)
             out.frame({"t": "log", "index": index, "entry": entry})
@@ -310,8 +319,12 @@ def export_vault(vault: Vault, destination: Any, *, progress: Progress = None) -
             builder.add(merkle.leaf_hash(entry))
             if head is not None and builder.size == head.size:
                 head_root = builder.root()
+            if pinned is not None and builder.size == pinned.size:
+                pinned_root = builder.root()
         if builder.size != size:
             raise InvalidProof("an entry is missing from the log", "log-gap")
+        if pinned is not None and pinned_root != pinned.root:
+            raise InvalidProof("the log does not extend the pinned head", "log-fork")
         if head is not None:
             if head_root != head.root:
                 raise InvalidProof(

@@ -2330,12 +2330,29 @@ class Vault:
         backend.checkpoint()
         self.lock()
 
-    def export(self, destination: Any, *, progress: Callable[[int], None] | None = None) -> None:
+    def export(
+        self,
+        destination: Any,
+        *,
+        progress: Callable[[int], None] | None = None,
+        pinned: Checkpoint | str | None = None,
+    ) -> None:
         """Write the vault to one portable file (``docs/spec/export.md``), in constant memory.
 
         ``destination`` is a path or a binary file object. The vault must be unlocked: the
         export is signed by the vault identity key and carries the host shares sealed to
         the owner, so the file is useless to a grantee and to the host alone.
+
+        ``pinned``, a head seen earlier (e.g. the CLI's pin; a ``Checkpoint`` or its note
+        text, whose line is picked by this vault's key id), verified as this vault's, must be
+        extended by the log and reached by its latest signed head (``check_extends``),
+        checked inside the export's transaction before anything is logged: otherwise
+        ``InvalidProof``
+        (``log-truncated``, ``log-fork``, ``checkpoint-missing``, ``checkpoint-records``),
+        nothing is logged and no file is written. A store rolled back to before a
+        revocation (or with the revocation and the heads since deleted) would otherwise be
+        exported with the revocation undone, under a head the owner's key signs for the
+        export. The export's own walk of the log is anchored at it too.
 
         Every stored row is checked as an importer checks it before it is written: a damaged
         row raises ``IntegrityError`` (with the importer's reason code), a log that does not
@@ -2346,6 +2363,7 @@ class Vault:
         ``FormatError`` before anything is logged: the new file is renamed over the path.
         """
         self._keys()
+        anchor = None if pinned is None else self._pinned_head(pinned)
         store_file = getattr(self._ctx.backend, "path", None)
         protected = [] if self._key_file is None else [self._key_file]
         if isinstance(store_file, Path):
@@ -2356,11 +2374,15 @@ class Vault:
         _export.check_destination(destination, protected)
         with self._ctx.backend.transaction():
             self._refresh()
+            if anchor is not None:
+                # Before the entry: its head would sign the rolled-back log for the file.
+                log = MerkleLog(self._ctx.backend, self.vault_id)
+                check_extends(log, self._stored_latest_checkpoint(), anchor)
             # A forked log, or revocations or epochs its latest head does not record:
             # refused before anything is logged.
             self._check_records()
             self._log("export", {})
-        _export.export_vault(self, destination, progress=progress)
+        _export.export_vault(self, destination, progress=progress, pinned=anchor)
 
 
 def _check_identity(row: RecordRow, vault_id: str, record_id: str) -> None:

@@ -19,6 +19,7 @@ import io
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1544,6 +1545,161 @@ def test_a_rotation_with_a_pin_refuses_a_log_that_forks_from_it(tmp_path: Path) 
         after = [(row.collection, row.epoch) for row in store._ctx.backend.iter_epochs(vault_id)]
         assert after == epochs  # nothing made
         assert vault.rotate(pinned=heads[1]) == {"a": 2, "b": 2}
+
+
+def _status(store: pds.Store, vault_id: str, key_file: Path, token: pds.Token) -> str:
+    vault = store.open_vault(vault_id)
+    vault.unlock(key_file=key_file)
+    (grant,) = [g for g in vault.grants() if g.link_id == token.link_id.hex()]
+    return grant.status
+
+
+def test_an_export_with_a_pin_the_log_extends_is_written_and_imports(tmp_path: Path) -> None:
+    """The honest case: the log extends a head pinned before the revocation, and the one
+    pinned at it; the export is written, and imports under the newer pin."""
+    clock = Clock()
+    granted = _granted(tmp_path, clock)
+    vault, key_file = granted.vault, granted.key_file
+    older = vault.latest_checkpoint()
+    vault.revoke(granted.token)
+    pin = vault.latest_checkpoint()
+    assert older is not None and pin is not None
+    with granted.store:
+        for pinned in (older, older.to_text(), pin):
+            buffer = io.BytesIO()
+            vault.export(buffer, pinned=pinned)
+            assert buffer.getvalue()
+        vault.export(tmp_path / "vault.pdsx", pinned=pin.to_text())
+    with pds.open_store(tmp_path / "target.db", clock=clock) as target:
+        vault_id = target.import_vault(tmp_path / "vault.pdsx", key_file=key_file, pinned=pin)
+        assert _status(target, vault_id, key_file, granted.token) == "revoked"
+
+
+def test_an_export_with_a_pin_refuses_a_store_rolled_back_past_it(tmp_path: Path) -> None:
+    """A fresh vault object has seen no head, so only a pin shows the host's copy of the
+    store from before a revocation: with it the export logs nothing (the owner's key would
+    sign a head over the rolled-back log for the file) and writes no file; without it, the
+    file carries the revoked grant live again."""
+    clock = Clock()
+    granted, pin = _revoked_then_rolled_back(tmp_path, clock)
+    key_file, vault_id = granted.key_file, granted.vault.vault_id
+    out = tmp_path / "out"
+    out.mkdir()
+    clock.tick()
+    with pds.open_store(granted.path, clock=clock) as store:
+        fresh = store.open_vault(vault_id)
+        fresh.unlock(key_file=key_file)
+        size = fresh.log_size()
+        for pinned in (pin, pin.to_text()):
+            buffer = io.BytesIO()
+            for destination in (out / "vault.pdsx", buffer):
+                with pytest.raises(errors.InvalidProof) as refused:
+                    fresh.export(destination, pinned=pinned)
+                assert refused.value.reason == "log-truncated"
+            assert buffer.getvalue() == b""
+        assert fresh.log_size() == size  # nothing logged, no head signed
+        assert list(out.iterdir()) == []
+        fresh.export(out / "vault.pdsx")
+    with pds.open_store(tmp_path / "target.db", clock=clock) as target:
+        target.import_vault(out / "vault.pdsx", key_file=key_file)
+        assert _status(target, vault_id, key_file, granted.token) == "active"  # the pin's use
+
+
+def test_an_export_with_a_pin_refuses_a_store_whose_newer_heads_were_deleted(
+    tmp_path: Path,
+) -> None:
+    """The host keeps the log's entries but deletes the revocation and every head from the
+    pinned one on: the log extends the pin, and the older head left agrees with the rows
+    (checkpoint-missing). Once another client of the owner's signs a head over the store as
+    left, it is of the pin's size but records no revocation (checkpoint-records)."""
+    granted, pin = _revoked_then_heads_deleted(tmp_path, Clock())
+    out = tmp_path / "out"
+    out.mkdir()
+    with pds.open_store(granted.path) as store:
+        fresh = store.open_vault(granted.vault.vault_id)
+        fresh.unlock(key_file=granted.key_file)
+        size = fresh.log_size()
+        with pytest.raises(errors.InvalidProof) as refused:
+            fresh.export(out / "vault.pdsx", pinned=pin)
+        assert refused.value.reason == "checkpoint-missing"
+        head = fresh.checkpoint()
+        assert head.size == pin.size and head.revoked != pin.revoked
+        with pytest.raises(errors.InvalidProof) as refused:
+            fresh.export(out / "vault.pdsx", pinned=pin.to_text())
+        assert refused.value.reason == "checkpoint-records"
+        assert fresh.log_size() == size
+        assert fresh.latest_checkpoint() == head  # no head signed for an export
+    assert list(out.iterdir()) == []
+
+
+def _swapped_for_the_snapshot(
+    monkeypatch: pytest.MonkeyPatch, store: pds.Store, path: Path, copy: Path
+) -> None:
+    """Have the host put ``copy`` in place of the store at ``path`` once the export's
+    transaction has committed, just before its read snapshot begins."""
+    backend = store.backend
+    snapshot = backend.snapshot
+    swapped: list[bool] = []
+
+    @contextmanager
+    def swapped_first() -> Iterator[None]:
+        if not swapped:
+            swapped.append(True)
+            _copy_database(copy, path)
+        with snapshot():
+            yield
+
+    monkeypatch.setattr(backend, "snapshot", swapped_first)
+
+
+def test_an_export_with_a_pin_checks_it_again_in_its_read_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is written from a read snapshot taken after the export's transaction: a
+    host that restores its copy from before the revocation in between is caught there, and
+    the file removed."""
+    clock = Clock()
+    granted = _granted(tmp_path, clock)
+    before = tmp_path / "before-revocation.db"
+    _copy_database(granted.path, before)
+    clock.tick()
+    granted.vault.revoke(granted.token)
+    pin = granted.vault.latest_checkpoint()
+    assert pin is not None
+    out = tmp_path / "out"
+    out.mkdir()
+    with granted.store:
+        _swapped_for_the_snapshot(monkeypatch, granted.store, granted.path, before)
+        with pytest.raises(errors.InvalidProof) as refused:
+            granted.vault.export(out / "vault.pdsx", pinned=pin)
+    assert refused.value.reason == "log-truncated"
+    assert list(out.iterdir()) == []
+
+
+def test_an_export_with_a_pin_anchors_its_walk_of_the_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Swapped in for the export's snapshot: the other copy of a forked store, whose
+    entries hash to the head the owner signed on it, with this copy's subtree hashes, which
+    hash to the pin. Only the root recomputed from the entries at the pin's size shows the
+    fork."""
+    forked = _forked(tmp_path)
+    conn = sqlite3.connect(forked.second)
+    with conn:
+        conn.execute("ATTACH DATABASE ? AS first", (str(forked.first),))
+        conn.execute("DELETE FROM main.log_nodes")
+        conn.execute("INSERT INTO main.log_nodes SELECT * FROM first.log_nodes")
+    conn.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    with pds.open_store(forked.first) as store:
+        vault = store.open_vault(forked.vault_id)
+        vault.unlock(key_file=forked.key_file)
+        _swapped_for_the_snapshot(monkeypatch, store, forked.first, forked.second)
+        with pytest.raises(errors.InvalidProof) as refused:
+            vault.export(out / "vault.pdsx", pinned=forked.heads[0])
+    assert refused.value.reason == "log-fork"
+    assert list(out.iterdir()) == []
 
 
 def test_repair_lets_a_vault_object_go_on_after_its_heads_were_deleted(world: World) -> None:
