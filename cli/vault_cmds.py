@@ -406,15 +406,23 @@ def export(
 
     The file holds no plaintext; importing it needs the owner's secret. FILE is replaced
     atomically if it exists. Refused (WARNING, exit 1) if the store's log does not extend
-    the head pinned on an earlier visit: the file would carry a rolled-back vault (its
-    revocations undone), under a head the owner's key signs for the export.
+    the head pinned on an earlier visit, checked before the secret is asked for and again
+    by the export: the file would carry a rolled-back vault (its revocations undone), under
+    a head the owner's key signs for the export.
     """
     check_replaceable(file)
     opened = signing_vault(state, vault_id, passphrase_file, key_file)
     if opened is None:
         return 1
-    with RecordProgress("exporting", as_json=as_json) as progress:
-        opened.export(file, progress=progress.callback)
+    try:
+        with RecordProgress("exporting", as_json=as_json) as progress:
+            # Checked again inside the export's transaction: the store may have changed
+            # since the check above (while the secret was asked for, say).
+            opened.export(file, progress=progress.callback, pinned=pinned_text(opened.vault_id))
+    except pds.errors.InvalidProof:
+        if check_or_warn(opened):
+            raise  # not the pin: the store's log and its own heads disagree
+        return 1
     pin_or_warn(opened)
     size = file.stat().st_size
     document = {"vault": opened.vault_id, "file": str(file), "records": progress.count}

@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import pds
-from pds import _crypto, accesslog, merkle
+from pds import _crypto, _export, accesslog, merkle
 from pds.accesslog import Checkpoint, MerkleLog
 
 if TYPE_CHECKING:
     # mypy reads pds_cli under its folder name (see conftest.py).
+    from cli import heads
     from cli.heads import head_path, state_directory
     from tests.cli.conftest import Cli, Granted
 else:
+    from pds_cli import heads
     from pds_cli.heads import head_path, state_directory
 
 
@@ -438,6 +440,50 @@ def test_a_store_rolled_back_past_a_revocation_gets_no_new_collection_or_export(
     assert ("notes", 1) in _epochs(cli.store)
     assert cli.json("vault", "export", granted.vault, str(exported), *granted.owner)
     assert exported.exists()
+
+
+@pytest.mark.parametrize("moment", ["after the check", "after the transaction"])
+def test_an_export_checks_the_pin_again_when_the_store_changes_meanwhile(
+    granted: Granted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    """The host rolls the store back past the revocation once the command's own check has
+    passed (while the secret is asked for), or once the export's transaction has committed
+    (before its read snapshot): the export checks again, the first time against the head
+    the check saw, the second against the pin, and the same WARNING is shown; no file."""
+    cli = granted.cli
+    backup = tmp_path / "backup" / "pds.db"
+    backup.parent.mkdir()
+    _copy_store(cli.store, backup)
+    cli.json("revoke", granted.vault, granted.link, *granted.owner)
+
+    def roll_back() -> None:
+        source, target = sqlite3.connect(backup), sqlite3.connect(cli.store)
+        source.backup(target)  # under the open store, as a host restores a backup
+        source.close()
+        target.close()
+
+    if moment == "after the check":
+        check = heads.check_or_warn
+
+        def then_rolled_back(vault: pds.Vault, *, changing: bool = False) -> bool:
+            ok = check(vault, changing=changing)
+            assert ok
+            roll_back()
+            return ok
+
+        monkeypatch.setattr(heads, "check_or_warn", then_rolled_back)
+    else:
+        export_vault = _export.export_vault
+
+        def rolled_back_first(vault: pds.Vault, *args: Any, **kwargs: Any) -> None:
+            roll_back()
+            export_vault(vault, *args, **kwargs)
+
+        monkeypatch.setattr(_export, "export_vault", rolled_back_first)
+    exported = tmp_path / "vault.pdsx"
+    _warned(cli("vault", "export", granted.vault, str(exported), *granted.owner), granted.vault)
+    assert not exported.exists()
+    assert _log_size(cli.store) == _log_size(backup)
 
 
 def test_an_export_older_than_the_pin_is_not_imported(granted: Granted, tmp_path: Path) -> None:
