@@ -22,6 +22,7 @@ from pds._owner import wrap_identity
 from pds._serve import Host
 from pds._store.base import Backend, VaultRow
 from pds._store.sqlite import SQLiteBackend
+from pds.accesslog import Checkpoint
 from pds.errors import FormatError, HostKeyError, VaultNotFound
 from pds.invocation import Response
 from pds.keys import KdfParams, KeyProvider, SymmetricKey
@@ -206,8 +207,19 @@ class Store:
             self._ctx.backend.insert_vault(row)
         return vault_id
 
-    def open_vault(self, vault_id: str) -> Vault:
-        """The vault with this id, locked. Raises ``VaultNotFound``."""
+    def open_vault(self, vault_id: str, *, pinned: Checkpoint | str | None = None) -> Vault:
+        """The vault with this id, locked. Raises ``VaultNotFound``.
+
+        ``pinned`` is a head of this vault seen earlier (a ``Checkpoint`` or its note
+        text, e.g. the CLI's pin), verified with the vault's identity key (``InvalidProof``
+        or ``FormatError`` if it is not this vault's). The vault object then holds it as if
+        it had signed it: every operation refuses a store whose latest signed head is
+        older than it (``InvalidProof``, ``checkpoint-missing``), signs no head over a log
+        that does not extend it (``log-fork``), and shares no key epoch while the store's
+        revocations cannot be checked against it; so a store the host rolled back to before
+        a revocation cannot get a new collection's, a rotation's or any other key to the
+        revoked link, nor a head signed over the rollback. Without it, a fresh object
+        trusts the store's latest head (``docs/threat-model.md``, "Rollback")."""
         try:
             # Vault ids follow the record id rule (import checks them with it).
             check_record_id(vault_id)
@@ -216,7 +228,10 @@ class Store:
         row = self._ctx.backend.get_vault(vault_id)
         if row is None:
             raise VaultNotFound("no such vault")
-        return Vault(self._ctx, row)
+        vault = Vault(self._ctx, row)
+        if pinned is not None:
+            vault._trust_head(vault._pinned_head(pinned))
+        return vault
 
     def list_vaults(self) -> list[VaultInfo]:
         return [_info(row) for row in self._ctx.backend.list_vaults()]

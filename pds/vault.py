@@ -2251,7 +2251,8 @@ class Vault:
 
         Verifies the pinned checkpoint's signature, recomputes the root at its size from
         the stored entries' hashes, and checks consistency up to the current size. Raises
-        ``InvalidProof`` on a rewrite, truncation, rollback or fork.
+        ``InvalidProof`` on a rewrite, truncation, rollback or fork. Once verified, this
+        vault object holds the checkpoint as seen (as ``Store.open_vault(pinned=)`` does).
         """
         head = self._pinned_head(pinned)
         log = MerkleLog(self._ctx.backend, self.vault_id)
@@ -2260,6 +2261,14 @@ class Vault:
             merkle.verify_consistency(
                 head.size, size, head.root, log.root(size), log.consistency(head.size, size)
             )
+        self._trust_head(head)
+
+    def _trust_head(self, head: Checkpoint) -> None:
+        """Hold ``head`` (verified by the caller) as seen, from now on: every operation of
+        this object then refuses a store whose latest head is older, and signs no head over
+        a log that does not extend it (``latest_checkpoint``, ``_extending_root``)."""
+        if self._seen_head is None or head.size > self._seen_head.size:
+            self._seen_head = head
 
     def _pinned_head(self, pinned: Checkpoint | str) -> Checkpoint:
         """A checkpoint seen earlier, verified as this vault's owner's for this log."""

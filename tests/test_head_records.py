@@ -13,12 +13,13 @@ reaches the revoked grantee.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import io
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -1487,6 +1488,113 @@ def test_a_rotation_with_a_pin_refuses_a_store_whose_newer_heads_were_deleted(
         epochs = [row.epoch for row in store._ctx.backend.iter_epochs(vault_id)]
         shared = store._ctx.backend.link_keys(token.link_id)
     assert epochs == [1] and shared == []
+
+
+def _after_rollback(path: Path, link_id: bytes) -> tuple[set[tuple[str, int]], set[str]]:
+    """The key epochs sealed to ``link_id`` and the stored heads."""
+    conn = sqlite3.connect(path)
+    try:
+        shared = conn.execute(
+            "SELECT collection, epoch FROM link_keys WHERE link_id = ?", (link_id,)
+        ).fetchall()
+        heads = conn.execute("SELECT note FROM log_checkpoints").fetchall()
+    finally:
+        conn.close()
+    return set(shared), {note for (note,) in heads}
+
+
+_OWNER_OPERATIONS: dict[str, Callable[[pds.Vault], Any]] = {
+    "create_collection": lambda vault: vault.create_collection("tax/2025"),
+    "first put to a collection": lambda vault: vault.put("tax/2026", {"n": 1}),
+    "put_many": lambda vault: vault.put_many("tax/2027", [{"n": 3}, {"n": 4}]),
+    "rotate one": lambda vault: vault.rotate("tax/2024"),
+    "rotate all": lambda vault: vault.rotate(),
+    "grant": lambda vault: vault.grant(
+        pds.PrincipalKey.generate().did, collections=["tax/*"], purpose="p", expires=dt.timedelta(1)
+    ),
+    "checkpoint": lambda vault: vault.checkpoint(),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(_OWNER_OPERATIONS))
+@pytest.mark.parametrize("setup", [_revoked_then_rolled_back, _revoked_then_heads_deleted])
+def test_a_vault_opened_with_a_pin_gives_a_rolled_back_store_no_key_and_no_head(
+    tmp_path: Path,
+    setup: Callable[[Path, Clock], tuple[_Granted, Checkpoint]],
+    operation: str,
+) -> None:
+    """``Store.open_vault(pinned=)``: the fresh vault object holds the pin as a head it saw,
+    so whatever the owner does next on a store rolled back past a revocation (or with the
+    revocation and the heads since deleted), no key epoch reaches the revoked link and the
+    owner's key signs no head over the rollback. Without the pin a new collection's first
+    epoch, or a rotation's, goes to the revoked link (the next test)."""
+    clock = Clock()
+    granted, pin = setup(tmp_path, clock)
+    before = _after_rollback(granted.path, granted.token.link_id)
+    clock.tick()
+    with pds.open_store(granted.path, clock=clock) as store:
+        vault = store.open_vault(granted.vault.vault_id, pinned=pin.to_text())
+        vault.unlock(key_file=granted.key_file)
+        with contextlib.suppress(errors.InvalidProof, errors.IntegrityError):
+            _OWNER_OPERATIONS[operation](vault)
+        latest = store._ctx.backend.latest_checkpoint(vault.vault_id)
+    assert _after_rollback(granted.path, granted.token.link_id) == before
+    assert latest is None or Checkpoint.parse(latest).size < pin.size
+
+
+@pytest.mark.parametrize(
+    "operation", ["create_collection", "first put to a collection", "rotate one"]
+)
+def test_without_a_pin_a_fresh_vault_object_trusts_the_rolled_back_store(
+    tmp_path: Path, operation: str
+) -> None:
+    """What the pin is for: a fresh object without one has nothing to compare the store
+    with, and shares the new epoch with the link the owner revoked."""
+    clock = Clock()
+    granted, _ = _revoked_then_rolled_back(tmp_path, clock)
+    before, _ = _after_rollback(granted.path, granted.token.link_id)
+    with pds.open_store(granted.path, clock=clock) as store:
+        vault = store.open_vault(granted.vault.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        _OWNER_OPERATIONS[operation](vault)
+    after, _ = _after_rollback(granted.path, granted.token.link_id)
+    assert after - before
+
+
+def test_verify_log_leaves_the_vault_object_holding_the_pin(tmp_path: Path) -> None:
+    """A pin verified with ``verify_log`` (the log still extends it: the host kept the
+    entries and deleted the revocation and the heads since) is held as seen: a new
+    collection made next shares nothing with the revoked link and no head is signed."""
+    granted, pin = _revoked_then_heads_deleted(tmp_path, Clock())
+    before = _after_rollback(granted.path, granted.token.link_id)
+    with pds.open_store(granted.path) as store:
+        vault = store.open_vault(granted.vault.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        vault.verify_log(pin)
+        vault.create_collection("tax/2025")
+        with pytest.raises(errors.InvalidProof) as refused:
+            vault.put("tax/2026", {"n": 1})
+        assert refused.value.reason == "checkpoint-missing"
+    assert _after_rollback(granted.path, granted.token.link_id) == before
+
+
+def test_a_pin_of_another_vault_or_not_a_pin_is_refused_at_open(tmp_path: Path) -> None:
+    granted = _granted(tmp_path, Clock())
+    other = granted.store.open_vault(granted.store.create_vault(key_file=granted.key_file))
+    other.unlock(key_file=granted.key_file)
+    other.put("a", {"n": 1})
+    foreign = other.latest_checkpoint()
+    assert foreign is not None
+    vault_id = granted.vault.vault_id
+    for bad, error in (
+        (foreign, errors.InvalidProof),
+        (foreign.to_text(), errors.InvalidProof),
+        ("not a checkpoint", errors.FormatError),
+        (b"bytes", errors.FormatError),
+    ):
+        with pytest.raises(error):
+            granted.store.open_vault(vault_id, pinned=bad)  # type: ignore[arg-type]
+    granted.store.close()
 
 
 @dataclass
