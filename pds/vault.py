@@ -2361,7 +2361,9 @@ class Vault:
         nothing is logged and no file is written. A store rolled back to before a
         revocation (or with the revocation and the heads since deleted) would otherwise be
         exported with the revocation undone, under a head the owner's key signs for the
-        export. The export's own walk of the log is anchored at it too.
+        export. The read snapshot the file is written from (after that transaction) must
+        extend the largest head this object holds, the pin or the export's own, with the
+        root recomputed from the entries: a store swapped in between is refused too.
 
         Every stored row is checked as an importer checks it before it is written: a damaged
         row raises ``IntegrityError`` (with the importer's reason code), a log that does not
@@ -2391,6 +2393,11 @@ class Vault:
             # refused before anything is logged.
             self._check_records()
             self._log("export", {})
+        # The snapshot is read after the transaction: it must extend the largest head this
+        # object holds (the export's own, once signed), pinned or not.
+        seen = self._seen_head
+        if seen is not None and (anchor is None or seen.size >= anchor.size):
+            anchor = seen
         _export.export_vault(self, destination, progress=progress, pinned=anchor)
 
 

@@ -29,7 +29,7 @@ import msgpack
 import pytest
 
 import pds
-from pds import audit, errors
+from pds import _export, audit, errors
 from pds._crypto import SigningKey
 from pds.accesslog import Checkpoint, LogEntry, MerkleLog
 from pds.keys import SymmetricKey
@@ -1784,13 +1784,35 @@ def test_an_export_with_a_pin_checks_it_again_in_its_read_snapshot(
     assert list(out.iterdir()) == []
 
 
+def test_an_export_checks_its_snapshot_against_the_heads_its_object_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a pin, the vault object that revoked (and signed the head recording it, and
+    the export's) refuses a snapshot the host rolled back to before the revocation."""
+    clock = Clock()
+    granted = _granted(tmp_path, clock)
+    before = tmp_path / "before-revocation.db"
+    _copy_database(granted.path, before)
+    clock.tick()
+    granted.vault.revoke(granted.token)
+    out = tmp_path / "out"
+    out.mkdir()
+    with granted.store:
+        _swapped_for_the_snapshot(monkeypatch, granted.store, granted.path, before)
+        with pytest.raises(errors.InvalidProof) as refused:
+            granted.vault.export(out / "vault.pdsx")
+    assert refused.value.reason == "log-truncated"
+    assert list(out.iterdir()) == []
+
+
 def test_an_export_with_a_pin_anchors_its_walk_of_the_entries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Swapped in for the export's snapshot: the other copy of a forked store, whose
     entries hash to the head the owner signed on it, with this copy's subtree hashes, which
     hash to the pin. Only the root recomputed from the entries at the pin's size shows the
-    fork."""
+    fork. (Through ``Vault.export`` the export's own head, which the object then holds,
+    refuses the swapped copy first, as too short: the snapshot is written directly here.)"""
     forked = _forked(tmp_path)
     conn = sqlite3.connect(forked.second)
     with conn:
@@ -1805,7 +1827,7 @@ def test_an_export_with_a_pin_anchors_its_walk_of_the_entries(
         vault.unlock(key_file=forked.key_file)
         _swapped_for_the_snapshot(monkeypatch, store, forked.first, forked.second)
         with pytest.raises(errors.InvalidProof) as refused:
-            vault.export(out / "vault.pdsx", pinned=forked.heads[0])
+            _export.export_vault(vault, out / "vault.pdsx", pinned=forked.heads[0])
     assert refused.value.reason == "log-fork"
     assert list(out.iterdir()) == []
 
