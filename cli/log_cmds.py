@@ -35,6 +35,10 @@ from .state import (
 __all__ = ["describe_entry", "entry_document", "log"]
 
 MAX_LOG_LIMIT = 1000
+UNPARSED_TEXT = (
+    "[DAMAGED: the entry does not parse as one of this vault's log entries; the host wrote "
+    "or changed it]"
+)
 
 
 class LogGroup(click.Group):
@@ -87,7 +91,7 @@ def entry_document(entry: pds.AccessEntry) -> dict[str, Any]:
     """The JSON shape of one log entry, in the person's terms."""
     return {
         "index": entry.index,
-        "time": iso(entry.time),
+        "time": None if entry.time is None else iso(entry.time),
         "kind": entry.kind,
         "actor": entry.actor,
         "owner": bool(entry.details.get("owner")),
@@ -106,6 +110,7 @@ def entry_document(entry: pds.AccessEntry) -> dict[str, Any]:
         "defer_reason": entry.defer_reason,
         "unsigned": entry.unsigned,
         "damaged": entry.damaged,
+        "damage": entry.damage,
     }
 
 
@@ -136,6 +141,9 @@ def _why(entry: pds.AccessEntry) -> str:
 
 def describe_entry(entry: pds.AccessEntry) -> str:
     """One log entry as a sentence: who did what, when, why, and the result."""
+    if entry.time is None or entry.damage == "entry":
+        # Nothing but its place is known: no time, kind or details to put in a sentence.
+        return f"{'(time unknown)':<20}  #{entry.index}  {UNPARSED_TEXT}"
     details = entry.details
     owner = bool(details.get("owner"))
     who = "you (the owner)" if owner else short_did(entry.actor)

@@ -43,8 +43,10 @@ def main() -> None:
         except pds.errors.Revoked:
             print("after revocation the agency is refused")
         # The person's view: who read what, when and why, newest first.
+        # (An entry the host garbled has no time: it is listed as damaged, time None.)
         for entry in vault.log().entries:
-            print(entry.time.isoformat(), entry.kind, entry.actor[:24], entry.purpose, entry.result)
+            when = entry.time.isoformat() if entry.time is not None else "time unknown"
+            print(when, entry.kind, entry.actor[:24], entry.purpose, entry.result)
 
 
 if __name__ == "__main__":

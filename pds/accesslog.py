@@ -364,8 +364,30 @@ class MerkleLog:
         raise IntegrityError("log-missing", "a log entry is missing")
 
     def entries(self, start: int, end: int, *, newest_first: bool = False) -> Iterator[LogEntry]:
+        """The stored entries ``start <= index < end``. Raises ``FormatError`` at the first
+        that does not parse."""
         for _, raw in self._backend.iter_log(self._vault_id, start, end, newest_first=newest_first):
             yield LogEntry.parse(raw)
+
+    def stored_entries(
+        self, start: int, end: int, *, newest_first: bool = False
+    ) -> Iterator[tuple[int, LogEntry | None]]:
+        """Each stored entry ``start <= index < end`` as ``(its index in the store, the
+        entry)``: the entry is ``None`` where the stored bytes do not parse as a log entry,
+        or parse as one that names another index or vault. The host writes access entries
+        and can write such bytes; the owner's views show them as damaged rather than let
+        one hide the rest, while verification (``Vault.verify_log``, export, audit) refuses
+        the log. An index missing from the store is skipped: the caller checks for gaps."""
+        for index, raw in self._backend.iter_log(
+            self._vault_id, start, end, newest_first=newest_first
+        ):
+            try:
+                entry = LogEntry.parse(raw)
+            except FormatError:
+                yield index, None
+                continue
+            in_place = entry.index == index and entry.vault_id == self._vault_id
+            yield index, entry if in_place else None
 
 
 # -- checkpoints (C2SP tlog-checkpoint signed notes) --------------------------------------

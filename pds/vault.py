@@ -269,14 +269,19 @@ class GrantInfo:
 
 @dataclass(frozen=True, slots=True)
 class AccessEntry:
-    """One access-log entry in the person's terms: who, what, when, why, and the result."""
+    """One access-log entry in the person's terms: who, what, when, why, and the result.
+
+    An entry the host wrote or changed so that it cannot be read is listed as ``damaged``
+    (see there) with the values it could not give empty or ``None``."""
 
     index: int
-    time: datetime
+    time: datetime | None
+    """When the access was logged; ``None`` for an entry whose stored bytes do not parse
+    (``damage == "entry"``): nothing says when it was written."""
     kind: str
     """``read``, ``list`` (by token), ``owner-read``, ``create`` (a collection's first key
     epoch), ``grant``, ``delegation``, ``revoke``, ``rotate``, ``export``, ``import``,
-    ``rekey``, ``destroy`` or ``repair``."""
+    ``rekey``, ``destroy`` or ``repair``; empty for an entry that does not parse."""
     actor: str
     """The organisation's (or the owner's) ``did:key``."""
     agent: str | None
@@ -287,6 +292,7 @@ class AccessEntry:
     records: list[tuple[str, int]]
     link_ids: list[str]
     result: str
+    """``released``, ``refused`` or ``ok``; empty for an entry that does not parse."""
     reason: str | None
     correlation: str | None
     fields: list[str] | None
@@ -299,9 +305,15 @@ class AccessEntry:
     from before owner entries were signed, 2026-11-27)."""
     details: dict[str, Any] = field(repr=False)
     damaged: bool = False
-    """Whether its details do not open with the owner's key (they are then empty): the host
-    wrote or changed the entry. Shown rather than raised, so that one such entry cannot
-    hide the rest of the person's log."""
+    """Whether the host wrote or changed the entry so that it cannot be read (``damage``
+    says how). Shown rather than raised, so that one such entry cannot hide the rest of
+    the person's log."""
+    damage: str | None = None
+    """Why the entry is ``damaged``: ``details``, its details do not open with the owner's
+    key (they are then empty; its header, time and kind included, is as stored); or
+    ``entry``, its stored bytes do not parse as a log entry, or name another index or
+    vault: only its index is known (``time`` is ``None``; ``kind`` and ``result`` are empty;
+    nothing else is). ``None`` when it is not damaged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -2076,6 +2088,14 @@ class Vault:
         ``since`` keeps entries stamped at or after it: times are in index order only to
         within ``LOG_TIME_SLACK_MS`` (see there), so the page reads on until an entry older
         than ``since`` by more than that.
+
+        An entry the host wrote or changed so that it cannot be read is listed as
+        ``damaged`` (``AccessEntry.damage``) rather than raised, so that it cannot hide the
+        rest. One whose stored bytes do not parse (or name another index or vault) has no
+        time, actor or deferral: ``since`` keeps it wherever the page reaches it (its place
+        in the log is all that dates it), ``actor`` leaves it out, and it is never withheld
+        (the host could otherwise hide entries behind one). Raises ``IntegrityError``
+        (``log-gap``) if an index is missing from the store.
         """
         keys = self._keys()
         if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
@@ -2094,23 +2114,24 @@ class Vault:
         withheld = 0
         cursor: int | None = None
         expected = end - 1
-        for entry in log.entries(0, end, newest_first=True):
-            if entry.index != expected:
+        for index, entry in log.stored_entries(0, end, newest_first=True):
+            if index != expected:
                 raise IntegrityError("log-gap", "an entry is missing from the log")
             expected -= 1
-            if since_ms is not None and entry.time < since_ms:
+            if entry is not None and since_ms is not None and entry.time < since_ms:
                 if entry.time < since_ms - LOG_TIME_SLACK_MS:
                     break
                 continue  # an older time, but a later entry may yet be newer: read on
             if len(entries) == limit:
-                cursor = entry.index + 1
+                cursor = index + 1
                 break
             deferred = (
-                entry.disclose_after is not None
+                entry is not None
+                and entry.disclose_after is not None
                 and entry.disclose_after > now
                 and not include_deferred
             )
-            item = _access_entry(entry, keys)
+            item = _unparsed_entry(index) if entry is None else _access_entry(entry, keys)
             if actor is not None and item.actor != actor:
                 continue
             if deferred:
@@ -2120,14 +2141,15 @@ class Vault:
         return LogPage(entries, withheld, cursor)
 
     def access_log(self) -> builtins.list[AccessEntry]:
-        """Every disclosed entry, oldest first (a convenience over ``log``)."""
+        """Every disclosed entry, oldest first (a convenience over ``log``); an entry that
+        cannot be read is listed as ``damaged``, as ``log`` lists it."""
         keys = self._keys()
         now = self._ctx.now_ms()
         log = MerkleLog(self._ctx.backend, self.vault_id)
         return [
-            _access_entry(entry, keys)
-            for entry in log.entries(0, log.size())
-            if entry.disclose_after is None or entry.disclose_after <= now
+            _unparsed_entry(index) if entry is None else _access_entry(entry, keys)
+            for index, entry in log.stored_entries(0, log.size())
+            if entry is None or entry.disclose_after is None or entry.disclose_after <= now
         ]
 
     def log_size(self) -> int:
@@ -2460,6 +2482,35 @@ def _access_entry(entry: LogEntry, keys: _owner.OwnerKeys) -> AccessEntry:
         unsigned=entry.kind in OWNER_KINDS and not entry.signed_by_owner(details, identity),
         details=details,
         damaged=damaged,
+        damage="details" if damaged else None,
+    )
+
+
+def _unparsed_entry(index: int) -> AccessEntry:
+    """Entry ``index`` whose stored bytes do not parse as a log entry of this vault at that
+    index (``MerkleLog.stored_entries``): the host wrote or changed them. Listed, damaged,
+    with nothing but its index: no time, kind, actor or details can be told from them."""
+    return AccessEntry(
+        index=index,
+        time=None,
+        kind="",
+        actor="",
+        agent=None,
+        purpose=None,
+        basis=None,
+        collections=[],
+        records=[],
+        link_ids=[],
+        result="",
+        reason=None,
+        correlation=None,
+        fields=None,
+        disclose_after=None,
+        defer_reason=None,
+        unsigned=False,
+        details={},
+        damaged=True,
+        damage="entry",
     )
 
 

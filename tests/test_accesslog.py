@@ -159,6 +159,12 @@ def owner_x25519(vault: pds.Vault) -> tuple[bytes, bytes]:
     return secret, public
 
 
+def when(entry: pds.AccessEntry) -> dt.datetime:
+    """The entry's time (``None`` only for an entry whose stored bytes do not parse)."""
+    assert entry.time is not None, entry.index
+    return entry.time
+
+
 def newest(vault: pds.Vault) -> pds.AccessEntry:
     return vault.log(limit=1).entries[0]
 
@@ -407,7 +413,7 @@ def test_log_is_newest_first_and_paginates_with_before(world: World) -> None:
             break
         cursor = page.cursor
     assert pages == [[9, 8, 7, 6], [5, 4, 3, 2], [1, 0]]
-    times = [e.time for e in world.vault.log(limit=50).entries]
+    times = [when(e) for e in world.vault.log(limit=50).entries]
     assert times == sorted(times, reverse=True)
     assert world.vault.log(limit=50, before=0).entries == []
     with pytest.raises(errors.FormatError):
@@ -429,7 +435,7 @@ def test_log_filters_by_since_and_actor(world: World) -> None:
         ("owner-read", world.vault.did),
         ("read", world.agency.did),
     ]
-    assert all(e.time >= world.clock.at(cut) for e in recent)
+    assert all(when(e) >= world.clock.at(cut) for e in recent)
     agency = world.vault.log(actor=world.agency.did).entries
     assert [e.kind for e in agency] == ["read", "read"]
     owner = world.vault.log(actor=world.vault.did).entries
@@ -594,7 +600,7 @@ def test_a_page_by_time_reads_past_an_entry_logged_out_of_time_order(world: Worl
     shown = world.vault.log(since=world.clock.at(since)).entries
     # The read (and the grant, a tick before it) are shown; the owner read is not.
     assert [(e.kind, e.result) for e in shown] == [("read", "released"), ("grant", "ok")]
-    assert all(e.time >= world.clock.at(since) for e in shown)
+    assert all(when(e) >= world.clock.at(since) for e in shown)
 
 
 # -- the tree over the stored entries -----------------------------------------------------
@@ -1135,8 +1141,95 @@ def test_an_access_entry_of_the_wrong_shape_does_not_break_the_persons_view(
     odd, late = entries[-2:]
     assert (odd.records, odd.collections, odd.kind) == ([], [], "read")
     assert odd.link_ids == [] and odd.agent is None and odd.defer_reason is None
-    assert late.time.year == 9999
+    assert when(late).year == 9999
     assert [e.kind for e in world.vault.log(limit=5).entries][:2] == ["read", "read"]
+
+
+GARBLINGS = (
+    "not msgpack",
+    "empty",
+    "sealed too short",
+    "unknown kind",
+    "another index",
+    "another vault",
+)
+
+
+def _garbled(raws: list[bytes], index: int, how: str) -> bytes:
+    """Entry ``index`` as a host could rewrite it so that it is no entry of this log there."""
+    header = _codec.decode(raws[index])
+    if how == "not msgpack":
+        return b"\xc1"
+    if how == "empty":
+        return b""
+    if how == "sealed too short":
+        return _codec.encode({**header, "sealed": bytes(47)})
+    if how == "unknown kind":
+        return _codec.encode({**header, "kind": "steal"})
+    if how == "another index":
+        return raws[index - 1]  # a copy of the entry before it, which names its own index
+    assert how == "another vault"
+    return _codec.encode({**header, "vault": "another-vault"})
+
+
+@pytest.mark.parametrize("how", GARBLINGS)
+def test_an_entry_that_does_not_parse_is_listed_as_damaged(
+    pinned_world: tuple[World, Checkpoint], how: str
+) -> None:
+    """The host rewrites one access entry (index 5, a read) so that it is no entry of this
+    log there: the person's view lists every other entry as before, and that one, at its
+    index, as damaged with nothing known of it; it used to raise, hiding the whole log.
+    Verification still refuses the log: there the entry is evidence."""
+    world, head = pinned_world
+    before = world.vault.access_log()
+    size = len(before)
+    assert [e.kind for e in before[3:10:2]] == ["read"] * 4
+    raws = raw_entries(world.path, world.vault_id)
+    _replace_entry(world, 5, _garbled(raws, 5, how))
+
+    after = world.vault.access_log()
+    assert [e.index for e in after] == list(range(size))
+    assert after[:5] + after[6:] == before[:5] + before[6:]
+    damaged = after[5]
+    assert (damaged.damaged, damaged.damage, damaged.time) == (True, "entry", None)
+    assert (damaged.kind, damaged.result, damaged.actor, damaged.details) == ("", "", "", {})
+    assert (damaged.link_ids, damaged.records, damaged.unsigned) == ([], [], False)
+    assert damaged.disclose_after is None
+    assert not any(e.damaged for e in before)
+
+    page = world.vault.log(limit=50)
+    assert (page.entries, page.withheld, page.cursor) == (after[::-1], 0, None)
+    paged: list[pds.AccessEntry] = []
+    cursors: list[int] = []
+    cursor: int | None = None
+    for _ in range(size):  # bounded: a cursor that does not move must fail, not hang
+        page = world.vault.log(limit=3, before=cursor)
+        paged += page.entries
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+        cursors.append(cursor)
+    assert paged == after[::-1]
+    assert cursors == [8, 5, 2]
+    # No actor to match; no time: a page since a time shows it where the page reaches it.
+    assert [e.index for e in world.vault.log(actor=world.agency.did).entries] == [9, 7, 3]
+    assert [e.index for e in world.vault.log(since=when(after[4])).entries] == list(
+        range(10, 3, -1)
+    )
+    assert world.vault.log(since=world.clock.at(world.clock.ms + DAY_MS)).entries == []
+
+    with pytest.raises(errors.InvalidProof) as refused:
+        world.vault.verify_log(head)
+    assert refused.value.reason == "log-entry"
+    with pytest.raises(errors.InvalidProof):
+        world.vault.export(world.tmp / "export")
+    with pytest.raises(errors.InvalidProof):
+        audit.export_audit(world.vault, world.tmp / "audit")
+    # A missing index is still refused, damaged entry or not.
+    assert sql(world.path, "DELETE FROM log_entries WHERE idx = 8 AND vault_id = ?", world.vault_id)
+    with pytest.raises(errors.IntegrityError) as gap:
+        world.vault.log()
+    assert gap.value.reason == "log-gap"
 
 
 def test_an_entry_deleted_from_the_middle_is_detected(

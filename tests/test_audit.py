@@ -892,6 +892,7 @@ def _rewrite_from(world: World, keep: int) -> None:
     revocations made in the dropped history go too: the heads record them, and a package is
     refused over stored revocations that differ from its latest head's."""
     revoked_at = world.vault.access_log()[keep].time
+    assert revoked_at is not None
     conn = sqlite3.connect(world.path)
     with conn:
         conn.execute(

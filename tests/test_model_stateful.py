@@ -1014,6 +1014,7 @@ class VaultModel(RuleBasedStateMachine):
 
     def _check_entry(self, got: pds.AccessEntry, want: Entry) -> None:
         context = f"log entry {got.index}: {want.kind}"
+        assert got.time is not None, context
         assert (got.kind, ms(got.time), got.result, got.reason) == (
             want.kind,
             want.time,
