@@ -1515,7 +1515,10 @@ class Vault:
         ``grant`` entries in the log name (a host that hid a link row cannot keep one out),
         and the grants and delegations the host has seen. Raises ``IntegrityError``
         (``revocation-unrecorded``) after revoking them all if any revocation could not be
-        recorded (see ``revoke``)."""
+        recorded (see ``revoke``); otherwise ``IntegrityError`` (``revocation-incomplete``)
+        after revoking them all if the log holds entries that cannot be read (their stored
+        bytes do not parse, or name another index or vault: the host wrote or changed
+        them), one of which may have been a grant to ``audience`` that is not revoked."""
         target = _crypto.parse_did_key(audience)
         keys = self._keys()
         ids = [
@@ -1524,7 +1527,11 @@ class Vault:
             if link.audience == target
         ]
         log = MerkleLog(self._ctx.backend, self.vault_id)
-        for entry in log.entries(0, log.size()):
+        unread = 0
+        for _, entry in log.stored_entries(0, log.size()):
+            if entry is None:
+                unread += 1  # It may have been a grant: said after revoking what is found.
+                continue
             if entry.kind != "grant" or entry.link_id is None or entry.link_id in ids:
                 continue
             details = entry.open_signed(keys.x25519_secret, keys.identity.public)
@@ -1538,8 +1545,20 @@ class Vault:
                 if exc.reason != "revocation-unrecorded":
                     raise
                 unrecorded = exc
+        missed = (
+            f"{unread} log {'entry' if unread == 1 else 'entries'} could not be read, "
+            "written or changed by the host: a grant to the audience recorded there may not "
+            "be revoked (revoke it by its token or link id)"
+        )
         if unrecorded is not None:
-            raise unrecorded
+            if not unread:
+                raise unrecorded
+            # Its reason comes first (the CLI holds writes back until a repair records the
+            # revocation); the message tells of the unread entries too.
+            raise IntegrityError(unrecorded.reason, f"{unrecorded}; and {missed}")
+        if unread:
+            revoked = f"{len(ids)} {'link' if len(ids) == 1 else 'links'}"
+            raise IntegrityError("revocation-incomplete", f"revoked {revoked}, but {missed}")
         return ids
 
     def grants(self) -> builtins.list[GrantInfo]:

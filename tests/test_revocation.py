@@ -247,6 +247,75 @@ def test_revoke_all_reaches_a_grant_whose_link_row_the_host_hid(world: World) ->
     assert reads(world, agency, hidden, world.store) == "revoked"
 
 
+def _garble_log_entry(world: World, index: int) -> None:
+    """The host overwrites the stored bytes of entry ``index`` with bytes that do not parse."""
+    conn = sqlite3.connect(world.db)
+    with conn:
+        changed = conn.execute(
+            "UPDATE log_entries SET entry = ? WHERE vault_id = ? AND idx = ?",
+            (b"\xc1garbage", world.vault.vault_id, index),
+        ).rowcount
+    conn.close()
+    assert changed == 1
+
+
+def _hide_link_row(world: World, link_id: bytes) -> None:
+    conn = sqlite3.connect(world.db)
+    with conn:
+        assert conn.execute("DELETE FROM links WHERE link_id = ?", (link_id,)).rowcount == 1
+    conn.close()
+
+
+def test_revoke_all_revokes_what_it_finds_then_says_the_log_had_unreadable_entries(
+    world: World,
+) -> None:
+    """An entry that does not parse, before a grant whose link row the host hid, no longer
+    stops revoke_all before it revokes anything: every grant found is revoked, then it
+    raises, since a grant recorded in the unreadable entry may have been missed."""
+    world.vault.put("tax/a", {"n": 1})
+    agency, other = pds.PrincipalKey.generate(), pds.PrincipalKey.generate()
+    shown = grant(world, agency)
+    assert reads(world, agency, shown, world.store) == "served"
+    _garble_log_entry(world, world.vault.log_size() - 1)  # the host's entry of that read
+    hidden = grant(world, agency, collections=["tax/a"])
+    _hide_link_row(world, hidden.link_id)  # found only in the log, past the garbled entry
+    others = grant(world, other)
+    with pytest.raises(pds.errors.IntegrityError) as incomplete:
+        world.vault.revoke_all(audience=agency.did, reason="contract ended")
+    assert incomplete.value.reason == "revocation-incomplete"
+    message = str(incomplete.value)
+    assert "revoked 2 links" in message and "1 log entry could not be read" in message
+    assert "garbage" not in message
+    for token in (shown, hidden):
+        assert reads(world, agency, token, world.store) == "revoked"
+    assert reads(world, other, others, world.store) == "served"
+    # Revoking again finds the same links, revoked already, and says the same.
+    with pytest.raises(pds.errors.IntegrityError) as again:
+        world.vault.revoke_all(audience=agency.did)
+    assert again.value.reason == "revocation-incomplete"
+
+
+def test_revoke_all_with_unreadable_entries_and_an_unrecorded_revocation_says_both(
+    world: World,
+) -> None:
+    """A revocation no signed head can record is reported as such (the CLI holds writes
+    back until a repair records it), and its message tells of the unreadable entries."""
+    world.vault.put("tax/a", {"n": 1})
+    agency, earlier = pds.PrincipalKey.generate(), pds.PrincipalKey.generate()
+    world.vault.revoke(grant(world, earlier))
+    conn = sqlite3.connect(world.db)
+    with conn:
+        conn.execute("DELETE FROM revocations")  # the host drops the recorded revocation
+    conn.close()
+    token = grant(world, agency)
+    _garble_log_entry(world, 0)
+    with pytest.raises(pds.errors.IntegrityError) as unrecorded:
+        world.vault.revoke_all(audience=agency.did)
+    assert unrecorded.value.reason == "revocation-unrecorded"
+    assert "1 log entry could not be read" in str(unrecorded.value)
+    assert reads(world, agency, token, world.store) == "revoked"
+
+
 def test_grants_show_each_status(world: World) -> None:
     world.vault.put("tax/a", {"n": 1})
     keys = {name: pds.PrincipalKey.generate() for name in ("a", "r", "d", "e", "x", "n")}
