@@ -39,6 +39,7 @@ from .state import AppState, InputError, owner_credential, replace_file, unlock
 
 __all__ = [
     "STATE_DIR_ENV",
+    "UNREADABLE_ENTRY",
     "HeadCheck",
     "check_or_warn",
     "check_pinned",
@@ -105,6 +106,13 @@ def pinned_head(vault_id: str) -> Checkpoint | None:
     return None if text is None else Checkpoint.parse(text)
 
 
+UNREADABLE_ENTRY = "log-entry"
+"""The reason ``Vault.verify_log`` gives for a stored entry that does not parse, names
+another index or vault, or does not hash to the stored tree. The host, which writes access
+entries, can cause it at will, and the log is append-only: ``pds log`` lists the entries
+anyway (the one that does not parse marked as damaged), after the WARNING, and exits 1."""
+
+
 @dataclass(frozen=True)
 class HeadCheck:
     """The outcome of checking a store's log against the pinned head."""
@@ -114,6 +122,13 @@ class HeadCheck:
     reason: str | None = None
 
     def warning(self, vault_id: str) -> str:
+        if self.reason == UNREADABLE_ENTRY:
+            # Not a rollback: the host wrote (or changed) an entry that does not parse.
+            return (
+                f"WARNING: the store's log for {vault_id} does not verify ({self.reason}): "
+                "an entry does not parse, is out of place or was rewritten; the host wrote "
+                "or changed it"
+            )
         seen = "an earlier visit"
         if self.pinned is not None:
             seen = f"{iso_ms(self.pinned.time)} (size {self.pinned.size})"

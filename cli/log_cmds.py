@@ -19,7 +19,7 @@ import pds
 from pds import errors, merkle
 from pds.accesslog import Checkpoint
 
-from .heads import check_or_warn, pin_or_warn
+from .heads import UNREADABLE_ENTRY, check_or_warn, check_pinned, pin, pin_or_warn, warn
 from .output import emit, from_ms, iso, iso_ms, printable
 from .params import DidKey
 from .state import (
@@ -255,19 +255,33 @@ def list_entries(
     Needs the owner's secret (entries are encrypted to the owner). The store's log is
     first checked against the head pinned on an earlier visit: if it does not extend it
     (a rollback or fork), a WARNING is printed and the exit code is 1. Then a checkpoint
-    of the current head is signed and pinned.
+    of the current head is signed and pinned. An entry the host wrote or changed so that
+    it does not parse is listed as DAMAGED; the log then does not verify: the WARNING is
+    printed, the entries are listed all the same, nothing is pinned, and the exit code
+    is 1.
     """
     opened = state.open_vault(vault_id)
-    if not check_or_warn(opened):
-        return 1
+    check = check_pinned(opened)
+    if not check.ok:
+        warn(check.warning(opened.vault_id))
+        # A rollback or fork shows nothing; an unreadable entry, which the host can append
+        # at will and never goes away, must not hide the rest of the log.
+        if check.reason != UNREADABLE_ENTRY:
+            return 1
     unlock(opened, owner_credential(passphrase_file, key_file))
     page = opened.log(since=since, actor=actor, limit=limit, before=before)
-    try:
-        signed: Checkpoint | None = opened.checkpoint()
-    except errors.StoreReadOnly:
-        signed = None  # A read-only store: pin the newest checkpoint it holds instead.
-    if not pin_or_warn(opened, signed):
-        return 1
+    verified = check.ok
+    if verified:
+        try:
+            signed: Checkpoint | None = opened.checkpoint()
+        except errors.StoreReadOnly:
+            signed = None  # A read-only store: pin the newest checkpoint it holds instead.
+        pinned = pin(opened, signed)
+        if not pinned.ok:
+            warn(pinned.warning(opened.vault_id))
+            if pinned.reason != UNREADABLE_ENTRY:
+                return 1
+            verified = False
     documents = [entry_document(entry) for entry in page.entries]
     lines = [describe_entry(entry) for entry in page.entries] or ["no entries"]
     if page.withheld:
@@ -287,7 +301,7 @@ def list_entries(
         },
         lines,
     )
-    return 0
+    return 0 if verified else 1
 
 
 @log.command("head", short_help="Print the log's signed checkpoint.")

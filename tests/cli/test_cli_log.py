@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -159,6 +160,98 @@ def test_an_entry_whose_details_do_not_open_is_shown_damaged(granted: Granted) -
         vault.unlock(key_file=granted.owner_key)
         damaged = [entry.index for entry in vault.access_log() if entry.damaged]
     assert damaged == [index]
+
+
+GARBAGE = b"\xc1GARBAGE-FROM-THE-HOST"
+
+
+def _host_garbles(granted: Granted, index: int) -> None:
+    """The host overwrites the stored bytes of entry ``index`` with bytes that do not parse."""
+    conn = sqlite3.connect(granted.cli.store)
+    with conn:
+        changed = conn.execute(
+            "UPDATE log_entries SET entry = ? WHERE idx = ?", (GARBAGE, index)
+        ).rowcount
+    conn.close()
+    assert changed == 1
+
+
+def test_an_entry_that_does_not_parse_is_shown_damaged_after_a_warning(granted: Granted) -> None:
+    """The host overwrites its entry of an agency's read with garbage: `pds log` warns that
+    the log does not verify, lists every entry all the same (that one as DAMAGED, in one
+    line, without its bytes), pins nothing and exits 1. It used to print the WARNING alone,
+    and, without a pinned head, to fail on the entry (exit 2): one entry hid the whole log."""
+    cli = granted.cli
+    _agency_read(granted)
+    _agency_read(granted, "--agent", "clerk 17")
+    pin = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
+    pinned = pin.read_text()
+    _host_garbles(granted, 3)
+
+    result = cli("log", granted.vault, *granted.owner)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"WARNING: the store's log for {granted.vault} does not verify (log-entry): an entry "
+        "does not parse, is out of place or was rewritten; the host wrote or changed it"
+    ]
+    lines = result.stdout.splitlines()
+    assert [re.findall(r"  #(\d+)  ", line) for line in lines] == [
+        ["4"],
+        ["3"],
+        ["2"],
+        ["1"],
+        ["0"],
+    ]
+    assert lines[1] == (
+        "(time unknown)        #3  [DAMAGED: the entry does not parse as one of this vault's "
+        "log entries; the host wrote or changed it]"
+    )
+    assert "(agent: clerk 17) read 1 record in income/payslips" in lines[0]
+    assert "DAMAGED" not in "".join(lines[:1] + lines[2:])
+    assert "GARBAGE" not in cli.all_output()
+
+    document = cli("log", granted.vault, "--json", *granted.owner)
+    assert document.exit_code == 1
+    entries = json.loads(document.stdout)["entries"]
+    assert [entry["index"] for entry in entries] == [4, 3, 2, 1, 0]
+    damaged = entries[1]
+    assert (damaged["damaged"], damaged["damage"], damaged["time"]) == (True, "entry", None)
+    assert (damaged["kind"], damaged["actor"], damaged["result"]) == ("", "", "")
+    assert [entry["damage"] for entry in entries] == [None, "entry", None, None, None]
+    assert pin.read_text() == pinned  # the pin stays where the log last verified
+
+    # Without a pinned head (first visit): listed too, and nothing is pinned.
+    pin.unlink()
+    first = cli("log", granted.vault, *granted.owner)
+    assert first.exit_code == 1 and "does not verify (log-entry)" in first.stderr
+    assert first.stdout.splitlines()[1] == lines[1]
+    assert not pin.exists()
+
+    # A rollback is still refused without a listing.
+    pin.write_text(pinned)
+    conn = sqlite3.connect(cli.store)
+    with conn:
+        conn.execute("DELETE FROM log_entries WHERE idx >= 2")
+        conn.execute("DELETE FROM log_nodes WHERE ((idx + 1) << level) > 2")
+    conn.close()
+    _warned(cli("log", granted.vault, *granted.owner), granted.vault)
+
+
+def test_revoke_audience_past_an_entry_that_does_not_parse(granted: Granted) -> None:
+    """`pds revoke --audience` revokes the grant it finds, then fails in one line saying
+    an entry could not be read (exit 1); it used to fail on the entry first (exit 2)."""
+    cli = granted.cli
+    _agency_read(granted)
+    _host_garbles(granted, 3)
+    line = cli.fails(1, "revoke", granted.vault, "--audience", granted.agency_did, *granted.owner)
+    assert line == (
+        "error: revoked 1 link, but 1 log entry could not be read, written or changed by the "
+        "host: a grant to the audience recorded there may not be revoked (revoke it by its "
+        "token or link id)"
+    )
+    refused = cli("read", "--token", granted.token, "--key", granted.agency_key)
+    assert refused.exit_code == 1 and "access denied (revoked)" in refused.stderr
 
 
 def test_log_marks_an_owner_entry_the_host_wrote(granted: Granted) -> None:
