@@ -1232,6 +1232,36 @@ def test_an_entry_that_does_not_parse_is_listed_as_damaged(
     assert gap.value.reason == "log-gap"
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["'a text'", "CAST(x'c1ff' AS TEXT)", "12345", "2.5"],
+    ids=["text", "text-not-utf8", "integer", "real"],
+)
+def test_an_entry_cell_of_another_storage_class_is_listed_as_damaged(
+    pinned_world: tuple[World, Checkpoint], value: str
+) -> None:
+    """SQLite does not enforce column types: an entry the host rewrote as TEXT (UTF-8 or
+    not) or a number is read as its bytes, which parse as no entry, so the person's view
+    lists it as damaged and verification refuses it (a TypeError or StoreCorrupt stopped
+    both)."""
+    world, head = pinned_world
+    before = world.vault.access_log()
+    sql(
+        world.path,
+        f"UPDATE log_entries SET entry = {value} WHERE vault_id = ? AND idx = 5",
+        world.vault_id,
+    )
+    after = world.vault.access_log()
+    assert [(e.index, e.damage) for e in after] == [
+        (index, "entry" if index == 5 else None) for index in range(len(before))
+    ]
+    assert after[:5] + after[6:] == before[:5] + before[6:]
+    assert [e.index for e in world.vault.log(limit=3).entries] == [10, 9, 8]
+    with pytest.raises(errors.InvalidProof) as refused:
+        world.vault.verify_log(head)
+    assert refused.value.reason == "log-entry"
+
+
 def test_an_entry_deleted_from_the_middle_is_detected(
     pinned_world: tuple[World, Checkpoint],
 ) -> None:

@@ -1387,9 +1387,14 @@ class SQLiteBackend:
         self, vault_id: str, start: int, end: int, *, newest_first: bool = False
     ) -> Iterator[tuple[int, bytes]]:
         order = "DESC" if newest_first else "ASC"
+        # An entry is the host's bytes, whatever they are. A cell rewritten with another
+        # storage class (TEXT, not UTF-8 even, or a number) is read as its bytes too, which
+        # parse as no entry: the owner's view lists it as damaged and verification refuses
+        # it, where reading it as text would raise (a TypeError, or StoreCorrupt for text
+        # that is not UTF-8) and stop the owner's whole view at that one entry.
         cursor = self._execute(
-            "SELECT idx, entry FROM log_entries WHERE vault_id = ? AND idx >= ? AND idx < ? "
-            f"ORDER BY idx {order}",
+            "SELECT idx, CAST(entry AS BLOB) FROM log_entries "
+            f"WHERE vault_id = ? AND idx >= ? AND idx < ? ORDER BY idx {order}",
             (vault_id, start, end),
         )
         yield from ((int(row[0]), bytes(row[1])) for row in self._iterate(cursor))
