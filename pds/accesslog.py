@@ -359,8 +359,17 @@ class MerkleLog:
         return self._prefetched(lambda subtree: merkle.consistency_path(old_size, size, subtree))
 
     def entry(self, index: int) -> LogEntry:
+        """The stored entry at ``index``. Raises ``IntegrityError`` (``log-missing``) if there
+        is none, ``InvalidProof`` (``log-entry``) if its bytes do not parse as an entry at
+        that index of this vault: the host wrote or changed them (not the caller's input)."""
         for _, raw in self._backend.iter_log(self._vault_id, index, index + 1):
-            return LogEntry.parse(raw)
+            try:
+                entry = LogEntry.parse(raw)
+            except FormatError:
+                raise InvalidProof("the stored log entry does not parse", "log-entry") from None
+            if entry.index != index or entry.vault_id != self._vault_id:
+                raise InvalidProof("the stored log entry is out of place", "log-entry")
+            return entry
         raise IntegrityError("log-missing", "a log entry is missing")
 
     def entries(self, start: int, end: int, *, newest_first: bool = False) -> Iterator[LogEntry]:

@@ -1232,6 +1232,44 @@ def test_an_entry_that_does_not_parse_is_listed_as_damaged(
     assert gap.value.reason == "log-gap"
 
 
+@pytest.mark.parametrize("value", ["'a text'", "12345"], ids=["text", "integer"])
+def test_a_subtree_hash_of_another_storage_class_is_a_corrupt_store(
+    world: World, value: str
+) -> None:
+    """The next append reads the stored hash of its left sibling: a cell the host rewrote
+    as text or a number is ``StoreCorrupt`` (bytes() made 12,345 zero bytes of a number)."""
+    token, _ = populated(world)
+    size = world.vault.log_size()
+    if size % 2 == 0:
+        world.read(token)
+        size += 1
+    assert sql(
+        world.path,
+        f"UPDATE log_nodes SET hash = {value} WHERE vault_id = ? AND level = 0 AND idx = ?",
+        world.vault_id,
+        size - 1,
+    )
+    with pytest.raises(errors.StoreCorrupt):
+        world.read(token)
+    assert world.vault.log_size() == size
+
+
+def test_an_inclusion_proof_of_an_entry_that_does_not_parse_is_refused(
+    pinned_world: tuple[World, Checkpoint],
+) -> None:
+    world, _ = pinned_world
+    sql(
+        world.path,
+        "UPDATE log_entries SET entry = x'c1' WHERE vault_id = ? AND idx = 5",
+        world.vault_id,
+    )
+    with pytest.raises(errors.InvalidProof) as refused:
+        world.vault.prove_inclusion(5)
+    assert refused.value.reason == "log-entry"
+    entry, _ = world.vault.prove_inclusion(4)
+    assert entry.index == 4
+
+
 @pytest.mark.parametrize(
     "value",
     ["'a text'", "CAST(x'c1ff' AS TEXT)", "12345", "2.5"],

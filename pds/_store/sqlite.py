@@ -1357,7 +1357,12 @@ class SQLiteBackend:
             f"AND tile = {_NODE_TILE} AND level = ?2 AND idx = ?3",
             (vault_id, level, index),
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        if type(row[0]) is not bytes:
+            # bytes() of a number is that many zero bytes, of text a TypeError.
+            raise StoreCorrupt("a stored value has the wrong type")
+        return row[0]
 
     def log_nodes(
         self, vault_id: str, coordinates: Sequence[tuple[int, int]]

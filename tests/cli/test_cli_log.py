@@ -449,6 +449,15 @@ def _warned(result: Any, vault: str) -> None:
     assert "possible rollback or fork" in line
 
 
+def test_log_prove_of_an_entry_the_host_garbled_is_a_store_error(granted: Granted) -> None:
+    """The stored bytes at the index do not parse: the host's damage, one line and the
+    integrity exit code, not the user's bad input (exit 2) nor a traceback."""
+    _agency_read(granted)
+    _host_garbles(granted, 3)
+    line = granted.cli.fails(1, "log", "prove", granted.vault, "--entry", "3")
+    assert "does not parse" in line and "GARBAGE" not in line
+
+
 def test_a_rolled_back_store_is_detected(granted: Granted, tmp_path: Path) -> None:
     cli = granted.cli
     cli.json("log", granted.vault, *granted.owner)  # the person looks: the head is pinned
