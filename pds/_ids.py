@@ -69,11 +69,10 @@ def parse_cursor(cursor: str) -> tuple[int, int]:
     return int(created_at), int(seq)
 
 
-SERVED_CURSOR_LENGTH = 43
 _SERVED_CURSOR_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-def check_served_cursor(cursor: str) -> str:
+def check_served_cursor(cursor: object) -> str:
     """A cursor a host returned with a listing page served by token: opaque to the holder,
     43 base64url characters (``docs/spec/token.md``). Checks the shape only."""
     if not isinstance(cursor, str) or not _SERVED_CURSOR_PATTERN.fullmatch(cursor):

@@ -15,7 +15,7 @@ from typing import Any
 
 from pds import _codec, _crypto, _envelope, _faults, capability
 from pds._context import MAX_TIME_MS, Context
-from pds._ids import SERVED_CURSOR_LENGTH
+from pds._ids import check_served_cursor
 from pds._owner import LRU, OwnerKeys
 from pds._store.base import BatchRow, LinkKeyRow, LinkRow, RecordRow, VaultRow
 from pds.accesslog import MerkleLog
@@ -75,7 +75,7 @@ CURSOR_KEY_META = "listing_cursor_key"
 
 _CURSOR_KEY_CONTEXT = b"pds/listing-cursor-key/v1"
 _CURSOR_LABEL = b"pds/listing-cursor/v1"
-_CURSOR_POSITION = struct.Struct(">QQ")
+_CURSOR_POSITION = struct.Struct(">qq")
 
 
 class Host:
@@ -348,32 +348,42 @@ class Host:
     # cannot make one of its own (docs/spec/token.md, "Serving").
 
     def _cursor_aead(self, *, create: bool) -> _crypto.DeterministicAead | None:
-        """The store's cursor key (called inside the serve's write transaction): ``None``
-        if there is none that unwraps. With ``create``, one is then made and stored (wrapped
-        by the host key; one that does not unwrap is replaced: it only invalidates the
-        cursors given out, which the holders' listings then start again)."""
+        """The store's cursor key (called inside the serve's write transaction), or
+        ``None`` if there is none. With ``create``, one is made and stored (wrapped by the
+        host key) if there is none or the stored text is not even base64 (the host's row:
+        replacing it only invalidates the cursors given out). One that does not unwrap is
+        ``IntegrityError`` (``cursor-key``), as a host share would be: a provider holding
+        other key material must not make processes replace each other's key."""
         backend = self._ctx.backend
         stored = backend.get_meta(CURSOR_KEY_META)
-        found: _crypto.DeterministicAead | None = None
+        wrapped: bytes | None = None
         if stored is not None:
-            found = self._cursor_keys.get(stored)
-            if found is None:
-                try:
-                    key = self._ctx.host_unwrap(
-                        base64.b64decode(stored, validate=True), _CURSOR_KEY_CONTEXT
-                    )
-                    found = _crypto.DeterministicAead(key)
-                except (ValueError, IntegrityError, FormatError):
-                    found = None
-                else:
-                    self._cursor_keys.remember(stored, found)
-        if found is None and create:
-            key = self._ctx.rng(_crypto.DeterministicAead.KEY_SIZE)
-            stored = base64.b64encode(self._ctx.host_wrap(key, _CURSOR_KEY_CONTEXT)).decode()
-            backend.set_meta(CURSOR_KEY_META, stored)
-            found = _crypto.DeterministicAead(key)
-            self._cursor_keys.remember(stored, found)
-        return found
+            found: _crypto.DeterministicAead | None = self._cursor_keys.get(stored)
+            if found is not None:
+                return found
+            try:
+                wrapped = base64.b64decode(stored, validate=True)
+            except ValueError:
+                wrapped = None
+        if wrapped is not None and stored is not None:
+            try:
+                aead = _crypto.DeterministicAead(
+                    self._ctx.host_unwrap(wrapped, _CURSOR_KEY_CONTEXT)
+                )
+            except (IntegrityError, FormatError):
+                raise IntegrityError(
+                    "cursor-key", "the store's listing-cursor key does not unwrap"
+                ) from None
+            self._cursor_keys.remember(stored, aead)
+            return aead
+        if not create:
+            return None
+        key = self._ctx.rng(_crypto.DeterministicAead.KEY_SIZE)
+        stored = base64.b64encode(self._ctx.host_wrap(key, _CURSOR_KEY_CONTEXT)).decode()
+        backend.set_meta(CURSOR_KEY_META, stored)
+        aead = _crypto.DeterministicAead(key)
+        self._cursor_keys.remember(stored, aead)
+        return aead
 
     @staticmethod
     def _cursor_context(invocation: Invocation, row: VaultRow) -> list[bytes]:
@@ -387,19 +397,21 @@ class Host:
         sealed = aead.encrypt(
             _CURSOR_POSITION.pack(created_at, seq), self._cursor_context(invocation, row)
         )
-        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+        return _encode_cursor(sealed)
 
     def _open_cursor(self, invocation: Invocation, row: VaultRow) -> tuple[int, int]:
         """The position a cursor this store sealed for this listing names; ``NotPermitted``
         (``scope:cursor``) for anything else."""
         cursor = invocation.cursor
         malformed = NotPermitted("malformed cursor", reason="scope:cursor")
-        if cursor is None or len(cursor) != SERVED_CURSOR_LENGTH:
-            raise malformed
         try:
-            sealed = base64.urlsafe_b64decode(cursor + "=")
-        except ValueError:
+            cursor = check_served_cursor(cursor)
+        except FormatError:
             raise malformed from None
+        sealed = base64.urlsafe_b64decode(cursor + "=")
+        # One text per cursor: the last character's two spare bits must be zero.
+        if _encode_cursor(sealed) != cursor:
+            raise malformed
         aead = self._cursor_aead(create=False)
         if aead is None:
             raise malformed
@@ -601,6 +613,10 @@ class Host:
             access=access,
             pending=[[r.record_id, r.collection, r.epoch] for r in selection.pending],
         )
+
+
+def _encode_cursor(sealed: bytes) -> str:
+    return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
 def open_link(link: LinkRow, keys: OwnerKeys, vault_id: str) -> capability.Token | None:

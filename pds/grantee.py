@@ -282,6 +282,13 @@ class Grantee:
                 raise IntegrityError("response-binding", "the response is for another action")
         if resp.vault_id != parsed.vault_id:
             raise IntegrityError("response-binding", "the response is for another vault")
+        if resp.cursor is not None:
+            # Handed back to the host as it is, and shown (the CLI prints a command to
+            # page on): only what a host returns, 43 base64url characters.
+            try:
+                check_served_cursor(resp.cursor)
+            except FormatError:
+                raise IntegrityError("response", "the response's cursor is malformed") from None
         identity = parsed.root.issuer
         # The last link's caveats are the effective ones: every link is within its parent.
         caveats = parsed.leaf.caveats

