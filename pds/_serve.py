@@ -133,6 +133,7 @@ class Host:
         try:
             caveats = self._check(invocation, row, now)
             with backend.transaction():
+                now = self._restamp(invocation, now)
                 selection = self._admit(invocation, row, caveats, now)
                 # Everything the response needs is read now: once the access is committed,
                 # releasing it reads nothing more, so it cannot fail on the store.
@@ -141,7 +142,7 @@ class Host:
                 if _faults.SEAM.armed:
                     _faults.point("serve: access entry written, not committed")
         except AccessDenied as denied:
-            self._log_refusal(invocation, row, now, denied)
+            self._log_refusal(invocation, row, denied)
             raise
         if _faults.SEAM.armed:
             _faults.point("serve: access committed, shares not released")
@@ -150,6 +151,18 @@ class Host:
             self._registered.remember(link_id, True)
         # The access is committed: only now are host shares derived and released.
         return self._release(invocation, row, selection, batches, access)
+
+    def _restamp(self, invocation: Invocation, checked: int) -> int:
+        """The time to check and log the request at, read again once the write lock is
+        held (the log's order): the wait for the lock does not count, so entries' times
+        follow their order to within the clocks' difference (``docs/spec/log.md``). The
+        times and freshness checked at ``checked`` are checked again at it."""
+        now = self._ctx.now_ms()
+        if now != checked:
+            capability.check_times(invocation.token, now)
+            if abs(now - invocation.time) > FRESHNESS_MS:
+                raise StaleInvocation("the invocation is outside the freshness window")
+        return now
 
     def _check(self, invocation: Invocation, row: VaultRow, now: int) -> capability.Caveats:
         token = invocation.token
@@ -483,13 +496,13 @@ class Host:
             ),
         )
 
-    def _log_refusal(
-        self, invocation: Invocation, row: VaultRow, now: int, denied: AccessDenied
-    ) -> None:
+    def _log_refusal(self, invocation: Invocation, row: VaultRow, denied: AccessDenied) -> None:
         with self._ctx.backend.transaction():
             # A destroy may have committed since the vault row was read: its log ends
             # with the destroy entry.
             self._live_vault(row.vault_id)
+            # Stamped under the lock, as a served access is (``_restamp``).
+            now = self._ctx.now_ms()
             self._log(invocation, row, now, [], "refused", denied.reason)
 
     def _live_vault(self, vault_id: str) -> VaultRow:

@@ -619,9 +619,9 @@ class _SignedTimes:
     """The index and ``time`` of every entry whose owner signature verified, in index
     order: the times the log's order vouches for (step 8.3).
 
-    The owner's pds stamps its entry under the write lock; the host checks an access's
-    times at the ``time`` it stamps, then appends the entry under the same lock. Times in
-    index order agree to within ``CLOCK_SKEW_MS`` (the lock wait and the difference between
+    The owner's pds stamps its entry under the write lock; the host, once it holds the
+    lock, checks an access's times at the ``time`` it stamps, then appends the entry.
+    Times in index order agree to within ``CLOCK_SKEW_MS`` (the difference between
     clocks), so an access logged after a signed entry stamped ``T`` was checked no earlier
     than ``T - CLOCK_SKEW_MS`` by the host's clock, and one logged before it no later than
     ``T + CLOCK_SKEW_MS``, whatever time the host stamped on it."""

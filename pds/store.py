@@ -58,11 +58,9 @@ def _parse_location(location: str | os.PathLike[str]) -> Path:
 
 
 MAX_BUSY_TIMEOUT = capability.CLOCK_SKEW_MS / 1000
-"""The longest wait for the write lock ``open_store`` accepts (300 s). A served request is
-stamped with the time it was checked, before it waits for the lock, and the log promises
-times in index order to within the clock skew tokens allow (``docs/spec/log.md``): a
-longer wait would let an honest host log an access that an audit bounds by the owner's
-entries around it (step 8.3) and flags at the edge of its token's validity."""
+"""The longest wait for the write lock ``open_store`` accepts (300 s): a served request is
+checked again once it holds the lock, and its invocation is stale by then after a longer
+wait (``FRESHNESS_MS``, 5 minutes)."""
 
 
 def open_store(

@@ -2450,8 +2450,8 @@ def _check_identity(row: RecordRow, vault_id: str, record_id: str) -> None:
 
 
 LOG_TIME_SLACK_MS = capability.CLOCK_SKEW_MS
-"""How far an entry's time may fall behind an earlier entry's: a request is stamped with the
-clock it read before it waited for the write lock, and the hosts serving one store may
+"""How far an entry's time may fall behind an earlier entry's: every entry is stamped once
+its writer holds the write lock, but the processes writing one store may have clocks that
 differ by the clock skew tokens allow (5 minutes)."""
 
 

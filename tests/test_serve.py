@@ -549,6 +549,51 @@ def test_validity_times_allow_exactly_the_documented_skew(
     assert refusals(world.vault) == ["not-yet-valid", "expired", "expired"]
 
 
+def _waits_for_the_lock(monkeypatch: pytest.MonkeyPatch, world: World, wait_ms: int) -> None:
+    """The next write transaction of the world's store begins ``wait_ms`` later (it waited
+    for another process's write lock), by the clock."""
+    backend = world.store.backend
+    transaction = backend.transaction
+    waited: list[bool] = []
+
+    @contextlib.contextmanager
+    def after_a_wait() -> Iterator[None]:
+        if not waited:
+            waited.append(True)
+            world.clock.advance(wait_ms)
+        with transaction():
+            yield
+
+    monkeypatch.setattr(backend, "transaction", after_a_wait)
+
+
+@pytest.mark.parametrize("wait_ms", [0, 2000])
+def test_a_request_is_checked_and_stamped_again_once_it_holds_the_lock(
+    world: World, agency: pds.PrincipalKey, monkeypatch: pytest.MonkeyPatch, wait_ms: int
+) -> None:
+    """A request checked a second before its token's last accepted moment, which then
+    waits two seconds for the write lock, is refused as expired and logged at the time it
+    held the lock: the log's times follow its order to within the clocks' difference,
+    whatever the wait (the audit bounds an access's time by the owner entries around it)."""
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency, expires=dt.timedelta(days=1))
+    world.clock.set(token.root.caveats.expires + CLOCK_SKEW_MS - 1000)
+    checked = world.clock.ms
+    invocation = world.grantee(agency).invoke(token)
+    _waits_for_the_lock(monkeypatch, world, wait_ms)
+    size = world.vault.log_size()
+    if wait_ms:
+        with pytest.raises(Expired):
+            world.store.serve(invocation.to_bytes())
+    else:
+        world.store.serve(invocation.to_bytes())
+    monkeypatch.undo()
+    (entry,) = [e for e in world.vault.access_log() if e.index == size]
+    assert entry.result == ("refused" if wait_ms else "released")
+    assert entry.time is not None
+    assert int(entry.time.timestamp() * 1000) == checked + wait_ms
+
+
 def test_a_delegations_own_expiry_counts(world: World, agency: pds.PrincipalKey) -> None:
     world.vault.put("tax/a", {"n": 1})
     token = grant(world, agency, delegable=1)
