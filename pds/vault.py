@@ -2253,6 +2253,10 @@ class Vault:
         # The root at size 0 is SHA-256(""), so a size-0 head with another root fails too.
         if head.size > log.size() or log.root(head.size) != head.root:
             raise InvalidProof("the stored log does not match its latest checkpoint", "log-fork")
+        if self._seen_head is not None:
+            # Signed by the owner, but maybe on another branch (a session without this
+            # object's head, on a store the host rolled back): it must extend what was seen.
+            _check_consistent(log, self._seen_head, head)
         self._saw_head(head)
         return head
 
@@ -2306,9 +2310,14 @@ class Vault:
 
     def _trust_head(self, head: Checkpoint) -> None:
         """Hold ``head`` (verified by the caller) as seen, from now on: every operation of
-        this object then refuses a store whose latest head is older, and signs no head over
-        a log that does not extend it (``latest_checkpoint``, ``_extending_root``)."""
-        if self._seen_head is None or head.size > self._seen_head.size:
+        this object then refuses a store whose latest head is older or on another branch,
+        and signs no head over a log that does not extend it (``latest_checkpoint``,
+        ``_extending_root``). Raises ``InvalidProof`` (``log-fork``) if it and a head this
+        object already holds are not one branch."""
+        seen = self._seen_head
+        if seen is not None:
+            _check_consistent(MerkleLog(self._ctx.backend, self.vault_id), seen, head)
+        if seen is None or head.size > seen.size:
             self._seen_head = head
 
     def _pinned_head(self, pinned: Checkpoint | str) -> Checkpoint:
@@ -2440,6 +2449,34 @@ class Vault:
         if seen is not None and (anchor is None or seen.size >= anchor.size):
             anchor = seen
         _export.export_vault(self, destination, progress=progress, pinned=anchor)
+
+
+def _check_consistent(log: MerkleLog, seen: Checkpoint, head: Checkpoint) -> None:
+    """``head`` must not contradict ``seen``, a head held earlier: at the same size the same
+    root, at a larger one a consistency proof from the stored log (its nodes are the host's
+    cache, but the proof is checked against both signed roots). A smaller ``head`` is left
+    to the callers (``latest_checkpoint``: ``checkpoint-missing``). Raises ``InvalidProof``
+    (``log-fork``)."""
+    if head.size < seen.size:
+        return
+    if head.size == seen.size:
+        consistent = head.root == seen.root
+    elif seen.size == 0:
+        consistent = seen.root == merkle.EMPTY_ROOT
+    else:
+        try:
+            merkle.verify_consistency(
+                seen.size, head.size, seen.root, head.root, log.consistency(seen.size, head.size)
+            )
+            consistent = True
+        except (InvalidProof, IntegrityError):
+            consistent = False
+    if not consistent:
+        raise InvalidProof(
+            "the store's latest checkpoint is on another branch than one this vault object "
+            "holds: a fork",
+            "log-fork",
+        )
 
 
 def _check_identity(row: RecordRow, vault_id: str, record_id: str) -> None:

@@ -1542,6 +1542,38 @@ def test_a_vault_opened_with_a_pin_gives_a_rolled_back_store_no_key_and_no_head(
     assert latest is None or Checkpoint.parse(latest).size < pin.size
 
 
+@pytest.mark.parametrize("operation", sorted(_OWNER_OPERATIONS))
+@pytest.mark.parametrize("past_the_pin", [0, 1], ids=["same-size", "larger"])
+def test_a_pin_is_not_traded_for_a_head_of_another_branch(
+    tmp_path: Path, operation: str, past_the_pin: int
+) -> None:
+    """The host rolls the store back past a revocation, and an owner session without the
+    pin (another device) signs heads on that branch up to the pin's size or past it. The
+    object opened with the pin must not take those owner-signed heads for its own branch:
+    nothing reaches the revoked link and it signs nothing (``log-fork``)."""
+    clock = Clock()
+    granted, pin = _revoked_then_rolled_back(tmp_path, clock)
+    vault_id = granted.vault.vault_id
+    with pds.open_store(granted.path, clock=clock) as store:
+        unpinned = store.open_vault(vault_id)
+        unpinned.unlock(key_file=granted.key_file)
+        record_id = unpinned.list("tax/2024").records[0].record_id
+        while (head := unpinned.latest_checkpoint()) is None or head.size < pin.size + past_the_pin:
+            unpinned.get(record_id)
+        assert head.size == pin.size + past_the_pin and head.root != pin.root
+    before = _after_rollback(granted.path, granted.token.link_id)
+    clock.tick()
+    with pds.open_store(granted.path, clock=clock) as store:
+        vault = store.open_vault(vault_id, pinned=pin)
+        vault.unlock(key_file=granted.key_file)
+        with contextlib.suppress(errors.InvalidProof, errors.IntegrityError):
+            _OWNER_OPERATIONS[operation](vault)
+        with pytest.raises(errors.InvalidProof) as refused:
+            vault.latest_checkpoint()
+        assert refused.value.reason == "log-fork"
+    assert _after_rollback(granted.path, granted.token.link_id) == before
+
+
 @pytest.mark.parametrize(
     "operation", ["create_collection", "first put to a collection", "rotate one"]
 )
