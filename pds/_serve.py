@@ -133,7 +133,7 @@ class Host:
         try:
             caveats = self._check(invocation, row, now)
             with backend.transaction():
-                now = self._restamp(invocation, now)
+                now = self._restamp(invocation, caveats, now)
                 selection = self._admit(invocation, row, caveats, now)
                 # Everything the response needs is read now: once the access is committed,
                 # releasing it reads nothing more, so it cannot fail on the store.
@@ -152,16 +152,17 @@ class Host:
         # The access is committed: only now are host shares derived and released.
         return self._release(invocation, row, selection, batches, access)
 
-    def _restamp(self, invocation: Invocation, checked: int) -> int:
+    def _restamp(self, invocation: Invocation, caveats: capability.Caveats, checked: int) -> int:
         """The time to check and log the request at, read again once the write lock is
         held (the log's order): the wait for the lock does not count, so entries' times
         follow their order to within the clocks' difference (``docs/spec/log.md``). The
-        times and freshness checked at ``checked`` are checked again at it."""
+        times, freshness and deferral checked at ``checked`` are checked again at it."""
         now = self._ctx.now_ms()
         if now != checked:
             capability.check_times(invocation.token, now)
             if abs(now - invocation.time) > FRESHNESS_MS:
                 raise StaleInvocation("the invocation is outside the freshness window")
+            _check_defer(invocation, caveats, now)
         return now
 
     def _check(self, invocation: Invocation, row: VaultRow, now: int) -> capability.Caveats:
@@ -195,13 +196,7 @@ class Host:
             purpose=invocation.purpose,
             collection=invocation.collection,
         )
-        if invocation.defer is not None and (
-            caveats.defer is None
-            or invocation.defer[0] - now > caveats.defer
-            # No date can show a later one: the person's log must be able to show it.
-            or invocation.defer[0] > MAX_TIME_MS
-        ):
-            raise NotPermitted("the token does not allow this deferral", reason="scope:defer")
+        _check_defer(invocation, caveats, now)
         return caveats
 
     def _admit(
@@ -626,6 +621,16 @@ class Host:
             access=access,
             pending=[[r.record_id, r.collection, r.epoch] for r in selection.pending],
         )
+
+
+def _check_defer(invocation: Invocation, caveats: capability.Caveats, now: int) -> None:
+    if invocation.defer is not None and (
+        caveats.defer is None
+        or invocation.defer[0] - now > caveats.defer
+        # No date can show a later one: the person's log must be able to show it.
+        or invocation.defer[0] > MAX_TIME_MS
+    ):
+        raise NotPermitted("the token does not allow this deferral", reason="scope:defer")
 
 
 def _encode_cursor(sealed: bytes) -> str:

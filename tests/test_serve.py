@@ -594,6 +594,24 @@ def test_a_request_is_checked_and_stamped_again_once_it_holds_the_lock(
     assert int(entry.time.timestamp() * 1000) == checked + wait_ms
 
 
+def test_a_deferral_is_checked_again_once_the_request_holds_the_lock(
+    world: World, agency: pds.PrincipalKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request deferring its disclosure as long as the token allows, whose clock is set
+    back while it waits for the lock, would defer longer than allowed at the time it is
+    logged: refused (``scope:defer``)."""
+    world.vault.put("tax/a", {"n": 1})
+    token = grant(world, agency, defer=dt.timedelta(days=10))
+    until = world.clock.ms + 10 * DAY_MS
+    invocation = forge_invocation(
+        token, agency, time_ms=world.clock.ms, defer=(until, "investigation")
+    )
+    _waits_for_the_lock(monkeypatch, world, -1000)
+    with pytest.raises(NotPermitted) as refused:
+        world.store.serve(invocation)
+    assert refused.value.reason == "scope:defer"
+
+
 def test_a_delegations_own_expiry_counts(world: World, agency: pds.PrincipalKey) -> None:
     world.vault.put("tax/a", {"n": 1})
     token = grant(world, agency, delegable=1)

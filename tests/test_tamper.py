@@ -980,3 +980,27 @@ def test_vault_time_that_is_not_a_time_is_a_pds_error(world: World, value: Any) 
     sql(world, f"UPDATE vaults SET created_at = {value} WHERE vault_id = ?", world.vault_a)
     with pds.open_store(world.db) as store, pytest.raises(errors.PDSError):
         store.list_vaults()
+
+
+def test_a_null_log_entry_is_listed_as_damaged(world: World) -> None:
+    """SQLite enforces NOT NULL only as the table declares it: a host that rebuilds
+    ``log_entries`` without it and sets an entry to NULL gets it listed as damaged in the
+    owner's view (it was a TypeError from ``bytes(None)`` that hid the whole log)."""
+    with raw(world) as con:
+        (schema,) = con.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'log_entries'"
+        ).fetchone()
+        assert '"entry" BLOB NOT NULL' in schema
+        con.execute("ALTER TABLE log_entries RENAME TO old_entries")
+        con.execute(schema.replace('"entry" BLOB NOT NULL', '"entry" BLOB'))
+        con.execute("INSERT INTO log_entries SELECT * FROM old_entries")
+        con.execute("DROP TABLE old_entries")
+        changed = con.execute(
+            "UPDATE log_entries SET entry = NULL WHERE vault_id = ? AND idx = 1", (world.vault_a,)
+        ).rowcount
+        assert changed == 1
+    with fresh(world) as (a, _):
+        entries = a.access_log()
+        assert [e.index for e in entries] == list(range(len(entries)))
+        assert [e.index for e in entries if e.damaged] == [1]
+        assert [e.index for e in a.log(limit=3).entries] == [len(entries) - 1 - i for i in range(3)]

@@ -1396,9 +1396,10 @@ class SQLiteBackend:
         # storage class (TEXT, not UTF-8 even, or a number) is read as its bytes too, which
         # parse as no entry: the owner's view lists it as damaged and verification refuses
         # it, where reading it as text would raise (a TypeError, or StoreCorrupt for text
-        # that is not UTF-8) and stop the owner's whole view at that one entry.
+        # that is not UTF-8) and stop the owner's whole view at that one entry. A NULL (the
+        # host can rebuild the table without its NOT NULL) is no bytes.
         cursor = self._execute(
-            "SELECT idx, CAST(entry AS BLOB) FROM log_entries "
+            "SELECT idx, COALESCE(CAST(entry AS BLOB), x'') FROM log_entries "
             f"WHERE vault_id = ? AND idx >= ? AND idx < ? ORDER BY idx {order}",
             (vault_id, start, end),
         )
