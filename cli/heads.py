@@ -39,7 +39,7 @@ from .state import AppState, InputError, owner_credential, replace_file, unlock
 
 __all__ = [
     "STATE_DIR_ENV",
-    "UNREADABLE_ENTRY",
+    "SUBTREES_CHANGED",
     "HeadCheck",
     "check_or_warn",
     "check_pinned",
@@ -106,11 +106,12 @@ def pinned_head(vault_id: str) -> Checkpoint | None:
     return None if text is None else Checkpoint.parse(text)
 
 
-UNREADABLE_ENTRY = "log-entry"
-"""The reason ``Vault.verify_log`` gives for a stored entry that does not parse, names
-another index or vault, or does not hash to the stored tree. The host, which writes access
-entries, can cause it at will, and the log is append-only: ``pds log`` lists the entries
-anyway (the one that does not parse marked as damaged), after the WARNING, and exits 1."""
+SUBTREES_CHANGED = "log-entry"
+"""The reason ``Vault.verify_log`` gives when the entries extend the pin but the stored
+subtree hashes (a cache the host keeps) do not match them. The host can cause it at will,
+and nothing in pds rewrites those hashes: ``pds log`` lists the entries anyway, which did
+verify against the pin, after the WARNING, and exits 1. (An entry that does not parse is
+no longer a failure: it is a leaf the host wrote, listed as damaged.)"""
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,11 @@ class HeadCheck:
     reason: str | None = None
 
     def warning(self, vault_id: str) -> str:
-        if self.reason == UNREADABLE_ENTRY:
-            # Not a rollback: the host wrote (or changed) an entry that does not parse.
+        if self.reason == SUBTREES_CHANGED:
+            # Not a rollback: the entries extend the pin, the host's cache of hashes does not.
             return (
                 f"WARNING: the store's log for {vault_id} does not verify ({self.reason}): "
-                "an entry does not parse, is out of place or was rewritten; the host wrote "
-                "or changed it"
+                "its stored subtree hashes do not match its entries; the host changed them"
             )
         seen = "an earlier visit"
         if self.pinned is not None:

@@ -19,7 +19,7 @@ import pds
 from pds import errors, merkle
 from pds.accesslog import Checkpoint
 
-from .heads import UNREADABLE_ENTRY, check_or_warn, check_pinned, pin, pin_or_warn, warn
+from .heads import SUBTREES_CHANGED, check_or_warn, check_pinned, pin, pin_or_warn, warn
 from .output import emit, from_ms, iso, iso_ms, printable
 from .params import DidKey
 from .state import (
@@ -256,7 +256,8 @@ def list_entries(
     first checked against the head pinned on an earlier visit: if it does not extend it
     (a rollback or fork), a WARNING is printed and the exit code is 1. Then a checkpoint
     of the current head is signed and pinned. An entry the host wrote or changed so that
-    it does not parse is listed as DAMAGED; the log then does not verify: the WARNING is
+    it does not parse is listed as DAMAGED (the log verifies: it is hashed as it is). If
+    the store's subtree hashes do not match its entries (log-entry), the WARNING is
     printed, the entries are listed all the same, nothing is pinned, and the exit code
     is 1.
     """
@@ -264,9 +265,9 @@ def list_entries(
     check = check_pinned(opened)
     if not check.ok:
         warn(check.warning(opened.vault_id))
-        # A rollback or fork shows nothing; an unreadable entry, which the host can append
-        # at will and never goes away, must not hide the rest of the log.
-        if check.reason != UNREADABLE_ENTRY:
+        # A rollback or fork shows nothing; subtree hashes the host changed (the entries
+        # extend the pin) must not hide the log: nothing in pds rewrites them.
+        if check.reason != SUBTREES_CHANGED:
             return 1
     unlock(opened, owner_credential(passphrase_file, key_file))
     page = opened.log(since=since, actor=actor, limit=limit, before=before)
@@ -279,7 +280,7 @@ def list_entries(
         pinned = pin(opened, signed)
         if not pinned.ok:
             warn(pinned.warning(opened.vault_id))
-            if pinned.reason != UNREADABLE_ENTRY:
+            if pinned.reason != SUBTREES_CHANGED:
                 return 1
             verified = False
     documents = [entry_document(entry) for entry in page.entries]

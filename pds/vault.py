@@ -128,7 +128,8 @@ class _LoggedRecords:
     epoch (``create`` and ``rotate`` entries), plus what an earlier repair recorded beyond
     the log. Only entries the owner signed count: one whose details do not open or carry
     no valid signature (a host's, sealed to the owner's public key) adds nothing but its
-    index to ``ignored``."""
+    index to ``ignored``, and so does a stored entry that does not parse or names another
+    index or vault (``unreadable``: the host's, or one it garbled)."""
 
     def __init__(self, owner_x25519_secret: bytes, identity_public: bytes) -> None:
         self._secret = owner_x25519_secret
@@ -164,6 +165,11 @@ class _LoggedRecords:
                 if link_id is not None:
                     self.revoked.add(link_id)
             self._epochs(details.get("newest"))
+
+    def unreadable(self, index: int) -> None:
+        """Entry ``index`` is no entry of this log (see ``Vault._walk_log``): what it was,
+        if anything, cannot be told, so it adds nothing."""
+        self.ignored.append(index)
 
     def _epochs(self, epochs: Any, *, made: bool = False) -> builtins.list[str]:
         """Take the well-formed ``{collection: epoch}`` items; return their collections."""
@@ -238,8 +244,9 @@ class RepairReport:
     newest row is one gets a new epoch past it."""
     ignored: list[int]
     """Indexes of ``create``, ``revoke``, ``rotate`` and ``repair`` entries the owner did not
-    sign (a host's, or a pds's from before owner entries were signed): not taken into
-    account."""
+    sign (a host's, or a pds's from before owner entries were signed), and of stored
+    entries that do not parse or name another index or vault (the host wrote or garbled
+    them): not taken into account."""
     checkpoint: Checkpoint | None
     """The head signed over the ``repair`` entry; ``None``: nothing needed mending."""
 
@@ -618,7 +625,8 @@ class Vault:
         ``create`` (and ``rotate``) entries in the log name: a host hiding a collection's
         rows during the rotation would otherwise keep it at an epoch a revoked link holds.
         The log is read in full for them, recomputing its tree (and for a named collection
-        the store has no epoch of, for its field-sealing flag); if it cannot be, every
+        the store has no epoch of, for its field-sealing flag; an entry that does not parse
+        is hashed and passed over, see ``_walk_log``); if it cannot be, every
         collection known is still rotated, then ``IntegrityError``
         (``rotation-incomplete``) is raised.
 
@@ -701,7 +709,7 @@ class Vault:
         try:
             latest = self._stored_latest_checkpoint()
             heads = [head for head in (anchor, latest, self._seen_head) if head is not None]
-            self._walk_log(heads, logged.visit)
+            self._walk_log(heads, logged.visit, logged.unreadable)
         except InvalidProof as exc:
             return exc
         except FormatError:
@@ -1843,7 +1851,11 @@ class Vault:
         revocation, an owner read...): the owner signed a head over it, so a store without
         any head lost it. Decided from the log, which heads pin, not from the links table,
         which a host could empty to make the vault look as if it had never been used. An
-        entry that does not parse counts as one (the log cannot be trusted then)."""
+        entry that does not parse counts as one: it may be an owner entry the host garbled,
+        and a log with no head at all is then ``checkpoint-missing`` until ``repair``
+        (which passes over the entry and signs a head over it as it is). That costs the
+        owner one repair, and gives the host nothing it lacks: an unsigned parseable entry
+        of an owner kind, which it can append too, counts the same."""
         size = MerkleLog(self._ctx.backend, self.vault_id).size()
         for _, raw in self._ctx.backend.iter_log(self.vault_id, 0, size):
             try:
@@ -1955,8 +1967,9 @@ class Vault:
         Entries a host appended (a forged ``revoke`` or ``rotate``) can only make repair
         revoke more links and make more epochs, never fewer: a link the owner never
         revoked may be revoked (listed in ``RepairReport.restored``; grant it again). A
-        revocation or rotation whose entry no head covers and the host removed is not
-        found: make it again.
+        revocation or rotation whose entry no head covers and the host removed (or garbled
+        so that it does not parse: such an entry is hashed, listed in
+        ``RepairReport.ignored`` and otherwise passed over) is not found: make it again.
 
         Raises ``VaultLocked``; ``IntegrityError`` (``epoch-number``) if no epoch number
         is left; ``InvalidProof`` if the log does not extend the latest checkpoint,
@@ -1974,7 +1987,7 @@ class Vault:
             latest = self._stored_latest_checkpoint()
             anchors = [h for h in (anchor, latest, self._seen_head) if h is not None]
             logged = _LoggedRecords(keys.x25519_secret, keys.identity.public)
-            self._walk_log(anchors, logged.visit)
+            self._walk_log(anchors, logged.visit, logged.unreadable)
             now = self._ctx.now_ms()
 
             rows = builtins.list(backend.iter_revocations(self.vault_id))
@@ -2296,7 +2309,10 @@ class Vault:
 
         Verifies the pinned checkpoint's signature, recomputes the root at its size from
         the stored entries' hashes, and checks consistency up to the current size. Raises
-        ``InvalidProof`` on a rewrite, truncation, rollback or fork. Once verified, this
+        ``InvalidProof`` on a rewrite, truncation, rollback or fork. A stored entry that
+        does not parse, or names another index or vault, is hashed as it is and passes
+        (the host wrote it, and can at will: ``Vault.log`` lists it as damaged); one that
+        replaced other bytes under the pin is a rewrite (``log-fork``). Once verified, this
         vault object holds the checkpoint as seen (as ``Store.open_vault(pinned=)`` does).
         """
         head = self._pinned_head(pinned)
@@ -2332,14 +2348,27 @@ class Vault:
         return head
 
     def _walk_log(
-        self, heads: Sequence[Checkpoint], visit: Callable[[LogEntry], None] | None = None
+        self,
+        heads: Sequence[Checkpoint],
+        visit: Callable[[LogEntry], None] | None = None,
+        unreadable: Callable[[int], None] | None = None,
     ) -> int:
         """Read every stored entry once, in order, recomputing the tree from the entries
         themselves (O(log n) memory: the stored subtree hashes are only a cache, and a host
         could rewrite them with an entry); pass each to ``visit``. Returns the log's size.
+
+        A stored entry whose bytes do not parse as a log entry, or name another index or
+        vault, is a leaf the host wrote (the owner's pds writes no such bytes): it is
+        hashed as it is, so a head that covered other bytes at its index still fails
+        (``log-fork``), but it is no entry, so it is not passed to ``visit``; its index is
+        passed to ``unreadable``. The host, which writes access entries, can append one at
+        will, and the log is append-only: refusing the log for it would let the host stop
+        verification, repair, rotation's walk and exports for good, while it can as well
+        append a parseable entry of its choosing in its place.
+
         Raises ``InvalidProof`` if the log is shorter than a head, its root at a head's
-        size is not that head's (``log-fork``), an entry is missing or malformed, or the
-        stored subtree hashes disagree with the entries."""
+        size is not that head's (``log-fork``), an index is missing (``log-gap``), or the
+        stored subtree hashes disagree with the entries (``log-entry``)."""
         log = MerkleLog(self._ctx.backend, self.vault_id)
         size = log.size()
         roots: dict[int, set[bytes]] = {}
@@ -2353,17 +2382,21 @@ class Vault:
         for index, raw in self._ctx.backend.iter_log(self.vault_id, 0, size):
             if index != builder.size:
                 raise InvalidProof("an entry is missing from the log", "log-gap")
+            entry: LogEntry | None
             try:
                 entry = LogEntry.parse(raw)
             except FormatError:
-                raise InvalidProof("a log entry is malformed", "log-entry") from None
-            if entry.index != index or entry.vault_id != self.vault_id:
-                raise InvalidProof("a log entry is out of place", "log-entry")
+                entry = None
+            if entry is not None and (entry.index != index or entry.vault_id != self.vault_id):
+                entry = None
             builder.add(merkle.leaf_hash(raw))
             expected = roots.get(builder.size)
             if expected is not None and expected != {builder.root()}:
                 raise InvalidProof("the log does not extend the pinned checkpoint", "log-fork")
-            if visit is not None:
+            if entry is None:
+                if unreadable is not None:
+                    unreadable(index)
+            elif visit is not None:
                 visit(entry)
         if builder.size != size:
             raise InvalidProof("an entry is missing from the log", "log-gap")

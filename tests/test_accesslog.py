@@ -1172,6 +1172,24 @@ def _garbled(raws: list[bytes], index: int, how: str) -> bytes:
     return _codec.encode({**header, "vault": "another-vault"})
 
 
+def _refused_everywhere_as_a_fork(world: World, head: Checkpoint) -> None:
+    """Bytes under ``head`` were changed (into no entry): every verification says fork."""
+    with pytest.raises(errors.InvalidProof) as refused:
+        world.vault.verify_log(head)
+    assert refused.value.reason == "log-fork"
+    with pytest.raises(errors.InvalidProof) as repair:
+        world.vault.repair()
+    assert repair.value.reason == "log-fork"
+    with pytest.raises(errors.InvalidProof):
+        world.vault.export(world.tmp / "export")
+    with pytest.raises(errors.InvalidProof):
+        audit.export_audit(world.vault, world.tmp / "audit")
+    with pytest.raises(errors.IntegrityError) as rotated:
+        world.vault.rotate()
+    assert rotated.value.reason == "rotation-incomplete"
+    assert "(log-fork)" in str(rotated.value)
+
+
 @pytest.mark.parametrize("how", GARBLINGS)
 def test_an_entry_that_does_not_parse_is_listed_as_damaged(
     pinned_world: tuple[World, Checkpoint], how: str
@@ -1179,7 +1197,8 @@ def test_an_entry_that_does_not_parse_is_listed_as_damaged(
     """The host rewrites one access entry (index 5, a read) so that it is no entry of this
     log there: the person's view lists every other entry as before, and that one, at its
     index, as damaged with nothing known of it; it used to raise, hiding the whole log.
-    Verification still refuses the log: there the entry is evidence."""
+    The pinned head covered other bytes there: every verification refuses the log as a
+    fork (the bytes are hashed as they are, whether or not they parse)."""
     world, head = pinned_world
     before = world.vault.access_log()
     size = len(before)
@@ -1218,13 +1237,7 @@ def test_an_entry_that_does_not_parse_is_listed_as_damaged(
     )
     assert world.vault.log(since=world.clock.at(world.clock.ms + DAY_MS)).entries == []
 
-    with pytest.raises(errors.InvalidProof) as refused:
-        world.vault.verify_log(head)
-    assert refused.value.reason == "log-entry"
-    with pytest.raises(errors.InvalidProof):
-        world.vault.export(world.tmp / "export")
-    with pytest.raises(errors.InvalidProof):
-        audit.export_audit(world.vault, world.tmp / "audit")
+    _refused_everywhere_as_a_fork(world, head)
     # A missing index is still refused, damaged entry or not.
     assert sql(world.path, "DELETE FROM log_entries WHERE idx = 8 AND vault_id = ?", world.vault_id)
     with pytest.raises(errors.IntegrityError) as gap:
@@ -1270,6 +1283,111 @@ def test_an_inclusion_proof_of_an_entry_that_does_not_parse_is_refused(
     assert entry.index == 4
 
 
+def _host_appends(world: World, raw: bytes) -> int:
+    """Append ``raw`` at the log's end as the host can (it writes access entries), with
+    the stored subtree hashes made as for any entry; return its index."""
+    backend = world.store.backend
+    with backend.transaction():
+        log = MerkleLog(backend, world.vault_id)
+        index = log.size()
+        log.append_raw(index, world.clock.ms, raw)
+    return index
+
+
+def _is_entry_at(raw: bytes, index: int, vault_id: str) -> bool:
+    try:
+        entry = LogEntry.parse(raw)
+    except errors.FormatError:
+        return False
+    return (entry.index, entry.vault_id) == (index, vault_id)
+
+
+def _appended_garbage(world: World, how: str) -> bytes:
+    """Bytes the host could append at the log's end that are no entry of this log there."""
+    raws = raw_entries(world.path, world.vault_id)
+    size = len(raws)
+    # A parseable entry at the next index (the last one's header moved on), then garbled.
+    header = {**_codec.decode(raws[-1]), "index": size}
+    return _garbled([*raws, _codec.encode(header)], size, how)
+
+
+@pytest.mark.parametrize("how", GARBLINGS)
+def test_an_appended_entry_that_does_not_parse_is_evidence_not_a_block(
+    pinned_world: tuple[World, Checkpoint], how: str
+) -> None:
+    """The host appends bytes that are no entry of this log after the latest head, and the
+    owner then signs a head over them (a grant). They are a leaf like any other: the log
+    verifies against the old pin and the new head, repair and rotation read past it
+    (repair lists it as ignored), and the view lists it as damaged. Every verification
+    used to refuse the log for good (log-entry): the host could stop them at will."""
+    world, head = pinned_world
+    garbage = _appended_garbage(world, how)
+    assert not _is_entry_at(garbage, head.size, world.vault_id)
+    index = _host_appends(world, garbage)
+    assert index == head.size
+    world.grant()  # the owner signs a head over it
+    latest = world.vault.latest_checkpoint()
+    assert latest is not None and latest.size == index + 2
+    raws = raw_entries(world.path, world.vault_id)
+    assert raws[index] == garbage
+    assert latest.root == merkle.root([leaf(raw) for raw in raws])  # hashed as it is
+
+    fresh = world.store.open_vault(world.vault_id)
+    fresh.verify_log(head)
+    fresh.verify_log(latest)
+    fresh.unlock(key_file=world.key_file)
+    report = fresh.repair()
+    assert (report.ignored, report.checkpoint) == ([index], None)
+    assert fresh.rotate() == {"tax/2024": 2}
+    fresh.verify_log(fresh.latest_checkpoint() or head)
+    entries = fresh.access_log()
+    assert [(e.index, e.damage) for e in entries] == [
+        (i, "entry" if i == index else None) for i in range(len(entries))
+    ]
+    assert [e.kind for e in entries[index + 1 :]] == ["grant", "rotate"]
+
+
+def test_a_stored_subtree_hash_the_host_changed_still_fails_verification(
+    pinned_world: tuple[World, Checkpoint],
+) -> None:
+    """Past an entry that does not parse, the stored subtree hashes must still match the
+    entries (log-entry): only the entries' bytes are taken as the host wrote them."""
+    world, head = pinned_world
+    index = _host_appends(world, b"\xc1")
+    world.vault.verify_log(head)
+    # Its leaf hash and every complete subtree over it: the root reads one of them.
+    assert sql(
+        world.path,
+        "UPDATE log_nodes SET hash = ? WHERE vault_id = ? AND (idx << level) <= ? "
+        "AND ? < ((idx + 1) << level)",
+        bytes(32),
+        world.vault_id,
+        index,
+        index,
+    )
+    with pytest.raises(errors.InvalidProof) as refused:
+        world.vault.verify_log(head)
+    assert refused.value.reason == "log-entry"
+
+
+def test_a_log_of_nothing_but_a_host_leaf_needs_a_repair_before_its_first_head(
+    world: World,
+) -> None:
+    """A vault with no head whose log holds only bytes that are no entry: they may be an
+    owner entry the host garbled (and deleted the heads over), so the vault is taken as
+    having lost its heads (checkpoint-missing), as for an unsigned entry of an owner's
+    kind, until a repair signs a head over the log as it is. The repair now passes it."""
+    assert (world.vault.log_size(), world.vault.latest_checkpoint()) == (0, None)
+    index = _host_appends(world, b"\xc1")
+    with pytest.raises(errors.IntegrityError) as missing:
+        world.vault.checkpoint()
+    assert missing.value.reason == "checkpoint-missing"
+    report = world.vault.repair()
+    assert report.ignored == [index] and report.checkpoint is not None
+    world.vault.verify_log(report.checkpoint)
+    world.vault.verify_log(world.vault.checkpoint())
+
+
 @pytest.mark.parametrize(
     "value",
     ["'a text'", "CAST(x'c1ff' AS TEXT)", "12345", "2.5"],
@@ -1280,8 +1398,8 @@ def test_an_entry_cell_of_another_storage_class_is_listed_as_damaged(
 ) -> None:
     """SQLite does not enforce column types: an entry the host rewrote as TEXT (UTF-8 or
     not) or a number is read as its bytes, which parse as no entry, so the person's view
-    lists it as damaged and verification refuses it (a TypeError or StoreCorrupt stopped
-    both)."""
+    lists it as damaged (a TypeError or StoreCorrupt stopped it) and, the pinned head
+    covering other bytes there, verification refuses the log as a fork."""
     world, head = pinned_world
     before = world.vault.access_log()
     sql(
@@ -1295,9 +1413,7 @@ def test_an_entry_cell_of_another_storage_class_is_listed_as_damaged(
     ]
     assert after[:5] + after[6:] == before[:5] + before[6:]
     assert [e.index for e in world.vault.log(limit=3).entries] == [10, 9, 8]
-    with pytest.raises(errors.InvalidProof) as refused:
-        world.vault.verify_log(head)
-    assert refused.value.reason == "log-entry"
+    _refused_everywhere_as_a_fork(world, head)
 
 
 def test_an_entry_deleted_from_the_middle_is_detected(

@@ -176,11 +176,74 @@ def _host_garbles(granted: Granted, index: int) -> None:
     assert changed == 1
 
 
-def test_an_entry_that_does_not_parse_is_shown_damaged_after_a_warning(granted: Granted) -> None:
-    """The host overwrites its entry of an agency's read with garbage: `pds log` warns that
-    the log does not verify, lists every entry all the same (that one as DAMAGED, in one
-    line, without its bytes), pins nothing and exits 1. It used to print the WARNING alone,
-    and, without a pinned head, to fail on the entry (exit 2): one entry hid the whole log."""
+def _host_appends_raw(granted: Granted, raw: bytes) -> int:
+    """The host appends ``raw`` to the log, with its subtree hashes, as it appends entries."""
+    with pds.open_store(granted.cli.store) as store:
+        backend = store.backend
+        with backend.transaction():
+            log = MerkleLog(backend, granted.vault)
+            index = log.size()
+            log.append_raw(index, 0, raw)
+    return index
+
+
+DAMAGED_LINE = (
+    "(time unknown)        #{}  [DAMAGED: the entry does not parse as one of this vault's "
+    "log entries; the host wrote or changed it]"
+)
+
+
+def test_an_entry_that_does_not_parse_is_shown_damaged(granted: Granted) -> None:
+    """The host appends garbage after its entry of an agency's read: `pds log` lists every
+    entry (that one as DAMAGED, in one line, without its bytes), warns of nothing, signs and
+    pins a head over the log as it is, and exits 0: the garbage is a leaf the host wrote,
+    and the log verifies. It used to warn (log-entry), pin nothing and exit 1 for good (the
+    log is append-only), and before that to print the WARNING alone."""
+    cli = granted.cli
+    _agency_read(granted)
+    index = _host_appends_raw(granted, GARBAGE)
+    _agency_read(granted, "--agent", "clerk 17")
+    pin = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
+    pinned = Checkpoint.parse(pin.read_text())
+
+    result = cli.ok("log", granted.vault, *granted.owner)
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert [re.findall(r"  #(\d+)  ", line) for line in lines] == [
+        ["5"],
+        ["4"],
+        ["3"],
+        ["2"],
+        ["1"],
+        ["0"],
+    ]
+    assert index == 4 and lines[1] == DAMAGED_LINE.format(4)
+    assert "(agent: clerk 17) read 1 record in income/payslips" in lines[0]
+    assert "DAMAGED" not in "".join(lines[:1] + lines[2:])
+    assert "GARBAGE" not in cli.all_output()
+    moved = Checkpoint.parse(pin.read_text())
+    assert (pinned.size, moved.size) == (3, 6)  # the new head commits to the garbage
+
+    entries = cli.json("log", granted.vault, *granted.owner)["entries"]
+    assert [entry["index"] for entry in entries] == [5, 4, 3, 2, 1, 0]
+    damaged = entries[1]
+    assert (damaged["damaged"], damaged["damage"], damaged["time"]) == (True, "entry", None)
+    assert (damaged["kind"], damaged["actor"], damaged["result"]) == ("", "", "")
+    assert [entry["damage"] for entry in entries] == [None, "entry", None, None, None, None]
+
+    # Without a pinned head (first visit): the same.
+    pin.unlink()
+    assert cli.ok("log", granted.vault, *granted.owner).stdout.splitlines()[1] == lines[1]
+    assert pin.exists()
+
+
+def test_subtree_hashes_that_do_not_match_the_entries_are_listed_after_a_warning(
+    granted: Granted,
+) -> None:
+    """The host overwrites its entry of an agency's read with garbage in place, leaving
+    the stored subtree hashes as they were: the entries extend the pin, the cache does
+    not match them (log-entry). `pds log` warns, lists every entry all the same (that one
+    as DAMAGED), pins nothing and exits 1; a rollback still shows nothing."""
     cli = granted.cli
     _agency_read(granted)
     _agency_read(granted, "--agent", "clerk 17")
@@ -192,8 +255,8 @@ def test_an_entry_that_does_not_parse_is_shown_damaged_after_a_warning(granted: 
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
-        f"WARNING: the store's log for {granted.vault} does not verify (log-entry): an entry "
-        "does not parse, is out of place or was rewritten; the host wrote or changed it"
+        f"WARNING: the store's log for {granted.vault} does not verify (log-entry): its "
+        "stored subtree hashes do not match its entries; the host changed them"
     ]
     lines = result.stdout.splitlines()
     assert [re.findall(r"  #(\d+)  ", line) for line in lines] == [
@@ -203,33 +266,15 @@ def test_an_entry_that_does_not_parse_is_shown_damaged_after_a_warning(granted: 
         ["1"],
         ["0"],
     ]
-    assert lines[1] == (
-        "(time unknown)        #3  [DAMAGED: the entry does not parse as one of this vault's "
-        "log entries; the host wrote or changed it]"
-    )
-    assert "(agent: clerk 17) read 1 record in income/payslips" in lines[0]
-    assert "DAMAGED" not in "".join(lines[:1] + lines[2:])
+    assert lines[1] == DAMAGED_LINE.format(3)
     assert "GARBAGE" not in cli.all_output()
-
     document = cli("log", granted.vault, "--json", *granted.owner)
     assert document.exit_code == 1
     entries = json.loads(document.stdout)["entries"]
-    assert [entry["index"] for entry in entries] == [4, 3, 2, 1, 0]
-    damaged = entries[1]
-    assert (damaged["damaged"], damaged["damage"], damaged["time"]) == (True, "entry", None)
-    assert (damaged["kind"], damaged["actor"], damaged["result"]) == ("", "", "")
     assert [entry["damage"] for entry in entries] == [None, "entry", None, None, None]
     assert pin.read_text() == pinned  # the pin stays where the log last verified
 
-    # Without a pinned head (first visit): listed too, and nothing is pinned.
-    pin.unlink()
-    first = cli("log", granted.vault, *granted.owner)
-    assert first.exit_code == 1 and "does not verify (log-entry)" in first.stderr
-    assert first.stdout.splitlines()[1] == lines[1]
-    assert not pin.exists()
-
     # A rollback is still refused without a listing.
-    pin.write_text(pinned)
     conn = sqlite3.connect(cli.store)
     with conn:
         conn.execute("DELETE FROM log_entries WHERE idx >= 2")

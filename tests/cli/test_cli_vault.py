@@ -181,21 +181,28 @@ def test_rotate_json_and_text(cli: Cli, vault_id: str) -> None:
     assert after["epoch"] == 3
 
 
-def test_rotate_over_a_log_it_cannot_read_rotates_then_fails(cli: Cli, vault_id: str) -> None:
-    """A malformed entry the host appended: the collections are rotated, and the command
-    says the log could not be read (one line, exit 1), rather than report a full rotation."""
+def test_an_entry_the_host_appends_that_does_not_parse_blocks_nothing(
+    cli: Cli, vault_id: str
+) -> None:
+    """A malformed entry the host appended after the pinned head: the pin check passes (it
+    is a leaf the host wrote, hashed as it is), so rotation rotates in full, repair lists
+    it as ignored, and writes go on. Every command that checks the pin first used to
+    refuse from then on (log-entry), rotation after a revocation among them."""
     cli.put(vault_id, "health", {"a": 1})
     with pds.open_store(cli.store) as store:
         backend = store.backend
         with backend.transaction():
             log = MerkleLog(backend, vault_id)
-            log.append_raw(log.size(), 0, b"\xc1")
-    line = cli.fails(1, "vault", "rotate", vault_id)
-    assert "could not be read (log-entry)" in line
+            index = log.size()
+            log.append_raw(index, 0, b"\xc1")
+    assert cli.json("vault", "rotate", vault_id) == {"vault": vault_id, "epochs": {"health": 2}}
     with sqlite3.connect(cli.store) as conn:
         epochs = sorted(conn.execute("SELECT epoch FROM epochs WHERE collection = 'health'"))
     conn.close()
     assert epochs == [(1,), (2,)]
+    repaired = cli.json("vault", "repair", vault_id)
+    assert (repaired["ignored"], repaired["checkpoint"]) == ([index], None)
+    assert cli.put(vault_id, "health", {"b": 2})["epoch"] == 2
 
 
 def test_export_and_import_round_trip(cli: Cli, vault_id: str, tmp_path: Path) -> None:
