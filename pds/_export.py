@@ -313,7 +313,11 @@ def export_vault(
         head_root = builder.root() if head is not None and head.size == 0 else None
         pinned_root = builder.root() if pinned is not None and pinned.size == 0 else None
         for index, entry in backend.iter_log(row.vault_id, 0, size):
-            _check_stored_entry(entry, index, builder.size, row.vault_id)
+            if index != builder.size:
+                raise InvalidProof("an entry is missing from the log", "log-gap")
+            # Written as stored, whether or not it parses as an entry of this log at its
+            # index: one that does not is a leaf the host wrote (log.md, Entries), hashed
+            # like any other and imported as it is.
             out.frame({"t": "log", "index": index, "entry": entry})
             counts["log"] += 1
             builder.add(merkle.leaf_hash(entry))
@@ -363,19 +367,6 @@ def _stored_head(note: str, row: VaultRow) -> Checkpoint:
     if head.origin != origin(row.vault_id):
         raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
     return head
-
-
-def _check_stored_entry(raw: bytes, index: int, expected: int, vault_id: str) -> None:
-    """A stored log entry must be the next one, parse, and name its own index and vault
-    (as ``Vault.verify_log`` requires; the importer refuses anything else)."""
-    if index != expected:
-        raise InvalidProof("an entry is missing from the log", "log-gap")
-    try:
-        entry = LogEntry.parse(raw)
-    except FormatError:
-        raise InvalidProof("a log entry is malformed", "log-entry") from None
-    if entry.index != index or entry.vault_id != vault_id:
-        raise InvalidProof("a log entry is out of place", "log-entry")
 
 
 class _Ascending:
@@ -701,8 +692,10 @@ def _check_pinned(
     note = backend.latest_checkpoint(row.vault_id)
     check_extends(log, None if note is None else _stored_head(note, row), pin)
     revoked = {revocation.link_id for revocation in backend.iter_revocations(row.vault_id)}
-    for entry in log.entries(0, pin.size):
-        if entry.kind not in ("revoke", "rotate"):
+    for _, entry in log.stored_entries(0, pin.size):
+        # An entry that does not parse (or names another index or vault) is the host's:
+        # the pin's root, checked above, covers its bytes; it records nothing the owner did.
+        if entry is None or entry.kind not in ("revoke", "rotate"):
             continue
         details = entry.open_signed(keys.x25519_secret, row.identity_public)
         if details is None:
@@ -982,14 +975,23 @@ def _import_tail(
         counts["revocations"] += 1
         document = reader.next()
     log = MerkleLog(backend, vault_id)
+    time = 0
     while document["t"] == "log":
         item = _check_shape(document, "log")
-        entry = LogEntry.parse(item["entry"])
-        if entry.vault_id != vault_id:
-            raise IntegrityError("log-order", "a log entry belongs to another vault")
-        if not entry.index == item["index"] == counts["log"]:
+        index = counts["log"]
+        if item["index"] != index:
             raise IntegrityError("log-order", "log entries are out of order")
-        log.append_raw(entry.index, entry.time, item["entry"])
+        try:
+            entry: LogEntry | None = LogEntry.parse(item["entry"])
+        except FormatError:
+            entry = None
+        if entry is not None and entry.index == index and entry.vault_id == vault_id:
+            time = entry.time
+        # Otherwise the bytes are no entry of this log at this index: a leaf the host
+        # wrote (log.md, Entries), imported as it is (the end signature and the checkpoint
+        # cover it). Nothing dates it but its place: its time column (which nothing reads)
+        # gets the time stored for the entry before it, 0 for the first.
+        log.append_raw(index, time, item["entry"])
         counts["log"] += 1
         document = reader.next()
     if document["t"] == "checkpoint":

@@ -1180,8 +1180,9 @@ def _refused_everywhere_as_a_fork(world: World, head: Checkpoint) -> None:
     with pytest.raises(errors.InvalidProof) as repair:
         world.vault.repair()
     assert repair.value.reason == "log-fork"
-    with pytest.raises(errors.InvalidProof):
+    with pytest.raises(errors.InvalidProof) as exported:
         world.vault.export(world.tmp / "export")
+    assert exported.value.reason == "log-fork"
     with pytest.raises(errors.InvalidProof):
         audit.export_audit(world.vault, world.tmp / "audit")
     with pytest.raises(errors.IntegrityError) as rotated:

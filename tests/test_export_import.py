@@ -30,7 +30,7 @@ import pytest
 
 import pds
 from pds import _codec, _export, audit, errors
-from pds.accesslog import Checkpoint, revoked_digest, rotated_digest
+from pds.accesslog import Checkpoint, MerkleLog, revoked_digest, rotated_digest
 from pds.keys import SymmetricKey
 
 MAGIC = b"pds-export/v1\n"
@@ -956,6 +956,107 @@ def test_frames_out_of_order_in_their_section_are_refused(
             )
         assert caught.value.reason == reason
         assert target.list_vaults() == []
+
+
+# -- bytes in the log that are no entry ----------------------------------------------------
+
+
+def _host_appends_then_owner_signs(granted: Granted, how: str) -> tuple[int, bytes, Checkpoint]:
+    """The host appends bytes that are no entry of the log at their index (with the
+    stored subtree hashes made as for any entry); then the owner reads a record, which
+    signs a head over them. Returns their index, the bytes and that head."""
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        backend = store.backend
+        with backend.transaction():
+            log = MerkleLog(backend, granted.vault_id)
+            index = log.size()
+            previous = next(iter(backend.iter_log(granted.vault_id, index - 1, index)))[1]
+            header = _codec.decode(previous)
+            garbage = {
+                "not msgpack": b"\xc1",
+                "empty": b"",
+                "another index": previous,
+                "another vault": _codec.encode({**header, "index": index, "vault": "other"}),
+            }[how]
+            log.append_raw(index, 1234, garbage)
+        vault.get(vault.list("tax/2024").records[0].record_id)
+        head = vault.latest_checkpoint()
+    assert head is not None and head.size == index + 2
+    return index, garbage, head
+
+
+def _log_rows(db: Path, vault_id: str) -> list[tuple[int, int, bytes]]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT idx, time, entry FROM log_entries WHERE vault_id = ? ORDER BY idx",
+            (vault_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(index, time, bytes(entry)) for index, time, entry in rows]
+
+
+@pytest.mark.parametrize("how", ["not msgpack", "empty", "another index", "another vault"])
+def test_bytes_the_host_wrote_that_are_no_entry_export_and_import_as_they_are(
+    granted: Granted, tmp_path: Path, how: str
+) -> None:
+    """An export carries them in their log frame as stored; an import (with a pin past
+    them, so its walk of the pinned entries passes them too) appends them as they are: the
+    imported log has the same entries and root, and lists them as damaged. Both refused
+    the vault for good (log-entry, FormatError, log-order): the log is append-only."""
+    index, garbage, head = _host_appends_then_owner_signs(granted, how)
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        vault.export(tmp_path / "v.pdsx", pinned=head)
+    data = (tmp_path / "v.pdsx").read_bytes()
+    frames = [d for d in _documents(data) if d["t"] == "log"]
+    assert (frames[index]["index"], frames[index]["entry"]) == (index, garbage)
+
+    with pds.open_store(tmp_path / "target.db") as target:
+        assert target.import_vault(io.BytesIO(data), key_file=granted.key_file, pinned=head)
+        imported = target.open_vault(granted.vault_id)
+        imported.verify_log(head)  # the same root at the head's size
+        imported.unlock(key_file=granted.key_file)
+        entries = imported.access_log()
+        assert [e.index for e in entries if e.damaged] == [index]
+        assert entries[index].damage == "entry"
+        assert entries[-1].kind == "import"
+    source, copied = (
+        _log_rows(granted.db, granted.vault_id),
+        _log_rows(tmp_path / "target.db", granted.vault_id),
+    )
+    assert [entry for _, _, entry in copied[: len(frames)]] == [e for _, _, e in source]
+    # Stored with the time stored for the entry before it: nothing dates it but its place.
+    assert copied[index][1] == copied[index - 1][1] == source[index - 1][1] != source[index][1]
+
+
+def test_bytes_that_are_no_entry_changed_in_a_file_fail_its_head(
+    granted: Granted, tmp_path: Path
+) -> None:
+    """The head check over the file is unchanged: such bytes are hashed like any entry,
+    so changing them in a file (even one re-signed with the vault key) fails the file's
+    checkpoint, and nothing is imported."""
+    index, _, head = _host_appends_then_owner_signs(granted, "not msgpack")
+    buffer = io.BytesIO()
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        vault.export(buffer)
+    documents = _documents(buffer.getvalue())
+    frame = next(d for d in documents if d["t"] == "log" and d["index"] == index)
+    frame["entry"] = b"\xc2"
+    with pds.open_store(tmp_path / "target.db") as target:
+        with pytest.raises(errors.IntegrityError) as caught:
+            target.import_vault(
+                io.BytesIO(_resigned(documents, granted)), key_file=granted.key_file
+            )
+        assert caught.value.reason == "checkpoint"
+        assert target.list_vaults() == []
+    assert head.size == index + 2
 
 
 def test_a_field_sealed_record_too_large_to_export_is_refused_when_written(

@@ -205,6 +205,29 @@ def test_an_entry_the_host_appends_that_does_not_parse_blocks_nothing(
     assert cli.put(vault_id, "health", {"b": 2})["epoch"] == 2
 
 
+def test_export_and_import_carry_an_entry_that_does_not_parse(
+    cli: Cli, vault_id: str, tmp_path: Path
+) -> None:
+    """`pds vault export` (which checks the pin first) writes a vault whose log holds
+    garbage the host appended, and `pds vault import` (the file must extend the pin) takes
+    it back as it is: the imported vault's log lists it as damaged. Both used to refuse."""
+    cli.put(vault_id, "health", {"a": 1})
+    with pds.open_store(cli.store) as store:
+        backend = store.backend
+        with backend.transaction():
+            log = MerkleLog(backend, vault_id)
+            index = log.size()
+            log.append_raw(index, 0, b"\xc1")
+    cli.put(vault_id, "tax", {"b": 2})  # a new collection: a head signed over it
+    exported = tmp_path / "v.pdsx"
+    cli.json("vault", "export", vault_id, exported)
+    other = tmp_path / "other.db"
+    assert cli.json("vault", "import", exported, store=other)["vault"] == vault_id
+    entries = cli.json("log", vault_id, store=other)["entries"]
+    assert [(e["index"], e["damage"]) for e in entries if e["damaged"]] == [(index, "entry")]
+    assert entries[0]["kind"] == "import"
+
+
 def test_export_and_import_round_trip(cli: Cli, vault_id: str, tmp_path: Path) -> None:
     first = cli.put(vault_id, "health", {"n": 1})
     second = cli.put(vault_id, "tax", {"n": 2})
