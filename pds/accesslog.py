@@ -385,8 +385,9 @@ class MerkleLog:
         entry)``: the entry is ``None`` where the stored bytes do not parse as a log entry,
         or parse as one that names another index or vault. The host writes access entries
         and can write such bytes; the owner's views show them as damaged rather than let
-        one hide the rest, while verification (``Vault.verify_log``, export, audit) refuses
-        the log. An index missing from the store is skipped: the caller checks for gaps."""
+        one hide the rest, and verification (``Vault.verify_log``, repair, export, audit)
+        hashes them as they are and takes them for no entry (``docs/spec/log.md``,
+        Entries). An index missing from the store is skipped: the caller checks for gaps."""
         for index, raw in self._backend.iter_log(
             self._vault_id, start, end, newest_first=newest_first
         ):

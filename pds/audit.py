@@ -56,7 +56,8 @@ class Violation:
     """The log entry concerned, or ``None`` for the package as a whole."""
     rule: str
     """``checkpoint`` (an entry was changed, added or removed), ``consistency``,
-    ``unknown-token``, ``token-invalid``,
+    ``malformed-entry`` (the bytes at the index do not parse as an entry of this vault at
+    that index: the host wrote or changed them), ``unknown-token``, ``token-invalid``,
     ``expired``, ``not-yet-valid``, ``revoked``, ``out-of-scope``, ``wrong-purpose``,
     ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``,
     ``revocation-missing``, ``revocation-record``, ``owner-signature``."""
@@ -118,9 +119,12 @@ def export_audit(vault: Vault, directory: str | os.PathLike[str]) -> Path:
     Raises ``InvalidProof`` (``log-fork``) and writes nothing if the stored log does not
     extend the latest signed checkpoint, or if the entries written do not hash to the
     checkpoint signed for the package (the files written so far are removed): the owner's
-    key never vouches for a log the host rewrote. Raises ``IntegrityError`` (``link``,
+    key never vouches for a log the host rewrote; ``InvalidProof`` (``log-gap``) the same
+    way for an index missing from the store. Raises ``IntegrityError`` (``link``,
     ``revocation``) the same way for a stored link whose token does not open or a stored
-    revocation that does not verify.
+    revocation that does not verify. A stored entry that does not parse, or names another
+    index or vault, is written as it is with the key ``null`` (it is no entry: nothing to
+    disclose); the verifier reports it (``malformed-entry``).
     """
     keys = vault._keys()
     target = Path(directory)
@@ -195,24 +199,35 @@ def _write_package(vault: Vault, keys: OwnerKeys, target: Path) -> None:
     builder = merkle.RootBuilder()
     with _open_private(target / "log.jsonl") as out:
         for index, raw in ctx.backend.iter_log(vault.vault_id, 0, head.size):
-            try:
-                entry = LogEntry.parse(raw)
-            except FormatError:
-                raise InvalidProof("a log entry is malformed", "log-entry") from None
-            if index != builder.size or entry.index != index or entry.vault_id != vault.vault_id:
-                raise InvalidProof("a log entry is missing or out of place", "log-entry")
+            if index != builder.size:
+                raise InvalidProof("an entry is missing from the log", "log-gap")
             builder.add(merkle.leaf_hash(raw))
-            try:
-                key = entry.disclosure_key(keys.x25519_secret)
-            except IntegrityError:
-                # An ephemeral key of small order (the host wrote the entry): nobody can
-                # open it, and the verifier refuses to whatever the key. A key of zeros,
-                # not null, so the entry is reported undecryptable rather than withheld.
-                key = UNOPENABLE_KEY
-            line = {"index": entry.index, "entry": _b64(raw), "key": _b64(key)}
+            entry = _entry_at(raw, index, vault.vault_id)
+            key: bytes | None = None  # No entry (the host's bytes): nothing to disclose.
+            if entry is not None:
+                try:
+                    key = entry.disclosure_key(keys.x25519_secret)
+                except IntegrityError:
+                    # An ephemeral key of small order (the host wrote the entry): nobody
+                    # can open it, and the verifier refuses to whatever the key. A key of
+                    # zeros, not null, so the entry is reported undecryptable rather than
+                    # withheld.
+                    key = UNOPENABLE_KEY
+            line = {"index": index, "entry": _b64(raw), "key": None if key is None else _b64(key)}
             out.write((json.dumps(line) + "\n").encode("ascii"))
     if builder.size != head.size or builder.root() != head.root:
         raise InvalidProof("the stored log entries do not hash to the signed head", "log-fork")
+
+
+def _entry_at(raw: bytes, index: int, vault_id: str) -> LogEntry | None:
+    """``raw`` parsed as entry ``index`` of ``vault_id``'s log, or ``None`` if it does not
+    parse or names another index or vault: a leaf the host wrote (``docs/spec/log.md``,
+    Entries), hashed as it is and no entry."""
+    try:
+        entry = LogEntry.parse(raw)
+    except FormatError:
+        return None
+    return entry if entry.index == index and entry.vault_id == vault_id else None
 
 
 # What the verifier reads of each package file, at most (docs/spec/log.md, "The audit
@@ -424,17 +439,29 @@ def verify_audit(
         raise InvalidProof("the checkpoint is for another log", "checkpoint-origin")
 
     entries: list[tuple[LogEntry, bytes | None]] = []
+    leaves: list[bytes] = []
     for number, line in enumerate(_log_lines(root_dir)):
         item = _parse_json(line, f"log.jsonl line {number + 1}")
         if not isinstance(item, dict):
             raise FormatError(f"log.jsonl line {number + 1} is not an object")
-        entry = LogEntry.parse(_unb64(item.get("entry"), "entry"))
+        raw = _unb64(item.get("entry"), "entry")
         key = None if item.get("key") is None else _unb64(item["key"], "key")
-        if entry.index != number or entry.vault_id != vault_id:
-            raise FormatError("log.jsonl entries are out of order or for another vault")
+        leaves.append(merkle.leaf_hash(raw))
+        entry = _entry_at(raw, number, vault_id)
+        if entry is None:
+            # Hashed (step 4) but no entry: not an access, not the owner's. Only the host
+            # (or whoever changed the package) can have written it.
+            report.violations.append(
+                Violation(
+                    number,
+                    "malformed-entry",
+                    "the entry does not parse as one of this vault's log entries at its "
+                    "index: the host wrote or changed it",
+                )
+            )
+            continue
         entries.append((entry, key))
-    report.entries = len(entries)
-    leaves = [entry.leaf_hash for entry, _ in entries]
+    report.entries = len(leaves)
     if len(leaves) != head.size or merkle.root(leaves) != head.root:
         report.violations.append(
             Violation(None, "checkpoint", "the log entries do not hash to the signed checkpoint")

@@ -1183,8 +1183,9 @@ def _refused_everywhere_as_a_fork(world: World, head: Checkpoint) -> None:
     with pytest.raises(errors.InvalidProof) as exported:
         world.vault.export(world.tmp / "export")
     assert exported.value.reason == "log-fork"
-    with pytest.raises(errors.InvalidProof):
+    with pytest.raises(errors.InvalidProof) as audited:
         audit.export_audit(world.vault, world.tmp / "audit")
+    assert audited.value.reason == "log-fork"
     with pytest.raises(errors.IntegrityError) as rotated:
         world.vault.rotate()
     assert rotated.value.reason == "rotation-incomplete"

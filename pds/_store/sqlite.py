@@ -1394,10 +1394,11 @@ class SQLiteBackend:
         order = "DESC" if newest_first else "ASC"
         # An entry is the host's bytes, whatever they are. A cell rewritten with another
         # storage class (TEXT, not UTF-8 even, or a number) is read as its bytes too, which
-        # parse as no entry: the owner's view lists it as damaged and verification refuses
-        # it, where reading it as text would raise (a TypeError, or StoreCorrupt for text
-        # that is not UTF-8) and stop the owner's whole view at that one entry. A NULL (the
-        # host can rebuild the table without its NOT NULL) is no bytes.
+        # parse as no entry: the owner's view lists it as damaged and verification hashes
+        # it as it is (a fork if a head covered other bytes there), where reading it as
+        # text would raise (a TypeError, or StoreCorrupt for text that is not UTF-8) and
+        # stop the owner's whole view at that one entry. A NULL (the host can rebuild the
+        # table without its NOT NULL) is no bytes.
         cursor = self._execute(
             "SELECT idx, COALESCE(CAST(entry AS BLOB), x'') FROM log_entries "
             f"WHERE vault_id = ? AND idx >= ? AND idx < ? ORDER BY idx {order}",

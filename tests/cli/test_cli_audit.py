@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import pds
+from pds.accesslog import MerkleLog
+
 if TYPE_CHECKING:
     from tests.cli.conftest import Granted
 
@@ -189,3 +192,26 @@ def test_a_token_item_without_a_token_exits_2(granted: Granted, package: Path) -
 def test_a_log_line_that_is_not_an_object_exits_2(granted: Granted, package: Path) -> None:
     (package / "log.jsonl").write_text("1\n")
     granted.cli.fails(2, "audit", "verify", package)
+
+
+def test_bytes_the_host_appends_that_are_no_entry_are_a_violation_not_a_refusal(
+    granted: Granted, tmp_path: Path
+) -> None:
+    """The host appends garbage to the log: `pds audit export` writes the package (it
+    used to refuse for good, log-entry), and `pds audit verify` reports one violation at
+    its index (exit 1), not a malformed package (exit 2)."""
+    cli = granted.cli
+    with pds.open_store(cli.store) as store:
+        backend = store.backend
+        with backend.transaction():
+            log = MerkleLog(backend, granted.vault)
+            index = log.size()
+            log.append_raw(index, 0, b"\xc1")
+    directory = tmp_path / "audit"
+    cli.json("audit", "export", granted.vault, directory, *granted.owner)
+    result = cli("audit", "verify", directory, "--json")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    document = json.loads(result.stdout)
+    assert [(v["entry"], v["rule"]) for v in document["violations"]] == [(index, "malformed-entry")]
+    text = cli("audit", "verify", directory).stdout
+    assert f"  VIOLATION entry {index}: malformed-entry: the entry does not parse" in text
