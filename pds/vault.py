@@ -663,7 +663,7 @@ class Vault:
             if targets is None or self._newest_verified_epoch(targets[0]) is None:
                 # Under the write lock, though the walk is O(log size): read before it, the
                 # log could be swapped away for the walk and back for the rotation.
-                unread = self._read_log(logged, anchor)
+                unread = self._read_log(logged.visit, anchor, logged.unreadable)
             for name in targets or sorted(set(self.collections()) | logged.newest.keys()):
                 # Epoch 2 at least: heads record newest epochs from 2 on, and a first epoch
                 # made again under 1 (the host dropped the collection's rows) would be
@@ -701,15 +701,20 @@ class Vault:
             )
         return result
 
-    def _read_log(self, logged: _LoggedRecords, anchor: Checkpoint | None) -> InvalidProof | None:
-        """Walk the log into ``logged`` (see ``_walk_log``), checked against ``anchor``,
+    def _read_log(
+        self,
+        visit: Callable[[LogEntry], None],
+        anchor: Checkpoint | None = None,
+        unreadable: Callable[[int], None] | None = None,
+    ) -> InvalidProof | None:
+        """Walk the log, each entry to ``visit`` (see ``_walk_log``), checked against ``anchor``,
         the latest stored head and the largest this object saw; return why it could not be
         read in full, or ``None``. The entries are the host's bytes: only a walk that
         recomputes the tree from them, as repair's does, shows a rewritten or deleted entry."""
         try:
             latest = self._stored_latest_checkpoint()
             heads = [head for head in (anchor, latest, self._seen_head) if head is not None]
-            self._walk_log(heads, logged.visit, logged.unreadable)
+            self._walk_log(heads, visit, unreadable)
         except InvalidProof as exc:
             return exc
         except FormatError:
@@ -1524,9 +1529,11 @@ class Vault:
         and the grants and delegations the host has seen. Raises ``IntegrityError``
         (``revocation-unrecorded``) after revoking them all if any revocation could not be
         recorded (see ``revoke``); otherwise ``IntegrityError`` (``revocation-incomplete``)
-        after revoking them all if the log holds entries that cannot be read (their stored
-        bytes do not parse, or name another index or vault: the host wrote or changed
-        them), one of which may have been a grant to ``audience`` that is not revoked."""
+        after revoking them all if the log does not verify against its heads (a fork, a
+        gap, a head that does not verify): a grant entry the host relabelled, changed or
+        deleted may name ``audience``, and that grant is then not revoked. (Bytes that are
+        no entry are leaves the host wrote, as in ``verify_log``; an entry no head covers
+        yet is the host's to change unseen.)"""
         target = _crypto.parse_did_key(audience)
         keys = self._keys()
         ids = [
@@ -1534,17 +1541,25 @@ class Vault:
             for link in self._ctx.backend.iter_links(self.vault_id)
             if link.audience == target
         ]
-        log = MerkleLog(self._ctx.backend, self.vault_id)
-        unread = 0
-        for _, entry in log.stored_entries(0, log.size()):
-            if entry is None:
-                unread += 1  # It may have been a grant: said after revoking what is found.
-                continue
-            if entry.kind != "grant" or entry.link_id is None or entry.link_id in ids:
-                continue
+        found: builtins.list[bytes] = []
+
+        def visit(entry: LogEntry) -> None:
+            if entry.kind != "grant" or entry.link_id is None or entry.link_id in ids + found:
+                return
             details = entry.open_signed(keys.x25519_secret, keys.identity.public)
             if details is not None and _names_key(details.get("audience"), target):
-                ids.append(entry.link_id)
+                found.append(entry.link_id)
+
+        # Read as a walk that checks the log against the heads: a grant entry the host
+        # relabelled, garbled or deleted shows as a fork or a gap there.
+        unverified = self._read_log(visit)
+        if unverified is not None:
+            found.clear()
+            log = MerkleLog(self._ctx.backend, self.vault_id)
+            for _, entry in log.stored_entries(0, log.size()):
+                if entry is not None:
+                    visit(entry)
+        ids += found
         unrecorded: IntegrityError | None = None
         for link_id in ids:
             try:
@@ -1553,21 +1568,21 @@ class Vault:
                 if exc.reason != "revocation-unrecorded":
                     raise
                 unrecorded = exc
+        if unverified is None:
+            if unrecorded is not None:
+                raise unrecorded
+            return ids
         missed = (
-            f"{unread} log {'entry' if unread == 1 else 'entries'} could not be read, "
-            "written or changed by the host: a grant to the audience recorded there may not "
-            "be revoked (revoke it by its token or link id)"
+            f"the log does not verify ({unverified.reason}): a grant to the audience in an "
+            "entry the host changed or removed may not be revoked (revoke it by its token "
+            "or link id)"
         )
         if unrecorded is not None:
-            if not unread:
-                raise unrecorded
             # Its reason comes first (the CLI holds writes back until a repair records the
-            # revocation); the message tells of the unread entries too.
+            # revocation); the message tells of the log too.
             raise IntegrityError(unrecorded.reason, f"{unrecorded}; and {missed}")
-        if unread:
-            revoked = f"{len(ids)} {'link' if len(ids) == 1 else 'links'}"
-            raise IntegrityError("revocation-incomplete", f"revoked {revoked}, but {missed}")
-        return ids
+        revoked = f"{len(ids)} {'link' if len(ids) == 1 else 'links'}"
+        raise IntegrityError("revocation-incomplete", f"revoked {revoked}, but {missed}")
 
     def grants(self) -> builtins.list[GrantInfo]:
         """Every known link (root grants and delegations seen) with its status.

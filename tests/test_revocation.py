@@ -19,6 +19,7 @@ import pytest
 
 import pds
 from pds import _codec, _crypto, capability
+from pds.accesslog import MerkleLog
 from pds.capability import Token
 from pds.errors import FormatError, Revoked, StoreError
 
@@ -266,40 +267,77 @@ def _hide_link_row(world: World, link_id: bytes) -> None:
     conn.close()
 
 
-def test_revoke_all_revokes_what_it_finds_then_says_the_log_had_unreadable_entries(
-    world: World,
-) -> None:
-    """An entry that does not parse, before a grant whose link row the host hid, no longer
-    stops revoke_all before it revokes anything: every grant found is revoked, then it
-    raises, since a grant recorded in the unreadable entry may have been missed."""
+def test_revoke_all_reads_past_bytes_that_are_no_entry(world: World) -> None:
+    """Bytes that are no entry, appended by the host (with their subtree hashes, as it
+    appends its entries) under a head the owner signed since (a grant's): a leaf the host
+    wrote, which the walk hashes and passes over (as ``verify_log`` does). revoke_all finds
+    the grant past it whose link row the host hid, and revokes all."""
     world.vault.put("tax/a", {"n": 1})
     agency, other = pds.PrincipalKey.generate(), pds.PrincipalKey.generate()
     shown = grant(world, agency)
     assert reads(world, agency, shown, world.store) == "served"
-    _garble_log_entry(world, world.vault.log_size() - 1)  # the host's entry of that read
+    backend = world.store.backend
+    with backend.transaction():
+        log = MerkleLog(backend, world.vault.vault_id)
+        log.append_raw(log.size(), 0, b"\xc1garbage")
     hidden = grant(world, agency, collections=["tax/a"])
     _hide_link_row(world, hidden.link_id)  # found only in the log, past the garbled entry
     others = grant(world, other)
+    assert set(world.vault.revoke_all(audience=agency.did)) == {shown.link_id, hidden.link_id}
+    for token in (shown, hidden):
+        assert reads(world, agency, token, world.store) == "revoked"
+    assert reads(world, other, others, world.store) == "served"
+
+
+def _grant_entry(world: World, link_id: bytes) -> int:
+    (index,) = [
+        e.index
+        for e in world.vault.access_log()
+        if e.kind == "grant" and link_id.hex() in e.link_ids
+    ]
+    return index
+
+
+@pytest.mark.parametrize("change", ["garbled", "relabelled", "deleted"])
+def test_revoke_all_says_when_the_host_changed_a_grant_entry(world: World, change: str) -> None:
+    """A grant entry a head covers, whose link row the host hid, then changed (its bytes
+    garbled, its kind made a read's) or deleted: the walk that reads it checks the log
+    against the heads, so revoke_all revokes what it still finds and then says the log
+    does not verify (``revocation-incomplete``): the hidden grant may not be revoked."""
+    world.vault.put("tax/a", {"n": 1})
+    agency = pds.PrincipalKey.generate()
+    shown = grant(world, agency)
+    hidden = grant(world, agency, collections=["tax/a"])
+    grant(world, pds.PrincipalKey.generate())  # a head over the hidden grant's entry
+    index = _grant_entry(world, hidden.link_id)
+    _hide_link_row(world, hidden.link_id)
+    conn = sqlite3.connect(world.db)
+    with conn:
+        where = "WHERE vault_id = ? AND idx = ?", (world.vault.vault_id, index)
+        if change == "garbled":
+            conn.execute(f"UPDATE log_entries SET entry = x'c1' {where[0]}", where[1])
+        elif change == "relabelled":
+            (raw,) = conn.execute(f"SELECT entry FROM log_entries {where[0]}", where[1]).fetchone()
+            assert raw.count(b"\xa5grant") == 1
+            relabelled = raw.replace(b"\xa5grant", b"\xa4read")
+            conn.execute(f"UPDATE log_entries SET entry = ? {where[0]}", (relabelled, *where[1]))
+        else:
+            conn.execute(f"DELETE FROM log_entries {where[0]}", where[1])
+    conn.close()
     with pytest.raises(pds.errors.IntegrityError) as incomplete:
         world.vault.revoke_all(audience=agency.did, reason="contract ended")
     assert incomplete.value.reason == "revocation-incomplete"
     message = str(incomplete.value)
-    assert "revoked 2 links" in message and "1 log entry could not be read" in message
-    assert "garbage" not in message
-    for token in (shown, hidden):
-        assert reads(world, agency, token, world.store) == "revoked"
-    assert reads(world, other, others, world.store) == "served"
-    # Revoking again finds the same links, revoked already, and says the same.
-    with pytest.raises(pds.errors.IntegrityError) as again:
-        world.vault.revoke_all(audience=agency.did)
-    assert again.value.reason == "revocation-incomplete"
+    expected = "log-gap" if change == "deleted" else "log-fork"
+    assert "revoked 1 link" in message and f"the log does not verify ({expected})" in message
+    assert reads(world, agency, shown, world.store) == "revoked"
 
 
-def test_revoke_all_with_unreadable_entries_and_an_unrecorded_revocation_says_both(
+def test_revoke_all_on_a_changed_log_with_an_unrecorded_revocation_says_both(
     world: World,
 ) -> None:
     """A revocation no signed head can record is reported as such (the CLI holds writes
-    back until a repair records it), and its message tells of the unreadable entries."""
+    back until a repair records it), and its message tells that the log does not verify."""
     world.vault.put("tax/a", {"n": 1})
     agency, earlier = pds.PrincipalKey.generate(), pds.PrincipalKey.generate()
     world.vault.revoke(grant(world, earlier))
@@ -308,11 +346,11 @@ def test_revoke_all_with_unreadable_entries_and_an_unrecorded_revocation_says_bo
         conn.execute("DELETE FROM revocations")  # the host drops the recorded revocation
     conn.close()
     token = grant(world, agency)
-    _garble_log_entry(world, 0)
+    _garble_log_entry(world, 0)  # under the heads: a fork
     with pytest.raises(pds.errors.IntegrityError) as unrecorded:
         world.vault.revoke_all(audience=agency.did)
     assert unrecorded.value.reason == "revocation-unrecorded"
-    assert "1 log entry could not be read" in str(unrecorded.value)
+    assert "the log does not verify (log-fork)" in str(unrecorded.value)
     assert reads(world, agency, token, world.store) == "revoked"
 
 

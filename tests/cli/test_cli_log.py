@@ -285,15 +285,16 @@ def test_subtree_hashes_that_do_not_match_the_entries_are_listed_after_a_warning
 
 def test_revoke_audience_past_an_entry_that_does_not_parse(granted: Granted) -> None:
     """`pds revoke --audience` revokes the grant it finds, then fails in one line saying
-    an entry could not be read (exit 1); it used to fail on the entry first (exit 2)."""
+    the log does not verify (exit 1): the host changed an entry's bytes, not the subtree
+    hashes over it. It used to fail on the entry first (exit 2)."""
     cli = granted.cli
     _agency_read(granted)
     _host_garbles(granted, 3)
     line = cli.fails(1, "revoke", granted.vault, "--audience", granted.agency_did, *granted.owner)
     assert line == (
-        "error: revoked 1 link, but 1 log entry could not be read, written or changed by the "
-        "host: a grant to the audience recorded there may not be revoked (revoke it by its "
-        "token or link id)"
+        "error: revoked 1 link, but the log does not verify (log-entry): a grant to the "
+        "audience in an entry the host changed or removed may not be revoked (revoke it by "
+        "its token or link id)"
     )
     refused = cli("read", "--token", granted.token, "--key", granted.agency_key)
     assert refused.exit_code == 1 and "access denied (revoked)" in refused.stderr
