@@ -60,7 +60,7 @@ class Violation:
     that index: the host wrote or changed them), ``unknown-token``, ``token-invalid``,
     ``expired``, ``not-yet-valid``, ``revoked``, ``out-of-scope``, ``wrong-purpose``,
     ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``,
-    ``revocation-missing``, ``revocation-record``, ``owner-signature``."""
+    ``revocation-missing``, ``revocation-record``, ``owner-signature``, ``owner-withheld``."""
     message: str
 
 
@@ -507,7 +507,18 @@ def verify_audit(
     unsigned: set[int] = set()
     signed = _SignedTimes([], [])
     for entry, key in entries:
-        if entry.kind not in OWNER_KINDS or key is None:
+        if entry.kind not in OWNER_KINDS:
+            continue
+        if key is None:
+            # export_audit discloses every owner entry (only accesses are deferred): a null
+            # key here was edited in, and would take the entry's bound away unseen.
+            report.violations.append(
+                Violation(
+                    entry.index,
+                    "owner-withheld",
+                    "the entry is of a kind only the owner appends, but its key is withheld",
+                )
+            )
             continue
         try:
             details = open_disclosed(entry.sealed, owner_public, key)

@@ -515,6 +515,22 @@ def test_an_owner_entry_bounds_a_later_access_by_its_time_less_the_skew(
     assert rules(audit.verify_audit(world.export())) == expected
 
 
+def test_an_owner_entry_whose_key_was_withheld_is_a_violation(world: World) -> None:
+    """The package's keys are not covered by the checkpoint: an editor who nulls the key
+    of the owner's entry that bounds an expired access takes the bound away. export_audit
+    discloses every owner entry, so a null key there is reported (``owner-withheld``)."""
+    token = world.grant(expires=dt.timedelta(hours=1))
+    expires = token.leaf.caveats.expires
+    owner = _owner_entry_at(world, expires + SKEW_MS + SKEW_MS + DAY_MS)
+    index = _serve_at(world, token, expires)
+    package = world.export()
+    assert rules(audit.verify_audit(package)) == [(index, "expired")]
+    lines = _lines(package)
+    lines[owner]["key"] = None
+    _write_lines(package, lines)
+    assert rules(audit.verify_audit(package)) == [(owner, "owner-withheld")]
+
+
 def test_an_owner_kind_entry_the_owner_did_not_sign_bounds_nothing(world: World) -> None:
     """The host appends an owner read stamped a year ahead: its time is the host's word,
     not the owner's, and the honest read logged after it is not judged by it."""
