@@ -1402,10 +1402,9 @@ def _copy_database(source: Path, target: Path) -> None:
         into.close()
 
 
-def _revoked_then_rolled_back(tmp_path: Path, clock: Clock) -> tuple[_Granted, Checkpoint]:
-    """``_granted``; its grant revoked and the head recording that returned as the pin;
-    then, with the store closed, the host restores its copy from before the revocation,
-    heads and all."""
+def _revoked_with_a_copy(tmp_path: Path, clock: Clock) -> tuple[_Granted, Path, Checkpoint]:
+    """``_granted``, a copy of its store the host keeps, then its grant revoked; the copy's
+    path and the head recording the revocation (the pin)."""
     granted = _granted(tmp_path, clock)
     before = tmp_path / "before-revocation.db"
     _copy_database(granted.path, before)
@@ -1413,6 +1412,13 @@ def _revoked_then_rolled_back(tmp_path: Path, clock: Clock) -> tuple[_Granted, C
     granted.vault.revoke(granted.token)
     pin = granted.vault.latest_checkpoint()
     assert pin is not None
+    return granted, before, pin
+
+
+def _revoked_then_rolled_back(tmp_path: Path, clock: Clock) -> tuple[_Granted, Checkpoint]:
+    """``_revoked_with_a_copy``; then, with the store closed, the host restores its copy
+    from before the revocation, heads and all."""
+    granted, before, pin = _revoked_with_a_copy(tmp_path, clock)
     granted.store.close()
     _copy_database(before, granted.path)
     return granted, pin
@@ -1793,47 +1799,21 @@ def _swapped_for_the_snapshot(
     monkeypatch.setattr(backend, "snapshot", swapped_first)
 
 
-def test_an_export_with_a_pin_checks_it_again_in_its_read_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "held-head"])
+def test_an_export_checks_its_read_snapshot_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pinned: bool
 ) -> None:
     """The file is written from a read snapshot taken after the export's transaction: a
     host that restores its copy from before the revocation in between is caught there, and
-    the file removed."""
-    clock = Clock()
-    granted = _granted(tmp_path, clock)
-    before = tmp_path / "before-revocation.db"
-    _copy_database(granted.path, before)
-    clock.tick()
-    granted.vault.revoke(granted.token)
-    pin = granted.vault.latest_checkpoint()
-    assert pin is not None
+    the file removed. Without a pin, by the heads the vault object holds (it signed the
+    revocation's, and the export's)."""
+    granted, before, pin = _revoked_with_a_copy(tmp_path, Clock())
     out = tmp_path / "out"
     out.mkdir()
     with granted.store:
         _swapped_for_the_snapshot(monkeypatch, granted.store, granted.path, before)
         with pytest.raises(errors.InvalidProof) as refused:
-            granted.vault.export(out / "vault.pdsx", pinned=pin)
-    assert refused.value.reason == "log-truncated"
-    assert list(out.iterdir()) == []
-
-
-def test_an_export_checks_its_snapshot_against_the_heads_its_object_saw(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without a pin, the vault object that revoked (and signed the head recording it, and
-    the export's) refuses a snapshot the host rolled back to before the revocation."""
-    clock = Clock()
-    granted = _granted(tmp_path, clock)
-    before = tmp_path / "before-revocation.db"
-    _copy_database(granted.path, before)
-    clock.tick()
-    granted.vault.revoke(granted.token)
-    out = tmp_path / "out"
-    out.mkdir()
-    with granted.store:
-        _swapped_for_the_snapshot(monkeypatch, granted.store, granted.path, before)
-        with pytest.raises(errors.InvalidProof) as refused:
-            granted.vault.export(out / "vault.pdsx")
+            granted.vault.export(out / "vault.pdsx", pinned=pin if pinned else None)
     assert refused.value.reason == "log-truncated"
     assert list(out.iterdir()) == []
 
