@@ -60,7 +60,8 @@ class Violation:
     that index: the host wrote or changed them), ``unknown-token``, ``token-invalid``,
     ``expired``, ``not-yet-valid``, ``revoked``, ``out-of-scope``, ``wrong-purpose``,
     ``wrong-ability``, ``wrong-holder``, ``budget``, ``undecryptable``,
-    ``revocation-missing``, ``revocation-record``, ``owner-signature``, ``owner-withheld``."""
+    ``revocation-missing``, ``revocation-record``, ``owner-signature``, ``owner-withheld``,
+    ``withheld``."""
     message: str
 
 
@@ -574,6 +575,16 @@ def verify_audit(
         over_budget = used is not None and _spend(used, uses)
         if key is None:
             report.undisclosed += 1
+            # Only a deferral not yet due may keep an access's key back (export_audit
+            # discloses every other): a null key edited in would clear any verdict.
+            if entry.disclose_after is None or entry.disclose_after <= head.time:
+                report.violations.append(
+                    Violation(
+                        entry.index,
+                        "withheld",
+                        "the access's disclosure key is withheld though its disclosure is due",
+                    )
+                )
             if over_budget:
                 report.violations.append(
                     Violation(entry.index, "budget", "the token's use budget was exceeded")

@@ -133,6 +133,7 @@ def forge_access(
     link_id: bytes | None = None,
     changes: dict[str, Any] | None = None,
     signer: _crypto.SigningKey | None = None,
+    disclose_after: int | None = None,
 ) -> int:
     """Append an access entry as a dishonest host would: no checks, straight into the log.
 
@@ -171,6 +172,7 @@ def forge_access(
             owner_x25519_public=owner,
             rng=os.urandom,
             signer=signer,
+            disclose_after=disclose_after,
         )
 
 
@@ -948,14 +950,22 @@ def test_a_swapped_disclosure_key_is_flagged(world: World) -> None:
     assert rules(audit.verify_audit(package)) == [(3, "undecryptable"), (4, "undecryptable")]
 
 
-def test_a_withheld_disclosure_key_is_counted_not_judged(world: World) -> None:
-    forge_access(world, world.token, purpose="direct marketing")
+@pytest.mark.parametrize("deferred", [None, "due", "not due"])
+def test_a_withheld_disclosure_key_is_counted_and_a_violation_unless_deferred(
+    world: World, deferred: str | None
+) -> None:
+    """A null key on an access clears its verdict (here a wrong purpose): only a deferral
+    not yet due at the checkpoint's time may keep a key back; any other is ``withheld``."""
+    disclose_after = {None: None, "due": world.clock.ms, "not due": world.clock.ms + DAY_MS}
+    index = forge_access(
+        world, world.token, purpose="direct marketing", disclose_after=disclose_after[deferred]
+    )
     package = world.export()
     lines = _lines(package)
-    lines[3]["key"] = None
+    lines[index]["key"] = None
     _write_lines(package, lines)
     report = audit.verify_audit(package)
-    assert report.clean
+    assert rules(report) == ([] if deferred == "not due" else [(index, "withheld")])
     assert (report.undisclosed, report.released) == (1, 1)
 
 
