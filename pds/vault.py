@@ -2347,7 +2347,13 @@ class Vault:
         object already holds are not one branch."""
         seen = self._seen_head
         if seen is not None:
-            _check_consistent(MerkleLog(self._ctx.backend, self.vault_id), seen, head)
+            log = MerkleLog(self._ctx.backend, self.vault_id)
+            if head.size >= seen.size:
+                _check_consistent(log, seen, head)
+            elif log.size() >= seen.size:
+                # An older pin: the head held must extend it (a store rolled back below the
+                # held head is caught by ``latest_checkpoint``).
+                _check_consistent(log, head, seen)
         if seen is None or head.size > seen.size:
             self._seen_head = head
 
@@ -2521,8 +2527,7 @@ def _check_consistent(log: MerkleLog, seen: Checkpoint, head: Checkpoint) -> Non
             consistent = False
     if not consistent:
         raise InvalidProof(
-            "the store's latest checkpoint is on another branch than one this vault object "
-            "holds: a fork",
+            "a checkpoint is on another branch than one this vault object holds: a fork",
             "log-fork",
         )
 

@@ -1617,6 +1617,33 @@ def test_verify_log_leaves_the_vault_object_holding_the_pin(tmp_path: Path) -> N
     assert _after_rollback(granted.path, granted.token.link_id) == before
 
 
+def test_an_older_pin_on_another_branch_than_the_held_head_is_refused(tmp_path: Path) -> None:
+    """A vault object holds head S; the host rolls the store back, and a session without
+    S signs heads P, then more, on the new branch. The log extends P, but P is not on S's
+    branch: verifying P must not pass for an object that holds S (log-fork)."""
+    granted = _granted(tmp_path, Clock())
+    copy = tmp_path / "branch-point.db"
+    _copy_database(granted.path, copy)
+    for _ in range(2):
+        granted.vault.get(granted.vault.list("tax/2024").records[0].record_id)
+    held = granted.vault.latest_checkpoint()
+    assert held is not None
+    _copy_database(copy, granted.path)
+    with pds.open_store(granted.path) as store:
+        other = store.open_vault(granted.vault.vault_id)
+        other.unlock(key_file=granted.key_file)
+        other.put("tax/2025", {"n": 1})
+        pin = other.latest_checkpoint()
+        assert pin is not None and pin.size < held.size
+        record_id = other.list("tax/2024").records[0].record_id
+        while other.log_size() < held.size:
+            other.get(record_id)  # an owner read: an entry and a head
+    with pytest.raises(errors.InvalidProof) as refused:
+        granted.vault.verify_log(pin)
+    assert refused.value.reason == "log-fork"
+    granted.store.close()
+
+
 def test_a_pin_of_another_vault_or_not_a_pin_is_refused_at_open(tmp_path: Path) -> None:
     granted = _granted(tmp_path, Clock())
     other = granted.store.open_vault(granted.store.create_vault(key_file=granted.key_file))
