@@ -353,7 +353,7 @@ class Host:
 
     # -- listing cursors: the position (created_at, seq) sealed under a store key, so a
     # holder learns nothing from it (seq counts every record version the store wrote) and
-    # cannot make one of its own (docs/spec/token.md, "Serving").
+    # cannot make one of its own (docs/spec/token.md, "Listing cursors").
 
     def _cursor_aead(self, *, create: bool) -> _crypto.DeterministicAead | None:
         """The store's cursor key (called inside the serve's write transaction), or
