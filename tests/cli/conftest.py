@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner, Result
 
+import pds
+from pds.accesslog import MerkleLog
+
 if TYPE_CHECKING:
     # setuptools installs the cli/ folder under the name pds_cli through an import hook
     # that mypy cannot follow, so mypy reads the same modules under their folder name.
@@ -80,6 +83,17 @@ class Cli:
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("error: ")
         return lines[0]
+
+    def host_appends(self, vault: str, raw: bytes) -> int:
+        """The host appends ``raw`` to the vault's log, with its subtree hashes, as it
+        appends its entries (no checks); return its index."""
+        with pds.open_store(self.store) as store:
+            backend = store.backend
+            with backend.transaction():
+                log = MerkleLog(backend, vault)
+                index = log.size()
+                log.append_raw(index, 0, raw)
+        return index
 
     def put(self, vault: str, collection: str, data: Any, *extra: str) -> dict[str, Any]:
         """``pds put --json`` with ``data`` as JSON on stdin."""

@@ -9,9 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import pds
-from pds.accesslog import MerkleLog
-
 if TYPE_CHECKING:
     from tests.cli.conftest import Granted
 
@@ -201,12 +198,7 @@ def test_bytes_the_host_appends_that_are_no_entry_are_a_violation_not_a_refusal(
     used to refuse for good, log-entry), and `pds audit verify` reports one violation at
     its index (exit 1), not a malformed package (exit 2)."""
     cli = granted.cli
-    with pds.open_store(cli.store) as store:
-        backend = store.backend
-        with backend.transaction():
-            log = MerkleLog(backend, granted.vault)
-            index = log.size()
-            log.append_raw(index, 0, b"\xc1")
+    index = cli.host_appends(granted.vault, b"\xc1")
     directory = tmp_path / "audit"
     cli.json("audit", "export", granted.vault, directory, *granted.owner)
     result = cli("audit", "verify", directory, "--json")

@@ -176,17 +176,6 @@ def _host_garbles(granted: Granted, index: int) -> None:
     assert changed == 1
 
 
-def _host_appends_raw(granted: Granted, raw: bytes) -> int:
-    """The host appends ``raw`` to the log, with its subtree hashes, as it appends entries."""
-    with pds.open_store(granted.cli.store) as store:
-        backend = store.backend
-        with backend.transaction():
-            log = MerkleLog(backend, granted.vault)
-            index = log.size()
-            log.append_raw(index, 0, raw)
-    return index
-
-
 DAMAGED_LINE = (
     "(time unknown)        #{}  [DAMAGED: the entry does not parse as one of this vault's "
     "log entries; the host wrote or changed it]"
@@ -201,7 +190,7 @@ def test_an_entry_that_does_not_parse_is_shown_damaged(granted: Granted) -> None
     log is append-only), and before that to print the WARNING alone."""
     cli = granted.cli
     _agency_read(granted)
-    index = _host_appends_raw(granted, GARBAGE)
+    index = granted.cli.host_appends(granted.vault, GARBAGE)
     _agency_read(granted, "--agent", "clerk 17")
     pin = cli.state_dir / "heads" / f"{granted.vault}.checkpoint"
     pinned = Checkpoint.parse(pin.read_text())

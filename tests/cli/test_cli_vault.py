@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import pds
-from pds.accesslog import MerkleLog
 
 if TYPE_CHECKING:
     from tests.cli.conftest import Cli, Granted
@@ -189,12 +188,7 @@ def test_an_entry_the_host_appends_that_does_not_parse_blocks_nothing(
     it as ignored, and writes go on. Every command that checks the pin first used to
     refuse from then on (log-entry), rotation after a revocation among them."""
     cli.put(vault_id, "health", {"a": 1})
-    with pds.open_store(cli.store) as store:
-        backend = store.backend
-        with backend.transaction():
-            log = MerkleLog(backend, vault_id)
-            index = log.size()
-            log.append_raw(index, 0, b"\xc1")
+    index = cli.host_appends(vault_id, b"\xc1")
     assert cli.json("vault", "rotate", vault_id) == {"vault": vault_id, "epochs": {"health": 2}}
     with sqlite3.connect(cli.store) as conn:
         epochs = sorted(conn.execute("SELECT epoch FROM epochs WHERE collection = 'health'"))
@@ -212,12 +206,7 @@ def test_export_and_import_carry_an_entry_that_does_not_parse(
     garbage the host appended, and `pds vault import` (the file must extend the pin) takes
     it back as it is: the imported vault's log lists it as damaged. Both used to refuse."""
     cli.put(vault_id, "health", {"a": 1})
-    with pds.open_store(cli.store) as store:
-        backend = store.backend
-        with backend.transaction():
-            log = MerkleLog(backend, vault_id)
-            index = log.size()
-            log.append_raw(index, 0, b"\xc1")
+    index = cli.host_appends(vault_id, b"\xc1")
     cli.put(vault_id, "tax", {"b": 2})  # a new collection: a head signed over it
     exported = tmp_path / "v.pdsx"
     cli.json("vault", "export", vault_id, exported)
