@@ -846,6 +846,16 @@ def _documents(data: bytes) -> list[dict[str, Any]]:
     return [_codec.decode(data[start + 4 : end]) for start, end in _frames(data)]
 
 
+def _exported_documents(granted: Granted) -> list[dict[str, Any]]:
+    """The granted vault exported as its owner exports it, as decoded frames."""
+    buffer = io.BytesIO()
+    with pds.open_store(granted.db) as store:
+        vault = store.open_vault(granted.vault_id)
+        vault.unlock(key_file=granted.key_file)
+        vault.export(buffer)
+    return _documents(buffer.getvalue())
+
+
 def _resigned(documents: list[dict[str, Any]], granted: Granted) -> bytes:
     """The file an exporter holding the vault key would write with these frames: the end
     frame recomputed and signed, so only the importer's own checks can refuse it."""
@@ -940,12 +950,7 @@ def test_frames_out_of_order_in_their_section_are_refused(
 ) -> None:
     """export.md: frames are ordered inside their section too, and an importer refuses any
     other order, even in a file the vault key signed (another exporter's, say)."""
-    buffer = io.BytesIO()
-    with pds.open_store(granted.db) as store:
-        vault = store.open_vault(granted.vault_id)
-        vault.unlock(key_file=granted.key_file)
-        vault.export(buffer)
-    documents = _documents(buffer.getvalue())
+    documents = _exported_documents(granted)
     with pds.open_store(tmp_path / "control.db") as target:
         target.import_vault(io.BytesIO(_resigned(documents, granted)), key_file=granted.key_file)
     with pds.open_store(tmp_path / "target.db") as target:
@@ -1041,12 +1046,7 @@ def test_bytes_that_are_no_entry_changed_in_a_file_fail_its_head(
     so changing them in a file (even one re-signed with the vault key) fails the file's
     checkpoint, and nothing is imported."""
     index, _, head = _host_appends_then_owner_signs(granted, "not msgpack")
-    buffer = io.BytesIO()
-    with pds.open_store(granted.db) as store:
-        vault = store.open_vault(granted.vault_id)
-        vault.unlock(key_file=granted.key_file)
-        vault.export(buffer)
-    documents = _documents(buffer.getvalue())
+    documents = _exported_documents(granted)
     frame = next(d for d in documents if d["t"] == "log" and d["index"] == index)
     frame["entry"] = b"\xc2"
     with pds.open_store(tmp_path / "target.db") as target:
